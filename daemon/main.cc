@@ -1,0 +1,234 @@
+// mirrord: serves volumes over NBD. At this stage each export is a local
+// file or block device; replication arrives with the volume configuration.
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "file_backend.h"
+#include "listen_addr.h"
+#include "log.h"
+#include "server.h"
+#include "uring.h"
+
+#ifdef MIRROR_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+namespace mirror {
+namespace {
+
+struct ExportSpec {
+  std::string name;
+  std::string path;
+  bool read_only;
+};
+
+// Splits "NAME=VALUE" at the first '='.
+bool split_pair(const std::string& s, std::string* name, std::string* value) {
+  size_t eq = s.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == s.size()) return false;
+  *name = s.substr(0, eq);
+  *value = s.substr(eq + 1);
+  return true;
+}
+
+// Reads SIGTERM/SIGINT from a signalfd through the loop.
+class SignalWatcher final : public Completion {
+ public:
+  SignalWatcher(Loop& loop, int fd, std::function<void(int)> fn)
+      : loop_(loop), fd_(fd), fn_(std::move(fn)) {}
+  void arm() { io_uring_prep_read(loop_.sqe(this), fd_, &info_, sizeof info_, 0); }
+  void on_complete(int res, uint32_t) override {
+    if (res == sizeof info_) fn_(int(info_.ssi_signo));
+    if (res != -ECANCELED) arm();
+  }
+
+ private:
+  Loop& loop_;
+  int fd_;
+  signalfd_siginfo info_{};
+  std::function<void(int)> fn_;
+};
+
+// The ready file lists what we listen on; written atomically (rename) so a
+// reader never sees half of it.
+Status write_ready_file(const std::string& path, const std::vector<std::string>& lines) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    if (!f) return errno_error("cannot write " + tmp);
+    for (const auto& l : lines) f << l << '\n';
+    if (!f.flush()) return errno_error("cannot write " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) < 0) return errno_error("rename " + tmp);
+  return {};
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"mirrord: a userspace NBD server that mirrors a volume to a peer"};
+  std::vector<std::string> listen_args;
+  std::vector<std::string> export_args, export_ro_args, description_args;
+  std::string ready_file, log_level = "info";
+  ServerLimits limits;
+  app.add_option("--listen", listen_args,
+                 "Address to listen on: HOST:PORT, [IPv6]:PORT or unix:PATH (repeatable; "
+                 "default 127.0.0.1:10809)");
+  app.add_option("--export", export_args,
+                 "NAME=FILE: serve FILE read-write as export NAME (repeatable; the first "
+                 "is the default export)");
+  app.add_option("--export-ro", export_ro_args, "NAME=FILE: serve FILE read-only");
+  app.add_option("--description", description_args, "NAME=TEXT: describe export NAME");
+  app.add_option("--ready-file", ready_file,
+                 "Write the bound addresses here once listening (one per line)");
+  app.add_option("--log-level", log_level, "debug, info, warn or error");
+  app.add_option("--max-connections", limits.max_connections, "Connections served at once");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  LogLevel level;
+  if (!parse_log_level(log_level, &level)) {
+    std::fprintf(stderr, "mirrord: --log-level: unknown level '%s'\n", log_level.c_str());
+    return 2;
+  }
+  set_log_level(level);
+
+  // Every argument is checked before anything is opened or bound.
+  std::vector<ExportSpec> exports;
+  auto add_exports = [&](const std::vector<std::string>& args, bool ro) {
+    for (const auto& a : args) {
+      ExportSpec s{"", "", ro};
+      if (!split_pair(a, &s.name, &s.path)) {
+        std::fprintf(stderr, "mirrord: --export%s '%s': expected NAME=FILE\n", ro ? "-ro" : "",
+                     a.c_str());
+        return false;
+      }
+      for (const auto& e : exports) {
+        if (e.name == s.name) {
+          std::fprintf(stderr, "mirrord: export '%s' given twice\n", s.name.c_str());
+          return false;
+        }
+      }
+      exports.push_back(s);
+    }
+    return true;
+  };
+  if (!add_exports(export_args, false) || !add_exports(export_ro_args, true)) return 2;
+  if (exports.empty()) {
+    std::fprintf(stderr, "mirrord: nothing to serve: give at least one --export NAME=FILE\n");
+    return 2;
+  }
+  std::map<std::string, std::string> descriptions;
+  for (const auto& d : description_args) {
+    std::string name, text;
+    if (!split_pair(d, &name, &text)) {
+      std::fprintf(stderr, "mirrord: --description '%s': expected NAME=TEXT\n", d.c_str());
+      return 2;
+    }
+    descriptions[name] = text;
+  }
+  if (listen_args.empty()) listen_args.push_back("127.0.0.1:10809");
+  std::vector<ListenAddr> addrs;
+  for (const auto& l : listen_args) {
+    auto a = ListenAddr::parse(l);
+    if (!a) {
+      std::fprintf(stderr, "mirrord: --listen: %s\n", a.error().message.c_str());
+      return 2;
+    }
+    addrs.push_back(*a);
+  }
+
+  // Signals arrive through a signalfd read on the loop.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
+  if (!sfd.valid()) {
+    MLOG_ERROR("signalfd: %s", strerror(errno));
+    return 1;
+  }
+
+  auto loop = Loop::create();
+  if (!loop) {
+    MLOG_ERROR("%s", loop.error().to_string().c_str());
+    return 1;
+  }
+  std::vector<std::unique_ptr<FileBackend>> backends;
+  NbdServer server(**loop, limits);
+  for (const auto& s : exports) {
+    auto be = FileBackend::open(**loop, s.path, {.read_only = s.read_only});
+    if (!be) {
+      MLOG_ERROR("export '%s': %s", s.name.c_str(), be.error().to_string().c_str());
+      return 1;
+    }
+    nbd::ExportInfo info;
+    info.name = s.name;
+    info.read_only = s.read_only;
+    if (auto it = descriptions.find(s.name); it != descriptions.end()) info.description = it->second;
+    server.add_export(std::move(info), be->get());
+    MLOG_INFO("export '%s': %s, %llu bytes%s", s.name.c_str(), s.path.c_str(),
+              static_cast<unsigned long long>((*be)->size()), s.read_only ? ", read-only" : "");
+    backends.push_back(std::move(*be));
+  }
+  std::vector<std::string> ready_lines;
+  for (const auto& a : addrs) {
+    auto b = bind_listener(a);
+    if (!b) {
+      MLOG_ERROR("listen %s: %s", a.to_string().c_str(), b.error().to_string().c_str());
+      return 1;
+    }
+    ready_lines.push_back(b->is_tcp ? "tcp " + b->addr.to_string() : "unix " + b->addr.path);
+    MLOG_INFO("listening on %s", b->addr.to_string().c_str());
+    server.add_listener(std::move(*b));
+  }
+
+  bool stopping = false;
+  int exit_code = 0;
+  SignalWatcher signals(**loop, sfd.get(), [&](int signo) {
+    if (stopping) return;
+    stopping = true;
+    MLOG_INFO("signal %d: finishing requests in flight, then stopping", signo);
+    server.shutdown([&] {
+      // Everything acknowledged is made durable before we exit.
+      for (auto& be : backends) {
+        if (!be->read_only() && ::fdatasync(be->fd()) < 0) {
+          MLOG_ERROR("%s: fdatasync at stop: %s", be->path().c_str(), strerror(errno));
+          exit_code = 1;
+        }
+      }
+      (*loop)->stop();
+    });
+  });
+  signals.arm();
+
+  if (!ready_file.empty()) {
+    if (auto st = write_ready_file(ready_file, ready_lines); !st) {
+      MLOG_ERROR("%s", st.error().to_string().c_str());
+      return 1;
+    }
+  }
+#ifdef MIRROR_HAVE_SYSTEMD
+  sd_notify(0, "READY=1\nSTATUS=serving");
+#endif
+  (*loop)->run();
+  MLOG_INFO("stopped");
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace mirror
+
+int main(int argc, char** argv) { return mirror::run(argc, argv); }

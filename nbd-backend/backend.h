@@ -1,0 +1,57 @@
+// The backend chain. A Backend stores the bytes of one volume; backends wrap
+// each other (file, dirty tracking, replication, fault injection), each doing
+// one thing. Operations are asynchronous and run on the owner's Loop.
+//
+// Contract for every operation:
+//  - `done->io_done(err)` is called exactly once, with 0 or a negative errno,
+//    and never before the call that started the operation has returned.
+//  - Buffers and `done` are owned by the caller and must stay valid until
+//    io_done runs.
+//  - Ranges were validated by the caller (within size(), length > 0).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "codec.h"
+
+namespace mirror {
+
+class IoDone {
+ public:
+  virtual void io_done(int err) = 0;
+
+ protected:
+  ~IoDone() = default;
+};
+
+struct ZeroFlags {
+  bool fua = false;
+  bool may_trim = true;    // a hole is fine (NBD_CMD_FLAG_NO_HOLE not set)
+  bool fast_only = false;  // NBD_CMD_FLAG_FAST_ZERO: fail with -ENOTSUP if slow
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual uint64_t size() const = 0;
+  virtual bool read_only() const = 0;
+  virtual bool can_trim() const = 0;
+
+  virtual void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) = 0;
+  // fua: durable before done (on every copy this backend maintains).
+  virtual void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+                     IoDone* done) = 0;
+  // Every write completed before flush() was called is durable when done.
+  virtual void flush(IoDone* done) = 0;
+  virtual void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) = 0;
+  virtual void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) = 0;
+  virtual void cache(uint64_t offset, uint32_t length, IoDone* done) = 0;
+  // Appends at most max_extents extents describing [offset, offset+length)
+  // from the start (they may cover less than length).
+  virtual void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
+                            std::vector<nbd::Extent>* out, IoDone* done) = 0;
+};
+
+}  // namespace mirror

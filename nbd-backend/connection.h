@@ -1,0 +1,115 @@
+// Connection: one NBD client, from greeting to close, driven entirely by
+// io_uring completions on the server's Loop.
+//
+// Transmission: requests are parsed from a receive buffer (write payloads
+// that do not fit are received straight into the request's buffer), handed
+// to the export's Backend, and replied to in completion order. Replies are
+// queued and sent with one sendmsg at a time, batched. Backpressure: when
+// too many requests are in flight or too many payload bytes are held (say, a
+// client that never reads its replies), the connection stops reading.
+//
+// Lifetime: owned by NbdServer. close() shuts the socket down; the object is
+// destroyed once no io_uring operation and no backend request is pending.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "buffer.h"
+#include "codec.h"
+#include "uring.h"
+#include "unique_fd.h"
+
+namespace mirror {
+
+class NbdServer;
+
+class Connection {
+ public:
+  Connection(NbdServer& server, UniqueFd fd, std::string peer, uint64_t now_ms);
+  ~Connection();
+
+  void start();
+  // Graceful: stop reading requests, answer those in flight, then close.
+  void drain();
+  // Hard close (protocol violation, error, client gone).
+  void close(const char* why);
+
+  bool in_handshake() const { return phase_ == Phase::kHandshake; }
+  uint64_t started_ms() const { return started_ms_; }
+  const std::string& peer() const { return peer_; }
+
+ private:
+  struct Request;
+  enum class Phase { kHandshake, kTransmission, kDraining, kClosing };
+
+  void post_recv();
+  void on_recv(int res, uint32_t flags);
+  void on_send(int res, uint32_t flags);
+  void handshake_input();
+  void transmission_input();
+  bool can_accept_request() const;
+  void start_request(Request* r);
+  void request_done(Request* r, int err);
+  void reply_error(Request* r, uint32_t nbd_error, const char* msg);
+  void build_reply(Request* r, int err);
+  void queue_reply(Request* r);
+  void kick_send();
+  Request* new_request();
+  void free_request(Request* r);
+  void maybe_destroy();
+  void send_handshake();
+  void enter_transmission();
+  void check_drained();
+  void compact_input();
+
+  NbdServer& server_;
+  UniqueFd fd_;
+  std::string peer_;
+  uint64_t started_ms_;
+  Phase phase_ = Phase::kHandshake;
+
+  // Handshake.
+  std::unique_ptr<nbd::Handshake> handshake_;
+  std::vector<uint8_t> hs_out_;
+  size_t hs_sent_ = 0;
+  bool hs_done_after_send_ = false;
+  bool hs_close_after_send_ = false;
+  nbd::Negotiated negotiated_;
+  Backend* backend_ = nullptr;
+
+  // Input.
+  std::vector<uint8_t> in_;
+  size_t in_start_ = 0, in_end_ = 0;
+  Request* payload_req_ = nullptr;  // a write whose payload is still arriving
+  uint32_t payload_have_ = 0;
+  bool recv_posted_ = false;
+  bool recv_into_payload_ = false;
+  bool disc_received_ = false;
+
+  // Output.
+  std::deque<Request*> send_q_;
+  bool send_posted_ = false;
+  std::vector<iovec> send_iov_;
+  msghdr send_msg_{};
+  bool sending_handshake_ = false;
+
+  // Accounting.
+  uint32_t requests_in_flight_ = 0;  // started and not yet replied
+  size_t bytes_held_ = 0;
+  int uring_ops_ = 0;  // recv/send/cancel submitted and not completed
+  bool destroyed_ = false;
+  std::vector<std::unique_ptr<Request>> free_requests_;
+
+  MemberCompletion<Connection, &Connection::on_recv> recv_completion_{this};
+  MemberCompletion<Connection, &Connection::on_send> send_completion_{this};
+};
+
+}  // namespace mirror

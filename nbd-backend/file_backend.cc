@@ -1,0 +1,323 @@
+#include "file_backend.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "log.h"
+
+namespace mirror {
+
+namespace {
+// Source of zeroes for WRITE_ZEROES where fallocate cannot help.
+constexpr uint32_t kZeroChunk = 1 << 20;
+const uint8_t* zero_chunk() {
+  static const uint8_t* const z = [] {
+    auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, kZeroChunk));
+    std::memset(p, 0, kZeroChunk);
+    return p;
+  }();
+  return z;
+}
+}  // namespace
+
+// One operation in flight. Short transfers are re-queued from where they
+// stopped; a FUA write continues with a group sync before completing.
+struct FileBackend::Op final : Completion {
+  enum class Kind { kRead, kWrite, kZeroWrite, kFallocate, kTrim, kFadvise };
+  FileBackend* be = nullptr;
+  Kind kind = Kind::kRead;
+  uint64_t offset = 0;
+  uint32_t left = 0;
+  uint8_t* buf = nullptr;
+  int mode = 0;  // fallocate mode
+  bool fua = false;
+  bool fast_only = false;
+  bool syncing = false;
+  IoDone* done = nullptr;
+
+  // The sync of a FUA op completes through this adapter.
+  struct SyncDone final : IoDone {
+    Op* op;
+    void io_done(int err) override { op->be->finish(op, err); }
+  } sync_done;
+
+  void on_complete(int res, uint32_t) override { be->on_op(this, res); }
+};
+
+Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::string& path,
+                                                       Options opts) {
+  int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+  if (opts.direct) flags |= O_DIRECT;
+  UniqueFd fd(::open(path.c_str(), flags));
+  if (!fd.valid()) return errno_error("open backing file " + path);
+  if (::flock(fd.get(), (opts.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+    if (errno == EWOULDBLOCK)
+      return Error{EBUSY, "backing file " + path + " is in use by another process"};
+    return errno_error("flock " + path);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path);
+  uint64_t size = 0;
+  bool blk = false;
+  if (S_ISREG(st.st_mode)) {
+    size = st.st_size;
+  } else if (S_ISBLK(st.st_mode)) {
+    if (::ioctl(fd.get(), BLKGETSIZE64, &size) < 0) return errno_error("BLKGETSIZE64 " + path);
+    blk = true;
+  } else {
+    return Error{EINVAL, "backing store " + path + " is neither a regular file nor a block device"};
+  }
+  if (size == 0) return Error{EINVAL, "backing store " + path + " has size 0"};
+  std::unique_ptr<FileBackend> be(new FileBackend(loop, std::move(fd), path, size, opts));
+  be->is_block_device_ = blk;
+  return be;
+}
+
+FileBackend::FileBackend(Loop& loop, UniqueFd fd, std::string path, uint64_t size, Options opts)
+    : loop_(loop), fd_(std::move(fd)), path_(std::move(path)), size_(size), opts_(opts) {}
+
+FileBackend::~FileBackend() = default;
+
+FileBackend::Op* FileBackend::get_op(IoDone* done) {
+  Op* op;
+  if (free_ops_.empty()) {
+    op = new Op();
+  } else {
+    op = free_ops_.back().release();
+    free_ops_.pop_back();
+  }
+  *op = Op();
+  op->be = this;
+  op->done = done;
+  op->sync_done.op = op;
+  ++in_flight_;
+  return op;
+}
+
+void FileBackend::put_op(Op* op) {
+  --in_flight_;
+  free_ops_.emplace_back(op);
+}
+
+void FileBackend::complete_later(IoDone* done, int err) {
+  loop_.defer([done, err] { done->io_done(err); });
+}
+
+void FileBackend::submit(Op* op) {
+  io_uring_sqe* s = loop_.sqe(op);
+  switch (op->kind) {
+    case Op::Kind::kRead:
+      io_uring_prep_read(s, fd_.get(), op->buf, op->left, op->offset);
+      break;
+    case Op::Kind::kWrite:
+      io_uring_prep_write(s, fd_.get(), op->buf, op->left, op->offset);
+      break;
+    case Op::Kind::kZeroWrite:
+      io_uring_prep_write(s, fd_.get(), zero_chunk(), std::min(op->left, kZeroChunk), op->offset);
+      break;
+    case Op::Kind::kFallocate:
+    case Op::Kind::kTrim:
+      io_uring_prep_fallocate(s, fd_.get(), op->mode, op->offset, op->left);
+      break;
+    case Op::Kind::kFadvise:
+      io_uring_prep_fadvise(s, fd_.get(), op->offset, op->left, POSIX_FADV_WILLNEED);
+      break;
+  }
+}
+
+void FileBackend::on_op(Op* op, int res) {
+  if (res == -EAGAIN || res == -EINTR) return submit(op);
+  switch (op->kind) {
+    case Op::Kind::kRead:
+      if (res < 0) return finish(op, res);
+      if (res == 0) {  // the file shrank under us: the rest reads as zeroes
+        std::memset(op->buf, 0, op->left);
+        return finish(op, 0);
+      }
+      op->buf += res;
+      op->offset += res;
+      op->left -= res;
+      if (op->left > 0) return submit(op);
+      return finish(op, 0);
+    case Op::Kind::kWrite:
+    case Op::Kind::kZeroWrite:
+      if (res < 0) return finish(op, res);
+      if (res == 0) return finish(op, -EIO);
+      if (op->kind == Op::Kind::kWrite) op->buf += res;
+      op->offset += res;
+      op->left -= res;
+      if (op->left > 0) return submit(op);
+      break;
+    case Op::Kind::kFallocate:
+      if (res == -EOPNOTSUPP || res == -ENOTSUP || res == -EINVAL) {
+        // No fast way to zero here: the client asked not to be slow, or we
+        // write zeroes ourselves.
+        if (op->fast_only) return finish(op, -ENOTSUP);
+        op->kind = Op::Kind::kZeroWrite;
+        return submit(op);
+      }
+      if (res < 0) return finish(op, res);
+      break;
+    case Op::Kind::kTrim:
+      // Trim is advisory: a filesystem without hole punching just keeps data.
+      if (res < 0 && res != -EOPNOTSUPP && res != -ENOTSUP) return finish(op, res);
+      break;
+    case Op::Kind::kFadvise:
+      return finish(op, 0);  // a hint: its failure is no error for the client
+  }
+  // A completed modification: FUA waits for a sync covering it.
+  if (op->fua && !op->syncing) {
+    op->syncing = true;
+    return flush(&op->sync_done);
+  }
+  finish(op, 0);
+}
+
+void FileBackend::finish(Op* op, int err) {
+  if (err < 0 && op->kind != Op::Kind::kRead) {
+    MLOG_WARN("%s: write at offset %llu failed: %s", path_.c_str(),
+              static_cast<unsigned long long>(op->offset), strerror(-err));
+  }
+  IoDone* done = op->done;
+  put_op(op);
+  done->io_done(err);
+}
+
+void FileBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+  Op* op = get_op(done);
+  op->kind = Op::Kind::kRead;
+  op->offset = offset;
+  op->left = length;
+  op->buf = buf;
+  submit(op);
+}
+
+void FileBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+                        IoDone* done) {
+  if (sticky_error_) return complete_later(done, -sticky_error_);
+  Op* op = get_op(done);
+  op->kind = Op::Kind::kWrite;
+  op->offset = offset;
+  op->left = length;
+  op->buf = const_cast<uint8_t*>(buf);  // only read from for a write
+  op->fua = fua;
+  submit(op);
+}
+
+void FileBackend::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
+  if (sticky_error_) return complete_later(done, -sticky_error_);
+  Op* op = get_op(done);
+  op->kind = Op::Kind::kTrim;
+  op->offset = offset;
+  op->left = length;
+  op->mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  op->fua = fua;
+  submit(op);
+}
+
+void FileBackend::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) {
+  if (sticky_error_) return complete_later(done, -sticky_error_);
+  Op* op = get_op(done);
+  op->kind = Op::Kind::kFallocate;
+  op->offset = offset;
+  op->left = length;
+  // A punched hole reads as zeroes and frees space; NO_HOLE asks for
+  // allocated zeroes instead.
+  op->mode = (flags.may_trim ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE) | FALLOC_FL_KEEP_SIZE;
+  op->fua = flags.fua;
+  op->fast_only = flags.fast_only;
+  submit(op);
+}
+
+void FileBackend::cache(uint64_t offset, uint32_t length, IoDone* done) {
+  Op* op = get_op(done);
+  op->kind = Op::Kind::kFadvise;
+  op->offset = offset;
+  op->left = length;
+  submit(op);
+}
+
+void FileBackend::flush(IoDone* done) {
+  if (sticky_error_) return complete_later(done, -sticky_error_);
+  sync_waiting_.push_back(done);
+  if (!sync_running_) start_sync();
+}
+
+void FileBackend::start_sync() {
+  sync_current_.swap(sync_waiting_);
+  sync_running_ = true;
+  ++in_flight_;
+  io_uring_prep_fsync(loop_.sqe(&sync_completion_), fd_.get(), IORING_FSYNC_DATASYNC);
+}
+
+void FileBackend::on_sync(int res, uint32_t) {
+  --in_flight_;
+  sync_running_ = false;
+  if (res < 0 && !sticky_error_) {
+    sticky_error_ = -res;
+    MLOG_ERROR("%s: fdatasync failed: %s; refusing further writes until restart",
+               path_.c_str(), strerror(-res));
+  }
+  int err = sticky_error_ ? -sticky_error_ : 0;
+  std::vector<IoDone*> done;
+  done.swap(sync_current_);
+  // Writers that arrived while this sync ran need one of their own.
+  if (!sync_waiting_.empty()) {
+    if (err) {
+      for (IoDone* d : sync_waiting_) done.push_back(d);
+      sync_waiting_.clear();
+    } else {
+      start_sync();
+    }
+  }
+  for (IoDone* d : done) d->io_done(err);
+}
+
+void FileBackend::block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
+                               std::vector<nbd::Extent>* out, IoDone* done) {
+  // SEEK_DATA/SEEK_HOLE read only metadata; io_uring has no opcode for them.
+  uint64_t end = offset + length;
+  uint64_t pos = offset;
+  int err = 0;
+  if (is_block_device_) {
+    out->push_back({length, 0});
+    return complete_later(done, 0);
+  }
+  while (pos < end && out->size() < max_extents) {
+    off_t data = ::lseek(fd_.get(), pos, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) data = end;  // a hole to the end of file
+    if (data < 0) {
+      err = -errno;
+      break;
+    }
+    uint64_t d = std::min<uint64_t>(data, end);
+    if (d > pos) {
+      out->push_back({uint32_t(d - pos), nbd::kStateHole | nbd::kStateZero});
+      pos = d;
+      continue;
+    }
+    off_t hole = ::lseek(fd_.get(), pos, SEEK_HOLE);
+    if (hole < 0) {
+      err = -errno;
+      break;
+    }
+    uint64_t h = std::min<uint64_t>(std::max<uint64_t>(hole, pos + 1), end);
+    out->push_back({uint32_t(h - pos), 0});
+    pos = h;
+  }
+  if (err && out->empty()) {
+    // The spec allows reporting plain data instead of failing the query.
+    out->push_back({length, 0});
+    err = 0;
+  }
+  complete_later(done, err);
+}
+
+}  // namespace mirror

@@ -1,0 +1,172 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "connection.h"
+#include "log.h"
+
+namespace mirror {
+
+namespace {
+uint64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+std::string peer_name(int fd, bool tcp) {
+  if (!tcp) return "unix:" + std::to_string(fd);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return "?";
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  }
+  return std::string(host) + ":" + std::to_string(port);
+}
+}  // namespace
+
+struct NbdServer::Listener final : Completion {
+  NbdServer* server;
+  BoundSocket sock;
+  bool armed = false;
+  void on_complete(int res, uint32_t flags) override { server->on_accept(this, res, flags); }
+};
+
+NbdServer::NbdServer(Loop& loop, ServerLimits limits)
+    : loop_(loop), limits_(limits), tick_timer_(loop, [this] { tick(); }) {}
+
+NbdServer::~NbdServer() {
+  for (Connection* c : connections_) delete c;
+}
+
+void NbdServer::add_export(nbd::ExportInfo info, Backend* backend) {
+  info.size = backend->size();
+  info.read_only = info.read_only || backend->read_only();
+  info.can_trim = backend->can_trim();
+  exports_.push_back(std::make_unique<Export>(Export{std::move(info), backend}));
+}
+
+std::vector<const nbd::ExportInfo*> NbdServer::list() const {
+  std::vector<const nbd::ExportInfo*> v;
+  for (const auto& e : exports_) v.push_back(&e->info);
+  return v;
+}
+
+const nbd::ExportInfo* NbdServer::find(std::string_view name) const {
+  if (exports_.empty()) return nullptr;
+  if (name.empty()) return &exports_.front()->info;
+  for (const auto& e : exports_) {
+    if (e->info.name == name) return &e->info;
+  }
+  return nullptr;
+}
+
+Backend* NbdServer::backend_for(const nbd::ExportInfo* info) const {
+  for (const auto& e : exports_) {
+    if (&e->info == info) return e->backend;
+  }
+  return nullptr;
+}
+
+void NbdServer::add_listener(BoundSocket sock) {
+  auto l = std::make_unique<Listener>();
+  l->server = this;
+  l->sock = std::move(sock);
+  arm_accept(l.get());
+  listeners_.push_back(std::move(l));
+  tick_timer_.arm(1000);
+}
+
+void NbdServer::arm_accept(Listener* l) {
+  l->armed = true;
+  io_uring_prep_multishot_accept(loop_.sqe(l), l->sock.fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
+}
+
+void NbdServer::on_accept(Listener* l, int res, uint32_t flags) {
+  if (!(flags & IORING_CQE_F_MORE)) l->armed = false;
+  if (shutting_down_) {
+    if (res >= 0) ::close(res);
+    maybe_finish_shutdown();
+    return;
+  }
+  if (res < 0) {
+    if (res != -ECANCELED) MLOG_WARN("accept: %s", strerror(-res));
+  } else {
+    UniqueFd fd(res);
+    if (connections_.size() >= limits_.max_connections) {
+      MLOG_WARN("refusing a connection: %u connections already", limits_.max_connections);
+    } else {
+      if (l->sock.is_tcp) {
+        int one = 1;
+        ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      }
+      std::string peer = peer_name(fd.get(), l->sock.is_tcp);
+      auto* c = new Connection(*this, std::move(fd), std::move(peer), now_ms());
+      connections_.insert(c);
+      c->start();
+    }
+  }
+  if (!l->armed) arm_accept(l);
+}
+
+void NbdServer::tick() {
+  uint64_t now = now_ms();
+  std::vector<Connection*> stale;
+  for (Connection* c : connections_) {
+    if (c->in_handshake() && now - c->started_ms() > limits_.handshake_timeout_ms)
+      stale.push_back(c);
+  }
+  for (Connection* c : stale) {
+    MLOG_INFO("%s: handshake timed out", c->peer().c_str());
+    c->close("handshake timeout");
+  }
+  if (!shutting_down_) tick_timer_.arm(1000);
+}
+
+void NbdServer::connection_closed(Connection* c) {
+  // Destroy outside the connection's own call stack.
+  loop_.defer([this, c] {
+    connections_.erase(c);
+    delete c;
+    maybe_finish_shutdown();
+  });
+}
+
+void NbdServer::shutdown(std::function<void()> done) {
+  shutting_down_ = true;
+  shutdown_done_ = std::move(done);
+  tick_timer_.cancel();
+  for (auto& l : listeners_) {
+    // Cancels the multishot accept; the socket closes with the listener.
+    io_uring_prep_cancel(loop_.sqe(nullptr), l.get(), 0);
+    if (l->sock.addr.kind == ListenAddr::Kind::kUnix) ::unlink(l->sock.addr.path.c_str());
+  }
+  std::vector<Connection*> all(connections_.begin(), connections_.end());
+  for (Connection* c : all) c->drain();
+  maybe_finish_shutdown();
+}
+
+void NbdServer::maybe_finish_shutdown() {
+  if (!shutting_down_ || !connections_.empty() || !shutdown_done_) return;
+  for (auto& l : listeners_) {
+    if (l->armed) return;
+  }
+  auto done = std::move(shutdown_done_);
+  shutdown_done_ = nullptr;
+  done();
+}
+
+}  // namespace mirror

@@ -1,0 +1,74 @@
+// NbdServer: accepts NBD clients on its listeners and serves its exports,
+// all on one io_uring Loop. Owns the connections; does not own backends.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "backend.h"
+#include "codec.h"
+#include "listen_addr.h"
+#include "uring.h"
+
+namespace mirror {
+
+class Connection;
+
+struct ServerLimits {
+  uint32_t max_connections = 512;
+  uint32_t max_requests_per_connection = 256;      // in flight, then stop reading
+  size_t max_buffered_bytes_per_connection = 64 << 20;  // payloads held, ditto
+  uint32_t handshake_timeout_ms = 30000;
+};
+
+class NbdServer final : public nbd::ExportCatalog {
+ public:
+  NbdServer(Loop& loop, ServerLimits limits = {});
+  ~NbdServer() override;
+
+  // The first export added is the default one (the empty name selects it).
+  void add_export(nbd::ExportInfo info, Backend* backend);
+  // Takes a bound listening socket and starts accepting on it.
+  void add_listener(BoundSocket sock);
+
+  // Stops accepting, lets every connection finish the requests it has, then
+  // closes them and calls `done` (on the loop).
+  void shutdown(std::function<void()> done);
+
+  // ExportCatalog.
+  std::vector<const nbd::ExportInfo*> list() const override;
+  const nbd::ExportInfo* find(std::string_view name) const override;
+
+  Backend* backend_for(const nbd::ExportInfo* e) const;
+  Loop& loop() { return loop_; }
+  const ServerLimits& limits() const { return limits_; }
+  size_t connection_count() const { return connections_.size(); }
+
+  // Called by a Connection once it has no operation outstanding.
+  void connection_closed(Connection* c);
+
+ private:
+  struct Export {
+    nbd::ExportInfo info;
+    Backend* backend;
+  };
+  struct Listener;
+  void on_accept(Listener* l, int res, uint32_t flags);
+  void arm_accept(Listener* l);
+  void tick();
+  void maybe_finish_shutdown();
+
+  Loop& loop_;
+  ServerLimits limits_;
+  std::vector<std::unique_ptr<Export>> exports_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unordered_set<Connection*> connections_;
+  Timer tick_timer_;
+  bool shutting_down_ = false;
+  std::function<void()> shutdown_done_;
+};
+
+}  // namespace mirror
