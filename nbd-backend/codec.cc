@@ -93,13 +93,16 @@ Handshake::Status Handshake::step(std::span<const uint8_t> in, size_t& used,
       uint32_t opt = r.u32();
       uint32_t len = r.u32();
       if (magic != kIHaveOpt) return close("bad option magic");
-      if (++options_seen_ > kMaxOptions) return close("too many options");
+      // Count an option once, when it is consumed: a header seen again while
+      // its data is still arriving is the same option.
+      if (options_seen_ >= kMaxOptions) return close("too many options");
       // Without fixed newstyle the server cannot answer an option, only end.
       if (!fixed_newstyle_ && opt != kOptExportName)
         return close("option other than EXPORT_NAME without fixed newstyle");
       if (len > kMaxOptionLen) {
         if (opt == kOptExportName || len > kMaxOptionSkip) return close("option data too long");
         used = 16;
+        ++options_seen_;
         skip_opt_ = opt;
         skip_left_ = len;
         phase_ = Phase::kSkipping;
@@ -107,6 +110,7 @@ Handshake::Status Handshake::step(std::span<const uint8_t> in, size_t& used,
       }
       if (in.size() < 16 + size_t(len)) return Status::kNeedMore;
       used = 16 + size_t(len);
+      ++options_seen_;
       return handle_option(opt, in.subspan(16, len), out);
     }
     case Phase::kDone:
@@ -226,9 +230,14 @@ Handshake::Status Handshake::handle_info_go(uint32_t opt, std::span<const uint8_
 
 Handshake::Status Handshake::handle_meta(uint32_t opt, std::span<const uint8_t> data,
                                          std::vector<uint8_t>& out) {
-  if (opt == kOptSetMetaContext && !result_.structured_replies) {
-    encode_option_error(out, opt, kRepErrInvalid, "negotiate structured replies first");
-    return Status::kNeedMore;
+  if (opt == kOptSetMetaContext) {
+    // A SET replaces every earlier selection, including when it fails.
+    meta_export_.clear();
+    meta_ids_.clear();
+    if (!result_.structured_replies) {
+      encode_option_error(out, opt, kRepErrInvalid, "negotiate structured replies first");
+      return Status::kNeedMore;
+    }
   }
   Reader r(data);
   uint32_t name_len = r.u32();
@@ -349,6 +358,9 @@ Verdict validate_request(const Request& r, const Negotiated& n) {
     default:
       return fail(kEinval, "unknown command");
   }
+  // With SEND_FUA advertised, FUA is valid on every command (a no-op where
+  // nothing is written).
+  if (n.transmission_flags & kFlagSendFua) allowed |= kCmdFlagFua;
   if (r.flags & ~allowed) return fail(kEinval, "flag not valid for this command");
   if (writes && e.read_only) return fail(kEperm, "write to a read-only export");
   if (ranged) {

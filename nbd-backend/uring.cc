@@ -45,6 +45,7 @@ void Loop::run_deferred() {
 }
 
 void Loop::run() {
+  stopped_ = false;
   while (!stopped_) {
     run_deferred();
     if (stopped_) break;

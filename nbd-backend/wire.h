@@ -72,7 +72,7 @@ class Reader {
   uint64_t u64() { return take(8) ? get_u64(&in_[pos_ - 8]) : 0; }
   std::string_view str(size_t n) {
     if (!take(n)) return {};
-    return {reinterpret_cast<const char*>(&in_[pos_ - n]), n};
+    return {reinterpret_cast<const char*>(in_.data() + pos_ - n), n};
   }
   std::span<const uint8_t> bytes(size_t n) {
     if (!take(n)) return {};
