@@ -1,0 +1,199 @@
+// Bitmap: the per-volume metadata of one node (docs/bitmap-format.md): the
+// header (identity, generation ids, flags, resync cursor), the coarse
+// activity map and the fine dirty map, held in memory and persisted to one
+// file by group commits on the io_uring Loop.
+//
+// Thread and lifetime contract: a Bitmap belongs to the thread of its Loop and
+// is used only there. It must outlive every commit it started: destroy it
+// when !commit_running(), or after its Loop stopped for good. Waiters passed to
+// commit() must stay valid until their io_done ran.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"  // IoDone
+#include "buffer.h"
+#include "result.h"
+#include "unique_fd.h"
+#include "uring.h"
+
+namespace mirror {
+
+// Header flags (the superblock's u32; other bits are stored as given).
+inline constexpr uint32_t kFlagCleanShutdown = 1;
+inline constexpr uint32_t kFlagPrimary = 2;
+inline constexpr uint32_t kFlagDisposableLocalWrites = 4;
+inline constexpr uint32_t kFlagFullSyncNeeded = 8;
+
+// Who this metadata belongs to. volume, node and peer: at most 64 bytes, no
+// NUL. granularity, al_extent: powers of two, 4096 .. 2^31.
+struct MetaIdentity {
+  std::string volume;
+  uint64_t volume_size = 0;
+  std::string node, peer;
+  uint32_t granularity = 65536;
+  uint32_t al_extent = 4 << 20;
+};
+
+struct Generation {
+  uint64_t current = 0, bitmap = 0, history[2] = {0, 0};
+  bool operator==(const Generation&) const = default;
+};
+
+struct BitmapOpenReport {
+  bool created = false;               // the file did not exist (implies full_resync)
+  bool full_resync = false;           // every dirty bit set, kFlagFullSyncNeeded set
+  std::string reason;                 // why full_resync ("metadata <path>: ...: full resync")
+  std::vector<std::string> warnings;  // recovered defects (bad map blocks, a bad slot)
+};
+
+class Bitmap {
+ public:
+  struct Stats {
+    uint64_t commits_started = 0;
+    uint64_t commits_completed = 0;  // durable (successful) commits
+    uint64_t blocks_written = 0;     // map blocks, both maps
+    uint64_t superblocks_written = 0;
+  };
+
+  // Opens (flock LOCK_EX) and loads the metadata file, creating it if missing.
+  // Unusable metadata is not an error: it yields a full-resync bitmap and a
+  // reason (see the format doc). Errors: EINVAL (bad identity), EBUSY (locked
+  // by another process), and I/O errors. `report` may be nullptr.
+  static Result<std::unique_ptr<Bitmap>> open(Loop& loop, const std::string& path,
+                                              const MetaIdentity& id, BitmapOpenReport* report);
+  ~Bitmap();
+  Bitmap(const Bitmap&) = delete;
+  Bitmap& operator=(const Bitmap&) = delete;
+
+  // Dirty map (fine). Ranges are byte ranges of the volume, clipped to its
+  // size. set: every region touched by [off, off+len). clear: only regions
+  // lying wholly inside the range (the volume's short last region counts as
+  // whole when the range reaches the end of the volume).
+  void set_dirty(uint64_t off, uint64_t len);
+  void clear_dirty(uint64_t off, uint64_t len);
+  void set_all_dirty();
+  void clear_all_dirty();
+  bool any_dirty(uint64_t off, uint64_t len) const;
+  // Bytes covered by set bits (the short last region counts its real size). O(1).
+  uint64_t dirty_bytes() const;
+  // The first run of consecutive dirty regions in regions at or after the one
+  // holding `from`. *off is region aligned (so it may precede an unaligned
+  // `from`); *len is at most max_len rounded down to whole regions, but at
+  // least one region, and ends at most at the volume size. False if none.
+  bool next_dirty(uint64_t from, uint64_t max_len, uint64_t* off, uint64_t* len) const;
+
+  // Activity map (coarse), same range semantics at al_extent granularity.
+  void set_active(uint64_t off, uint64_t len);
+  void clear_active(uint64_t off, uint64_t len);
+  // True if every extent touched by the range is set in memory (false for an
+  // empty range).
+  bool is_active(uint64_t off, uint64_t len) const;
+  // ... and set on stable storage: no commit that may clear it is in flight.
+  bool is_active_durable(uint64_t off, uint64_t len) const;
+  // Marks every region of every active extent dirty (crash recovery); returns
+  // the bytes newly marked. The activity bits stay as they are.
+  uint64_t active_to_dirty();
+
+  // Header. Setters mark the superblock changed only if the value changes.
+  const Generation& generation() const { return gen_; }
+  void set_generation(const Generation& g);
+  uint32_t flags() const { return flags_; }
+  void set_flags(uint32_t f);
+  uint64_t resync_cursor() const { return cursor_; }
+  void set_resync_cursor(uint64_t c);
+  uint32_t granularity() const { return id_.granularity; }
+  uint32_t al_extent() const { return id_.al_extent; }
+  uint64_t volume_size() const { return id_.volume_size; }
+
+  // Group commit: persists every change made so far (changed map blocks, the
+  // superblock if a header field changed), then fdatasync, then calls
+  // waiter->io_done(0 or -errno); never inline. Waiters arriving while a
+  // commit runs are served by the next one. nullptr: persist in the
+  // background. A failed write or sync is sticky: every later commit fails
+  // with the same error.
+  void commit(IoDone* waiter);
+  bool commit_running() const { return running_; }
+  // Synchronous write of every change + fdatasync, for a clean exit (not the
+  // data path). EBUSY while a commit runs; the sticky error if one happened.
+  Status flush_sync();
+
+  const std::string& path() const { return path_; }
+  const Stats& stats() const { return stats_; }
+
+  // Tests: replaces the file descriptor used by later writes (e.g. with an
+  // O_RDONLY one, to make them fail).
+  void replace_fd_for_testing(UniqueFd fd) { fd_ = std::move(fd); }
+
+ private:
+  struct Map;
+  struct Run;
+  struct WriteOp;
+  enum class LoadOutcome : int;
+
+  Bitmap(Loop& loop, UniqueFd fd, std::string path, const MetaIdentity& id);
+
+  // Range helpers shared by both maps.
+  void set_bits(Map& m, uint64_t first, uint64_t end);
+  void clear_bits(Map& m, uint64_t first, uint64_t end);
+  void mark_changed(const Map& m, uint64_t word);
+
+  bool has_changes() const { return header_changed_ || !changed_list_.empty(); }
+  Result<LoadOutcome> load(uint64_t file_size, BitmapOpenReport& r, uint64_t* max_sequence);
+  void reset_fresh();
+  Status rewrite_all(uint64_t min_sequence, bool created);
+  void encode_superblock(uint8_t* blk, uint64_t sequence) const;
+  void encode_map_block(const Map& m, uint64_t index, uint8_t* blk) const;
+  void encode_changes();
+  void apply_durable_snapshot();
+  void start_commit();
+  void submit_write(WriteOp* op);
+  void on_write(WriteOp* op, int res);
+  void on_sync(int res, uint32_t flags);
+  void finish_commit(int err);
+  void set_sticky(int err, const char* what);
+
+  Loop& loop_;
+  UniqueFd fd_;
+  std::string path_;
+  MetaIdentity id_;
+  uint64_t instance_ = 0;
+
+  // Header.
+  Generation gen_;
+  uint32_t flags_ = 0;
+  uint64_t cursor_ = 0;
+  uint64_t sequence_ = 0;  // of the last superblock written or loaded
+  bool header_changed_ = false;
+
+  std::unique_ptr<Map> al_;  // activity
+  std::unique_ptr<Map> dm_;  // dirty
+  // Durable view of the activity map: set only where every state the disk
+  // may hold has the bit set.
+  std::vector<uint64_t> al_durable_;
+
+  // Changed blocks, indexed in one space: activity blocks first, then dirty.
+  std::vector<uint8_t> changed_;
+  std::vector<uint32_t> changed_list_;
+
+  // The running commit.
+  bool running_ = false;
+  bool background_ = false;  // a nullptr commit arrived while one ran
+  int sticky_error_ = 0;     // positive errno
+  int commit_error_ = 0;
+  size_t pending_writes_ = 0;
+  Buffer staging_;
+  std::vector<Run> runs_;
+  std::vector<std::unique_ptr<WriteOp>> ops_;
+  std::vector<uint64_t> al_snapshot_;  // words of the activity blocks written
+  std::vector<uint32_t> al_snapshot_blocks_;
+  std::vector<IoDone*> current_;  // served by the running commit
+  std::vector<IoDone*> waiting_;  // served by the next commit
+  MemberCompletion<Bitmap, &Bitmap::on_sync> sync_completion_{this};
+  Stats stats_;
+};
+
+}  // namespace mirror
