@@ -1,6 +1,7 @@
-// mirrord: serves volumes over NBD. At this stage each export is a local
-// file or block device; replication arrives with the volume configuration.
+// mirrord: serves a mirrored volume over NBD (--config VOLUME.toml), or plain
+// local files (--export NAME=FILE) without replication.
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -12,11 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "config.h"
 #include "file_backend.h"
 #include "listen_addr.h"
 #include "log.h"
 #include "server.h"
 #include "uring.h"
+#include "volume.h"
 
 #ifdef MIRROR_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -90,6 +93,13 @@ int run(int argc, char** argv) {
                  "Write the bound addresses here once listening (one per line)");
   app.add_option("--log-level", log_level, "debug, info, warn or error");
   app.add_option("--max-connections", limits.max_connections, "Connections served at once");
+  std::string config_file, node_name;
+  bool force_full_sync = false;
+  app.add_option("--config", config_file,
+                 "Volume file (TOML): serve and mirror that volume (see docs/configuration.md)");
+  app.add_option("--node", node_name, "This node's name in the volume file (default: host name)");
+  app.add_flag("--force-full-sync", force_full_sync,
+               "Primary only: copy the whole volume to the peer, whatever the generations say");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -124,8 +134,29 @@ int run(int argc, char** argv) {
     return true;
   };
   if (!add_exports(export_args, false) || !add_exports(export_ro_args, true)) return 2;
-  if (exports.empty()) {
-    std::fprintf(stderr, "mirrord: nothing to serve: give at least one --export NAME=FILE\n");
+  VolumeConfig cfg;
+  const NodeConfig* self = nullptr;
+  if (!config_file.empty()) {
+    if (!exports.empty()) {
+      std::fprintf(stderr, "mirrord: --config and --export are exclusive\n");
+      return 2;
+    }
+    auto c = load_volume_config(config_file);
+    if (!c) {
+      std::fprintf(stderr, "mirrord: %s\n", c.error().message.c_str());
+      return 2;
+    }
+    cfg = std::move(*c);
+    auto n = select_local_node(cfg, node_name);
+    if (!n) {
+      std::fprintf(stderr, "mirrord: %s\n", n.error().message.c_str());
+      return 2;
+    }
+    self = *n;
+    if (listen_args.empty()) listen_args = self->nbd_listen;
+  } else if (exports.empty()) {
+    std::fprintf(stderr,
+                 "mirrord: nothing to serve: give --config VOLUME.toml or --export NAME=FILE\n");
     return 2;
   }
   std::map<std::string, std::string> descriptions;
@@ -167,7 +198,21 @@ int run(int argc, char** argv) {
     return 1;
   }
   std::vector<std::unique_ptr<FileBackend>> backends;
+  std::unique_ptr<Volume> volume;
   NbdServer server(**loop, limits);
+  if (self) {
+    auto v = Volume::open(**loop, cfg, *self, {.force_full_sync = force_full_sync});
+    if (!v) {
+      MLOG_ERROR("volume '%s': %s", cfg.name.c_str(), v.error().to_string().c_str());
+      return 1;
+    }
+    volume = std::move(*v);
+    nbd::ExportInfo info;
+    info.name = cfg.name;
+    info.description = "mirrored volume " + cfg.name;
+    info.read_only = volume->nbd_read_only();
+    server.add_export(std::move(info), volume->nbd_backend());
+  }
   for (const auto& s : exports) {
     auto be = FileBackend::open(**loop, s.path, {.read_only = s.read_only});
     if (!be) {
@@ -185,6 +230,11 @@ int run(int argc, char** argv) {
   }
   std::vector<std::string> ready_lines;
   for (const auto& a : addrs) {
+    if (a.kind == ListenAddr::Kind::kUnix) {
+      // The runtime directory may not exist yet (e.g. /run/mirrord).
+      std::string dir = a.path.substr(0, a.path.rfind('/'));
+      if (!dir.empty()) ::mkdir(dir.c_str(), 0755);
+    }
     auto b = bind_listener(a);
     if (!b) {
       MLOG_ERROR("listen %s: %s", a.to_string().c_str(), b.error().to_string().c_str());
@@ -209,11 +259,21 @@ int run(int argc, char** argv) {
           exit_code = 1;
         }
       }
-      (*loop)->stop();
+      if (volume) {
+        volume->stop([&] { (*loop)->stop(); });
+      } else {
+        (*loop)->stop();
+      }
     });
   });
   signals.arm();
 
+  if (volume) {
+    if (auto st = volume->start(); !st) {
+      MLOG_ERROR("volume '%s': %s", cfg.name.c_str(), st.error().to_string().c_str());
+      return 1;
+    }
+  }
   if (!ready_file.empty()) {
     if (auto st = write_ready_file(ready_file, ready_lines); !st) {
       MLOG_ERROR("%s", st.error().to_string().c_str());

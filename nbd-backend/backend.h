@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "codec.h"
@@ -23,6 +24,22 @@ class IoDone {
 
  protected:
   ~IoDone() = default;
+};
+
+// An IoDone that runs a function once and deletes itself. For rare
+// operations (control, handshakes); the data path uses embedded IoDones.
+class FnDone final : public IoDone {
+ public:
+  static IoDone* make(std::function<void(int)> fn) { return new FnDone(std::move(fn)); }
+  void io_done(int err) override {
+    auto fn = std::move(fn_);
+    delete this;
+    fn(err);
+  }
+
+ private:
+  explicit FnDone(std::function<void(int)> fn) : fn_(std::move(fn)) {}
+  std::function<void(int)> fn_;
 };
 
 struct ZeroFlags {

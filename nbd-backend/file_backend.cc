@@ -75,6 +75,12 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
     return Error{EINVAL, "backing store " + path + " is neither a regular file nor a block device"};
   }
   if (size == 0) return Error{EINVAL, "backing store " + path + " has size 0"};
+  if (opts.size) {
+    if (size < opts.size)
+      return Error{EINVAL, "backing store " + path + " has " + std::to_string(size) +
+                               " bytes, less than the volume's " + std::to_string(opts.size)};
+    size = opts.size;
+  }
   std::unique_ptr<FileBackend> be(new FileBackend(loop, std::move(fd), path, size, opts));
   be->is_block_device_ = blk;
   return be;

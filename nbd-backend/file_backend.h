@@ -24,6 +24,7 @@ class FileBackend final : public Backend {
   struct Options {
     bool read_only = false;
     bool direct = false;  // O_DIRECT (caller buffers must be 4 KiB aligned)
+    uint64_t size = 0;    // serve only this many bytes (0: the whole file)
   };
   // Opens and locks (flock LOCK_EX, or LOCK_SH when read-only) the file so
   // two daemons never serve the same backing store.

@@ -2,8 +2,12 @@
 
 #include <unistd.h>
 
+#include <sys/time.h>
+
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 
 namespace mirror {
 namespace {
@@ -27,8 +31,19 @@ bool parse_log_level(std::string_view name, LogLevel* out) {
 void logf(LogLevel level, const char* fmt, ...) {
   if (level < g_level) return;
   char buf[1024];
-  int n = std::snprintf(buf, sizeof buf, "mirrord[%d] %s: ", static_cast<int>(getpid()),
-                        kNames[static_cast<int>(level)]);
+  int n = 0;
+  // journald stamps lines itself; elsewhere (a terminal, a log file) we do.
+  static const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  if (!journal) {
+    timeval tv;
+    gettimeofday(&tv, nullptr);
+    tm t;
+    localtime_r(&tv.tv_sec, &t);
+    n = int(std::strftime(buf, sizeof buf, "%H:%M:%S", &t));
+    n += std::snprintf(buf + n, sizeof buf - n, ".%03d ", int(tv.tv_usec / 1000));
+  }
+  n += std::snprintf(buf + n, sizeof buf - n, "mirrord[%d] %s: ", static_cast<int>(getpid()),
+                     kNames[static_cast<int>(level)]);
   va_list ap;
   va_start(ap, fmt);
   int m = std::vsnprintf(buf + n, sizeof buf - n - 1, fmt, ap);

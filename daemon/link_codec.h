@@ -1,0 +1,128 @@
+// The replication link's wire format (docs/replication-protocol.md): pure
+// encoding and decoding, no sockets. Every message is a 32-byte header and a
+// payload of header.payload bytes:
+//
+//   magic u32 | type u16 | flags u16 | id u64 | offset u64 | length u32 | payload u32
+//
+// All integers big-endian. `id` pairs a request with its REPLY.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "result.h"
+
+namespace mirror::link {
+
+inline constexpr uint32_t kMagic = 0x4d524c31;  // "MRL1"
+inline constexpr uint16_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 32;
+inline constexpr size_t kNonceSize = 32;
+inline constexpr size_t kMacSize = 32;            // HMAC-SHA-256
+inline constexpr uint32_t kMaxData = 32 << 20;    // largest WRITE payload
+inline constexpr uint32_t kMaxControl = 1 << 20;  // largest non-data payload
+inline constexpr size_t kMaxName = 255;
+
+enum class Type : uint16_t {
+  // Handshake, both directions.
+  kHello = 1,
+  kAuth = 2,
+  kState = 3,
+  kPlan = 4,      // primary -> secondary: what happens now
+  kError = 5,     // either: a reason, then the sender closes
+  // Data, primary -> secondary; each is answered by a kReply with its id.
+  kWrite = 16,
+  kTrim = 17,
+  kZero = 18,
+  kFlush = 19,    // a barrier: covers every request received before it
+  kSyncDone = 20, // resync finished: adopt the generation in the payload
+  kPing = 21,
+  kSplit = 22,    // the mirror is split; offset = the split's time (Unix ms)
+  // Secondary -> primary.
+  kReply = 32,    // length = 0 or an errno
+  kDirtyRanges = 33,  // the secondary's own changed regions (after a split)
+};
+
+// Flags of data messages.
+inline constexpr uint16_t kFlagFua = 1 << 0;
+inline constexpr uint16_t kFlagNoHole = 1 << 1;
+inline constexpr uint16_t kFlagResync = 1 << 2;  // a resync copy, not a client write
+
+struct Header {
+  Type type = Type::kPing;
+  uint16_t flags = 0;
+  uint64_t id = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  uint32_t payload = 0;
+};
+
+void encode_header(uint8_t out[kHeaderSize], const Header& h);
+// Checks magic, type and the payload size each type allows.
+Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in);
+
+struct Generation {
+  uint64_t current = 0, bitmap = 0, history0 = 0, history1 = 0;
+  bool operator==(const Generation&) const = default;
+};
+
+struct Hello {
+  uint16_t version = kVersion;
+  std::string node;    // sender
+  std::string volume;
+  uint64_t size = 0;
+  std::array<uint8_t, kNonceSize> nonce{};
+};
+
+struct State {
+  enum Role : uint8_t { kSecondary = 0, kPrimary = 1 };
+  Role role = kSecondary;
+  uint32_t flags = 0;  // bitmap flags (docs/bitmap-format.md)
+  Generation gen;
+  uint64_t dirty_bytes = 0;
+};
+
+struct Plan {
+  enum Kind : uint8_t {
+    kInSync = 0,      // nothing to copy
+    kBitmap = 1,      // the primary copies its dirty regions
+    kFull = 2,        // the primary copies everything
+    kUnion = 3,       // the secondary sends its dirty ranges, then as kBitmap
+    kAdopt = 4,       // both known identical (initial-sync = skip)
+    kStandby = 5,     // neither is primary: stay connected, copy nothing
+  };
+  Kind kind = kInSync;
+  Generation gen;     // the primary's generation
+  uint64_t bytes = 0; // to copy, as planned
+};
+
+struct ErrorMsg {
+  uint32_t code = 0;  // errno-like
+  std::string message;
+};
+
+struct Range {
+  uint64_t offset, length;
+};
+
+std::vector<uint8_t> encode_hello(const Hello& h);
+Result<Hello> decode_hello(std::span<const uint8_t> p);
+std::vector<uint8_t> encode_state(const State& s);
+Result<State> decode_state(std::span<const uint8_t> p);
+std::vector<uint8_t> encode_plan(const Plan& p);
+Result<Plan> decode_plan(std::span<const uint8_t> p);
+std::vector<uint8_t> encode_error(const ErrorMsg& e);
+Result<ErrorMsg> decode_error(std::span<const uint8_t> p);
+std::vector<uint8_t> encode_generation(const Generation& g);
+Result<Generation> decode_generation(std::span<const uint8_t> p);
+std::vector<uint8_t> encode_ranges(std::span<const Range> r);
+Result<std::vector<Range>> decode_ranges(std::span<const uint8_t> p);
+
+// A full message (header + payload) in one buffer: for small messages.
+std::vector<uint8_t> encode_message(Header h, std::span<const uint8_t> payload);
+
+}  // namespace mirror::link

@@ -1,0 +1,98 @@
+// LinkConn: one TCP connection to the peer, on the io_uring loop. Frames
+// link messages (link_codec.h) in both directions; what they mean is up to
+// the Handler. Used by both roles.
+//
+// Lifetime: owned by its creator. close() shuts the socket down; once every
+// posted operation has completed, Handler::on_link_closed runs exactly once,
+// and only then may the owner destroy it. Payload pointers given to send()
+// must stay valid until a REPLY for that message arrived or on_link_closed.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "buffer.h"
+#include "link_codec.h"
+#include "unique_fd.h"
+#include "uring.h"
+
+namespace mirror {
+
+class LinkConn {
+ public:
+  class Handler {
+   public:
+    // `payload` holds header.payload bytes; the handler may take it (swap).
+    virtual void on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) = 0;
+    virtual void on_link_closed(LinkConn* c, const std::string& why) = 0;
+
+   protected:
+    ~Handler() = default;
+  };
+
+  LinkConn(Loop& loop, UniqueFd fd, Handler* handler, std::string peer);
+  ~LinkConn();
+
+  void start();
+  // Header is copied; `data` (h.payload bytes) is referenced, see above.
+  void send(const link::Header& h, const uint8_t* data = nullptr);
+  // A small message that the link owns.
+  void send_owned(std::vector<uint8_t> message);
+  void close(const std::string& why);
+
+  bool closing() const { return closing_; }
+  const std::string& peer() const { return peer_; }
+  size_t queued() const { return queue_.size(); }
+  // Receiving pauses while the handler says it holds too much (backpressure).
+  void pause_receive(bool paused);
+
+  // Per-connection context for the owner (e.g. which session it belongs to).
+  void* context = nullptr;
+
+ private:
+  struct Out {
+    uint8_t hdr[link::kHeaderSize];
+    const uint8_t* data;
+    uint32_t len;
+    std::vector<uint8_t> owned;
+    size_t done = 0;  // bytes of (hdr|owned, data) already sent
+  };
+  void post_recv();
+  void on_recv(int res, uint32_t flags);
+  void on_send(int res, uint32_t flags);
+  void parse();
+  void kick_send();
+  void maybe_closed();
+
+  Loop& loop_;
+  UniqueFd fd_;
+  Handler* handler_;
+  std::string peer_;
+  std::string close_reason_;
+  bool closing_ = false;
+  bool closed_notified_ = false;
+  bool paused_ = false;
+  int ops_ = 0;
+
+  std::vector<uint8_t> in_;
+  size_t in_start_ = 0, in_end_ = 0;
+  bool have_header_ = false;
+  link::Header cur_;
+  Buffer payload_;
+  uint32_t payload_have_ = 0;
+  bool recv_posted_ = false, recv_direct_ = false;
+
+  std::deque<Out> queue_;
+  bool send_posted_ = false;
+  std::vector<iovec> iov_;
+  msghdr msg_{};
+
+  MemberCompletion<LinkConn, &LinkConn::on_recv> recv_c_{this};
+  MemberCompletion<LinkConn, &LinkConn::on_send> send_c_{this};
+};
+
+}  // namespace mirror

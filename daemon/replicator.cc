@@ -1,0 +1,759 @@
+#include "replicator.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "auth.h"
+#include "log.h"
+
+namespace mirror {
+
+namespace {
+constexpr uint32_t kResyncChunk = 1 << 20;       // one resync copy at most
+constexpr uint64_t kResyncBatch = 64ull << 20;   // peer flush, then clear bits
+constexpr uint64_t kInternalFlushMs = 5000;      // activity-log turnover
+
+bool overlap(uint64_t a, uint64_t al, uint64_t b, uint64_t bl) { return a < b + bl && b < a + al; }
+
+uint64_t clock_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // vDSO: cheap enough per request
+  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+}  // namespace
+
+struct Replicator::Op final : IoDone {
+  Replicator* rep = nullptr;
+  Kind kind = Kind::kWrite;
+  uint64_t off = 0;
+  uint32_t len = 0;
+  const uint8_t* buf = nullptr;
+  bool fua = false;
+  ZeroFlags zf;
+  IoDone* upper = nullptr;
+  int local_err = 0;
+  int peer_err = 0;
+  bool local_pending = false, peer_pending = false, meta_pending = false;
+  bool waiting_al = false;
+  bool sent_to_peer = false;
+  bool degraded = false;       // dispatched while not mirroring
+  bool resync_batch = false;   // a flush that ends a resync batch
+  bool freeze = false;         // the flush that completes a split
+  bool in_running = false;
+  std::list<Op*>::iterator it;
+  uint64_t peer_id = 0;
+  uint64_t sent_ms = 0;
+  uint64_t flush_tick = 0;
+  Buffer rbuf;                  // resync data
+  std::vector<uint8_t> payload; // small payloads (SYNC_DONE)
+
+  struct Meta final : IoDone {
+    Op* op = nullptr;
+    void io_done(int err) override { op->rep->on_meta(op, err); }
+  } meta;
+  void io_done(int err) override { rep->on_local(this, err); }
+  bool modifies() const { return kind == Kind::kWrite || kind == Kind::kTrim || kind == Kind::kZero; }
+};
+
+Replicator::Replicator(Loop& loop, Backend& local, Bitmap& bitmap, const VolumeConfig& cfg)
+    : loop_(loop), local_(local), bitmap_(bitmap), cfg_(cfg), size_(cfg.size),
+      now_ms_(clock_ms()) {}
+
+Replicator::~Replicator() = default;
+
+// ------------------------------------------------------------------ ops --
+
+Replicator::Op* Replicator::new_op(Kind kind, uint64_t off, uint32_t len, IoDone* upper) {
+  Op* op;
+  if (free_ops_.empty()) {
+    op = new Op();
+  } else {
+    op = free_ops_.back().release();
+    free_ops_.pop_back();
+  }
+  Buffer keep = std::move(op->rbuf);
+  *op = Op();
+  op->rbuf = std::move(keep);
+  op->rep = this;
+  op->meta.op = op;
+  op->kind = kind;
+  op->off = off;
+  op->len = len;
+  op->upper = upper;
+  return op;
+}
+
+void Replicator::free_op(Op* op) {
+  op->payload.clear();
+  free_ops_.emplace_back(op);
+}
+
+// ------------------------------------------------------- client requests --
+
+void Replicator::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+  local_.read(offset, length, buf, done);  // reads are served locally
+}
+
+void Replicator::cache(uint64_t offset, uint32_t length, IoDone* done) {
+  local_.cache(offset, length, done);
+}
+
+void Replicator::block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
+                              std::vector<nbd::Extent>* out, IoDone* done) {
+  local_.block_status(offset, length, max_extents, out, done);
+}
+
+void Replicator::write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+                       IoDone* done) {
+  Op* op = new_op(Kind::kWrite, offset, length, done);
+  op->buf = buf;
+  op->fua = fua;
+  submit(op);
+}
+
+void Replicator::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
+  Op* op = new_op(Kind::kTrim, offset, length, done);
+  op->fua = fua;
+  submit(op);
+}
+
+void Replicator::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) {
+  Op* op = new_op(Kind::kZero, offset, length, done);
+  op->zf = flags;
+  op->fua = flags.fua;
+  submit(op);
+}
+
+void Replicator::flush(IoDone* done) {
+  Op* op = new_op(Kind::kFlush, 0, 0, done);
+  op->flush_tick = tick_++;
+  op->degraded = !mirroring();
+  op->local_pending = true;
+  local_.flush(op);
+  if (mirroring()) send_to_peer(op);
+  if (!done) internal_flush_running_ = true;
+  last_flush_ms_ = now_ms_;
+  writes_since_flush_ = 0;
+}
+
+// ------------------------------------------------------------- ordering --
+
+bool Replicator::conflicts(const Op* op) const {
+  for (const Op* o : running_) {
+    if (overlap(op->off, op->len, o->off, o->len)) return true;
+  }
+  for (const Op* o : blocked_) {
+    if (o != op && overlap(op->off, op->len, o->off, o->len)) return true;
+  }
+  return false;
+}
+
+void Replicator::submit(Op* op) {
+  if (conflicts(op)) {
+    blocked_.push_back(op);
+    return;
+  }
+  start(op);
+}
+
+void Replicator::unblock() {
+  if (blocked_.empty()) return;
+  std::deque<Op*> still;
+  auto clash = [&](const Op* op) {
+    for (const Op* o : running_)
+      if (overlap(op->off, op->len, o->off, o->len)) return true;
+    for (const Op* o : still)
+      if (overlap(op->off, op->len, o->off, o->len)) return true;
+    return false;
+  };
+  std::deque<Op*> pending;
+  pending.swap(blocked_);
+  for (Op* op : pending) {
+    if (clash(op)) {
+      still.push_back(op);
+    } else {
+      start(op);
+    }
+  }
+  // start() never blocks, so nothing was added to blocked_ meanwhile.
+  blocked_.swap(still);
+}
+
+void Replicator::start(Op* op) {
+  op->in_running = true;
+  op->it = running_.insert(running_.end(), op);
+  if (op->modifies()) {
+    uint64_t e0 = op->off / bitmap_.al_extent(), e1 = (op->off + op->len - 1) / bitmap_.al_extent();
+    for (uint64_t e = e0; e <= e1; ++e) ++extents_[e].in_flight;
+    if (holding_ ||
+        (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected)) {
+      held_.push_back(op);  // held, or fail-stop waiting for the peer
+      return;
+    }
+    // Rule 1: the activity extent is durable before either copy is written.
+    if (!bitmap_.is_active_durable(op->off, op->len)) {
+      bitmap_.set_active(op->off, op->len);
+      op->waiting_al = true;
+      op->meta_pending = true;
+      bitmap_.commit(&op->meta);
+      return;
+    }
+  }
+  dispatch(op);
+}
+
+void Replicator::dispatch(Op* op) {
+  if (op->kind == Kind::kResync) {
+    op->local_pending = true;
+    local_.read(op->off, op->len, op->rbuf.data(), op);
+    return;
+  }
+  ++writes_since_flush_;
+  op->local_pending = true;
+  op->degraded = !mirroring();
+  switch (op->kind) {
+    case Kind::kWrite:
+      local_.write(op->off, op->len, op->buf, op->fua, op);
+      break;
+    case Kind::kTrim:
+      local_.trim(op->off, op->len, op->fua, op);
+      break;
+    case Kind::kZero:
+      local_.zero(op->off, op->len, op->zf, op);
+      break;
+    default:
+      break;
+  }
+  if (op->degraded) {
+    mark_dirty_and_wait(op);  // Rule 2
+  } else {
+    send_to_peer(op);
+  }
+}
+
+void Replicator::send_to_peer(Op* op) {
+  link::Header h;
+  const uint8_t* data = nullptr;
+  switch (op->kind) {
+    case Kind::kWrite:
+      h.type = link::Type::kWrite;
+      h.payload = op->len;
+      data = op->buf;
+      if (op->fua) h.flags |= link::kFlagFua;
+      break;
+    case Kind::kResync:
+      h.type = link::Type::kWrite;
+      h.flags = link::kFlagResync;
+      h.payload = op->len;
+      data = op->rbuf.data();
+      break;
+    case Kind::kTrim:
+      h.type = link::Type::kTrim;
+      if (op->fua) h.flags |= link::kFlagFua;
+      break;
+    case Kind::kZero:
+      h.type = link::Type::kZero;
+      if (op->fua) h.flags |= link::kFlagFua;
+      if (!op->zf.may_trim) h.flags |= link::kFlagNoHole;
+      break;
+    case Kind::kFlush:
+      h.type = link::Type::kFlush;
+      break;
+    case Kind::kPing:
+      h.type = link::Type::kPing;
+      break;
+    case Kind::kSyncDone:
+      h.type = link::Type::kSyncDone;
+      h.payload = uint32_t(op->payload.size());
+      data = op->payload.data();
+      break;
+  }
+  h.id = next_id_++;
+  h.offset = op->off;
+  h.length = op->len;
+  op->peer_id = h.id;
+  op->peer_pending = true;
+  op->sent_to_peer = true;
+  op->sent_ms = clock_ms();
+  outstanding_[h.id] = op;
+  link_->send(h, data);
+}
+
+void Replicator::mark_dirty_and_wait(Op* op) {
+  bitmap_.set_dirty(op->off, op->len);
+  op->meta_pending = true;
+  bitmap_.commit(&op->meta);
+}
+
+// ---------------------------------------------------------- completions --
+
+void Replicator::on_local(Op* op, int err) {
+  op->local_pending = false;
+  op->local_err = err;
+  if (op->kind == Kind::kResync) {
+    if (err) {
+      MLOG_ERROR("resync: reading %llu+%u locally failed: %s",
+                 static_cast<unsigned long long>(op->off), op->len, strerror(-err));
+      --resync_in_flight_;
+      finish(op, err);
+      return resync_pump();
+    }
+    if (!mirroring()) {
+      --resync_in_flight_;
+      return finish(op, -ENOTCONN);
+    }
+    return send_to_peer(op);
+  }
+  maybe_complete(op);
+}
+
+void Replicator::on_meta(Op* op, int err) {
+  op->meta_pending = false;
+  if (op->waiting_al) {
+    op->waiting_al = false;
+    if (err) return finish(op, err);  // untracked writes are never issued
+    return dispatch(op);
+  }
+  if (err && !op->local_err) op->local_err = err;  // cannot promise the peer will catch up
+  maybe_complete(op);
+}
+
+void Replicator::on_reply(const link::Header& h) {
+  auto it = outstanding_.find(h.id);
+  if (it == outstanding_.end()) return;  // answered after a timeout: ignore
+  Op* op = it->second;
+  outstanding_.erase(it);
+  op->peer_pending = false;
+  int err = int(h.length);
+  switch (op->kind) {
+    case Kind::kPing:
+      ping_outstanding_ = false;
+      return free_op(op);
+    case Kind::kSyncDone: {
+      free_op(op);
+      if (err) return peer_failed("peer refused the end of resync");
+      auto g = bitmap_.generation();
+      g.history[1] = g.history[0];
+      g.history[0] = g.bitmap;
+      g.bitmap = 0;
+      bitmap_.set_generation(g);
+      bitmap_.set_flags(bitmap_.flags() & ~kFlagFullSyncNeeded);
+      bitmap_.commit(nullptr);
+      resync_active_ = false;
+      state_ = LinkState::kSynced;
+      MLOG_INFO("resync complete: the peer is up to date");
+      if (on_synced) on_synced();
+      return;
+    }
+    case Kind::kResync:
+      if (err) {
+        MLOG_WARN("resync: the peer failed to write %llu+%u: %s",
+                  static_cast<unsigned long long>(op->off), op->len, strerror(err));
+        --resync_in_flight_;
+        finish(op, -err);
+        return peer_failed("the peer failed a resync write");
+      }
+      return resync_copy_done(op, 0);
+    case Kind::kFlush:
+      if (op->freeze) {
+        free_op(op);
+        freeze_flushing_ = false;
+        for (auto& w : std::exchange(freeze_waiters_, {})) w(err ? -err : 0);
+        if (err) peer_failed("the peer failed to flush at the split");
+        return;
+      }
+      if (op->resync_batch) {
+        free_op(op);
+        resync_flushing_ = false;
+        if (err) return peer_failed("the peer failed to flush resynced data");
+        // Rule 5: bits are cleared only once the copies are durable, and
+        // only if no failure marked anything dirty meanwhile.
+        if (batch_epoch_ == dirty_epoch_) {
+          for (const link::Range& r : resync_batch_) bitmap_.clear_dirty(r.offset, r.length);
+          resync_done_ += resync_batch_bytes_;
+          bitmap_.commit(nullptr);
+        }
+        resync_batch_.clear();
+        resync_batch_bytes_ = 0;
+        return resync_pump();
+      }
+      if (err) {
+        op->peer_err = err;
+        peer_failed("the peer failed to flush");
+      }
+      return maybe_complete(op);
+    default:
+      break;
+  }
+  if (err) {
+    // The peer could not apply a client write: the copies differ here.
+    op->peer_err = err;
+    MLOG_WARN("the peer failed a write at %llu+%u: %s", static_cast<unsigned long long>(op->off),
+              op->len, strerror(err));
+    ++dirty_epoch_;
+    mark_dirty_and_wait(op);
+    peer_failed("the peer failed a write");
+  }
+  maybe_complete(op);
+}
+
+void Replicator::maybe_complete(Op* op) {
+  if (op->local_pending || op->peer_pending || op->meta_pending) return;
+  if (op->kind == Kind::kFlush) {
+    bool covered = !op->local_err && ((op->sent_to_peer && !op->peer_err) || op->degraded);
+    if (covered) evict_extents(op->flush_tick);
+    if (!op->upper) internal_flush_running_ = false;
+    return finish(op, op->local_err);
+  }
+  if (op->local_err && op->modifies() && op->sent_to_peer && !op->peer_err) {
+    // Written on the peer only: resync will restore one version on both.
+    ++dirty_epoch_;
+    bitmap_.set_dirty(op->off, op->len);
+    bitmap_.commit(nullptr);
+  }
+  finish(op, op->local_err);
+}
+
+void Replicator::finish(Op* op, int err) {
+  if (op->in_running) {
+    running_.erase(op->it);
+    op->in_running = false;
+    if (op->modifies()) {
+      uint64_t e0 = op->off / bitmap_.al_extent(),
+               e1 = (op->off + op->len - 1) / bitmap_.al_extent();
+      uint64_t t = tick_++;
+      for (uint64_t e = e0; e <= e1; ++e) {
+        Extent& x = extents_[e];
+        --x.in_flight;
+        x.last_done = t;
+      }
+    }
+  }
+  IoDone* upper = op->upper;
+  free_op(op);
+  if (upper) upper->io_done(err);
+  unblock();
+  check_freeze();
+}
+
+// ------------------------------------------------------------ the link --
+
+void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
+  link_ = link;
+  now_ms_ = clock_ms();
+  last_error_.clear();
+  sync_done_sent_ = false;
+  last_ping_ms_ = now_ms_;
+  ping_outstanding_ = false;
+  if (plan == link::Plan::kInSync || plan == link::Plan::kAdopt) {
+    state_ = LinkState::kSynced;
+  } else {
+    state_ = LinkState::kResyncing;
+    resync_active_ = true;
+    resync_cursor_ = 0;
+    resync_scan_done_ = false;
+    resync_total_ = bitmap_.dirty_bytes();
+    resync_done_ = 0;
+    resync_batch_.clear();
+    resync_batch_bytes_ = 0;
+    batch_epoch_ = dirty_epoch_;
+    rate_window_ms_ = now_ms_;
+    rate_window_bytes_ = 0;
+    tokens_ = 0;
+    tokens_ms_ = now_ms_;
+    MLOG_INFO("resync started: %llu bytes to copy",
+              static_cast<unsigned long long>(resync_total_));
+  }
+  release_held();
+  resync_pump();
+}
+
+void Replicator::attach_split(LinkConn* link) {
+  link_ = link;
+  now_ms_ = clock_ms();
+  last_ping_ms_ = now_ms_;
+  ping_outstanding_ = false;
+  state_ = LinkState::kSplit;
+  release_held();
+}
+
+void Replicator::hold() { holding_ = true; }
+
+void Replicator::release() {
+  holding_ = false;
+  release_held();
+}
+
+void Replicator::release_held() {
+  if (holding_) return;
+  if (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected) return;
+  std::deque<Op*> held;
+  held.swap(held_);
+  for (Op* op : held) {
+    if (!bitmap_.is_active_durable(op->off, op->len)) {
+      bitmap_.set_active(op->off, op->len);
+      op->waiting_al = true;
+      op->meta_pending = true;
+      bitmap_.commit(&op->meta);
+    } else {
+      dispatch(op);
+    }
+  }
+}
+
+void Replicator::diverge() {
+  // Rule 3: whatever the peer had not flushed may be gone; from here on the
+  // bitmap records every difference, relative to the generation we share.
+  uint64_t marked = bitmap_.active_to_dirty();
+  ++dirty_epoch_;
+  auto g = bitmap_.generation();
+  if (g.bitmap == 0) {
+    g.bitmap = g.current;
+    g.current = random_id();
+    bitmap_.set_generation(g);
+  }
+  bitmap_.commit(nullptr);
+  MLOG_INFO("tracking changes for the peer (%llu bytes marked from the activity log)",
+            static_cast<unsigned long long>(marked));
+}
+
+void Replicator::peer_failed(const std::string& why) {
+  if (!link_ || state_ == LinkState::kDisconnected) return;
+  last_error_ = why;
+  MLOG_WARN("replication link: %s", why.c_str());
+  if (state_ != LinkState::kSplit) {
+    state_ = LinkState::kDisconnected;
+    diverge();
+  }
+  if (on_link_failure) on_link_failure(why);
+}
+
+void Replicator::link_lost(const std::string& why) {
+  if (!link_) return;
+  last_error_ = why;
+  if (state_ == LinkState::kResyncing || state_ == LinkState::kSynced) {
+    state_ = LinkState::kDisconnected;
+    diverge();
+  } else if (state_ == LinkState::kSplit) {
+    diverge();  // the split's flush may not have finished
+  }
+  link_ = nullptr;
+  resync_active_ = false;
+  resync_flushing_ = false;
+  resync_batch_.clear();
+  resync_batch_bytes_ = 0;
+  ping_outstanding_ = false;
+  // Every request the peer did not answer is covered by the bits diverge()
+  // set; acknowledge each once those bits are durable.
+  auto pending = std::exchange(outstanding_, {});
+  for (auto& [id, op] : pending) {
+    op->peer_pending = false;
+    op->peer_err = ECONNRESET;
+    switch (op->kind) {
+      case Kind::kPing:
+      case Kind::kSyncDone:
+        free_op(op);
+        break;
+      case Kind::kResync:
+        --resync_in_flight_;
+        finish(op, -ECONNRESET);
+        break;
+      case Kind::kFlush:
+        if (op->freeze) {
+          free_op(op);
+          freeze_flushing_ = false;
+          for (auto& w : std::exchange(freeze_waiters_, {})) w(-ECONNRESET);
+          break;
+        }
+        if (op->resync_batch) {
+          free_op(op);
+          break;
+        }
+        op->meta_pending = true;
+        bitmap_.commit(&op->meta);
+        break;
+      default:
+        op->meta_pending = true;
+        bitmap_.commit(&op->meta);
+        break;
+    }
+  }
+}
+
+void Replicator::freeze(std::function<void(int)> done) {
+  if (!link_ || state_ == LinkState::kDisconnected || state_ == LinkState::kResyncing) {
+    loop_.defer([done = std::move(done)] { done(-ENOTCONN); });
+    return;
+  }
+  if (state_ != LinkState::kSplit) {
+    // From here on new writes are tracked in the bitmap, relative to a
+    // generation the peer's image keeps.
+    state_ = LinkState::kSplit;
+    resync_active_ = false;
+    auto g = bitmap_.generation();
+    if (g.bitmap == 0) {
+      g.bitmap = g.current;
+      g.current = random_id();
+      bitmap_.set_generation(g);
+    }
+    bitmap_.commit(nullptr);
+  }
+  freeze_waiters_.push_back(std::move(done));
+  check_freeze();
+}
+
+void Replicator::check_freeze() {
+  if (freeze_waiters_.empty() || freeze_flushing_ || !link_) return;
+  for (auto& [id, o] : outstanding_) {
+    if (o->modifies() || o->kind == Kind::kResync) return;  // finish() calls us again
+  }
+  // Every acknowledged write is on the peer; make it durable there.
+  freeze_flushing_ = true;
+  Op* op = new_op(Kind::kFlush, 0, 0, nullptr);
+  op->freeze = true;
+  send_to_peer(op);
+}
+
+// --------------------------------------------------------------- resync --
+
+void Replicator::resync_pump() {
+  if (!resync_active_ || !mirroring() || resync_flushing_) return;
+  while (resync_in_flight_ < cfg_.resync_max_inflight && !resync_scan_done_ &&
+         resync_batch_bytes_ < kResyncBatch) {
+    uint64_t off, len;
+    if (!bitmap_.next_dirty(resync_cursor_, kResyncChunk, &off, &len)) {
+      resync_scan_done_ = true;
+      break;
+    }
+    if (cfg_.resync_rate) {
+      double cap = double(cfg_.resync_rate);
+      tokens_ = std::min(cap, tokens_ + cap * double(now_ms_ - tokens_ms_) / 1000.0);
+      tokens_ms_ = now_ms_;
+      if (tokens_ < double(len) && resync_in_flight_ > 0) break;  // tick() resumes
+      tokens_ -= double(len);
+    }
+    resync_cursor_ = off + len;
+    Op* op = new_op(Kind::kResync, off, uint32_t(len), nullptr);
+    op->rbuf.reserve(len);
+    ++resync_in_flight_;
+    submit(op);
+  }
+  if (resync_in_flight_ > 0) return;
+  if (!resync_batch_.empty()) return resync_batch_flush();
+  if (!resync_scan_done_) return;
+  if (bitmap_.dirty_bytes() > 0) {
+    // Bits set again behind the cursor (a failed write): scan again.
+    resync_cursor_ = 0;
+    resync_scan_done_ = false;
+    batch_epoch_ = dirty_epoch_;
+    loop_.defer([this] { resync_pump(); });
+    return;
+  }
+  if (sync_done_sent_) return;
+  // Everything copied and flushed: the peer adopts our generation.
+  sync_done_sent_ = true;
+  Op* op = new_op(Kind::kSyncDone, 0, 0, nullptr);
+  auto g = bitmap_.generation();
+  op->payload = link::encode_generation({g.current, 0, g.history[0], g.history[1]});
+  send_to_peer(op);
+}
+
+void Replicator::resync_copy_done(Op* op, int) {
+  uint64_t off = op->off, len = op->len;
+  --resync_in_flight_;
+  resync_batch_.push_back({off, len});
+  resync_batch_bytes_ += len;
+  rate_window_bytes_ += len;
+  resynced_total_ += len;
+  finish(op, 0);
+  resync_pump();
+}
+
+void Replicator::resync_batch_flush() {
+  resync_flushing_ = true;
+  Op* op = new_op(Kind::kFlush, 0, 0, nullptr);
+  op->resync_batch = true;
+  send_to_peer(op);
+}
+
+ResyncProgress Replicator::progress() const {
+  ResyncProgress p;
+  p.running = state_ == LinkState::kResyncing;
+  p.total_bytes = resync_total_;
+  p.done_bytes = std::min(resync_done_, resync_total_);
+  p.rate_bps = rate_bps_;
+  uint64_t left = bitmap_.dirty_bytes();
+  p.eta_seconds = rate_bps_ ? left / rate_bps_ : 0;
+  return p;
+}
+
+// ----------------------------------------------------- housekeeping tick --
+
+void Replicator::evict_extents(uint64_t flush_tick) {
+  bool changed = false;
+  for (auto it = extents_.begin(); it != extents_.end();) {
+    if (it->second.in_flight == 0 && it->second.last_done < flush_tick) {
+      bitmap_.clear_active(it->first * bitmap_.al_extent(), bitmap_.al_extent());
+      it = extents_.erase(it);
+      changed = true;
+    } else {
+      ++it;
+    }
+  }
+  if (changed) bitmap_.commit(nullptr);
+}
+
+void Replicator::start_internal_flush() { flush(nullptr); }
+
+void Replicator::tick(uint64_t now_ms) {
+  now_ms_ = now_ms;
+  if (link_ && !link_->closing()) {
+    for (auto& [id, op] : outstanding_) {
+      if (now_ms - op->sent_ms > cfg_.ack_timeout_ms) {
+        peer_failed("the peer did not answer within " + std::to_string(cfg_.ack_timeout_ms) +
+                    " ms");
+        break;
+      }
+    }
+  }
+  if (link_ && !link_->closing() && !ping_outstanding_ &&
+      now_ms - last_ping_ms_ > cfg_.ack_timeout_ms / 3) {
+    last_ping_ms_ = now_ms;
+    ping_outstanding_ = true;
+    send_to_peer(new_op(Kind::kPing, 0, 0, nullptr));
+  }
+  if (writes_since_flush_ > 0 && !internal_flush_running_ &&
+      now_ms - last_flush_ms_ > kInternalFlushMs) {
+    start_internal_flush();
+  }
+  if (rate_window_ms_ + 2000 <= now_ms) {
+    rate_bps_ = rate_window_bytes_ * 1000 / std::max<uint64_t>(1, now_ms - rate_window_ms_);
+    rate_window_ms_ = now_ms;
+    rate_window_bytes_ = 0;
+  }
+  resync_pump();
+}
+
+void Replicator::quiesce(std::function<void(bool clean)> done) {
+  // The NBD server has drained: only internal work may still run.
+  struct Q final : IoDone {
+    Replicator* rep;
+    std::function<void(bool)> done;
+    void io_done(int err) override {
+      bool clean = err == 0 && rep->state_ == LinkState::kSynced && rep->link_ &&
+                   rep->running_.empty();
+      auto d = std::move(done);
+      delete this;
+      d(clean);
+    }
+  };
+  auto* q = new Q();
+  q->rep = this;
+  q->done = std::move(done);
+  resync_active_ = false;
+  flush(q);
+}
+
+}  // namespace mirror

@@ -1,0 +1,198 @@
+// Replicator: the primary's Backend. Every modification goes to the local
+// backend and, in parallel, to the peer over the link; the caller's io_done
+// runs only when both copies have it (DRBD's protocol C) or, when the peer
+// cannot take it, once the region is marked dirty on stable storage.
+//
+// Rules this file keeps (docs/replication-protocol.md has the argument):
+//  1. Activity log: before a write is issued to either copy, its activity
+//     extent is on stable storage. A primary that crashes marks every active
+//     extent dirty at restart, so writes in flight are resynced.
+//  2. Dirty bits: while the peer is not mirroring (disconnected, split), a
+//     write's dirty bit is durable before the write is acknowledged.
+//  3. Link loss: every active extent is marked dirty (writes the peer had
+//     acknowledged but not yet flushed may be lost if it crashed too), and
+//     the generation moves on, before any failed write is acknowledged.
+//  4. Overlapping requests never run at once, so both copies apply them in
+//     the same order; resync copies take part in the same interlock, so a
+//     resync never overwrites newer mirrored data.
+//  5. Dirty bits are cleared only after the resynced data was flushed on the
+//     peer.
+//
+// Thread: everything runs on the Loop's thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend.h"
+#include "bitmap.h"
+#include "buffer.h"
+#include "config.h"
+#include "link_codec.h"
+#include "link_conn.h"
+#include "uring.h"
+
+namespace mirror {
+
+struct ResyncProgress {
+  bool running = false;
+  uint64_t total_bytes = 0;   // dirty when this resync started
+  uint64_t done_bytes = 0;    // copied and flushed on the peer
+  uint64_t rate_bps = 0;      // recent copy rate
+  uint64_t eta_seconds = 0;
+};
+
+class Replicator final : public Backend {
+ public:
+  enum class LinkState { kDisconnected, kResyncing, kSynced, kSplit };
+
+  Replicator(Loop& loop, Backend& local, Bitmap& bitmap, const VolumeConfig& cfg);
+  ~Replicator() override;
+
+  // Backend.
+  uint64_t size() const override { return size_; }
+  bool read_only() const override { return false; }
+  bool can_trim() const override { return local_.can_trim(); }
+  void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override;
+  void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+             IoDone* done) override;
+  void flush(IoDone* done) override;
+  void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
+  void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
+  void cache(uint64_t offset, uint32_t length, IoDone* done) override;
+  void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
+                    std::vector<nbd::Extent>* out, IoDone* done) override;
+
+  // The link: attach() once the handshake agreed on `plan` (the bitmap has
+  // been prepared for it); the Volume routes REPLY messages to on_reply and
+  // tells link_lost() when the attached link closed (after it quiesced).
+  void attach(LinkConn* link, link::Plan::Kind plan);
+  void on_reply(const link::Header& h);
+  void link_lost(const std::string& why);
+  // Stop mirroring without losing the link's session (split). Writes from
+  // now on are tracked in the bitmap. `done(0)` runs once every mirrored
+  // write in flight has completed and the peer flushed: everything
+  // acknowledged before is durable on the peer, nothing after is there.
+  void freeze(std::function<void(int err)> done);
+
+  // Rejoined or reconnected while split: the link is up but nothing is
+  // mirrored until rejoin (attach with a resync plan).
+  void attach_split(LinkConn* link);
+  // Consistency groups: while held, new writes wait (they are not issued);
+  // release() lets them go. Requests already running are not affected.
+  void hold();
+  void release();
+  bool held() const { return holding_; }
+
+  LinkState state() const { return state_; }
+  ResyncProgress progress() const;
+  uint64_t dirty_bytes() const { return bitmap_.dirty_bytes(); }
+  const std::string& last_error() const { return last_error_; }
+  uint64_t writes_in_flight() const { return running_.size(); }
+  // Bytes copied by resyncs since this process started.
+  uint64_t resynced_bytes_total() const { return resynced_total_; }
+
+  // Periodic work (timeouts, rate limiting, activity-log eviction): call
+  // every ~100 ms.
+  void tick(uint64_t now_ms);
+  // Clean stop: flush both copies; `done(ok)` once finished.
+  void quiesce(std::function<void(bool clean)> done);
+  // Called when the resync finished and the peer adopted our generation.
+  std::function<void()> on_synced;
+  // Called when the replicator wants the link closed (timeout, peer error).
+  std::function<void(const std::string&)> on_link_failure;
+
+ private:
+  struct Op;
+  enum class Kind { kWrite, kTrim, kZero, kFlush, kResync, kPing, kSyncDone };
+
+  Op* new_op(Kind kind, uint64_t off, uint32_t len, IoDone* upper);
+  void free_op(Op* op);
+  void submit(Op* op);
+  bool conflicts(const Op* op) const;
+  void start(Op* op);
+  void dispatch(Op* op);
+  void send_to_peer(Op* op);
+  void mark_dirty_and_wait(Op* op);
+  void on_local(Op* op, int err);
+  void on_meta(Op* op, int err);
+  void maybe_complete(Op* op);
+  void finish(Op* op, int err);
+  void unblock();
+  void peer_failed(const std::string& why);
+  void diverge();
+  void check_freeze();
+  void release_held();
+  void resync_pump();
+  void resync_copy_done(Op* op, int err);
+  void resync_batch_flush();
+  void evict_extents(uint64_t flush_tick);
+  void start_internal_flush();
+  bool mirroring() const {
+    return link_ && (state_ == LinkState::kResyncing || state_ == LinkState::kSynced);
+  }
+
+  Loop& loop_;
+  Backend& local_;
+  Bitmap& bitmap_;
+  const VolumeConfig& cfg_;
+  uint64_t size_;
+  LinkState state_ = LinkState::kDisconnected;
+  LinkConn* link_ = nullptr;
+  std::string last_error_;
+  uint64_t now_ms_;
+
+  // Requests with a range that are running (for the overlap interlock), and
+  // those waiting for an overlapping one to finish, in arrival order.
+  std::list<Op*> running_;
+  std::deque<Op*> blocked_;
+  std::unordered_map<uint64_t, Op*> outstanding_;  // sent to the peer, by id
+  uint64_t next_id_ = 1;
+  std::vector<std::unique_ptr<Op>> free_ops_;
+
+  // Activity log bookkeeping: per active extent, writes in flight and the
+  // tick of the last completion; a flush started at tick T covers every
+  // completion before T.
+  struct Extent {
+    uint32_t in_flight = 0;
+    uint64_t last_done = 0;
+  };
+  std::unordered_map<uint64_t, Extent> extents_;
+  uint64_t tick_ = 1;
+  bool internal_flush_running_ = false;
+  uint64_t last_flush_ms_ = 0;
+  uint64_t writes_since_flush_ = 0;
+
+  // Freeze (split) waiting for mirrored writes to drain.
+  std::vector<std::function<void(int)>> freeze_waiters_;
+  bool freeze_flushing_ = false;
+
+  // Resync.
+  bool resync_active_ = false;
+  uint64_t resync_cursor_ = 0;
+  uint32_t resync_in_flight_ = 0;
+  uint64_t resync_total_ = 0, resync_done_ = 0, resync_batch_bytes_ = 0;
+  std::vector<link::Range> resync_batch_;  // copied, waiting for a peer flush
+  bool resync_flushing_ = false;
+  bool resync_scan_done_ = false;
+  double tokens_ = 0;
+  uint64_t tokens_ms_ = 0;
+  uint64_t rate_window_ms_ = 0, rate_window_bytes_ = 0, rate_bps_ = 0;
+  std::vector<Buffer> resync_buffers_;
+  uint64_t resynced_total_ = 0;
+  uint64_t dirty_epoch_ = 0;  // bumped when a failure sets dirty bits
+  uint64_t batch_epoch_ = 0;
+  std::deque<Op*> held_;  // fail-stop or hold(): writes waiting to start
+  bool holding_ = false;
+  bool sync_done_sent_ = false;
+  uint64_t last_ping_ms_ = 0;
+  bool ping_outstanding_ = false;
+};
+
+}  // namespace mirror

@@ -1,0 +1,170 @@
+#include "secondary.h"
+
+#include "log.h"
+
+namespace mirror {
+
+struct SecondaryApplier::Apply final : IoDone {
+  SecondaryApplier* s = nullptr;
+  uint64_t id = 0, seq = 0, epoch = 0;
+  bool is_flush = false;
+  bool is_sync_done = false;
+  Buffer buf;
+  void io_done(int err) override { s->done(this, err); }
+};
+
+SecondaryApplier::SecondaryApplier(Loop& loop, Backend& local, Bitmap& bitmap)
+    : loop_(loop), local_(local), bitmap_(bitmap) {}
+
+SecondaryApplier::~SecondaryApplier() = default;
+
+void SecondaryApplier::attach(LinkConn* link) {
+  link_ = link;
+  ++epoch_;
+}
+
+void SecondaryApplier::detach() {
+  link_ = nullptr;
+  ++epoch_;
+  flushes_.clear();  // their replies have nowhere to go
+}
+
+SecondaryApplier::Apply* SecondaryApplier::get() {
+  Apply* a;
+  if (free_.empty()) {
+    a = new Apply();
+    a->s = this;
+  } else {
+    a = free_.back().release();
+    free_.pop_back();
+  }
+  a->is_flush = a->is_sync_done = false;
+  return a;
+}
+
+void SecondaryApplier::put(Apply* a) { free_.emplace_back(a); }
+
+void SecondaryApplier::reply(uint64_t epoch, uint64_t id, int err) {
+  if (!link_ || epoch != epoch_) return;
+  link::Header h;
+  h.type = link::Type::kReply;
+  h.id = id;
+  h.length = uint32_t(err < 0 ? -err : err);
+  link_->send(h);
+}
+
+void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
+  uint64_t end = h.offset + h.length;
+  bool ranged = h.type == link::Type::kWrite || h.type == link::Type::kTrim ||
+                h.type == link::Type::kZero;
+  if (ranged && (h.length == 0 || end < h.offset || end > local_.size())) {
+    MLOG_WARN("replication: request outside the volume (%llu+%u)",
+              static_cast<unsigned long long>(h.offset), h.length);
+    return reply(epoch_, h.id, EINVAL);
+  }
+  switch (h.type) {
+    case link::Type::kPing:
+      return reply(epoch_, h.id, 0);
+    case link::Type::kSplit: {
+      // Everything before the split is here; make it durable, note the split.
+      bitmap_.set_flags(bitmap_.flags() | kFlagSplit);
+      if (on_split) on_split(h.offset);
+      flushes_.push_back({next_seq_++, h.id, epoch_});
+      bitmap_.commit(nullptr);
+      return check_flushes();
+    }
+    case link::Type::kFlush:
+      flushes_.push_back({next_seq_++, h.id, epoch_});
+      return check_flushes();
+    case link::Type::kSyncDone: {
+      auto g = link::decode_generation({payload.data(), h.payload});
+      if (!g) return reply(epoch_, h.id, EPROTO);
+      Generation gen = bitmap_.generation();
+      gen.history[1] = gen.history[0];
+      gen.history[0] = gen.current;
+      gen.current = g->current;
+      gen.bitmap = 0;
+      bitmap_.set_generation(gen);
+      bitmap_.set_flags(bitmap_.flags() & ~(kFlagInconsistent | kFlagFullSyncNeeded));
+      Apply* a = get();
+      a->id = h.id;
+      a->epoch = epoch_;
+      a->seq = 0;
+      a->is_sync_done = true;
+      bitmap_.commit(a);
+      return;
+    }
+    default:
+      break;
+  }
+  Apply* a = get();
+  a->id = h.id;
+  a->epoch = epoch_;
+  a->seq = next_seq_++;
+  in_flight_.insert(a->seq);
+  bool fua = h.flags & link::kFlagFua;
+  switch (h.type) {
+    case link::Type::kWrite:
+      std::swap(a->buf, payload);  // keep the data, give the link a buffer back
+      bytes_applied_ += h.length;
+      if (h.flags & link::kFlagResync) resync_bytes_ += h.length;
+      local_.write(h.offset, h.length, a->buf.data(), fua, a);
+      break;
+    case link::Type::kTrim:
+      local_.trim(h.offset, h.length, fua, a);
+      break;
+    case link::Type::kZero: {
+      ZeroFlags z;
+      z.fua = fua;
+      z.may_trim = !(h.flags & link::kFlagNoHole);
+      local_.zero(h.offset, h.length, z, a);
+      break;
+    }
+    default:
+      in_flight_.erase(a->seq);
+      put(a);
+      reply(epoch_, h.id, EPROTO);
+      break;
+  }
+}
+
+void SecondaryApplier::done(Apply* a, int err) {
+  if (a->is_sync_done) {
+    uint64_t epoch = a->epoch, id = a->id;
+    put(a);
+    if (!err) {
+      MLOG_INFO("resync complete: this copy is consistent again");
+      if (on_sync_done) on_sync_done();
+    }
+    return reply(epoch, id, err);
+  }
+  if (a->is_flush) {
+    uint64_t epoch = a->epoch, id = a->id;
+    put(a);
+    return reply(epoch, id, err);
+  }
+  if (err) {
+    MLOG_WARN("replication: applying a request failed: %s", strerror(-err));
+  }
+  in_flight_.erase(a->seq);
+  uint64_t epoch = a->epoch, id = a->id;
+  put(a);
+  reply(epoch, id, err);
+  check_flushes();
+}
+
+void SecondaryApplier::check_flushes() {
+  while (!flushes_.empty()) {
+    PendingFlush f = flushes_.front();
+    // A flush covers what arrived before it: wait for those to finish.
+    if (!in_flight_.empty() && *in_flight_.begin() < f.seq) return;
+    flushes_.pop_front();
+    Apply* a = get();
+    a->id = f.id;
+    a->epoch = f.epoch;
+    a->is_flush = true;
+    local_.flush(a);
+  }
+}
+
+}  // namespace mirror

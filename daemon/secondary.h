@@ -1,0 +1,73 @@
+// SecondaryApplier: the secondary's half of the replication link. Applies
+// the primary's writes, trims and zeroes to the local backend as they
+// arrive (concurrently: the primary never sends two overlapping requests at
+// once) and answers each with a REPLY when it is done. FLUSH is a barrier:
+// it waits for every request received before it, then syncs.
+//
+// Thread: the Loop's. The applier outlives links; a link that closes while
+// requests are being applied just gets no replies (the primary has already
+// marked those regions dirty).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "backend.h"
+#include "bitmap.h"
+#include "buffer.h"
+#include "link_codec.h"
+#include "link_conn.h"
+
+namespace mirror {
+
+// Metadata flag (docs/bitmap-format.md): this copy is being resynced and is
+// not a consistent image until the primary sends SYNC_DONE.
+inline constexpr uint32_t kFlagInconsistent = 1u << 16;
+// Metadata flag: the mirror is split (both nodes); kept until rejoin, across
+// restarts.
+inline constexpr uint32_t kFlagSplit = 1u << 17;
+
+class SecondaryApplier {
+ public:
+  SecondaryApplier(Loop& loop, Backend& local, Bitmap& bitmap);
+  ~SecondaryApplier();
+
+  void attach(LinkConn* link);
+  void detach();
+  bool attached() const { return link_ != nullptr; }
+  // A data message (WRITE, TRIM, ZERO, FLUSH, PING, SYNC_DONE).
+  void on_message(const link::Header& h, Buffer& payload);
+
+  uint64_t bytes_applied() const { return bytes_applied_; }
+  uint64_t resync_bytes_received() const { return resync_bytes_; }
+  std::function<void()> on_sync_done;  // the primary declared us up to date
+  std::function<void(uint64_t unix_ms)> on_split;  // the primary split the mirror
+
+ private:
+  struct Apply;
+  void reply(uint64_t epoch, uint64_t id, int err);
+  void done(Apply* a, int err);
+  void check_flushes();
+  Apply* get();
+  void put(Apply* a);
+
+  Loop& loop_;
+  Backend& local_;
+  Bitmap& bitmap_;
+  LinkConn* link_ = nullptr;
+  uint64_t epoch_ = 0;  // bumped per attach; replies go only to their link
+  uint64_t next_seq_ = 1;
+  std::set<uint64_t> in_flight_;  // sequence numbers being applied
+  struct PendingFlush {
+    uint64_t seq, id, epoch;
+  };
+  std::deque<PendingFlush> flushes_;
+  std::vector<std::unique_ptr<Apply>> free_;
+  uint64_t bytes_applied_ = 0, resync_bytes_ = 0;
+};
+
+}  // namespace mirror

@@ -1,0 +1,810 @@
+#include "volume.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "log.h"
+
+namespace mirror {
+
+namespace {
+constexpr uint64_t kHandshakeTimeoutMs = 10000;
+constexpr uint32_t kDialTimeoutMs = 3000;
+constexpr uint32_t kMaxBackoffMs = 5000;
+constexpr size_t kMaxHandshakes = 8;
+
+uint64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t now_us() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+uint64_t unix_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// Ids of the Volume's own requests on the link (the Replicator's are small).
+constexpr uint64_t kControlIdBit = uint64_t(1) << 63;
+
+link::Generation to_link(const Generation& g) {
+  return {g.current, g.bitmap, g.history[0], g.history[1]};
+}
+
+const char* plan_name(link::Plan::Kind k) {
+  switch (k) {
+    case link::Plan::kInSync: return "in sync";
+    case link::Plan::kBitmap: return "bitmap resync";
+    case link::Plan::kFull: return "full sync";
+    case link::Plan::kUnion: return "resync of both sides' changes";
+    case link::Plan::kAdopt: return "no sync (initial-sync = skip)";
+    case link::Plan::kStandby: return "standby";
+  }
+  return "?";
+}
+}  // namespace
+
+struct Volume::Session {
+  std::unique_ptr<LinkConn> conn;
+  bool outbound = false;
+  enum class Phase { kHello, kAuth, kState, kPlan, kActive } phase = Phase::kHello;
+  Nonce nonce{};
+  link::Hello hello;
+  uint64_t started_ms = 0;
+  uint64_t plan_id = 0;
+  link::Plan::Kind plan = link::Plan::kInSync;
+  bool gone = false;  // closed: pending callbacks must not touch it
+};
+
+struct Volume::Acceptor final : Completion {
+  Volume* v = nullptr;
+  BoundSocket sock;
+  bool armed = false;
+  void arm() {
+    armed = true;
+    io_uring_prep_multishot_accept(v->loop_.sqe(this), sock.fd.get(), nullptr, nullptr,
+                                   SOCK_CLOEXEC);
+  }
+  void on_complete(int res, uint32_t flags) override {
+    if (!(flags & IORING_CQE_F_MORE)) armed = false;
+    if (res >= 0) {
+      UniqueFd fd(res);
+      if (v->stopping_ || v->sessions_.size() >= kMaxHandshakes) {
+        MLOG_WARN("replication: refusing a connection (%s)",
+                  v->stopping_ ? "stopping" : "too many handshakes at once");
+      } else {
+        int one = 1;
+        ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+        if (getpeername(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+          getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof host, serv,
+                      sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
+        v->new_session(std::move(fd), false, std::string(host) + ":" + serv);
+      }
+    } else if (res != -ECANCELED) {
+      MLOG_WARN("replication: accept: %s", strerror(-res));
+    }
+    if (!armed && !v->stopping_) arm();
+  }
+};
+
+struct Volume::Dialer final : Completion {
+  Volume* v = nullptr;
+  UniqueFd fd;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  __kernel_timespec timeout{};
+  bool busy = false;
+  uint64_t next_ms = 0;
+  uint32_t backoff_ms = 100;
+  void on_complete(int res, uint32_t) override { v->on_dial(res); }
+};
+
+Volume::Volume(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self,
+               const NodeConfig& peer, Options opts)
+    : loop_(loop), cfg_(cfg), self_(self), peer_(peer), opts_(opts),
+      tick_timer_(loop, [this] { tick(); }) {}
+
+Volume::~Volume() = default;
+
+Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg,
+                                             const NodeConfig& self, Options opts) {
+  const NodeConfig* peer = cfg.peer_of(self.name);
+  if (!peer) return Error{EINVAL, cfg.file + ": node '" + self.name + "' has no peer"};
+  if (self.metadata == self.backing)
+    return Error{EINVAL, cfg.file + ": node '" + self.name +
+                             "': metadata and backing are the same file; the metadata needs a "
+                             "file of its own"};
+  std::unique_ptr<Volume> v(new Volume(loop, cfg, self, *peer, opts));
+  auto file = FileBackend::open(loop, self.backing, {.size = cfg.size});
+  if (!file) return file.error();
+  v->file_ = std::move(*file);
+  MetaIdentity id{cfg.name, cfg.size, self.name, peer->name, cfg.granularity, cfg.al_extent};
+  BitmapOpenReport report;
+  auto bm = Bitmap::open(loop, self.metadata, id, &report);
+  if (!bm) return bm.error();
+  v->bitmap_ = std::move(*bm);
+  if (auto st = v->prepare_metadata(report); !st) return st.error();
+  if (v->role_ == Role::kPrimary) {
+    v->replicator_ = std::make_unique<Replicator>(loop, *v->file_, *v->bitmap_, cfg);
+    Volume* self_ptr = v.get();
+    v->replicator_->on_link_failure = [self_ptr](const std::string& why) {
+      if (self_ptr->active_) self_ptr->active_->conn->close(why);
+    };
+  } else {
+    v->applier_ = std::make_unique<SecondaryApplier>(loop, *v->file_, *v->bitmap_);
+    Volume* self_ptr = v.get();
+    v->applier_->on_split = [self_ptr](uint64_t when) {
+      self_ptr->split_unix_ms_ = when;
+      MLOG_INFO("volume '%s': split by the primary: this copy is a stable point-in-time image",
+                self_ptr->cfg_.name.c_str());
+    };
+  }
+  return v;
+}
+
+Status Volume::prepare_metadata(const BitmapOpenReport& report) {
+  Bitmap& bm = *bitmap_;
+  if (report.full_resync && !report.created) MLOG_WARN("%s", report.reason.c_str());
+  for (const auto& w : report.warnings) MLOG_WARN("metadata: %s", w.c_str());
+  uint32_t flags = bm.flags();
+  Generation g = bm.generation();
+  if (report.created) {
+    role_ = cfg_.primary == self_.name ? Role::kPrimary : Role::kSecondary;
+    MLOG_INFO("metadata %s created; this node starts as %s", bm.path().c_str(),
+              role_ == Role::kPrimary ? "primary" : "secondary");
+  } else {
+    role_ = (flags & kFlagPrimary) ? Role::kPrimary : Role::kSecondary;
+  }
+  if (report.full_resync && !report.created) open_warning_ = report.reason;
+  if (role_ == Role::kPrimary) {
+    if (report.created && cfg_.initial_sync == InitialSync::kSkip) {
+      bm.clear_all_dirty();
+      flags &= ~kFlagFullSyncNeeded;
+    }
+    if (!report.created && !(flags & kFlagCleanShutdown)) {
+      // Writes may have been in flight at the crash: their extents differ.
+      uint64_t n = bm.active_to_dirty();
+      if (n) MLOG_WARN("unclean shutdown: %llu bytes of recently written regions will be resynced",
+                       static_cast<unsigned long long>(n));
+    }
+    bm.clear_active(0, cfg_.size);
+    if (g.current == 0) g.current = random_id();
+    if (opts_.force_full_sync) {
+      bm.set_all_dirty();
+      flags |= kFlagFullSyncNeeded;
+    }
+    if (bm.dirty_bytes() > 0 && g.bitmap == 0 && !(flags & kFlagFullSyncNeeded)) {
+      g.bitmap = g.current;
+      g.current = random_id();
+    }
+    flags |= kFlagPrimary;
+  } else {
+    bm.clear_active(0, cfg_.size);
+    // A secondary's dirty map records only its own writes during a split
+    // (opened read-write); otherwise it means nothing.
+    if (!(flags & kFlagDisposableLocalWrites)) bm.clear_all_dirty();
+    flags &= ~kFlagPrimary;
+  }
+  flags &= ~kFlagCleanShutdown;  // until we stop cleanly
+  bm.set_generation(g);
+  bm.set_flags(flags);
+  return bm.flush_sync();
+}
+
+Backend* Volume::nbd_backend() {
+  if (role_ == Role::kPrimary) return replicator_.get();
+  return file_.get();
+}
+
+Status Volume::start() {
+  auto addr = ListenAddr::parse(self_.address);
+  if (!addr) return addr.error();
+  auto sock = bind_listener(*addr);
+  if (!sock) return sock.error();
+  acceptor_ = std::make_unique<Acceptor>();
+  acceptor_->v = this;
+  acceptor_->sock = std::move(*sock);
+  acceptor_->arm();
+  MLOG_INFO("volume '%s': %s on node '%s', replication on %s, peer '%s' at %s",
+            cfg_.name.c_str(), role_ == Role::kPrimary ? "primary" : "secondary",
+            self_.name.c_str(), acceptor_->sock.addr.to_string().c_str(), peer_.name.c_str(),
+            peer_.address.c_str());
+
+  dialer_ = std::make_unique<Dialer>();
+  dialer_->v = this;
+  auto paddr = ListenAddr::parse(peer_.address);
+  if (!paddr) return paddr.error();
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(paddr->port);
+  if (int r = getaddrinfo(paddr->host.c_str(), port.c_str(), &hints, &res); r != 0)
+    return Error{EINVAL, cfg_.file + ": peer address " + peer_.address + ": " + gai_strerror(r)};
+  std::memcpy(&dialer_->addr, res->ai_addr, res->ai_addrlen);
+  dialer_->addr_len = res->ai_addrlen;
+  freeaddrinfo(res);
+
+  now_ms_ = now_ms();
+  tick_timer_.arm(100);
+  dial();
+  return {};
+}
+
+// ------------------------------------------------------------ sessions --
+
+void Volume::new_session(UniqueFd fd, bool outbound, std::string peer) {
+  auto s = std::make_shared<Session>();
+  s->outbound = outbound;
+  s->nonce = random_nonce();
+  s->started_ms = now_ms_;
+  s->conn = std::make_unique<LinkConn>(loop_, std::move(fd), this, std::move(peer));
+  s->conn->context = s.get();
+  link::Hello h;
+  h.node = self_.name;
+  h.volume = cfg_.name;
+  h.size = cfg_.size;
+  h.nonce = s->nonce;
+  s->conn->send_owned(link::encode_message({.type = link::Type::kHello}, link::encode_hello(h)));
+  s->conn->start();
+  MLOG_DEBUG("replication: %s connection with %s", outbound ? "outgoing" : "incoming",
+             s->conn->peer().c_str());
+  sessions_.push_back(std::move(s));
+}
+
+void Volume::session_error(Session* s, const std::string& why, bool log_warn) {
+  if (log_warn) MLOG_WARN("replication with %s: %s", s->conn->peer().c_str(), why.c_str());
+  last_error_ = why;
+  s->conn->send_owned(link::encode_message({.type = link::Type::kError},
+                                           link::encode_error({EPROTO, why})));
+  // Give the error a moment on the wire: close after what is queued.
+  s->conn->close(why);
+}
+
+void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) {
+  auto* s = static_cast<Session*>(c->context);
+  if (s != active_ || s->phase != Session::Phase::kActive) return session_message(s, h, payload);
+  if (h.type == link::Type::kError) {
+    auto e = link::decode_error({payload.data(), h.payload});
+    last_error_ = "the peer reported: " + (e ? e->message : std::string("a malformed error"));
+    MLOG_WARN("replication: %s", last_error_.c_str());
+    return c->close(last_error_);
+  }
+  if (role_ == Role::kPrimary) {
+    if (h.type == link::Type::kReply && (h.id & kControlIdBit)) {
+      auto it = control_waiters_.find(h.id);
+      if (it == control_waiters_.end()) return;
+      Done d = std::move(it->second);
+      control_waiters_.erase(it);
+      return d(int(h.length), h.length ? strerror(int(h.length)) : "");
+    }
+    if (h.type == link::Type::kReply) return replicator_->on_reply(h);
+    return c->close("unexpected message from the secondary");
+  }
+  applier_->on_message(h, payload);
+}
+
+void Volume::session_message(Session* s, const link::Header& h, Buffer& payload) {
+  std::span<const uint8_t> p(payload.data(), h.payload);
+  if (h.type == link::Type::kError) {
+    auto e = link::decode_error(p);
+    std::string msg = e ? e->message : "malformed error message";
+    last_error_ = "the peer refused the connection: " + msg;
+    MLOG_WARN("replication: %s", last_error_.c_str());
+    if (msg.find("split brain") != std::string::npos) split_brain_ = true;
+    return s->conn->close(last_error_);
+  }
+  switch (s->phase) {
+    case Session::Phase::kHello: {
+      if (h.type != link::Type::kHello) return session_error(s, "expected HELLO");
+      auto hello = link::decode_hello(p);
+      if (!hello) return session_error(s, hello.error().message);
+      if (hello->version != link::kVersion)
+        return session_error(s, "protocol version " + std::to_string(hello->version) +
+                                    " is not supported (this node speaks " +
+                                    std::to_string(link::kVersion) + ")");
+      if (hello->volume != cfg_.name)
+        return session_error(s, "the peer serves volume '" + hello->volume + "', not '" +
+                                    cfg_.name + "'");
+      if (hello->size != cfg_.size)
+        return session_error(s, "volume size differs: the peer has " +
+                                    std::to_string(hello->size) + " bytes, this node " +
+                                    std::to_string(cfg_.size));
+      if (hello->node != peer_.name)
+        return session_error(s, "the peer calls itself '" + hello->node + "', expected '" +
+                                    peer_.name + "'");
+      s->hello = *hello;
+      Mac mac = link_mac(cfg_.secret, self_.name, peer_.name, cfg_.name, cfg_.size, s->nonce,
+                         s->hello.nonce);
+      s->conn->send_owned(
+          link::encode_message({.type = link::Type::kAuth}, std::span<const uint8_t>(mac)));
+      s->phase = Session::Phase::kAuth;
+      return;
+    }
+    case Session::Phase::kAuth: {
+      if (h.type != link::Type::kAuth) return session_error(s, "expected AUTH");
+      Mac expect = link_mac(cfg_.secret, peer_.name, self_.name, cfg_.name, cfg_.size,
+                            s->hello.nonce, s->nonce);
+      if (!mac_equal(p, expect)) {
+        // Logged without anything secret: who, and that the proof failed.
+        return session_error(s, "authentication failed: the peer does not know the shared secret");
+      }
+      s->conn->send_owned(link::encode_message({.type = link::Type::kState},
+                                               link::encode_state(my_state())));
+      s->phase = Session::Phase::kState;
+      return;
+    }
+    case Session::Phase::kState: {
+      if (h.type != link::Type::kState) return session_error(s, "expected STATE");
+      auto st = link::decode_state(p);
+      if (!st) return session_error(s, st.error().message);
+      return on_peer_state(s, *st);
+    }
+    case Session::Phase::kPlan:
+      if (role_ == Role::kSecondary && h.type == link::Type::kPlan) {
+        auto plan = link::decode_plan(p);
+        if (!plan) return session_error(s, plan.error().message);
+        return on_plan(s, h, *plan);
+      }
+      if (role_ == Role::kPrimary && h.type == link::Type::kDirtyRanges) {
+        auto ranges = link::decode_ranges(p);
+        if (!ranges) return session_error(s, ranges.error().message);
+        for (const auto& r : *ranges) {
+          if (r.offset < cfg_.size) bitmap_->set_dirty(r.offset, std::min(r.length, cfg_.size - r.offset));
+        }
+        return;
+      }
+      if (role_ == Role::kPrimary && h.type == link::Type::kReply && h.id == s->plan_id) {
+        if (h.length) return session_error(s, "the secondary could not apply the plan");
+        return activate(s);
+      }
+      return session_error(s, "unexpected message during the handshake");
+    case Session::Phase::kActive:
+      return;
+  }
+}
+
+link::State Volume::my_state() const {
+  link::State st;
+  st.role = role_ == Role::kPrimary ? link::State::kPrimary : link::State::kSecondary;
+  st.flags = bitmap_->flags();
+  st.gen = to_link(bitmap_->generation());
+  st.dirty_bytes = bitmap_->dirty_bytes();
+  return st;
+}
+
+void Volume::on_peer_state(Session* s, const link::State& st) {
+  if (active_) return session_error(s, "a replication session is already active", false);
+  if (role_ == Role::kPrimary) {
+    if (st.role == link::State::kPrimary) {
+      split_brain_ = true;
+      MLOG_ERROR("split brain: both '%s' and '%s' are primary; demote one of them",
+                 self_.name.c_str(), peer_.name.c_str());
+      return session_error(s, "split brain: both nodes are primary", false);
+    }
+    return plan_as_primary(s, st);
+  }
+  if (st.role != link::State::kPrimary)
+    return session_error(s, "neither node is primary", false);
+  s->phase = Session::Phase::kPlan;
+}
+
+void Volume::plan_as_primary(Session* s, const link::State& st) {
+  Generation my = bitmap_->generation();
+  uint32_t flags = bitmap_->flags();
+  const link::Generation& peer = st.gen;
+  bool peer_disposable = st.flags & kFlagDisposableLocalWrites;
+  link::Plan::Kind kind = link::Plan::kFull;
+  std::string refuse;
+  if (flags & kFlagFullSyncNeeded) {
+    kind = link::Plan::kFull;
+  } else if (peer.current == 0 || (st.flags & kFlagFullSyncNeeded)) {
+    bool both_new = peer.current == 0 && my.bitmap == 0 && my.history[0] == 0 &&
+                    bitmap_->dirty_bytes() == 0 && cfg_.initial_sync == InitialSync::kSkip;
+    kind = both_new ? link::Plan::kAdopt : link::Plan::kFull;
+  } else if (peer.current == my.current && my.bitmap == 0) {
+    kind = link::Plan::kInSync;
+  } else if (my.bitmap != 0 && peer.current == my.bitmap) {
+    if (peer.bitmap == 0) {
+      kind = link::Plan::kBitmap;
+    } else if (peer_disposable) {
+      kind = link::Plan::kUnion;
+    } else {
+      refuse = "split brain: both nodes changed the data since they last agreed";
+    }
+  } else if (my.bitmap != 0 && peer.bitmap == my.bitmap) {
+    if (peer_disposable) {
+      kind = link::Plan::kUnion;
+    } else {
+      refuse = "split brain: both nodes changed the data since they last agreed";
+    }
+  } else if (peer.bitmap != 0 && peer.bitmap == my.current) {
+    refuse = "split brain: the peer holds changes this primary does not have";
+  } else {
+    refuse = "the two copies share no generation (unrelated data); "
+             "restart the primary with --force-full-sync to overwrite the peer";
+  }
+  if (!refuse.empty()) {
+    if (refuse.starts_with("split brain")) split_brain_ = true;
+    MLOG_ERROR("volume '%s': %s; nothing was overwritten. Choose the survivor: on the node "
+               "whose data is discarded, stop mirrord and delete its metadata file, then "
+               "restart it as secondary",
+               cfg_.name.c_str(), refuse.c_str());
+    return session_error(s, refuse, false);
+  }
+  split_brain_ = false;
+  if ((flags & kFlagSplit) && kind != link::Plan::kFull && kind != link::Plan::kAdopt) {
+    // Split until the operator rejoins: connected, nothing copied.
+    kind = link::Plan::kStandby;
+  }
+  if (kind == link::Plan::kFull) {
+    // The peer becomes a copy of an unknown base: everything is dirty
+    // relative to a fresh base id, which the peer adopts now, so an
+    // interrupted full sync resumes as a bitmap resync.
+    bitmap_->set_all_dirty();
+    if (my.bitmap != 0) my.history[0] = my.bitmap;
+    my.bitmap = random_id();
+    bitmap_->set_generation(my);
+    bitmap_->set_flags(flags & ~kFlagFullSyncNeeded);
+  }
+  if (kind == link::Plan::kAdopt) {
+    bitmap_->clear_all_dirty();
+    bitmap_->set_flags(flags & ~kFlagFullSyncNeeded);
+  }
+  s->plan = kind;
+  s->phase = Session::Phase::kPlan;
+  MLOG_INFO("volume '%s': peer '%s' connected: %s (%llu bytes to copy)", cfg_.name.c_str(),
+            peer_.name.c_str(), plan_name(kind),
+            static_cast<unsigned long long>(bitmap_->dirty_bytes()));
+  // The plan goes out once what it implies here is durable.
+  std::weak_ptr<Session> weak = find_session(s);
+  bitmap_->commit(FnDone::make([this, weak](int err) {
+    auto sp = weak.lock();
+    if (!sp || sp->gone) return;
+    Session* s = sp.get();
+    if (err) return session_error(s, "cannot write metadata");
+    link::Plan plan;
+    plan.kind = s->plan;
+    plan.gen = to_link(bitmap_->generation());
+    plan.bytes = bitmap_->dirty_bytes();
+    s->plan_id = 1;
+    s->conn->send_owned(link::encode_message({.type = link::Type::kPlan, .id = s->plan_id},
+                                             link::encode_plan(plan)));
+  }));
+}
+
+void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
+  Generation g = bitmap_->generation();
+  uint32_t flags = bitmap_->flags();
+  switch (plan.kind) {
+    case link::Plan::kInSync:
+      flags &= ~kFlagSplit;
+      break;
+    case link::Plan::kStandby:
+      flags |= kFlagSplit;  // the primary is split: keep our image as it is
+      break;
+    case link::Plan::kAdopt:
+      g.current = plan.gen.current;
+      g.bitmap = 0;
+      flags &= ~(kFlagFullSyncNeeded | kFlagInconsistent);
+      break;
+    case link::Plan::kBitmap:
+      flags |= kFlagInconsistent;
+      flags &= ~kFlagSplit;
+      break;
+    case link::Plan::kUnion: {
+      // Our own changes since the split are copied over from the primary.
+      std::vector<link::Range> ranges;
+      uint64_t off = 0, len = 0, from = 0;
+      while (bitmap_->next_dirty(from, uint64_t(1) << 40, &off, &len)) {
+        ranges.push_back({off, len});
+        from = off + len;
+        if (ranges.size() == 4096) {
+          s->conn->send_owned(link::encode_message({.type = link::Type::kDirtyRanges},
+                                                   link::encode_ranges(ranges)));
+          ranges.clear();
+        }
+      }
+      if (!ranges.empty())
+        s->conn->send_owned(link::encode_message({.type = link::Type::kDirtyRanges},
+                                                 link::encode_ranges(ranges)));
+      bitmap_->clear_all_dirty();
+      flags &= ~kFlagDisposableLocalWrites;
+      [[fallthrough]];
+    }
+    case link::Plan::kFull:
+      if (g.current != 0) g.history[0] = g.current;
+      g.current = plan.gen.bitmap;
+      g.bitmap = 0;
+      flags |= kFlagInconsistent;
+      flags &= ~(kFlagFullSyncNeeded | kFlagSplit);
+      break;
+  }
+  bitmap_->set_generation(g);
+  bitmap_->set_flags(flags);
+  MLOG_INFO("volume '%s': primary '%s' connected: %s", cfg_.name.c_str(), peer_.name.c_str(),
+            plan_name(plan.kind));
+  uint64_t id = h.id;
+  std::weak_ptr<Session> weak = find_session(s);
+  bitmap_->commit(FnDone::make([this, weak, id](int err) {
+    auto sp = weak.lock();
+    if (!sp || sp->gone) return;
+    Session* s = sp.get();
+    link::Header r;
+    r.type = link::Type::kReply;
+    r.id = id;
+    r.length = err ? uint32_t(-err) : 0;
+    if (err) return session_error(s, "cannot write metadata");
+    active_ = s;
+    s->phase = Session::Phase::kActive;
+    applier_->attach(s->conn.get());
+    s->conn->send(r);
+  }));
+}
+
+void Volume::activate(Session* s) {
+  active_ = s;
+  s->phase = Session::Phase::kActive;
+  dialer_->backoff_ms = 100;
+  last_error_.clear();
+  if (s->plan == link::Plan::kStandby) {
+    replicator_->attach_split(s->conn.get());
+  } else {
+    replicator_->attach(s->conn.get(), s->plan);
+  }
+}
+
+void Volume::on_link_closed(LinkConn* c, const std::string& why) {
+  auto* s = static_cast<Session*>(c->context);
+  s->gone = true;
+  if (s == active_) {
+    active_ = nullptr;
+    MLOG_WARN("volume '%s': replication link to '%s' lost: %s", cfg_.name.c_str(),
+              peer_.name.c_str(), why.c_str());
+    if (replicator_) replicator_->link_lost(why);
+    if (applier_) applier_->detach();
+    for (auto& [id, d] : std::exchange(control_waiters_, {})) d(ECONNRESET, "the link was lost");
+  } else {
+    MLOG_DEBUG("replication: handshake with %s ended: %s", c->peer().c_str(), why.c_str());
+  }
+  auto it = std::find_if(sessions_.begin(), sessions_.end(),
+                         [s](const auto& p) { return p.get() == s; });
+  // Destroyed after this callback returns (the LinkConn is on the stack).
+  if (it != sessions_.end()) {
+    std::shared_ptr<Session> keep = std::move(*it);
+    sessions_.erase(it);
+    loop_.defer([keep] {});
+  }
+}
+
+std::shared_ptr<Volume::Session> Volume::find_session(Session* s) {
+  for (auto& p : sessions_) {
+    if (p.get() == s) return p;
+  }
+  return nullptr;
+}
+
+// -------------------------------------------------------------- dialing --
+
+void Volume::dial() {
+  if (role_ != Role::kPrimary || stopping_ || active_ || dialer_->busy) return;
+  if (!sessions_.empty()) return;  // a handshake is under way
+  if (now_ms_ < dialer_->next_ms) return;
+  UniqueFd fd(::socket(dialer_->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return;
+  int one = 1;
+  ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  dialer_->fd = std::move(fd);
+  dialer_->busy = true;
+  io_uring_sqe* sqe = loop_.sqe(dialer_.get());
+  io_uring_prep_connect(sqe, dialer_->fd.get(), reinterpret_cast<sockaddr*>(&dialer_->addr),
+                        dialer_->addr_len);
+  sqe->flags |= IOSQE_IO_LINK;
+  dialer_->timeout.tv_sec = kDialTimeoutMs / 1000;
+  dialer_->timeout.tv_nsec = (kDialTimeoutMs % 1000) * 1000000;
+  io_uring_prep_link_timeout(loop_.sqe(nullptr), &dialer_->timeout, 0);
+}
+
+void Volume::on_dial(int res) {
+  dialer_->busy = false;
+  if (res < 0 || stopping_) {
+    MLOG_DEBUG("replication: connecting to %s: %s", peer_.address.c_str(), strerror(-res));
+    dialer_->fd.reset();
+    dialer_->next_ms = now_ms_ + dialer_->backoff_ms;
+    dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, kMaxBackoffMs);
+    return;
+  }
+  new_session(std::move(dialer_->fd), true, peer_.address);
+  dialer_->next_ms = now_ms_ + dialer_->backoff_ms;
+  dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, kMaxBackoffMs);
+}
+
+void Volume::tick() {
+  now_ms_ = now_ms();
+  if (replicator_) replicator_->tick(now_ms_);
+  if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
+    // Whoever held the writes is gone or stuck: never block the application.
+    hold_deadline_ms_ = 0;
+    MLOG_WARN("volume '%s': hold timed out: releasing writes", cfg_.name.c_str());
+    replicator_->release();
+  }
+  for (auto& s : sessions_) {
+    if (s->phase != Session::Phase::kActive && !s->conn->closing() &&
+        now_ms_ - s->started_ms > kHandshakeTimeoutMs) {
+      s->conn->close("handshake timed out");
+    }
+  }
+  dial();
+  if (!stopping_) tick_timer_.arm(100);
+}
+
+// ---------------------------------------------------------------- stop --
+
+void Volume::stop(std::function<void()> done) {
+  stopping_ = true;
+  tick_timer_.cancel();
+  if (acceptor_) io_uring_prep_cancel(loop_.sqe(nullptr), acceptor_.get(), 0);
+  auto finish = [this, done = std::move(done)](bool synced) {
+    if (role_ == Role::kPrimary && !synced) bitmap_->active_to_dirty();
+    bitmap_->clear_active(0, cfg_.size);
+    bitmap_->set_flags(bitmap_->flags() | kFlagCleanShutdown);
+    if (auto st = bitmap_->flush_sync(); !st)
+      MLOG_ERROR("metadata at stop: %s", st.error().to_string().c_str());
+    for (auto& s : sessions_) s->conn->close("node stopping");
+    done();
+  };
+  if (replicator_) {
+    replicator_->quiesce(std::move(finish));
+  } else {
+    finish(true);
+  }
+}
+
+VolumeStatus Volume::status() const {
+  VolumeStatus st;
+  st.volume = cfg_.name;
+  st.node = self_.name;
+  st.peer = peer_.name;
+  st.role = role_;
+  st.size = cfg_.size;
+  st.dirty_bytes = bitmap_->dirty_bytes();
+  st.generation = bitmap_->generation().current;
+  st.consistent = !(bitmap_->flags() & (kFlagInconsistent | kFlagFullSyncNeeded)) ||
+                  role_ == Role::kPrimary;
+  st.link = active_ ? "connected" : (sessions_.empty() ? "disconnected" : "connecting");
+  st.last_error = last_error_;
+  st.split = bitmap_->flags() & kFlagSplit;
+  st.split_unix_ms = split_unix_ms_;
+  st.split_drain_us = split_drain_us_;
+  st.holding = replicator_ && replicator_->held();
+  if (split_brain_) {
+    st.state = "split-brain";
+  } else if (st.split) {
+    st.state = "split";
+  } else if (role_ == Role::kPrimary) {
+    st.resync = replicator_->progress();
+    st.resynced_bytes_total = replicator_->resynced_bytes_total();
+    switch (replicator_->state()) {
+      case Replicator::LinkState::kSynced: st.state = "synchronized"; break;
+      case Replicator::LinkState::kResyncing: st.state = "resyncing"; break;
+      case Replicator::LinkState::kSplit: st.state = "split"; break;
+      case Replicator::LinkState::kDisconnected:
+        st.state = st.dirty_bytes ? "degraded" : "disconnected";
+        break;
+    }
+    if (!replicator_->last_error().empty() && st.last_error.empty())
+      st.last_error = replicator_->last_error();
+  } else {
+    st.resynced_bytes_total = applier_->resync_bytes_received();
+    if (!active_) {
+      st.state = "disconnected";
+    } else {
+      st.state = st.consistent ? "synchronized" : "resyncing";
+    }
+  }
+  return st;
+}
+
+}  // namespace mirror
+
+namespace mirror {
+
+// --------------------------------------------------------------- control --
+
+void Volume::split(Done done) {
+  if (role_ != Role::kPrimary)
+    return done(EINVAL, "split runs on the primary ('" + peer_.name + "')");
+  if (split_brain_) return done(EBUSY, "the pair is in split brain: resolve that first");
+  switch (replicator_->state()) {
+    case Replicator::LinkState::kSplit:
+      return done(EALREADY, "already split");
+    case Replicator::LinkState::kDisconnected:
+      return done(ENOTCONN,
+                  "the peer is not connected: its copy is already behind, a split now "
+                  "would not be a point in time");
+    case Replicator::LinkState::kResyncing:
+      return done(EBUSY, "a resync is running: the secondary is not consistent yet");
+    case Replicator::LinkState::kSynced:
+      break;
+  }
+  uint64_t t0 = now_us();
+  split_unix_ms_ = unix_ms();
+  bitmap_->set_flags(bitmap_->flags() | kFlagSplit);
+  MLOG_INFO("volume '%s': splitting the mirror", cfg_.name.c_str());
+  replicator_->freeze([this, t0, done = std::move(done)](int err) {
+    split_drain_us_ = now_us() - t0;
+    if (err) {
+      return done(-err, std::string("the peer failed during the split (") + strerror(-err) +
+                            "); the secondary may miss recent writes: rejoin to resync");
+    }
+    if (!active_) return done(ECONNRESET, "the link was lost during the split");
+    uint64_t id = kControlIdBit | next_control_id_++;
+    uint64_t when = split_unix_ms_;
+    control_waiters_[id] = [this, done, when](int e, const std::string& m) {
+      if (e) return done(e, "the secondary did not confirm the split: " + m);
+      bitmap_->commit(FnDone::make([this, done](int ce) {
+        if (ce) return done(-ce, "cannot record the split in the metadata");
+        MLOG_INFO("volume '%s': split; mirrored writes drained in %llu us", cfg_.name.c_str(),
+                  static_cast<unsigned long long>(split_drain_us_));
+        done(0, "split");
+      }));
+      (void)when;
+    };
+    link::Header h;
+    h.type = link::Type::kSplit;
+    h.id = id;
+    h.offset = when;
+    active_->conn->send(h);
+  });
+}
+
+void Volume::rejoin(Done done) {
+  if (role_ != Role::kPrimary)
+    return done(EINVAL, "rejoin runs on the primary ('" + peer_.name + "')");
+  if (!(bitmap_->flags() & kFlagSplit)) return done(EALREADY, "not split");
+  if (split_brain_)
+    return done(EBUSY,
+                "split brain: rejoin would overwrite changes; choose the survivor first");
+  bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
+  bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
+    if (err) return done(-err, "cannot write the metadata");
+    MLOG_INFO("volume '%s': rejoin: resyncing %llu bytes changed since the split",
+              cfg_.name.c_str(), static_cast<unsigned long long>(bitmap_->dirty_bytes()));
+    // A fresh handshake computes the plan from both sides' current state
+    // (the secondary may have changes of its own).
+    if (active_) active_->conn->close("rejoin: reconnecting to resync");
+    done(0, "rejoining");
+  }));
+}
+
+void Volume::hold(uint32_t timeout_ms, Done done) {
+  if (role_ != Role::kPrimary) return done(EINVAL, "hold runs on the primary");
+  replicator_->hold();
+  hold_deadline_ms_ = now_ms() + timeout_ms;
+  done(0, "holding new writes");
+}
+
+void Volume::release(Done done) {
+  if (role_ != Role::kPrimary) return done(EINVAL, "release runs on the primary");
+  hold_deadline_ms_ = 0;
+  replicator_->release();
+  done(0, "released");
+}
+
+}  // namespace mirror

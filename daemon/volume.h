@@ -1,0 +1,143 @@
+// Volume: one mirrored volume on this node. Owns the backing store, the
+// metadata (bitmap), the replication listener and dialer, the handshake with
+// the peer, and the role-specific half: a Replicator when primary, a
+// SecondaryApplier when secondary. Serves the volume through an NbdServer.
+//
+// The handshake (docs/replication-protocol.md): both sides send HELLO (version,
+// volume identity, a nonce), then AUTH (an HMAC proving the shared secret),
+// then STATE (role, generation ids, flags). The primary compares generations
+// and sends PLAN; the secondary persists what the plan implies, answers, and
+// mirroring (with a resync if needed) begins.
+//
+// Thread: the Loop's.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "auth.h"
+#include "bitmap.h"
+#include "config.h"
+#include "file_backend.h"
+#include "link_codec.h"
+#include "link_conn.h"
+#include "listen_addr.h"
+#include "replicator.h"
+#include "secondary.h"
+#include "server.h"
+#include "uring.h"
+
+namespace mirror {
+
+enum class Role { kPrimary, kSecondary };
+
+// What `mirrorctl status` shows for a volume.
+struct VolumeStatus {
+  std::string volume, node, peer;
+  Role role = Role::kSecondary;
+  std::string link;          // connected / connecting / disconnected
+  std::string state;         // synchronized, resyncing, degraded, split, split-brain, ...
+  bool consistent = true;    // this copy is a usable image
+  uint64_t size = 0;
+  uint64_t dirty_bytes = 0;  // out of sync with the peer
+  ResyncProgress resync;
+  uint64_t resynced_bytes_total = 0;  // sent (primary) or received (secondary)
+  std::string last_error;
+  uint64_t generation = 0;
+  bool split = false;
+  uint64_t split_unix_ms = 0;   // when the last split happened
+  uint64_t split_drain_us = 0;  // how long its mirrored writes took to drain
+  bool holding = false;
+};
+
+class Volume final : public LinkConn::Handler {
+ public:
+  struct Options {
+    bool force_full_sync = false;  // operator: ignore generations, copy all
+  };
+  static Result<std::unique_ptr<Volume>> open(Loop& loop, const VolumeConfig& cfg,
+                                              const NodeConfig& self, Options opts);
+  ~Volume();
+
+  // Binds the replication address and starts talking to the peer.
+  Status start();
+  // The backend NBD clients get: read-write on the primary, the local copy
+  // (read-only) on the secondary.
+  Backend* nbd_backend();
+  bool nbd_read_only() const { return role_ == Role::kSecondary; }
+  // Clean stop, after the NBD server drained: flush, record a clean
+  // shutdown in the metadata, close the link.
+  void stop(std::function<void()> done);
+
+  VolumeStatus status() const;
+  Role role() const { return role_; }
+
+  // Control (primary). Each calls `done(err, message)` once; err is 0 or a
+  // positive errno and the message says what happened or why not.
+  using Done = std::function<void(int err, const std::string& message)>;
+  // Freezes the mirror at one instant: every write acknowledged before is
+  // durable on the secondary, every later one is tracked here.
+  void split(Done done);
+  // Ends a split: resyncs the regions changed since, then mirrors again.
+  void rejoin(Done done);
+  // Consistency groups: hold new writes (released after timeout_ms at the
+  // latest, so an application is never blocked by a lost client), release.
+  void hold(uint32_t timeout_ms, Done done);
+  void release(Done done);
+
+  // LinkConn::Handler.
+  void on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) override;
+  void on_link_closed(LinkConn* c, const std::string& why) override;
+
+ private:
+  struct Session;
+  struct Acceptor;
+  struct Dialer;
+  Volume(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self, const NodeConfig& peer,
+         Options opts);
+  Status prepare_metadata(const BitmapOpenReport& report);
+  void new_session(UniqueFd fd, bool outbound, std::string peer);
+  std::shared_ptr<Session> find_session(Session* s);
+  void session_message(Session* s, const link::Header& h, Buffer& payload);
+  void session_error(Session* s, const std::string& why, bool log_warn = true);
+  void on_peer_state(Session* s, const link::State& st);
+  void plan_as_primary(Session* s, const link::State& st);
+  void on_plan(Session* s, const link::Header& h, const link::Plan& plan);
+  void activate(Session* s);
+  link::State my_state() const;
+  void dial();
+  void on_dial(int res);
+  void tick();
+
+  Loop& loop_;
+  const VolumeConfig& cfg_;
+  const NodeConfig& self_;
+  const NodeConfig& peer_;
+  Options opts_;
+  Role role_ = Role::kSecondary;
+  std::unique_ptr<FileBackend> file_;
+  std::unique_ptr<Bitmap> bitmap_;
+  std::unique_ptr<Replicator> replicator_;
+  std::unique_ptr<SecondaryApplier> applier_;
+
+  std::vector<std::shared_ptr<Session>> sessions_;
+  Session* active_ = nullptr;
+  std::unique_ptr<Acceptor> acceptor_;
+  std::unique_ptr<Dialer> dialer_;
+  Timer tick_timer_;
+  uint64_t now_ms_ = 0;
+  bool stopping_ = false;
+  bool split_brain_ = false;
+  uint64_t split_unix_ms_ = 0;
+  uint64_t split_drain_us_ = 0;
+  uint64_t next_control_id_ = 1;
+  std::unordered_map<uint64_t, Done> control_waiters_;  // link replies to our own requests
+  uint64_t hold_deadline_ms_ = 0;  // 0: not holding
+  std::string last_error_;
+  std::string open_warning_;
+};
+
+}  // namespace mirror
