@@ -20,6 +20,8 @@
 #include "server.h"
 #include "uring.h"
 #include "volume.h"
+#include "control_server.h"
+#include "volume_control.h"
 
 #ifdef MIRROR_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -245,6 +247,8 @@ int run(int argc, char** argv) {
     server.add_listener(std::move(*b));
   }
 
+  std::unique_ptr<ControlServer> control;
+  std::unique_ptr<VolumeControl> volume_control;
   bool stopping = false;
   int exit_code = 0;
   SignalWatcher signals(**loop, sfd.get(), [&](int signo) {
@@ -260,6 +264,8 @@ int run(int argc, char** argv) {
         }
       }
       if (volume) {
+        volume_control->stop();
+        control->stop();
         volume->stop([&] { (*loop)->stop(); });
       } else {
         (*loop)->stop();
@@ -271,6 +277,13 @@ int run(int argc, char** argv) {
   if (volume) {
     if (auto st = volume->start(); !st) {
       MLOG_ERROR("volume '%s': %s", cfg.name.c_str(), st.error().to_string().c_str());
+      return 1;
+    }
+    control = std::make_unique<ControlServer>(**loop, nullptr, cfg.control_group);
+    volume_control = std::make_unique<VolumeControl>(**loop, *volume, *control);
+    control->set_handler(volume_control.get());
+    if (auto st = control->listen(self->control); !st) {
+      MLOG_ERROR("control socket %s: %s", self->control.c_str(), st.error().to_string().c_str());
       return 1;
     }
   }

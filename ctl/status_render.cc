@@ -1,0 +1,65 @@
+#include "status_render.h"
+
+#include <cstdio>
+#include <ctime>
+#include <sstream>
+
+namespace mirror {
+
+std::string human_bytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = double(n);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+  return buf;
+}
+
+std::string render_status(const nlohmann::json& s, bool bar) {
+  std::ostringstream o;
+  auto row = [&](const char* k, const std::string& v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "  %-16s ", k);
+    o << buf << v << "\n";
+  };
+  o << "volume " << s.value("volume", "?") << " on " << s.value("node", "?") << " ("
+    << s.value("role", "?") << ")\n";
+  row("peer", s.value("peer", "?") + " (" + s.value("link", "?") + ")");
+  row("state", s.value("state", "?") +
+                   (s.value("consistent", true) ? "" : ", this copy is INCONSISTENT"));
+  row("size", human_bytes(s.value("size", uint64_t(0))));
+  row("out of sync", human_bytes(s.value("out_of_sync_bytes", uint64_t(0))));
+  const auto& r = s.contains("resync") ? s["resync"] : nlohmann::json::object();
+  if (r.value("running", false)) {
+    uint64_t total = r.value("total_bytes", uint64_t(0)), done = r.value("done_bytes", uint64_t(0));
+    double pct = total ? 100.0 * double(done) / double(total) : 0;
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%.1f%% of %s, %s/s, ETA %llus", pct,
+                  human_bytes(total).c_str(),
+                  human_bytes(r.value("rate_bytes_per_sec", uint64_t(0))).c_str(),
+                  static_cast<unsigned long long>(r.value("eta_seconds", uint64_t(0))));
+    row("resync", buf);
+    if (bar) {
+      int width = 40, fill = int(pct / 100 * width);
+      o << "  [" << std::string(fill, '#') << std::string(width - fill, '.') << "]\n";
+    }
+  }
+  if (s.contains("last_split") && !s["last_split"].is_null()) {
+    const auto& l = s["last_split"];
+    time_t t = time_t(l.value("unix_ms", uint64_t(0)) / 1000);
+    char when[64];
+    tm lt;
+    localtime_r(&t, &lt);
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &lt);
+    row("last split", std::string(when) + " (in-flight writes drained in " +
+                          std::to_string(l.value("drain_us", uint64_t(0))) + " us)");
+  }
+  if (!s.value("last_error", std::string()).empty()) row("last error", s["last_error"]);
+  return o.str();
+}
+
+}  // namespace mirror

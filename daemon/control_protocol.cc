@@ -1,0 +1,108 @@
+#include "control_protocol.h"
+
+#include <cstring>
+
+namespace mirror::control {
+
+using json = nlohmann::json;
+using T = ArgSpec::Type;
+
+const std::vector<CommandSpec>& commands() {
+  static const std::vector<CommandSpec> table = {
+      {"status", "Show role, link state, out-of-sync bytes and resync progress", false, {}},
+      {"events", "Stream state changes, one JSON object per line, until interrupted", false, {}},
+      {"split",
+       "Freeze the mirror at one instant: the secondary keeps a point-in-time image, the "
+       "primary tracks every change",
+       true,
+       {{"freeze", T::kStrings, "Filesystems (mount points) to freeze around the split", false,
+         true},
+        {"pre", T::kString, "Command run before the split (e.g. block database writes)", false,
+         true},
+        {"post", T::kString, "Command run after the split, even if it failed", false, true},
+        {"timeout", T::kInt, "Seconds before thawing and running --post whatever happens "
+                             "(default 30)", false, true}}},
+      {"rejoin", "Copy the regions changed since the split to the secondary, then mirror again",
+       true,
+       {{"wait", T::kBool, "Block until the copies are synchronized", false, false}}},
+      {"hold", "Hold new writes (consistency groups; released after timeout_ms)", true,
+       {{"timeout_ms", T::kInt, "Release automatically after this long", true, false}}},
+      {"release", "Release writes held by hold", true, {}},
+  };
+  return table;
+}
+
+const CommandSpec* find_command(std::string_view name) {
+  for (const auto& c : commands()) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+Status validate_args(const CommandSpec& spec, const json& args) {
+  if (!args.is_object()) return Error{EINVAL, "\"args\" must be an object"};
+  for (auto it = args.begin(); it != args.end(); ++it) {
+    const ArgSpec* a = nullptr;
+    for (const auto& s : spec.args) {
+      if (s.name == it.key()) a = &s;
+    }
+    if (!a) return Error{EINVAL, spec.name + ": unknown argument '" + it.key() + "'"};
+    bool ok = false;
+    switch (a->type) {
+      case T::kBool: ok = it->is_boolean(); break;
+      case T::kString: ok = it->is_string(); break;
+      case T::kInt: ok = it->is_number_integer(); break;
+      case T::kStrings:
+        ok = it->is_array();
+        for (const auto& e : *it) ok = ok && e.is_string();
+        break;
+    }
+    if (!ok) return Error{EINVAL, spec.name + ": argument '" + a->name + "' has the wrong type"};
+  }
+  for (const auto& s : spec.args) {
+    if (s.required && !args.contains(s.name))
+      return Error{EINVAL, spec.name + ": missing argument '" + s.name + "'"};
+  }
+  return {};
+}
+
+Result<Request> parse_request(std::string_view line) {
+  if (line.size() > kMaxMessage) return Error{E2BIG, "request too large"};
+  json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Error{EINVAL, "malformed JSON"};
+  if (!j.is_object()) return Error{EINVAL, "a request must be a JSON object"};
+  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"] != kVersion)
+    return Error{EINVAL, "unsupported or missing protocol \"version\" (this daemon speaks 1)"};
+  if (!j.contains("command") || !j["command"].is_string())
+    return Error{EINVAL, "missing \"command\""};
+  std::string name = j["command"];
+  Request r;
+  r.spec = find_command(name);
+  if (!r.spec) return Error{ENOENT, "unknown command '" + name + "'"};
+  if (j.contains("args")) r.args = j["args"];
+  if (auto st = validate_args(*r.spec, r.args); !st) return st.error();
+  return r;
+}
+
+json ok_reply(json result) { return json{{"ok", true}, {"result", std::move(result)}}; }
+
+json error_reply(int code, std::string_view message) {
+  const char* name = "EIO";
+  switch (code) {
+    case EPERM: name = "EPERM"; break;
+    case EACCES: name = "EACCES"; break;
+    case EINVAL: name = "EINVAL"; break;
+    case ENOENT: name = "ENOENT"; break;
+    case E2BIG: name = "E2BIG"; break;
+    case EBUSY: name = "EBUSY"; break;
+    case ENOTCONN: name = "ENOTCONN"; break;
+    case EALREADY: name = "EALREADY"; break;
+    case ETIMEDOUT: name = "ETIMEDOUT"; break;
+    case ECANCELED: name = "ECANCELED"; break;
+    case EEXIST: name = "EEXIST"; break;
+    default: break;
+  }
+  return json{{"ok", false}, {"code", name}, {"error", std::string(message)}};
+}
+
+}  // namespace mirror::control

@@ -1,0 +1,42 @@
+#include "status_json.h"
+
+#include <cstdio>
+
+#include "control_protocol.h"
+
+namespace mirror {
+
+nlohmann::json status_to_json(const VolumeStatus& st) {
+  char gen[20];
+  std::snprintf(gen, sizeof gen, "%016llx", static_cast<unsigned long long>(st.generation));
+  nlohmann::json j = {
+      {"schema", control::kStatusSchema},
+      {"volume", st.volume},
+      {"node", st.node},
+      {"peer", st.peer},
+      {"role", st.role == Role::kPrimary ? "primary" : "secondary"},
+      {"link", st.link},
+      {"state", st.state},
+      {"consistent", st.consistent},
+      {"size", st.size},
+      {"out_of_sync_bytes", st.dirty_bytes},
+      {"resync",
+       {{"running", st.resync.running},
+        {"total_bytes", st.resync.total_bytes},
+        {"done_bytes", st.resync.done_bytes},
+        {"rate_bytes_per_sec", st.resync.rate_bps},
+        {"eta_seconds", st.resync.eta_seconds}}},
+      {"resynced_bytes_total", st.resynced_bytes_total},
+      {"last_error", st.last_error},
+      {"generation", gen},
+      {"holding_writes", st.holding},
+  };
+  if (st.split_unix_ms) {
+    j["last_split"] = {{"unix_ms", st.split_unix_ms}, {"drain_us", st.split_drain_us}};
+  } else {
+    j["last_split"] = nullptr;
+  }
+  return j;
+}
+
+}  // namespace mirror

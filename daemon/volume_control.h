@@ -1,0 +1,33 @@
+// VolumeControl: answers control requests for a Volume and turns its state
+// changes into `events` (one JSON object per change, like drbdsetup events2).
+#pragma once
+
+#include <memory>
+#include <vector>
+#include <nlohmann/json.hpp>
+
+#include "control_server.h"
+#include "uring.h"
+#include "volume.h"
+
+namespace mirror {
+
+class VolumeControl final : public ControlServer::Handler {
+ public:
+  VolumeControl(Loop& loop, Volume& volume, ControlServer& server);
+  void on_command(const control::Request& req, const ControlPeer& peer,
+                  ControlServer::Respond respond) override;
+  void stop();
+
+ private:
+  void poll();
+
+  Loop& loop_;
+  Volume& volume_;
+  ControlServer& server_;
+  Timer timer_;
+  nlohmann::json last_;  // what the last event reported
+  std::vector<ControlServer::Respond> rejoin_waiters_;  // rejoin --wait
+};
+
+}  // namespace mirror
