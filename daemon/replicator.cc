@@ -47,6 +47,9 @@ struct Replicator::Op final : IoDone {
   uint64_t sent_ms = 0;
   uint64_t flush_tick = 0;
   Buffer rbuf;                  // resync data
+  bool probing = false;         // resync: asking the local copy where holes are
+  bool hole = false;            // resync: the whole range is a hole: send ZERO
+  std::vector<nbd::Extent> ext;
   std::vector<uint8_t> payload; // small payloads (SYNC_DONE)
 
   struct Meta final : IoDone {
@@ -206,8 +209,12 @@ void Replicator::start(Op* op) {
 
 void Replicator::dispatch(Op* op) {
   if (op->kind == Kind::kResync) {
+    // A region that is a hole here becomes a ZERO on the peer: no data to
+    // read or send (a full sync of a sparse volume costs almost nothing).
     op->local_pending = true;
-    local_.read(op->off, op->len, op->rbuf.data(), op);
+    op->probing = true;
+    op->ext.clear();
+    local_.block_status(op->off, op->len, 1, &op->ext, op);
     return;
   }
   ++writes_since_flush_;
@@ -244,10 +251,15 @@ void Replicator::send_to_peer(Op* op) {
       if (op->fua) h.flags |= link::kFlagFua;
       break;
     case Kind::kResync:
-      h.type = link::Type::kWrite;
-      h.flags = link::kFlagResync;
-      h.payload = op->len;
-      data = op->rbuf.data();
+      if (op->hole) {
+        h.type = link::Type::kZero;
+        h.flags = link::kFlagResync;
+      } else {
+        h.type = link::Type::kWrite;
+        h.flags = link::kFlagResync;
+        h.payload = op->len;
+        data = op->rbuf.data();
+      }
       break;
     case Kind::kTrim:
       h.type = link::Type::kTrim;
@@ -292,6 +304,18 @@ void Replicator::mark_dirty_and_wait(Op* op) {
 void Replicator::on_local(Op* op, int err) {
   op->local_pending = false;
   op->local_err = err;
+  if (op->kind == Kind::kResync && op->probing) {
+    op->probing = false;
+    op->hole = !err && !op->ext.empty() && op->ext[0].length >= op->len &&
+               (op->ext[0].flags & nbd::kStateZero);
+    if (!op->hole) {
+      op->local_pending = true;
+      op->rbuf.reserve(op->len);
+      local_.read(op->off, op->len, op->rbuf.data(), op);
+      return;
+    }
+    err = 0;
+  }
   if (op->kind == Kind::kResync) {
     if (err) {
       MLOG_ERROR("resync: reading %llu+%u locally failed: %s",
@@ -369,14 +393,14 @@ void Replicator::on_reply(const link::Header& h) {
         resync_flushing_ = false;
         if (err) return peer_failed("the peer failed to flush resynced data");
         // Rule 5: bits are cleared only once the copies are durable, and
-        // only if no failure marked anything dirty meanwhile.
+        // only if no failure marked anything dirty since the copies began.
         if (batch_epoch_ == dirty_epoch_) {
-          for (const link::Range& r : resync_batch_) bitmap_.clear_dirty(r.offset, r.length);
-          resync_done_ += resync_batch_bytes_;
+          for (const link::Range& r : flushing_batch_) bitmap_.clear_dirty(r.offset, r.length);
+          resync_done_ += flushing_bytes_;
           bitmap_.commit(nullptr);
         }
-        resync_batch_.clear();
-        resync_batch_bytes_ = 0;
+        flushing_batch_.clear();
+        flushing_bytes_ = 0;
         return resync_pump();
       }
       if (err) {
@@ -458,6 +482,9 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
     resync_done_ = 0;
     resync_batch_.clear();
     resync_batch_bytes_ = 0;
+    flushing_batch_.clear();
+    flushing_bytes_ = 0;
+    resync_flushing_ = false;
     batch_epoch_ = dirty_epoch_;
     rate_window_ms_ = now_ms_;
     rate_window_bytes_ = 0;
@@ -544,6 +571,8 @@ void Replicator::link_lost(const std::string& why) {
   resync_flushing_ = false;
   resync_batch_.clear();
   resync_batch_bytes_ = 0;
+  flushing_batch_.clear();
+  flushing_bytes_ = 0;
   ping_outstanding_ = false;
   // Every request the peer did not answer is covered by the bits diverge()
   // set; acknowledge each once those bits are durable.
@@ -619,7 +648,9 @@ void Replicator::check_freeze() {
 // --------------------------------------------------------------- resync --
 
 void Replicator::resync_pump() {
-  if (!resync_active_ || !mirroring() || resync_flushing_) return;
+  if (!resync_active_ || !mirroring()) return;
+  // A full batch is flushed on the peer while the next one is copied.
+  if (resync_batch_bytes_ >= kResyncBatch && !resync_flushing_) resync_batch_flush();
   while (resync_in_flight_ < cfg_.resync_max_inflight && !resync_scan_done_ &&
          resync_batch_bytes_ < kResyncBatch) {
     uint64_t off, len;
@@ -636,11 +667,10 @@ void Replicator::resync_pump() {
     }
     resync_cursor_ = off + len;
     Op* op = new_op(Kind::kResync, off, uint32_t(len), nullptr);
-    op->rbuf.reserve(len);
     ++resync_in_flight_;
     submit(op);
   }
-  if (resync_in_flight_ > 0) return;
+  if (resync_in_flight_ > 0 || resync_flushing_) return;
   if (!resync_batch_.empty()) return resync_batch_flush();
   if (!resync_scan_done_) return;
   if (bitmap_.dirty_bytes() > 0) {
@@ -673,6 +703,10 @@ void Replicator::resync_copy_done(Op* op, int) {
 
 void Replicator::resync_batch_flush() {
   resync_flushing_ = true;
+  flushing_batch_.swap(resync_batch_);
+  flushing_bytes_ = resync_batch_bytes_;
+  resync_batch_.clear();
+  resync_batch_bytes_ = 0;
   Op* op = new_op(Kind::kFlush, 0, 0, nullptr);
   op->resync_batch = true;
   send_to_peer(op);

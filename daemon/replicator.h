@@ -178,7 +178,9 @@ class Replicator final : public Backend {
   uint64_t resync_cursor_ = 0;
   uint32_t resync_in_flight_ = 0;
   uint64_t resync_total_ = 0, resync_done_ = 0, resync_batch_bytes_ = 0;
-  std::vector<link::Range> resync_batch_;  // copied, waiting for a peer flush
+  std::vector<link::Range> resync_batch_;     // copied, not yet flushed on the peer
+  std::vector<link::Range> flushing_batch_;   // covered by the peer flush running now
+  uint64_t flushing_bytes_ = 0;
   bool resync_flushing_ = false;
   bool resync_scan_done_ = false;
   double tokens_ = 0;

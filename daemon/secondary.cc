@@ -114,6 +114,7 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       local_.trim(h.offset, h.length, fua, a);
       break;
     case link::Type::kZero: {
+      if (h.flags & link::kFlagResync) resync_bytes_ += h.length;
       ZeroFlags z;
       z.fua = fua;
       z.may_trim = !(h.flags & link::kFlagNoHole);
