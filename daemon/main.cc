@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -255,6 +256,9 @@ int run(int argc, char** argv) {
     if (stopping) return;
     stopping = true;
     MLOG_INFO("signal %d: finishing requests in flight, then stopping", signo);
+#ifdef MIRROR_HAVE_SYSTEMD
+    sd_notify(0, "STOPPING=1");
+#endif
     server.shutdown([&] {
       // Everything acknowledged is made durable before we exit.
       for (auto& be : backends) {
@@ -294,7 +298,29 @@ int run(int argc, char** argv) {
     }
   }
 #ifdef MIRROR_HAVE_SYSTEMD
+  // systemd: readiness once every listener is bound, then watchdog pings
+  // from the event loop itself (a stuck loop stops them) and the volume's
+  // state as the unit's status line.
   sd_notify(0, "READY=1\nSTATUS=serving");
+  uint64_t watchdog_usec = 0;
+  std::unique_ptr<Timer> watchdog;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    uint64_t every_ms = std::max<uint64_t>(watchdog_usec / 2000, 1);
+    Timer* raw = nullptr;
+    watchdog = std::make_unique<Timer>(**loop, [&, every_ms] {
+      if (volume) {
+        VolumeStatus st = volume->status();
+        std::string line = "WATCHDOG=1\nSTATUS=" + st.state + ", peer " + st.link +
+                           ", out of sync " + std::to_string(st.dirty_bytes) + " bytes";
+        sd_notify(0, line.c_str());
+      } else {
+        sd_notify(0, "WATCHDOG=1");
+      }
+      if (!stopping) raw->arm(every_ms);
+    });
+    raw = watchdog.get();
+    watchdog->arm(every_ms);
+  }
 #endif
   (*loop)->run();
   MLOG_INFO("stopped");
