@@ -14,6 +14,9 @@ namespace {
 constexpr uint32_t kResyncChunk = 1 << 20;       // one resync copy at most
 constexpr uint64_t kResyncBatch = 64ull << 20;   // peer flush, then clear bits
 constexpr uint64_t kInternalFlushMs = 5000;      // activity-log turnover
+// A peer that answers pings is alive; a request it leaves unanswered for
+// this many ack timeouts means its storage is stuck (DRBD's ko-count).
+constexpr uint64_t kKoCount = 7;
 
 bool overlap(uint64_t a, uint64_t al, uint64_t b, uint64_t bl) { return a < b + bl && b < a + al; }
 
@@ -489,7 +492,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
     rate_window_ms_ = now_ms_;
     rate_window_bytes_ = 0;
     tokens_ = 0;
-    tokens_ms_ = now_ms_;
+    tokens_ms_ = clock_ms();
     MLOG_INFO("resync started: %llu bytes to copy",
               static_cast<unsigned long long>(resync_total_));
   }
@@ -659,10 +662,13 @@ void Replicator::resync_pump() {
       break;
     }
     if (cfg_.resync_rate) {
-      double cap = double(cfg_.resync_rate);
-      tokens_ = std::min(cap, tokens_ + cap * double(now_ms_ - tokens_ms_) / 1000.0);
-      tokens_ms_ = now_ms_;
-      if (tokens_ < double(len) && resync_in_flight_ > 0) break;  // tick() resumes
+      // Token bucket: at most one second (or one chunk) of burst.
+      uint64_t now = clock_ms();
+      double rate = double(cfg_.resync_rate);
+      double cap = std::max(rate, double(kResyncChunk));
+      tokens_ = std::min(cap, tokens_ + rate * double(now - tokens_ms_) / 1000.0);
+      tokens_ms_ = now;
+      if (tokens_ < double(len)) break;  // tick() pumps again
       tokens_ -= double(len);
     }
     resync_cursor_ = off + len;
@@ -745,9 +751,14 @@ void Replicator::tick(uint64_t now_ms) {
   now_ms_ = now_ms;
   if (link_ && !link_->closing()) {
     for (auto& [id, op] : outstanding_) {
-      if (now_ms - op->sent_ms > cfg_.ack_timeout_ms) {
-        peer_failed("the peer did not answer within " + std::to_string(cfg_.ack_timeout_ms) +
-                    " ms");
+      uint64_t limit = op->kind == Kind::kPing ? cfg_.ack_timeout_ms
+                                               : cfg_.ack_timeout_ms * kKoCount;
+      if (now_ms - op->sent_ms > limit) {
+        peer_failed(op->kind == Kind::kPing
+                        ? "the peer did not answer a ping within " +
+                              std::to_string(cfg_.ack_timeout_ms) + " ms"
+                        : "the peer left a request unanswered for " + std::to_string(limit) +
+                              " ms (" + std::to_string(kKoCount) + " x ack-timeout)");
         break;
       }
     }

@@ -164,10 +164,15 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   for (const auto& w : report.warnings) MLOG_WARN("metadata: %s", w.c_str());
   uint32_t flags = bm.flags();
   Generation g = bm.generation();
-  if (report.created) {
+  if (report.created || report.full_resync) {
+    // New or unreadable metadata: the role recorded in it is unknown, so the
+    // volume file's initial primary decides. If that is wrong (after a
+    // failover), the peer's STATE shows two primaries and the pair refuses
+    // to sync instead of overwriting anything.
     role_ = cfg_.primary == self_.name ? Role::kPrimary : Role::kSecondary;
-    MLOG_INFO("metadata %s created; this node starts as %s", bm.path().c_str(),
-              role_ == Role::kPrimary ? "primary" : "secondary");
+    MLOG_INFO("metadata %s %s; this node starts as %s (the volume file's primary is '%s')",
+              bm.path().c_str(), report.created ? "created" : "reset",
+              role_ == Role::kPrimary ? "primary" : "secondary", cfg_.primary.c_str());
   } else {
     role_ = (flags & kFlagPrimary) ? Role::kPrimary : Role::kSecondary;
   }
@@ -573,7 +578,11 @@ void Volume::activate(Session* s) {
 void Volume::on_link_closed(LinkConn* c, const std::string& why) {
   auto* s = static_cast<Session*>(c->context);
   s->gone = true;
-  if (s == active_) {
+  if (s == active_ && stopping_) {
+    // Our own stop, after both copies were flushed: nothing to mark.
+    active_ = nullptr;
+    if (applier_) applier_->detach();
+  } else if (s == active_) {
     active_ = nullptr;
     MLOG_WARN("volume '%s': replication link to '%s' lost: %s", cfg_.name.c_str(),
               peer_.name.c_str(), why.c_str());
@@ -664,10 +673,12 @@ void Volume::stop(std::function<void()> done) {
     if (role_ == Role::kPrimary && !synced) bitmap_->active_to_dirty();
     bitmap_->clear_active(0, cfg_.size);
     bitmap_->set_flags(bitmap_->flags() | kFlagCleanShutdown);
-    if (auto st = bitmap_->flush_sync(); !st)
-      MLOG_ERROR("metadata at stop: %s", st.error().to_string().c_str());
-    for (auto& s : sessions_) s->conn->close("node stopping");
-    done();
+    // Through the group commit: it waits for a commit already running.
+    bitmap_->commit(FnDone::make([this, done](int err) {
+      if (err) MLOG_ERROR("metadata at stop: %s: the next start recovers", strerror(-err));
+      for (auto& s : sessions_) s->conn->close("node stopping");
+      done();
+    }));
   };
   if (replicator_) {
     replicator_->quiesce(std::move(finish));
