@@ -1,0 +1,565 @@
+# shellcheck shell=bash
+# Helpers for the mirror tests: a pair of real mirrord nodes (alpha, beta)
+# serving one volume, started from a volume file in the test's temp dir.
+# Built on ../integration/lib.sh (T, pass/fail/check/check_eq/die/skip,
+# require, finish), which this file sources.
+#
+# Usage (from a test script):
+#   . "$(dirname "$0")/pairlib.sh"
+#   setup_pair                 # ports, images, vol.toml (VOL_* variables below)
+#   start_pair                 # both nodes, retried on EADDRINUSE
+#   wait_state alpha synchronized 60
+#   ... nbd_uri alpha, nbd_unix_uri beta, kill_node beta, start_node beta ...
+#   pair_finish                # stops live nodes (asserting exit 0), prints the summary
+#
+# Status: with mirrorctl (MIRRORCTL, or a mirrorctl beside $MIRRORD) wait_state
+# polls `mirrorctl --socket CTL status --json`; without it, it falls back to
+# the node's log lines after the last log_mark of that node, so a test marks
+# the log before the action whose effect it waits for.
+#
+# Environment (besides lib.sh's): MIRRORCTL, KEEP_TMP=1, MIRRORD_LOG_LEVEL.
+
+. "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh"
+
+MIRROR_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PY=/usr/bin/python3                 # Debian's python3, which has the nbd module
+NBDTOOL=("$PY" "$MIRROR_DIR/nbdtool.py")
+KiB=1024
+MiB=$((1024 * 1024))
+GiB=$((1024 * MiB))
+NODES=(alpha beta)
+
+# Volume file contents (write_config reads these; a test may change them).
+VOL_NAME=db
+VOL_SIZE=256M
+VOL_SECRET=0123456789abcdef-secret
+VOL_PRIMARY=alpha
+VOL_ACK=2s
+VOL_EXTRA=""                        # more lines for [volume], e.g. 'initial-sync = "skip"'
+
+declare -A NODE_PID NODE_LOG NODE_READY NODE_CFG NODE_NS NODE_STARTS NODE_MARK
+declare -A NODE_TCP NODE_SOCK NODE_ADDR NODE_NBD NODE_IMG NODE_META NODE_CTL NODE_EXIT
+BG_PIDS=()          # helper processes (writers, proxies) killed at exit
+CLEANUP_HOOKS=()    # commands run at exit after the processes are gone
+
+for _n in "${NODES[@]}"; do
+    NODE_IMG[$_n]="$T/$_n.img"
+    NODE_META[$_n]="$T/$_n.meta"
+    NODE_CTL[$_n]="$T/$_n.ctl"
+    NODE_CFG[$_n]="$T/vol.toml"
+    NODE_NBD[$_n]="\"127.0.0.1:0\", \"unix:$T/$_n.nbd\""
+    NODE_STARTS[$_n]=0
+    NODE_MARK[$_n]=0
+done
+unset _n
+
+# ----------------------------------------------------------- mirrorctl --
+
+MIRRORCTL=${MIRRORCTL:-}
+if [ -z "$MIRRORCTL" ] && [ -x "$(dirname "$MIRRORD")/mirrorctl" ]; then
+    MIRRORCTL=$(dirname "$MIRRORD")/mirrorctl
+fi
+have_ctl() { [ -n "$MIRRORCTL" ] && [ -x "$MIRRORCTL" ]; }
+
+# node_status NODE: mirrorctl's status JSON (fails without mirrorctl or if
+# the node does not answer).
+node_status() {
+    have_ctl || return 1
+    timeout 10 "$MIRRORCTL" --socket "${NODE_CTL[$1]}" status --json 2>/dev/null
+}
+
+# status_get NODE JQ-EXPR: one field of the status (raw), e.g. '.state'.
+status_get() {
+    local j
+    j=$(node_status "$1") || return 1
+    jq -r "$2" <<<"$j"
+}
+
+# --------------------------------------------------------------- logs --
+
+node_log() { echo "${NODE_LOG[$1]:-/dev/null}"; }
+
+# log_mark NODE: later log_since/wait_log/wait_state (log fallback) only
+# look at lines logged from now on.
+log_mark() {
+    local f=${NODE_LOG[$1]:-}
+    if [ -n "$f" ] && [ -f "$f" ]; then NODE_MARK[$1]=$(wc -l <"$f"); else NODE_MARK[$1]=0; fi
+}
+
+log_since() {
+    local f=${NODE_LOG[$1]:-}
+    [ -n "$f" ] && [ -f "$f" ] || return 0
+    tail -n +$((NODE_MARK[$1] + 1)) "$f"
+}
+
+# log_all NODE: every log of NODE in this test (all its starts).
+log_all() { cat "$T/$1".*.log 2>/dev/null; }
+
+# wait_log NODE ERE TIMEOUT [COUNT]: wait until COUNT (default 1) lines after
+# the mark match; prints the last matching line. Fails on timeout.
+wait_log() {
+    local node=$1 re=$2 timeout=$3 count=${4:-1}
+    local deadline=$((SECONDS + timeout)) n
+    while :; do
+        n=$(log_since "$node" | grep -cE -- "$re")
+        if [ "$n" -ge "$count" ]; then
+            log_since "$node" | grep -E -- "$re" | tail -n 1
+            return 0
+        fi
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.1
+    done
+}
+
+# What the log shows, after the mark, for a state (the fallback of wait_state
+# until mirrorctl exists). Primary and secondary lines differ.
+_state_re() {
+    case "$1" in
+        synchronized) echo "connected: (in sync|no sync)|resync complete" ;;
+        resyncing) echo "resync started|connected: (full sync|bitmap resync)" ;;
+        degraded|disconnected) echo "replication link to '[^']*' lost|replication link: " ;;
+        split-brain) echo "split brain" ;;
+        *) echo "__no_log_line_for_state_$1__" ;;
+    esac
+}
+
+# wait_state NODE STATE TIMEOUT: STATE is an ERE over mirrorctl's "state"
+# ("synchronized", "degraded|disconnected"). Prints the state reached.
+wait_state() {
+    local node=$1 want=$2 timeout=$3
+    local deadline=$((SECONDS + timeout)) got=""
+    if have_ctl; then
+        while :; do
+            got=$(status_get "$node" .state 2>/dev/null)
+            if [[ "$got" =~ ^($want)$ ]]; then echo "$got"; return 0; fi
+            [ $SECONDS -lt $deadline ] || break
+            sleep 0.1
+        done
+        log "$node: state '$got' after ${timeout}s, wanted '$want'"
+        return 1
+    fi
+    local re="" s
+    IFS='|' read -ra _states <<<"$want"
+    for s in "${_states[@]}"; do re="${re:+$re|}$(_state_re "$s")"; done
+    if wait_log "$node" "$re" "$timeout" >/dev/null; then echo "$want"; return 0; fi
+    log "$node: no log line for state '$want' within ${timeout}s (log fallback: no mirrorctl)"
+    return 1
+}
+
+# plan_of NODE: "KIND BYTES" from the primary's last "peer '...' connected:
+# KIND (N bytes to copy)" line after the mark, e.g. "bitmap resync 1048576".
+plan_of() {
+    log_since "$1" | sed -nE "s/.*peer '[^']*' connected: (.*) \(([0-9]+) bytes to copy\).*/\1 \2/p" | tail -n 1
+}
+
+# log_ms "HH:MM:SS.mmm ...": milliseconds since midnight of a log line.
+log_ms() {
+    local t=${1%% *} h m sec ms
+    IFS=':.' read -r h m sec ms <<<"$t"
+    echo $(((10#$h * 3600 + 10#$m * 60 + 10#$sec) * 1000 + 10#$ms))
+}
+
+# check_resync_rate LABEL NODE BYTES RATE: the last resync logged by NODE
+# (after its mark), from "resync started" to "resync complete", copied BYTES
+# no faster than RATE bytes/s allows (with one second's worth of burst).
+check_resync_rate() {
+    local label=$1 node=$2 bytes=$3 rate=$4 s e ms min
+    s=$(log_since "$node" | grep 'resync started' | tail -n 1)
+    e=$(log_since "$node" | grep 'resync complete' | tail -n 1)
+    if [ -z "$s" ] || [ -z "$e" ]; then
+        fail "$label: no 'resync started'/'resync complete' lines to time"
+        return 1
+    fi
+    ms=$(($(log_ms "$e") - $(log_ms "$s")))
+    min=$(((bytes - rate) * 1000 / rate))
+    [ $min -lt 0 ] && min=0
+    if [ $ms -ge $((min * 9 / 10)) ]; then
+        pass "$label: $bytes bytes resynced in ${ms} ms at resync-rate $rate B/s (at least ${min} ms expected)"
+    else
+        fail "$label: $bytes bytes resynced in ${ms} ms: $((bytes * 1000 / (ms > 0 ? ms : 1) / MiB)) MiB/s, but resync-rate is $((rate / MiB)) MiB/s (expected >= ${min} ms)"
+        return 1
+    fi
+}
+
+# ----------------------------------------------------------- config --
+
+size_bytes() {
+    local s=$1 n=${1%[KMGTkmgt]}
+    case "$s" in
+        *[Kk]) echo $((n * KiB)) ;; *[Mm]) echo $((n * MiB)) ;;
+        *[Gg]) echo $((n * GiB)) ;; *[Tt]) echo $((n * 1024 * GiB)) ;; *) echo "$s" ;;
+    esac
+}
+
+# pick_ports: two replication ports, derived from the pid, free right now.
+pick_ports() {
+    local try base
+    for try in $(seq 1 50); do
+        base=$((20000 + ((($$ * 131) + RANDOM + try * 7919) % 20000) * 2))
+        if "$PY" - "$base" <<'EOF'
+import socket, sys
+b = int(sys.argv[1])
+for p in (b, b + 1):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+EOF
+        then
+            NODE_ADDR[alpha]=127.0.0.1:$base
+            NODE_ADDR[beta]=127.0.0.1:$((base + 1))
+            return 0
+        fi
+    done
+    die "no free port pair found"
+}
+
+# write_config FILE: the volume file from VOL_* and the NODE_* arrays.
+# Callers override for one file: VOL_SECRET=other write_config "$T/beta.toml"
+write_config() {
+    local f=$1 n
+    {
+        printf '[volume]\nname = "%s"\nsize = "%s"\nsecret = "%s"\nprimary = "%s"\nack-timeout = "%s"\n' \
+            "$VOL_NAME" "$VOL_SIZE" "$VOL_SECRET" "$VOL_PRIMARY" "$VOL_ACK"
+        [ -n "$VOL_EXTRA" ] && printf '%s\n' "$VOL_EXTRA"
+        for n in "${NODES[@]}"; do
+            printf '\n[[node]]\nname = "%s"\naddress = "%s"\nbacking = "%s"\nmetadata = "%s"\nnbd-listen = [%s]\ncontrol = "%s"\n' \
+                "$n" "${NODE_ADDR[$n]}" "${NODE_IMG[$n]}" "${NODE_META[$n]}" "${NODE_NBD[$n]}" "${NODE_CTL[$n]}"
+        done
+    } >"$f"
+    chmod 600 "$f"
+}
+
+# write_configs: (re)writes every node's file. A test that gives a node its
+# own file redefines this (it is called again when ports are re-picked).
+write_configs() { write_config "$T/vol.toml"; }
+
+# setup_pair: ports, sparse images of VOL_SIZE (unless they exist), configs,
+# no metadata (a new pair).
+setup_pair() {
+    local n
+    [ -n "${NODE_ADDR[alpha]:-}" ] || pick_ports
+    for n in "${NODES[@]}"; do
+        [ -f "${NODE_IMG[$n]}" ] || truncate -s "$(size_bytes "$VOL_SIZE")" "${NODE_IMG[$n]}"
+    done
+    write_configs
+}
+
+# ------------------------------------------------------------- nodes --
+
+node_alive() {
+    local p=${NODE_PID[$1]:-}
+    [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ "$(ps -o stat= -p "$p" 2>/dev/null | cut -c1)" != Z ]
+}
+
+# start_node NODE [MIRRORD-ARGS...]: start NODE (in NODE_NS[NODE] if set),
+# wait for its ready file, parse it into NODE_TCP (host:port of the first
+# tcp listener) and NODE_SOCK (first unix socket). Returns 1 if it exited
+# first (status in NODE_EXIT), 2 if that was EADDRINUSE. Never dies.
+start_node() {
+    local node=$1; shift
+    local n=$((NODE_STARTS[$node] + 1))
+    NODE_STARTS[$node]=$n
+    local logf="$T/$node.$n.log" ready="$T/$node.$n.ready"
+    NODE_LOG[$node]=$logf
+    NODE_READY[$node]=$ready
+    NODE_MARK[$node]=0
+    NODE_TCP[$node]=""; NODE_SOCK[$node]=""; NODE_EXIT[$node]=""
+    local cmd=("$MIRRORD" --config "${NODE_CFG[$node]}" --node "$node" --ready-file "$ready"
+               --log-level "${MIRRORD_LOG_LEVEL:-debug}" "$@")
+    [ -n "${NODE_NS[$node]:-}" ] && cmd=(ip netns exec "${NODE_NS[$node]}" "${cmd[@]}")
+    log "start $node: ${cmd[*]}"
+    "${cmd[@]}" >"$logf" 2>&1 </dev/null &
+    NODE_PID[$node]=$!
+    local deadline=$((SECONDS + ${READY_TIMEOUT:-20}))
+    while [ ! -s "$ready" ]; do
+        if ! kill -0 "${NODE_PID[$node]}" 2>/dev/null; then
+            wait "${NODE_PID[$node]}"; NODE_EXIT[$node]=$?
+            NODE_PID[$node]=""
+            log "$node exited (status ${NODE_EXIT[$node]}) before it was ready:"
+            tail -n 5 "$logf" | sed 's/^/    | /' >&2
+            grep -q 'Address already in use' "$logf" && return 2
+            return 1
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            log "$node did not write its ready file within ${READY_TIMEOUT:-20}s"
+            return 1
+        fi
+        sleep 0.05
+    done
+    local kind addr
+    while read -r kind addr; do
+        case "$kind" in
+            tcp) [ -n "${NODE_TCP[$node]}" ] || NODE_TCP[$node]=$addr ;;
+            unix) [ -n "${NODE_SOCK[$node]}" ] || NODE_SOCK[$node]=$addr ;;
+        esac
+    done <"$ready"
+    log "$node pid ${NODE_PID[$node]} ready: tcp=${NODE_TCP[$node]:-none} unix=${NODE_SOCK[$node]:-none}"
+}
+
+# must_start NODE [ARGS...]: start_node or die.
+must_start() {
+    start_node "$@" || die "$1 did not start (see its log)"
+}
+
+# start_pair [ALPHA-ARGS...]: both nodes; on EADDRINUSE new ports, new
+# files, and again (up to 3 times).
+start_pair() {
+    local try rc
+    for try in 1 2 3; do
+        start_node alpha "$@"; rc=$?
+        if [ $rc -eq 0 ]; then
+            start_node beta; rc=$?
+            [ $rc -eq 0 ] && return 0
+            kill_node alpha
+        fi
+        [ $rc -eq 2 ] || die "the pair did not start"
+        log "address in use: picking new ports"
+        pick_ports; write_configs
+    done
+    die "the pair did not start: addresses in use"
+}
+
+# stop_node NODE: SIGTERM, bounded wait, check exit status 0.
+stop_node() {
+    local node=$1 p=${NODE_PID[$1]:-}
+    [ -n "$p" ] || return 0
+    if ! node_alive "$node"; then
+        wait "$p"; local rc=$?
+        NODE_PID[$node]=""
+        fail "$node: mirrord died before it was stopped (exit status $rc)"
+        dump_node_log "$node"
+        return 1
+    fi
+    kill -TERM "$p"
+    local deadline=$((SECONDS + ${STOP_TIMEOUT:-20}))
+    while node_alive "$node"; do
+        if [ $SECONDS -ge $deadline ]; then
+            fail "$node: mirrord did not exit within ${STOP_TIMEOUT:-20}s of SIGTERM"
+            dump_node_log "$node"
+            kill -KILL "$p"; wait "$p" 2>/dev/null
+            NODE_PID[$node]=""
+            return 1
+        fi
+        sleep 0.05
+    done
+    wait "$p"; local rc=$?
+    NODE_PID[$node]=""
+    if [ $rc -eq 0 ]; then
+        pass "$node: mirrord exits 0 on SIGTERM"
+    else
+        fail "$node: mirrord exit status on SIGTERM: expected 0, got $rc"
+        dump_node_log "$node"
+        return 1
+    fi
+}
+
+# kill_node NODE: SIGKILL (a crash), and reap it.
+kill_node() {
+    local p=${NODE_PID[$1]:-}
+    [ -n "$p" ] || return 0
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    NODE_PID[$1]=""
+}
+
+# Both nodes stopped cleanly, alpha first unless told otherwise.
+stop_pair() {
+    local n nodes=("$@")
+    [ ${#nodes[@]} -gt 0 ] || nodes=(alpha beta)
+    for n in "${nodes[@]}"; do stop_node "$n"; done
+}
+
+nbd_uri() { echo "nbd://${NODE_TCP[$1]}/$VOL_NAME"; }
+nbd_unix_uri() { echo "nbd+unix:///$VOL_NAME?socket=${NODE_SOCK[$1]}"; }
+
+_DUMPED=""
+dump_node_log() {
+    local node=$1 f=${NODE_LOG[$1]:-}
+    [ -n "$f" ] && [ -f "$f" ] || return 0
+    case " $_DUMPED " in *" $f "*) return 0 ;; esac
+    _DUMPED="$_DUMPED $f"
+    printf '[%s] ---- %s log (%s, last %d lines) ----\n' "$TEST_NAME" "$node" "$f" "${LOG_TAIL:-40}"
+    grep -v ' DEBUG ' "$f" | tail -n "${LOG_TAIL:-40}" | sed 's/^/    | /'
+    printf '[%s] ---- end of %s log ----\n' "$TEST_NAME" "$node"
+}
+# lib.sh's die() dumps "the" mirrord log: dump every node's.
+dump_mirrord_log() { local n; for n in "${NODES[@]}"; do dump_node_log "$n"; done; }
+
+# ---------------------------------------------------------- checks --
+
+sha_of() { sha256sum <"$1" | cut -d' ' -f1; }
+
+# check_identical LABEL: both backing files hold the same bytes (the first
+# VOL_SIZE bytes); on a difference, says which 64 KiB regions differ.
+check_identical() {
+    local label=$1
+    if cmp -s -n "$(size_bytes "$VOL_SIZE")" "${NODE_IMG[alpha]}" "${NODE_IMG[beta]}"; then
+        pass "$label: alpha and beta images are identical"
+        return 0
+    fi
+    fail "$label: alpha and beta images differ"
+    "$PY" - "${NODE_IMG[alpha]}" "${NODE_IMG[beta]}" "$(size_bytes "$VOL_SIZE")" <<'EOF' | sed 's/^/    | /'
+import sys
+a, b, size = open(sys.argv[1], "rb"), open(sys.argv[2], "rb"), int(sys.argv[3])
+g = 64 << 10
+diff = []
+for off in range(0, size, g):
+    if a.read(g) != b.read(g):
+        diff.append(off)
+print(f"{len(diff)} of {size // g} 64K regions differ ({len(diff) * g} bytes); first: " +
+      ", ".join(f"{o:#x}" for o in diff[:8]))
+EOF
+    return 1
+}
+
+# nbd_flush NODE: a client FLUSH through NODE's NBD export.
+nbd_flush() { "${NBDTOOL[@]}" flush "$(nbd_unix_uri "$1")"; }
+
+# fio_check OUTFILE WANT: fio's JSON shows no errors and moved data ("w", "r", "rw").
+fio_check() {
+    "$PY" - "$1" "$2" <<'EOF'
+import json, sys
+text = open(sys.argv[1]).read()
+j = json.loads(text[text.index("{"):])
+want, errs = sys.argv[2], []
+for job in j["jobs"]:
+    name = job["jobname"]
+    if job["error"] != 0:
+        errs.append(f"{name}: error={job['error']}")
+    if job.get("total_err", 0) != 0:
+        errs.append(f"{name}: total_err={job['total_err']}")
+    rb, wb = job["read"]["io_bytes"], job["write"]["io_bytes"]
+    if "w" in want and wb == 0:
+        errs.append(f"{name}: wrote nothing")
+    if "r" in want and rb == 0:
+        errs.append(f"{name}: read (verified) nothing")
+    print(f"{name}: read {rb} bytes, wrote {wb} bytes, error {job['error']}, "
+          f"write clat mean {job['write']['clat_ns']['mean'] / 1e6:.2f} ms")
+if errs:
+    print("\n".join(errs)); sys.exit(1)
+EOF
+}
+
+# fio_json_field OUTFILE PYEXPR: a value from fio's JSON (j = first job).
+fio_json_field() {
+    "$PY" -c 'import json,sys; t=open(sys.argv[1]).read(); j=json.loads(t[t.index("{"):])["jobs"][0]; print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# run_fio LABEL WANT [PREFIX-CMD...] -- FIO-ARGS...: fio with JSON output in
+# $T; pass/fail on its errors. FIO_OUT is the JSON file.
+run_fio() {
+    local label=$1 want=$2; shift 2
+    local pre=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do pre+=("$1"); shift; done
+    shift
+    FIO_OUT="$T/fio.$(echo "$label" | tr -c 'a-zA-Z0-9' _ | cut -c1-60).json"
+    local rc
+    (cd "$T" && "${pre[@]}" fio --output-format=json --output="$FIO_OUT" "$@") >"$FIO_OUT.stderr" 2>&1; rc=$?
+    if [ $rc -ne 0 ]; then
+        fail "$label: fio exit status $rc (expected 0)"
+        tail -n 20 "$FIO_OUT.stderr" | sed 's/^/    | /'
+        grep -iE 'verify|err|bad' "$FIO_OUT" 2>/dev/null | head -n 10 | sed 's/^/    | /'
+        return 1
+    fi
+    check "$label: fio reports zero errors" fio_check "$FIO_OUT" "$want"
+}
+
+# ------------------------------------------------------ the writer --
+
+# start_writer NAME URI OFFSET WINDOW [ARGS...] [PREFIX via WRITER_PREFIX]:
+# nbdtool.py write in the background; its log is $T/NAME.acks, its JSON
+# summary $T/NAME.out, stop it by touching $T/NAME.stop.
+start_writer() {
+    local name=$1 uri=$2 off=$3 win=$4; shift 4
+    rm -f "$T/$name.stop" "$T/$name.acks"
+    ${WRITER_PREFIX:-} "${NBDTOOL[@]}" write --uri "$uri" --log "$T/$name.acks" --offset "$off" \
+        --window "$win" --stop-file "$T/$name.stop" "$@" >"$T/$name.out" 2>"$T/$name.err" &
+    WRITER_PID=$!
+    BG_PIDS+=("$WRITER_PID")
+}
+
+acks() {
+    local n
+    n=$(grep -c '^A ' "$T/$1.acks" 2>/dev/null)
+    echo "${n:-0}"
+}
+
+# wait_acks NAME COUNT TIMEOUT: the writer has COUNT acknowledged writes.
+wait_acks() {
+    local deadline=$((SECONDS + $3))
+    while [ "$(acks "$1")" -lt "$2" ]; do
+        [ $SECONDS -lt $deadline ] || return 1
+        kill -0 "$WRITER_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+}
+
+# stop_writer NAME: stop it and wait (bounded); its exit status in WRITER_RC.
+stop_writer() {
+    touch "$T/$1.stop"
+    local deadline=$((SECONDS + ${2:-60}))
+    while kill -0 "$WRITER_PID" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then
+            fail "writer $1 did not stop within ${2:-60}s (a write is hanging?)"
+            kill -KILL "$WRITER_PID"
+            break
+        fi
+        sleep 0.1
+    done
+    wait "$WRITER_PID"; WRITER_RC=$?
+}
+
+# wait_writer NAME TIMEOUT: wait for a writer started with --duration to end
+# by itself; its exit status in WRITER_RC (killed after TIMEOUT).
+wait_writer() {
+    local deadline=$((SECONDS + $2))
+    while kill -0 "$WRITER_PID" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then
+            fail "writer $1 did not finish within $2s (a write is hanging?)"
+            kill -KILL "$WRITER_PID"
+            break
+        fi
+        sleep 0.2
+    done
+    wait "$WRITER_PID"; WRITER_RC=$?
+}
+
+writer_field() { jq -r ".$2" "$T/$1.out" 2>/dev/null; }
+
+# verify_writes LABEL NAME (--image FILE | --uri URI) OFFSET WINDOW
+verify_writes() {
+    local label=$1 name=$2 how=$3 src=$4 off=$5 win=$6
+    check "$label" "${NBDTOOL[@]}" verify "$how" "$src" --log "$T/$name.acks" --offset "$off" --window "$win"
+}
+
+# ----------------------------------------------------------- cleanup --
+
+_pair_cleanup() {
+    local rc=$? n p h
+    for n in "${NODES[@]}"; do
+        p=${NODE_PID[$n]:-}
+        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+    for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for h in "${CLEANUP_HOOKS[@]}"; do eval "$h" >/dev/null 2>&1; done
+    if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then dump_mirrord_log; fi
+    (exit $rc)
+    _cleanup
+}
+trap _pair_cleanup EXIT
+
+pair_finish() {
+    local n
+    # A node still meant to run is stopped (exit 0 asserted); one that died
+    # on its own is a failure (stop_node says so).
+    for n in "${NODES[@]}"; do [ -n "${NODE_PID[$n]:-}" ] && stop_node "$n"; done
+    if [ "$N_FAIL" -gt 0 ]; then dump_mirrord_log; fi
+    finish
+}
+
+require truncate sha256sum cmp jq "$PY"
+"$PY" -c 'import nbd' 2>/dev/null || skip "$PY has no nbd module (python3-libnbd)"
