@@ -704,13 +704,17 @@ VolumeStatus Volume::status() const {
   st.split_unix_ms = split_unix_ms_;
   st.split_drain_us = split_drain_us_;
   st.holding = replicator_ && replicator_->held();
+  if (replicator_) {
+    st.resync = replicator_->progress();
+    st.resynced_bytes_total = replicator_->resynced_bytes_total();
+  } else {
+    st.resynced_bytes_total = applier_->resync_bytes_received();
+  }
   if (split_brain_) {
     st.state = "split-brain";
   } else if (st.split) {
     st.state = "split";
   } else if (role_ == Role::kPrimary) {
-    st.resync = replicator_->progress();
-    st.resynced_bytes_total = replicator_->resynced_bytes_total();
     switch (replicator_->state()) {
       case Replicator::LinkState::kSynced: st.state = "synchronized"; break;
       case Replicator::LinkState::kResyncing: st.state = "resyncing"; break;
@@ -722,7 +726,6 @@ VolumeStatus Volume::status() const {
     if (!replicator_->last_error().empty() && st.last_error.empty())
       st.last_error = replicator_->last_error();
   } else {
-    st.resynced_bytes_total = applier_->resync_bytes_received();
     if (!active_) {
       st.state = "disconnected";
     } else {
