@@ -1,0 +1,170 @@
+#!/bin/sh
+# shellcheck shell=sh
+# mirror-lib.sh - guest helpers for the mirrored-pair kernel tests (busybox ash).
+#
+# Packed by tests/vm/kernel-mirror.sh through EXTRA_BINS (so it lands in /usr/local/bin);
+# guest tests start with:  . /usr/local/bin/mirror-lib.sh
+#
+# Both daemons run INSIDE the guest, on its own loopback: alpha (primary) and beta
+# (secondary), images in the initramfs (RAM) under $PAIR. The primary is attached as /dev/nbd0
+# by the kernel's NBD client over 127.0.0.1:$NBD_PORT (export "db").
+#
+# Environment (GUEST_ENV): VOL_SIZE (default 64M).
+# shellcheck disable=SC1091  # packed from tests/vm/guest/lib.sh
+. /lib/vmtest.sh
+
+PAIR=/tmp/pair
+VOL_SIZE=${VOL_SIZE:-64M}
+NBD_PORT=10809     # the primary's NBD listener
+NBD_PORT_B=10810   # the secondary's (read-only)
+A_IMG=$PAIR/a.img
+B_IMG=$PAIR/b.img
+
+# On failure: both daemons' logs (guest-init then prints dmesg and the verdict).
+pair_on_exit() {
+  _rc=$?
+  if [ "$_rc" != 0 ]; then
+    for _n in alpha beta; do
+      echo "---- $_n.log (last 25 lines) ----"
+      tail -n 25 "$PAIR/$_n.log" 2>/dev/null
+    done
+    mirrorctl --socket "$PAIR/alpha.ctl" status 2>&1
+  fi
+  exit "$_rc"
+}
+trap pair_on_exit EXIT
+
+# start_node NAME: start mirrord for NAME; returns once its ready file exists.
+start_node() {
+  rm -f "$PAIR/$1.ready"
+  mirrord --config "$PAIR/vol.toml" --node "$1" --ready-file "$PAIR/$1.ready" \
+    --log-level info >>"$PAIR/$1.log" 2>&1 &
+  echo $! >"$PAIR/$1.pid"
+  _i=0
+  while [ ! -s "$PAIR/$1.ready" ]; do
+    kill -0 "$(cat "$PAIR/$1.pid")" 2>/dev/null || die "mirrord $1 exited at start"
+    _i=$((_i + 1))
+    [ $_i -le 600 ] || die "mirrord $1 wrote no ready file in 30 s"
+    usleep 50000
+  done
+  step "mirrord $1 pid $(cat "$PAIR/$1.pid") ready: $(tr '\n' ' ' <"$PAIR/$1.ready")"
+}
+
+# stop_node NAME: SIGTERM; it must exit 0.
+stop_node() {
+  _pid=$(cat "$PAIR/$1.pid")
+  kill -TERM "$_pid" || die "mirrord $1 (pid $_pid) is not running"
+  _rc=0
+  wait "$_pid" || _rc=$?
+  [ "$_rc" = 0 ] || die "mirrord $1 exited with status $_rc after SIGTERM"
+  step "mirrord $1 exited with status 0"
+}
+
+# kill9_node NAME
+kill9_node() {
+  _pid=$(cat "$PAIR/$1.pid")
+  kill -9 "$_pid" || die "mirrord $1 (pid $_pid) is not running"
+  wait "$_pid" 2>/dev/null
+  step "mirrord $1 (pid $_pid) killed with SIGKILL"
+}
+
+ctl() { _n=$1; shift; mirrorctl --socket "$PAIR/$_n.ctl" "$@"; }
+
+# status_field NODE KEY: a top-level scalar of `mirrorctl status --json` (pretty-printed,
+# top-level keys indented by two spaces; no jq or python in the guest).
+status_field() {
+  ctl "$1" status --json 2>/dev/null |
+    sed -n "s/^  \"$2\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p"
+}
+
+# wait_state NODE STATE [SECONDS]
+wait_state() {
+  _limit=$((${3:-60} * 10)) _i=0 _s=
+  while :; do
+    _s=$(status_field "$1" state)
+    [ "$_s" = "$2" ] && break
+    _i=$((_i + 1))
+    [ $_i -le $_limit ] || die "$1: state '$_s' after ${3:-60} s, expected '$2'"
+    usleep 100000
+  done
+  step "$1 is $2 (out of sync $(status_field "$1" out_of_sync_bytes) bytes)"
+}
+
+# pair_start: fresh images, the volume file, beta then alpha, synchronized.
+pair_start() {
+  rm -rf "$PAIR"
+  mkdir -p "$PAIR"
+  truncate -s "$VOL_SIZE" "$A_IMG" "$B_IMG" || die "truncate failed"
+  cat >"$PAIR/vol.toml" <<EOF
+[volume]
+name = "db"
+size = "$VOL_SIZE"
+secret = "vm-test-secret-0123456789"
+primary = "alpha"
+ack-timeout = "2s"
+
+[[node]]
+name = "alpha"
+address = "127.0.0.1:7788"
+backing = "$A_IMG"
+metadata = "$PAIR/a.meta"
+nbd-listen = ["127.0.0.1:$NBD_PORT", "unix:$PAIR/alpha.nbd"]
+control = "$PAIR/alpha.ctl"
+
+[[node]]
+name = "beta"
+address = "127.0.0.1:7789"
+backing = "$B_IMG"
+metadata = "$PAIR/b.meta"
+nbd-listen = ["127.0.0.1:$NBD_PORT_B", "unix:$PAIR/beta.nbd"]
+control = "$PAIR/beta.ctl"
+EOF
+  chmod 600 "$PAIR/vol.toml"
+  start_node beta
+  start_node alpha
+  wait_state alpha synchronized 120   # a new pair: the full initial sync
+}
+
+# attach_primary: /dev/nbd0 = the primary's export "db" over the guest's loopback.
+attach_primary() {
+  # shellcheck disable=SC2034  # read by nbd_connect (lib.sh)
+  VM_NBD_HOST=127.0.0.1 VM_NBD_PORT=$NBD_PORT
+  nbd_connect /dev/nbd0 netlink -N db
+}
+
+# images_equal WHAT: cmp the two backing files (the copies the daemons wrote).
+images_equal() {
+  cmp "$A_IMG" "$B_IMG" >/tmp/cmp.out 2>&1 || { cat /tmp/cmp.out; die "$1: a.img and b.img differ"; }
+  step "$1: a.img and b.img identical, md5 $(md5sum "$A_IMG" | cut -d' ' -f1)"
+}
+
+# no_io_errors: the kernel logged no block-layer or ext4 errors.
+no_io_errors() {
+  if dmesg | grep -iE 'I/O error|blk_update_request|EXT4-fs error|Buffer I/O|nbd[0-9]+: (Receive|Send|Connection|Dead|Other)'; then
+    die "the kernel logged I/O errors (above)"
+  fi
+  step "dmesg: no I/O errors"
+}
+
+# mkfs_mount: ext4 on /dev/nbd0 mounted at /mnt.
+mkfs_mount() {
+  run mkfs.ext4 -q -F -L mirror-vm /dev/nbd0
+  # noinit_itable: no ext4lazyinit writes racing with the comparisons
+  run mount -t ext4 -o noinit_itable /dev/nbd0 /mnt
+  step "ext4 on /dev/nbd0 mounted at /mnt"
+}
+
+# pair_finish: umount, disconnect, both daemons SIGTERM (exit 0), images identical,
+# e2fsck -fn clean on both.
+pair_finish() {
+  run sync
+  run umount /mnt
+  run blockdev --flushbufs /dev/nbd0
+  nbd_disconnect /dev/nbd0
+  stop_node alpha
+  stop_node beta
+  images_equal "after shutdown"
+  e2fsck -fn "$A_IMG" >/tmp/e2fsck.log 2>&1 || { cat /tmp/e2fsck.log; die "e2fsck -fn a.img found errors"; }
+  e2fsck -fn "$B_IMG" >/tmp/e2fsck.log 2>&1 || { cat /tmp/e2fsck.log; die "e2fsck -fn b.img found errors"; }
+  step "e2fsck -fn clean on both images: $(tail -n1 /tmp/e2fsck.log)"
+}
