@@ -31,6 +31,8 @@ PACKAGES=(
   e2fsprogs                         # mke2fs/e2fsck in the guest, e2fsck/debugfs on the host
   # --- base tools the scripts use ---------------------------------------------------------------
   iproute2 util-linux procps
+  jq                                # tests read `mirrorctl status --json`
+  systemd                           # systemd-analyze verify of the unit (tests)
 )
 
 log() { echo "[install-deps] $*"; }
