@@ -16,7 +16,7 @@ namespace mirror {
 namespace {
 constexpr uint64_t kHandshakeTimeoutMs = 10000;
 constexpr uint32_t kDialTimeoutMs = 3000;
-constexpr uint32_t kMaxBackoffMs = 5000;
+constexpr uint32_t kMaxBackoffMs = 1000;  // a returning peer resyncs within a second
 constexpr size_t kMaxHandshakes = 8;
 
 uint64_t now_ms() {
