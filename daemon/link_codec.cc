@@ -186,7 +186,7 @@ std::vector<uint8_t> encode_ranges(std::span<const Range> ranges) {
 Result<std::vector<Range>> decode_ranges(std::span<const uint8_t> p) {
   Reader r(p);
   uint32_t n = r.u32();
-  if (uint64_t(n) * 16 != r.remaining()) return malformed("DIRTY_RANGES");
+  if (r.failed() || uint64_t(n) * 16 != r.remaining()) return malformed("DIRTY_RANGES");
   std::vector<Range> v;
   v.reserve(n);
   for (uint32_t i = 0; i < n; ++i) {
