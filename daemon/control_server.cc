@@ -134,22 +134,6 @@ struct ControlServer::Client final : Completion {
   }
 };
 
-struct ControlServer::Acceptor final : Completion {
-  ControlServer* server;
-  BoundSocket sock;
-  bool armed = false;
-  void arm() {
-    armed = true;
-    io_uring_prep_multishot_accept(server->loop_.sqe(this), sock.fd.get(), nullptr, nullptr,
-                                   SOCK_CLOEXEC);
-  }
-  void on_complete(int res, uint32_t flags) override {
-    if (!(flags & IORING_CQE_F_MORE)) armed = false;
-    if (res >= 0) server->on_accept(res);
-    if (!armed && !server->stopped_) arm();
-  }
-};
-
 ControlServer::ControlServer(Loop& loop, Handler* handler, std::string control_group)
     : loop_(loop), handler_(handler), group_(std::move(control_group)) {}
 
@@ -168,10 +152,9 @@ Status ControlServer::listen(const std::string& path) {
   // Anyone may connect and ask for status; SO_PEERCRED guards the rest.
   ::chmod(path.c_str(), 0666);
   path_ = path;
-  acceptor_ = std::make_unique<Acceptor>();
-  acceptor_->server = this;
-  acceptor_->sock = std::move(*sock);
-  acceptor_->arm();
+  acceptor_ = std::make_unique<Acceptor>(loop_, std::move(*sock),
+                                         [this](UniqueFd fd) { on_accept(fd.release()); });
+  acceptor_->start();
   return {};
 }
 
@@ -230,7 +213,7 @@ void ControlServer::broadcast(const json& event) {
 
 void ControlServer::stop() {
   stopped_ = true;
-  if (acceptor_) io_uring_prep_cancel(loop_.sqe(nullptr), acceptor_.get(), 0);
+  if (acceptor_) acceptor_->stop();
   for (auto& c : clients_) c->close();
   if (!path_.empty()) ::unlink(path_.c_str());
   path_.clear();

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "acceptor.h"
 #include "control_protocol.h"
 #include "listen_addr.h"
 #include "unique_fd.h"
@@ -57,7 +58,6 @@ class ControlServer {
 
  private:
   struct Client;
-  struct Acceptor;
   void on_accept(int fd);
   void client_closed(Client* c);
   bool authorised(const ControlPeer& p) const;

@@ -69,40 +69,6 @@ struct Volume::Session {
   bool gone = false;  // closed: pending callbacks must not touch it
 };
 
-struct Volume::Acceptor final : Completion {
-  Volume* v = nullptr;
-  BoundSocket sock;
-  bool armed = false;
-  void arm() {
-    armed = true;
-    io_uring_prep_multishot_accept(v->loop_.sqe(this), sock.fd.get(), nullptr, nullptr,
-                                   SOCK_CLOEXEC);
-  }
-  void on_complete(int res, uint32_t flags) override {
-    if (!(flags & IORING_CQE_F_MORE)) armed = false;
-    if (res >= 0) {
-      UniqueFd fd(res);
-      if (v->stopping_ || v->sessions_.size() >= kMaxHandshakes) {
-        MLOG_WARN("replication: refusing a connection (%s)",
-                  v->stopping_ ? "stopping" : "too many handshakes at once");
-      } else {
-        int one = 1;
-        ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
-        if (getpeername(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0)
-          getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof host, serv,
-                      sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
-        v->new_session(std::move(fd), false, std::string(host) + ":" + serv);
-      }
-    } else if (res != -ECANCELED) {
-      MLOG_WARN("replication: accept: %s", strerror(-res));
-    }
-    if (!armed && !v->stopping_) arm();
-  }
-};
-
 struct Volume::Dialer final : Completion {
   Volume* v = nullptr;
   UniqueFd fd;
@@ -222,13 +188,12 @@ Status Volume::start() {
   if (!addr) return addr.error();
   auto sock = bind_listener(*addr);
   if (!sock) return sock.error();
-  acceptor_ = std::make_unique<Acceptor>();
-  acceptor_->v = this;
-  acceptor_->sock = std::move(*sock);
-  acceptor_->arm();
+  acceptor_ = std::make_unique<Acceptor>(loop_, std::move(*sock),
+                                         [this](UniqueFd fd) { on_accept(std::move(fd)); });
+  acceptor_->start();
   MLOG_INFO("volume '%s': %s on node '%s', replication on %s, peer '%s' at %s",
             cfg_.name.c_str(), role_ == Role::kPrimary ? "primary" : "secondary",
-            self_.name.c_str(), acceptor_->sock.addr.to_string().c_str(), peer_.name.c_str(),
+            self_.name.c_str(), acceptor_->socket().addr.to_string().c_str(), peer_.name.c_str(),
             peer_.address.c_str());
 
   dialer_ = std::make_unique<Dialer>();
@@ -253,6 +218,23 @@ Status Volume::start() {
 }
 
 // ------------------------------------------------------------ sessions --
+
+void Volume::on_accept(UniqueFd fd) {
+  if (stopping_ || sessions_.size() >= kMaxHandshakes) {
+    MLOG_WARN("replication: refusing a connection (%s)",
+              stopping_ ? "stopping" : "too many handshakes at once");
+    return;
+  }
+  int one = 1;
+  ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+  if (getpeername(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+    getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, host, sizeof host, serv, sizeof serv,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+  new_session(std::move(fd), false, std::string(host) + ":" + serv);
+}
 
 void Volume::new_session(UniqueFd fd, bool outbound, std::string peer) {
   auto s = std::make_shared<Session>();
@@ -668,7 +650,7 @@ void Volume::tick() {
 void Volume::stop(std::function<void()> done) {
   stopping_ = true;
   tick_timer_.cancel();
-  if (acceptor_) io_uring_prep_cancel(loop_.sqe(nullptr), acceptor_.get(), 0);
+  if (acceptor_) acceptor_->stop();
   auto finish = [this, done = std::move(done)](bool synced) {
     if (role_ == Role::kPrimary && !synced) bitmap_->active_to_dirty();
     bitmap_->clear_active(0, cfg_.size);

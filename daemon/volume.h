@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "acceptor.h"
 #include "auth.h"
 #include "bitmap.h"
 #include "config.h"
@@ -94,11 +95,11 @@ class Volume final : public LinkConn::Handler {
 
  private:
   struct Session;
-  struct Acceptor;
   struct Dialer;
   Volume(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self, const NodeConfig& peer,
          Options opts);
   Status prepare_metadata(const BitmapOpenReport& report);
+  void on_accept(UniqueFd fd);
   void new_session(UniqueFd fd, bool outbound, std::string peer);
   std::shared_ptr<Session> find_session(Session* s);
   void session_message(Session* s, const link::Header& h, Buffer& payload);

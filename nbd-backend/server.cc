@@ -38,13 +38,6 @@ std::string peer_name(int fd, bool tcp) {
 }
 }  // namespace
 
-struct NbdServer::Listener final : Completion {
-  NbdServer* server;
-  BoundSocket sock;
-  bool armed = false;
-  void on_complete(int res, uint32_t flags) override { server->on_accept(this, res, flags); }
-};
-
 NbdServer::NbdServer(Loop& loop, ServerLimits limits)
     : loop_(loop), limits_(limits), tick_timer_(loop, [this] { tick(); }) {}
 
@@ -82,44 +75,29 @@ Backend* NbdServer::backend_for(const nbd::ExportInfo* info) const {
 }
 
 void NbdServer::add_listener(BoundSocket sock) {
-  auto l = std::make_unique<Listener>();
-  l->server = this;
-  l->sock = std::move(sock);
-  arm_accept(l.get());
-  listeners_.push_back(std::move(l));
+  bool tcp = sock.is_tcp;
+  auto a = std::make_unique<Acceptor>(loop_, std::move(sock),
+                                      [this, tcp](UniqueFd fd) { on_accept(tcp, std::move(fd)); });
+  a->set_on_stopped([this] { maybe_finish_shutdown(); });
+  a->start();
+  listeners_.push_back(std::move(a));
   tick_timer_.arm(1000);
 }
 
-void NbdServer::arm_accept(Listener* l) {
-  l->armed = true;
-  io_uring_prep_multishot_accept(loop_.sqe(l), l->sock.fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
-}
-
-void NbdServer::on_accept(Listener* l, int res, uint32_t flags) {
-  if (!(flags & IORING_CQE_F_MORE)) l->armed = false;
-  if (shutting_down_) {
-    if (res >= 0) ::close(res);
-    maybe_finish_shutdown();
+void NbdServer::on_accept(bool tcp, UniqueFd fd) {
+  if (shutting_down_) return;  // fd closes here
+  if (connections_.size() >= limits_.max_connections) {
+    MLOG_WARN("refusing a connection: %u connections already", limits_.max_connections);
     return;
   }
-  if (res < 0) {
-    if (res != -ECANCELED) MLOG_WARN("accept: %s", strerror(-res));
-  } else {
-    UniqueFd fd(res);
-    if (connections_.size() >= limits_.max_connections) {
-      MLOG_WARN("refusing a connection: %u connections already", limits_.max_connections);
-    } else {
-      if (l->sock.is_tcp) {
-        int one = 1;
-        ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      }
-      std::string peer = peer_name(fd.get(), l->sock.is_tcp);
-      auto* c = new Connection(*this, std::move(fd), std::move(peer), now_ms());
-      connections_.insert(c);
-      c->start();
-    }
+  if (tcp) {
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  if (!l->armed) arm_accept(l);
+  std::string peer = peer_name(fd.get(), tcp);
+  auto* c = new Connection(*this, std::move(fd), std::move(peer), now_ms());
+  connections_.insert(c);
+  c->start();
 }
 
 void NbdServer::tick() {
@@ -151,8 +129,8 @@ void NbdServer::shutdown(std::function<void()> done) {
   tick_timer_.cancel();
   for (auto& l : listeners_) {
     // Cancels the multishot accept; the socket closes with the listener.
-    io_uring_prep_cancel(loop_.sqe(nullptr), l.get(), 0);
-    if (l->sock.addr.kind == ListenAddr::Kind::kUnix) ::unlink(l->sock.addr.path.c_str());
+    l->stop();
+    if (l->socket().addr.kind == ListenAddr::Kind::kUnix) ::unlink(l->socket().addr.path.c_str());
   }
   std::vector<Connection*> all(connections_.begin(), connections_.end());
   for (Connection* c : all) c->drain();
@@ -162,7 +140,7 @@ void NbdServer::shutdown(std::function<void()> done) {
 void NbdServer::maybe_finish_shutdown() {
   if (!shutting_down_ || !connections_.empty() || !shutdown_done_) return;
   for (auto& l : listeners_) {
-    if (l->armed) return;
+    if (l->armed()) return;
   }
   auto done = std::move(shutdown_done_);
   shutdown_done_ = nullptr;

@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "acceptor.h"
 #include "backend.h"
 #include "codec.h"
 #include "listen_addr.h"
@@ -55,16 +56,14 @@ class NbdServer final : public nbd::ExportCatalog {
     nbd::ExportInfo info;
     Backend* backend;
   };
-  struct Listener;
-  void on_accept(Listener* l, int res, uint32_t flags);
-  void arm_accept(Listener* l);
+  void on_accept(bool tcp, UniqueFd fd);
   void tick();
   void maybe_finish_shutdown();
 
   Loop& loop_;
   ServerLimits limits_;
   std::vector<std::unique_ptr<Export>> exports_;
-  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<Acceptor>> listeners_;
   std::unordered_set<Connection*> connections_;
   Timer tick_timer_;
   bool shutting_down_ = false;
