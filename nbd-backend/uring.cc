@@ -72,24 +72,41 @@ void Loop::run() {
 
 Timer::~Timer() { cancel(); }
 
-void Timer::arm(uint64_t ms) {
-  if (armed_) return;
+void Timer::submit(uint64_t ms) {
   ts_.tv_sec = ms / 1000;
   ts_.tv_nsec = (ms % 1000) * 1000000;
   armed_ = true;
-  cancelled_ = false;
   io_uring_prep_timeout(loop_.sqe(this), &ts_, 0, 0);
 }
 
+void Timer::arm(uint64_t ms) {
+  if (cancelling_) {  // the old timeout is still posted: re-arm after it
+    rearm_ = true;
+    rearm_ms_ = ms;
+    return;
+  }
+  if (armed_) return;
+  submit(ms);
+}
+
 void Timer::cancel() {
-  if (!armed_ || cancelled_) return;
-  cancelled_ = true;
+  rearm_ = false;
+  if (!armed_ || cancelling_) return;
+  cancelling_ = true;
   io_uring_prep_timeout_remove(loop_.sqe(nullptr), reinterpret_cast<uint64_t>(this), 0);
 }
 
 void Timer::on_complete(int res, uint32_t) {
   armed_ = false;
-  if (cancelled_ || res == -ECANCELED) return;
+  if (cancelling_) {  // fired or removed: either way it was cancelled
+    cancelling_ = false;
+    if (rearm_) {
+      rearm_ = false;
+      submit(rearm_ms_);
+    }
+    return;
+  }
+  if (res == -ECANCELED) return;
   fn_();
 }
 

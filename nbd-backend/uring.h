@@ -66,23 +66,29 @@ class Loop {
   std::vector<std::function<void()>> running_;
 };
 
-// A one-shot timer on the loop. It must outlive its pending completion: destroy
-// it only after it fired or after the loop stopped.
+// A one-shot timer on the loop. arm() while pending keeps the pending shot;
+// arm() after cancel() takes effect once the cancelled timeout has
+// completed. It must outlive its pending completion: destroy it only after
+// it fired or after the loop stopped.
 class Timer final : public Completion {
  public:
   Timer(Loop& loop, std::function<void()> fn) : loop_(loop), fn_(std::move(fn)) {}
   ~Timer();
   void arm(uint64_t ms);
   void cancel();
-  bool armed() const { return armed_; }
+  bool armed() const { return (armed_ && !cancelling_) || rearm_; }
   void on_complete(int res, uint32_t flags) override;
 
  private:
+  void submit(uint64_t ms);
+
   Loop& loop_;
   std::function<void()> fn_;
   __kernel_timespec ts_{};
-  bool armed_ = false;
-  bool cancelled_ = false;
+  bool armed_ = false;       // a timeout is posted
+  bool cancelling_ = false;  // ... and its removal was requested
+  bool rearm_ = false;       // arm() came while cancelling
+  uint64_t rearm_ms_ = 0;
 };
 
 }  // namespace mirror
