@@ -40,7 +40,10 @@
 #                shared libraries are packed too; debug info is stripped from the copies
 #   EXTRA_LIBS   extra shared libraries to pack (sonames or paths)
 #   EXTRA_MODULES extra kernel modules (+deps), loaded at boot: e.g. "raid1 drbd"
-#   SHARE_DIR    host dir exported read-only over virtio-9p at guest /share
+#   SHARE_DIR    host dir exported read-only over virtio-9p at guest /share (mount tag
+#                hostshare)
+#   GUEST_INIT   a script packed as /init instead of guest-init.sh (e.g. systemd-init.sh,
+#                which boots the host's systemd); it must print the VMTEST-RESULT line itself
 #   KVER         guest kernel version (default: newest /boot/vmlinuz-* with nbd.ko)
 #   VERBOSE=1    stream the guest console live (else only the VMTEST-STEP lines at the end)
 set -euo pipefail
@@ -86,6 +89,7 @@ for t in busybox nbd-client mke2fs e2fsck cpio depmod modprobe socat ss ldd pyth
   command -v "$t" >/dev/null || fail "missing tool: $t (run scripts/install-deps.sh)"
 done
 [ -r "$GUEST_TEST" ] || fail "GUEST_TEST not readable: $GUEST_TEST"
+[ -z "${GUEST_INIT:-}" ] || [ -r "$GUEST_INIT" ] || fail "GUEST_INIT not readable: $GUEST_INIT"
 case "$SERVER_UNIX" in *,*) fail "commas are not allowed in SERVER_UNIX (qemu option syntax)";; esac
 
 if [ -z "${WORK:-}" ]; then WORK=$(mktemp -d "${TMPDIR:-/tmp}/run-vm.XXXXXX"); fi
@@ -185,6 +189,8 @@ build_run() {  # $1 = output cpio: EXTRA_BINS, EXTRA_LIBS, the guest test, /etc/
     copy_bin "$b"
   done
   install -m755 "$GUEST_TEST" "$R/guest-test.sh"
+  # A later archive's file replaces the base archive's: this /init wins.
+  [ -z "${GUEST_INIT:-}" ] || install -m755 "$GUEST_INIT" "$R/init"
   {
     echo "VM_NBD_HOST=$GUEST_ADDR"
     echo "VM_NBD_PORT=$GUEST_PORT"
@@ -339,7 +345,9 @@ CPU=max; [ "$ACCEL" = kvm ] && CPU=host
 NIC="user,model=virtio-net-pci,restrict=on,guestfwd=tcp:$GUEST_ADDR:$GUEST_PORT-cmd:socat STDIO $(shquote "$TARGET")"
 SHARE_ARGS=()
 [ -z "${SHARE_DIR:-}" ] ||
-  SHARE_ARGS=(-virtfs "local,path=$SHARE_DIR,mount_tag=hostshare,security_model=none,readonly=on")
+  # multidevs=remap: a share spanning several host file systems (SHARE_DIR=/) keeps unique
+  # inode numbers in the guest.
+  SHARE_ARGS=(-virtfs "local,path=$SHARE_DIR,mount_tag=hostshare,security_model=none,readonly=on,multidevs=remap")
 log "booting: accel=$ACCEL mem=${MEM}M smp=$SMP timeout=${TIMEOUT}s test=$(basename "$GUEST_TEST")"
 
 T_BOOT=$(now)
