@@ -1,0 +1,212 @@
+#!/bin/bash
+# systemd-pair.sh - guest test vm.systemd_pair: mirrord@.service under a real systemd (PID 1).
+#
+# Runs in tests/vm/systemd-init.sh's guest: the host's Debian userland, booted with its own
+# systemd, `cmake --install` tree already copied in (VM_ROOT_OVERLAY). What a user checks:
+#   1. systemd loads mirrord@.service from where `cmake --install` put it;
+#   2. a pair on this one host, mirrord@db-alpha + mirrord@db-beta (copies of the same volume
+#      file; /etc/mirrord/INSTANCE.env picks the node; alpha's backing store is a file in
+#      /var/lib/mirrord, beta's a block device, /dev/loopN, with the unit's sandboxing
+#      unchanged): `systemctl start` returns once both
+#      sent READY=1, both active, StatusText set, the pair synchronizes, and the status line
+#      follows the volume's state ("synchronized, ...");
+#   3. data written through the primary's NBD socket is on both copies;
+#   4. SIGSTOP the primary: it stops petting the watchdog; systemd kills it (WatchdogSec=),
+#      restarts it (Restart=on-failure, NRestarts=1), the pair resynchronizes, the data is
+#      still there, and the secondary was never restarted;
+#   5. `systemctl stop`: both exit with status 0, their metadata records a clean shutdown, and
+#      the two copies are identical.
+# Environment (GUEST_ENV): VOL_SIZE (default 16M).
+set -uo pipefail
+# shellcheck disable=SC1091  # packed by systemd-init.sh
+. /vmtest/lib.sh
+
+VOL_SIZE=${VOL_SIZE:-16M}
+A=mirrord@db-alpha.service
+B=mirrord@db-beta.service
+STATE=/var/lib/mirrord   # the unit's StateDirectory: writable under ProtectSystem=strict
+RUN=/run/mirrord         # its RuntimeDirectory
+
+on_exit() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    systemctl --no-pager status "$A" "$B"
+    journalctl --no-pager -b -n 60 -u "$A" -u "$B" -o short-monotonic
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+
+# props UNIT: the unit's properties into P[...] (one systemctl call: each costs ~1 s under TCG)
+declare -A P
+props() {
+  local k v
+  P=()
+  while IFS='=' read -r k v; do P[$k]=$v; done < <(systemctl show \
+    -p ActiveState,SubState,Result,StatusText,MainPID,NRestarts,WatchdogUSec,FragmentPath "$1")
+}
+ctl() { local n=$1; shift; mirrorctl --socket "$RUN/db-$n.ctl" "$@"; }
+field() { ctl "$1" status --json 2>/dev/null | jq -r ".$2"; }   # field NODE JQ_PATH
+
+# until_true SECONDS WHAT CMD...: poll CMD every 0.5 s (each systemctl or mirrorctl call is
+# itself a fraction of a second of CPU under TCG); fail after SECONDS.
+until_true() {
+  local secs=$1 limit=$(($1 * 2)) what=$2 i=0
+  shift 2
+  until "$@"; do
+    i=$((i + 1))
+    [ "$i" -le "$limit" ] || die "$what: not true after $secs s"
+    sleep 0.5
+  done
+}
+state_is() { [ "$(field "$1" state)" = "$2" ]; }
+wait_synchronized() {
+  until_true "${1:-60}" "pair synchronized" state_is alpha synchronized
+  until_true 10 "beta synchronized" state_is beta synchronized
+  step "pair synchronized (alpha: $(field alpha role), beta: $(field beta role))"
+}
+nbd_io() {  # nbd_io QEMU_IO_COMMAND: through the primary's NBD socket
+  qemu-io -f raw "nbd+unix:///db?socket=$RUN/db-alpha.nbd" -c "$1" >/tmp/qemu-io.out 2>&1 ||
+    { cat /tmp/qemu-io.out; die "qemu-io '$1' failed"; }
+  grep -q "Pattern verification failed" /tmp/qemu-io.out && { cat /tmp/qemu-io.out; die "qemu-io '$1': wrong data"; }
+  step "NBD $1: ok"
+}
+images_equal() {  # through the loop device: its page cache is what beta wrote
+  cmp "$STATE/alpha.img" "$B_DEV" || die "$1: the two copies differ"
+  step "$1: alpha.img and $B_DEV identical"
+}
+# meta_clean NODE: the newest superblock (higher sequence) has kFlagCleanShutdown (0x1);
+# docs/bitmap-format.md: magic at 0, sequence (u64 BE) at 16, flags (u32 BE) at 28.
+meta_clean() {
+  local f=$STATE/$1.meta slot best_seq='' best_flags='' seq flags
+  for slot in 0 1; do
+    [ "$(dd if="$f" bs=8 count=1 skip=$((slot * 512)) 2>/dev/null)" = MIRRBMP1 ] || continue
+    seq=$(od -An -tx1 -j $((slot * 4096 + 16)) -N 8 "$f" | tr -d ' \n')
+    flags=$(od -An -tx1 -j $((slot * 4096 + 28)) -N 4 "$f" | tr -d ' \n')
+    if [ -z "$best_seq" ] || [[ $seq > $best_seq ]]; then best_seq=$seq best_flags=$flags; fi
+  done
+  [ -n "$best_seq" ] || die "$f: no valid superblock"
+  (( 0x$best_flags & 1 )) || die "$1: metadata flags 0x$best_flags lack the clean-shutdown bit"
+  step "$1: metadata records a clean shutdown (flags 0x$best_flags, sequence 0x$best_seq)"
+}
+
+# ---- 1. the installed unit ----------------------------------------------------------------
+for f in /usr/local/sbin/mirrord /usr/local/sbin/mirrorctl; do
+  [ -x "$f" ] || die "$f not installed"
+done
+props "$A"
+[ "${P[FragmentPath]}" = /usr/local/lib/systemd/system/mirrord@.service ] ||
+  die "systemd loads $A from '${P[FragmentPath]}', not the installed unit"
+step "systemd loads $A from ${P[FragmentPath]}"
+
+# ---- 2. a pair on this host ---------------------------------------------------------------
+mkdir -p /etc/mirrord "$STATE"
+head -c 32 /dev/urandom | base64 >/etc/mirrord/db.secret
+chmod 600 /etc/mirrord/db.secret
+truncate -s "$VOL_SIZE" "$STATE/alpha.img" "$STATE/beta.img"
+# Not all zeros: the initial full sync has something to copy.
+dd if=/dev/urandom of="$STATE/alpha.img" bs=1M count=2 seek=3 conv=notrunc status=none
+modprobe loop && B_DEV=$(losetup --find --show "$STATE/beta.img") || die "losetup failed"
+node() {  # node NAME PORT BACKING
+  cat <<EOF
+
+[[node]]
+name = "$1"
+address = "127.0.0.1:$2"
+backing = "$3"
+metadata = "$STATE/$1.meta"
+nbd-listen = ["unix:$RUN/db-$1.nbd"]
+control = "$RUN/db-$1.ctl"
+EOF
+}
+{
+  cat <<EOF
+[volume]
+name = "db"
+size = "$VOL_SIZE"
+secret-file = "/etc/mirrord/db.secret"
+primary = "alpha"
+ack-timeout = "2s"
+EOF
+  node alpha 7788 "$STATE/alpha.img"
+  node beta 7789 "$B_DEV"
+} >/etc/mirrord/db-alpha.toml
+cp /etc/mirrord/db-alpha.toml /etc/mirrord/db-beta.toml
+echo "MIRRORD_ARGS=--node alpha" >/etc/mirrord/db-alpha.env
+echo "MIRRORD_ARGS=--node beta" >/etc/mirrord/db-beta.env
+
+t0=$(date +%s.%N)
+systemctl start "$B" "$A" || die "systemctl start failed (status $?)"
+step "systemctl start returned after $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
+for u in "$A" "$B"; do
+  props "$u"
+  [ "${P[ActiveState]}/${P[SubState]}" = active/running ] ||
+    die "$u is ${P[ActiveState]}/${P[SubState]} after start"
+  [ -n "${P[StatusText]}" ] || die "$u: no StatusText (sd_notify STATUS=)"
+  step "$u active/running, MainPID ${P[MainPID]}, StatusText '${P[StatusText]}'"
+done
+[ -S "$RUN/db-alpha.ctl" ] && [ -S "$RUN/db-beta.nbd" ] || die "no sockets in $RUN"
+[ "$(field alpha node)" = alpha ] && [ "$(field beta node)" = beta ] ||
+  die "the .env files did not pick the nodes (alpha: $(field alpha node), beta: $(field beta node))"
+wait_synchronized 60
+# The watchdog ping carries the volume's state (every WatchdogSec/2).
+status_synced() { props "$A"; case "${P[StatusText]}" in synchronized*) return 0;; esac; return 1; }
+until_true 20 "$A StatusText says synchronized" status_synced
+step "$A StatusText '${P[StatusText]}'"
+images_equal "after the initial sync"
+
+# ---- 3. data through the primary ------------------------------------------------------------
+nbd_io "write -P 0xa5 1M 4M"
+
+# ---- 4. a hung daemon: the watchdog ---------------------------------------------------------
+props "$B"
+pid_b=${P[MainPID]}
+props "$A"
+pid=${P[MainPID]}
+kill -STOP "$pid" || die "SIGSTOP $pid"
+t0=$(date +%s.%N)
+step "SIGSTOP $A (pid $pid), WatchdogUSec=${P[WatchdogUSec]}"
+restarted() {
+  props "$A"
+  [ "${P[NRestarts]}" = 1 ] && [ "${P[ActiveState]}" = active ] &&
+    [ "${P[MainPID]}" != "$pid" ] && [ "${P[MainPID]}" != 0 ]
+}
+# The daemon pings every WatchdogSec/2, so systemd cannot act before WatchdogSec/2 from now:
+# do not burn the guest's CPU polling until then.
+wd=${P[WatchdogUSec]%s}
+[[ $wd =~ ^[0-9]+$ ]] && [ "$wd" -ge 2 ] || die "$A: unexpected WatchdogUSec '${P[WatchdogUSec]}'"
+sleep $((wd / 2 - 1))
+until_true 90 "$A restarted by the watchdog" restarted
+step "$A restarted after $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s:" \
+     "MainPID ${P[MainPID]}, NRestarts ${P[NRestarts]}"
+! kill -0 "$pid" 2>/dev/null || die "the stopped daemon (pid $pid) is still there"
+journalctl -b -u "$A" --no-pager | grep -q "Watchdog timeout" ||
+  die "the journal does not say the watchdog fired"
+step "journal: $(journalctl -b -u "$A" --no-pager | grep -m1 "Watchdog timeout" | cut -d' ' -f5-)"
+props "$B"
+[ "${P[MainPID]}" = "$pid_b" ] && [ "${P[NRestarts]}" = 0 ] || die "$B was restarted too"
+wait_synchronized 60
+nbd_io "read -P 0xa5 1M 4M"
+nbd_io "write -P 0x5a 8M 2M"
+
+# ---- 5. a clean stop ------------------------------------------------------------------------
+# systemd drops an inactive unit's exit status as soon as it unloads it, so read it from the
+# journal: at debug level systemd logs every main process's exit code and status.
+systemctl log-level debug
+since=$(date '+%Y-%m-%d %H:%M:%S')
+systemctl stop "$A" "$B" || die "systemctl stop failed (status $?)"
+systemctl log-level info
+for u in "$A" "$B"; do
+  props "$u"
+  [ "${P[ActiveState]}" = inactive ] || die "$u is ${P[ActiveState]} after stop (result ${P[Result]})"
+  exit_line=$(journalctl -b -u "$u" --since "$since" --no-pager -o cat | grep -m1 "Main process exited")
+  case "$exit_line" in
+    "$u: Main process exited, code=exited, status=0/SUCCESS"*) ;;
+    *) die "$u after systemctl stop: '${exit_line:-no exit logged}'" ;;
+  esac
+  step "$u inactive: $exit_line"
+done
+meta_clean alpha
+meta_clean beta
+images_equal "after systemctl stop"
+step "systemd_pair: OK"
