@@ -53,7 +53,7 @@ DESTDIR=$WORK/stage cmake --install "$BUILD_DIR" --prefix /usr/local >"$WORK/ins
 
 rc=0
 export WORK
-SERVER_CMD=none MEM=${MEM:-512} TIMEOUT=${TIMEOUT:-200} \
+SERVER_CMD=none MEM=${MEM:-512} TIMEOUT=${TIMEOUT:-260} \
   SHARE_DIR=/ GUEST_INIT=$HERE/systemd-init.sh EXTRA_MODULES=overlay \
   GUEST_TEST=$HERE/guest/systemd-pair.sh \
   GUEST_ENV="VM_ROOT_OVERLAY=$WORK/stage VOL_SIZE=${VOL_SIZE:-16M}" \
