@@ -111,7 +111,10 @@ for u in timers.target getty.target getty@tty1.service serial-getty@ttyS0.servic
          sys-fs-fuse-connections.mount sys-kernel-config.mount sys-kernel-debug.mount \
          sys-kernel-tracing.mount dev-hugepages.mount dev-mqueue.mount \
          modprobe@dm_mod.service modprobe@fuse.service modprobe@loop.service \
-         modprobe@configfs.service modprobe@drm.service modprobe@efi_pstore.service; do
+         modprobe@configfs.service modprobe@drm.service modprobe@efi_pstore.service \
+         apparmor.service auditd.service keyboard-setup.service console-setup.service \
+         lvm2-monitor.service lvm2-lvmpolld.socket blk-availability.service \
+         plymouth-start.service plymouth-read-write.service systemd-rfkill.service; do
   ln -sf /dev/null "$U/$u"
 done
 # No generators: each is a process start, slow under TCG, and none has work here (no fstab,
