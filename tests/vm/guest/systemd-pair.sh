@@ -46,7 +46,8 @@ props() {
     -p ActiveState,SubState,Result,StatusText,MainPID,NRestarts,WatchdogUSec,FragmentPath "$1")
 }
 ctl() { local n=$1; shift; mirrorctl --socket "$RUN/db-$n.ctl" "$@"; }
-field() { ctl "$1" status --json 2>/dev/null | jq -r ".$2"; }   # field NODE JQ_PATH
+# status NODE: "node role state" from `mirrorctl status --json` (one call: ~1 s under TCG)
+status() { ctl "$1" status --json 2>/dev/null | jq -r '"\(.node) \(.role) \(.state)"'; }
 
 # until_true SECONDS WHAT CMD...: poll CMD every 0.5 s (each systemctl or mirrorctl call is
 # itself a fraction of a second of CPU under TCG); fail after SECONDS.
@@ -59,11 +60,17 @@ until_true() {
     sleep 0.5
   done
 }
-state_is() { [ "$(field "$1" state)" = "$2" ]; }
+state_is() {  # state_is NODE STATE: also leaves the whole line in $ST
+  ST=$(status "$1")
+  [ "${ST##* }" = "$2" ]
+}
 wait_synchronized() {
   until_true "${1:-60}" "pair synchronized" state_is alpha synchronized
+  local a=$ST
   until_true 10 "beta synchronized" state_is beta synchronized
-  step "pair synchronized (alpha: $(field alpha role), beta: $(field beta role))"
+  [ "$a" = "alpha primary synchronized" ] && [ "$ST" = "beta secondary synchronized" ] ||
+    die "unexpected node/role/state: '$a' and '$ST' (the .env files pick the nodes)"
+  step "pair synchronized: $a; $ST"
 }
 nbd_io() {  # nbd_io QEMU_IO_COMMAND: through the primary's NBD socket
   qemu-io -f raw "nbd+unix:///db?socket=$RUN/db-alpha.nbd" -c "$1" >/tmp/qemu-io.out 2>&1 ||
@@ -78,11 +85,12 @@ images_equal() {  # through the loop device: its page cache is what beta wrote
 # meta_clean NODE: the newest superblock (higher sequence) has kFlagCleanShutdown (0x1);
 # docs/bitmap-format.md: magic at 0, sequence (u64 BE) at 16, flags (u32 BE) at 28.
 meta_clean() {
-  local f=$STATE/$1.meta slot best_seq='' best_flags='' seq flags
+  local f=$STATE/$1.meta hex slot off best_seq='' best_flags='' seq flags
+  hex=$(od -An -tx1 -v -N 8192 "$f" | tr -d ' \n')   # both slots, 2 hex digits a byte
   for slot in 0 1; do
-    [ "$(dd if="$f" bs=8 count=1 skip=$((slot * 512)) 2>/dev/null)" = MIRRBMP1 ] || continue
-    seq=$(od -An -tx1 -j $((slot * 4096 + 16)) -N 8 "$f" | tr -d ' \n')
-    flags=$(od -An -tx1 -j $((slot * 4096 + 28)) -N 4 "$f" | tr -d ' \n')
+    off=$((slot * 8192))
+    [ "${hex:off:16}" = 4d495252424d5031 ] || continue   # "MIRRBMP1"
+    seq=${hex:off+32:16} flags=${hex:off+56:8}
     if [ -z "$best_seq" ] || [[ $seq > $best_seq ]]; then best_seq=$seq best_flags=$flags; fi
   done
   [ -n "$best_seq" ] || die "$f: no valid superblock"
@@ -146,8 +154,6 @@ for u in "$A" "$B"; do
   step "$u active/running, MainPID ${P[MainPID]}, StatusText '${P[StatusText]}'"
 done
 [ -S "$RUN/db-alpha.ctl" ] && [ -S "$RUN/db-beta.nbd" ] || die "no sockets in $RUN"
-[ "$(field alpha node)" = alpha ] && [ "$(field beta node)" = beta ] ||
-  die "the .env files did not pick the nodes (alpha: $(field alpha node), beta: $(field beta node))"
 wait_synchronized 60
 # The watchdog ping carries the volume's state (every WatchdogSec/2).
 status_synced() { props "$A"; case "${P[StatusText]}" in synchronized*) return 0;; esac; return 1; }
@@ -180,9 +186,9 @@ until_true 90 "$A restarted by the watchdog" restarted
 step "$A restarted after $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s:" \
      "MainPID ${P[MainPID]}, NRestarts ${P[NRestarts]}"
 ! kill -0 "$pid" 2>/dev/null || die "the stopped daemon (pid $pid) is still there"
-journalctl -b -u "$A" --no-pager | grep -q "Watchdog timeout" ||
+wd_line=$(journalctl -b -u "$A" --no-pager -o cat | grep -m1 "Watchdog timeout") ||
   die "the journal does not say the watchdog fired"
-step "journal: $(journalctl -b -u "$A" --no-pager | grep -m1 "Watchdog timeout" | cut -d' ' -f5-)"
+step "journal: $wd_line"
 props "$B"
 [ "${P[MainPID]}" = "$pid_b" ] && [ "${P[NRestarts]}" = 0 ] || die "$B was restarted too"
 wait_synchronized 60
