@@ -32,7 +32,7 @@ PACKAGES=(
   # --- base tools the scripts use ---------------------------------------------------------------
   iproute2 util-linux procps
   jq                                # tests read `mirrorctl status --json`
-  systemd                           # systemd-analyze verify of the unit (tests)
+  systemd                           # systemd-analyze verify; booted in the VM (vm.systemd_pair)
 )
 
 log() { echo "[install-deps] $*"; }
