@@ -50,6 +50,14 @@ void Connection::start() {
   send_handshake();
 }
 
+void Connection::start_transmission(const nbd::ExportInfo* info, Backend* backend) {
+  negotiated_ = nbd::Negotiated{};
+  negotiated_.export_info = info;
+  negotiated_.transmission_flags = info->transmission_flags(false);
+  backend_ = backend;
+  enter_transmission();
+}
+
 // ------------------------------------------------------------ receiving --
 
 void Connection::post_recv() {

@@ -37,6 +37,11 @@ class Connection {
   ~Connection();
 
   void start();
+  // For a peer that never negotiates (the kernel's NBD client behind a
+  // socketpair): serves `info` in the transmission phase straight away, with
+  // the flags a network client is told (NbdServer::kernel_flags) and simple
+  // replies only.
+  void start_transmission(const nbd::ExportInfo* info, Backend* backend);
   // Graceful: stop reading requests, answer those in flight, then close.
   void drain();
   // Hard close (protocol violation, error, client gone).

@@ -100,6 +100,21 @@ void NbdServer::on_accept(bool tcp, UniqueFd fd) {
   c->start();
 }
 
+Status NbdServer::adopt(UniqueFd fd, std::string_view name, std::string peer) {
+  const nbd::ExportInfo* info = find(name);
+  if (info == nullptr) return Error{EINVAL, "no export named '" + std::string(name) + "'"};
+  if (shutting_down_) return Error{EINVAL, "the NBD server is shutting down"};
+  auto* c = new Connection(*this, std::move(fd), std::move(peer), now_ms());
+  connections_.insert(c);
+  c->start_transmission(info, backend_for(info));
+  return {};
+}
+
+uint16_t NbdServer::kernel_flags(std::string_view name) const {
+  const nbd::ExportInfo* info = find(name);
+  return info ? info->transmission_flags(false) : 0;
+}
+
 void NbdServer::tick() {
   uint64_t now = now_ms();
   std::vector<Connection*> stale;

@@ -12,6 +12,8 @@
 #include "backend.h"
 #include "codec.h"
 #include "listen_addr.h"
+#include "result.h"
+#include "unique_fd.h"
 #include "uring.h"
 
 namespace mirror {
@@ -34,6 +36,15 @@ class NbdServer final : public nbd::ExportCatalog {
   void add_export(nbd::ExportInfo info, Backend* backend);
   // Takes a bound listening socket and starts accepting on it.
   void add_listener(BoundSocket sock);
+  // Serves export `name` on `fd`, a connected stream socket whose peer skips
+  // the handshake (the kernel's NBD client: see kernel_nbd.h). The peer gets
+  // exactly what a network client would: kernel_flags(name) describes it.
+  // Not subject to max_connections: the caller chose the count. EINVAL if
+  // there is no such export or the server is shutting down.
+  Status adopt(UniqueFd fd, std::string_view name, std::string peer);
+  // The transmission flags (NBD_FLAG_*) a peer that did not negotiate must be
+  // told out of band, e.g. NBD_ATTR_SERVER_FLAGS; 0 if there is no such export.
+  uint16_t kernel_flags(std::string_view name) const;
 
   // Stops accepting, lets every connection finish the requests it has, then
   // closes them and calls `done` (on the loop).
