@@ -28,6 +28,7 @@
 #endif
 #include <toml++/toml.h>
 
+#include "kernel_nbd.h"
 #include "listen_addr.h"
 #include "unique_fd.h"
 
@@ -240,6 +241,7 @@ class Parser {
   Status read_secret_file(const std::string& path, VolumeConfig* cfg) const;
   Status parse_node(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,
                     NodeConfig* node) const;
+  Status parse_device(const toml::table& t, const std::string& prefix, DeviceConfig* dev) const;
   Status parse_nodes(const toml::table& root, VolumeConfig* cfg) const;
 
   std::string_view text_;
@@ -496,7 +498,9 @@ Status Parser::read_secret_file(const std::string& path, VolumeConfig* cfg) cons
 Status Parser::parse_node(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,
                           NodeConfig* node) const {
   if (auto st = check_keys(t, prefix,
-                           {"name", "address", "backing", "metadata", "nbd-listen", "control"});
+                           {"name", "address", "backing", "metadata", "nbd-listen", "control",
+                            "device", "device-connections", "device-timeout",
+                            "dead-connection-timeout"});
       !st)
     return st;
   auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
@@ -578,6 +582,41 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
     if (node->nbd_listen.back() == "unix:" + node->control)
       return fail(key("control"), quote(node->control) + " is also the default nbd-listen socket");
   }
+  return parse_device(t, prefix, &node->device);
+}
+
+Status Parser::parse_device(const toml::table& t, const std::string& prefix,
+                            DeviceConfig* dev) const {
+  auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
+  if (const auto* n = t.get("device")) {
+    auto s = get_string(*n, key("device"));
+    if (!s) return s.error();
+    if (auto idx = knbd::parse_device(*s); !idx) return fail(key("device"), idx.error().message);
+    dev->path = std::move(*s);
+  }
+  if (const auto* n = t.get("device-connections")) {
+    const auto* i = n->as_integer();
+    if (i == nullptr) return wrong_type(key("device-connections"), *n, "an integer");
+    if (i->get() < 1 || i->get() > int64_t(kMaxDeviceConnections))
+      return fail(key("device-connections"), std::to_string(i->get()) + " is out of range (1 to 16)");
+    dev->connections = uint32_t(i->get());
+  }
+  // The kernel counts both timeouts in whole seconds.
+  for (auto [k, out] : {std::pair{"device-timeout", &dev->timeout_s},
+                        std::pair{"dead-connection-timeout", &dev->dead_conn_timeout_s}}) {
+    const auto* n = t.get(k);
+    if (n == nullptr) continue;
+    const auto* s = n->as_string();
+    if (s == nullptr) return wrong_type(key(k), *n, "a duration string like \"30s\"");
+    auto ms = parse_duration_ms(s->get());
+    if (!ms) return fail(key(k), ms.error().message);
+    if (*ms % 1000 != 0 || *ms == 0 || *ms / 1000 > kMaxDeviceTimeoutS)
+      return fail(key(k), quote(s->get()) + " must be whole seconds from 1s to 1h");
+    *out = *ms / 1000;
+  }
+  if (dev->path.empty() && (t.get("device-connections") || t.get("device-timeout") ||
+                            t.get("dead-connection-timeout")))
+    return fail(key("device"), "missing: the device-* keys need device = \"/dev/nbdN\" or \"auto\"");
   return {};
 }
 

@@ -34,6 +34,14 @@ enum class InitialSync {
 std::string_view to_string(OnPeerLoss v);
 std::string_view to_string(InitialSync v);
 
+// Attaching the volume to this host's kernel as /dev/nbdX (docs/kernel-attach.md).
+struct DeviceConfig {
+  std::string path;                    // "/dev/nbdN" or "auto"; empty: do not attach
+  uint32_t connections = 1;            // sockets between the kernel and mirrord
+  uint32_t timeout_s = 30;             // per request, then the kernel retries it
+  uint32_t dead_conn_timeout_s = 120;  // I/O waits this long for a restarted mirrord
+};
+
 struct NodeConfig {
   std::string name;                     // the node's host name; matched against gethostname()
   std::string address;                  // replication endpoint, TCP "HOST:PORT" (validated)
@@ -41,6 +49,7 @@ struct NodeConfig {
   std::string metadata;                 // absolute path of the bitmap/metadata file
   std::string control;                  // absolute path of the control socket
   std::vector<std::string> nbd_listen;  // "HOST:PORT", "[V6]:PORT" or "unix:/PATH"
+  DeviceConfig device;
 };
 
 struct VolumeConfig {
@@ -75,6 +84,8 @@ inline constexpr uint32_t kMaxGranularity = 64 << 20;
 inline constexpr uint32_t kMaxAlExtent = 1u << 30;
 inline constexpr uint32_t kMaxAckTimeoutMs = 3600 * 1000;
 inline constexpr uint32_t kMaxResyncInflight = 1024;
+inline constexpr uint32_t kMaxDeviceConnections = 16;
+inline constexpr uint32_t kMaxDeviceTimeoutS = 3600;
 
 // Parses and validates the text of a volume file. `file` names it in errors.
 // A secret-file (absolute path required) is read here. The volume file's own

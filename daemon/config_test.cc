@@ -623,6 +623,56 @@ VolumeConfig two_nodes(const std::string& a, const std::string& b) {
   return r.ok() ? *r : VolumeConfig();
 }
 
+TEST(ConfigDevice, NotAttachedByDefault) {
+  auto r = parse_volume_config(kMinimal, kFile);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->nodes[0].device.path.empty());
+}
+
+TEST(ConfigDevice, EveryKey) {
+  auto r = parse_volume_config(
+      with("metadata = \"/var/lib/mirrord/db.meta\"\n",
+           "metadata = \"/var/lib/mirrord/db.meta\"\ndevice = \"/dev/nbd3\"\n"
+           "device-connections = 4\ndevice-timeout = \"10s\"\n"
+           "dead-connection-timeout = \"2m\"\n"),
+      kFile);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const DeviceConfig& d = r->nodes[0].device;
+  EXPECT_EQ(d.path, "/dev/nbd3");
+  EXPECT_EQ(d.connections, 4u);
+  EXPECT_EQ(d.timeout_s, 10u);
+  EXPECT_EQ(d.dead_conn_timeout_s, 120u);
+  EXPECT_TRUE(r->nodes[1].device.path.empty()) << "per node";
+}
+
+TEST(ConfigDevice, AutoTakesDefaults) {
+  auto r = parse_volume_config(
+      with("name = \"beta\"\n", "name = \"beta\"\ndevice = \"auto\"\n"), kFile);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->nodes[1].device.path, "auto");
+  EXPECT_EQ(r->nodes[1].device.connections, 1u);
+  EXPECT_EQ(r->nodes[1].device.timeout_s, 30u);
+  EXPECT_EQ(r->nodes[1].device.dead_conn_timeout_s, 120u);
+}
+
+TEST(ConfigDevice, BadValuesNameTheKey) {
+  auto node = [](const std::string& extra) {
+    return with("name = \"alpha\"\n", "name = \"alpha\"\n" + extra);
+  };
+  EXPECT_THAT(parse_error(node("device = \"/dev/sda\"\n")),
+              HasSubstr("node[1].device: '/dev/sda' is not /dev/nbdN"));
+  EXPECT_THAT(parse_error(node("device = \"/dev/nbd0\"\ndevice-connections = 0\n")),
+              HasSubstr("node[1].device-connections: 0 is out of range (1 to 16)"));
+  EXPECT_THAT(parse_error(node("device = \"/dev/nbd0\"\ndevice-connections = 17\n")),
+              HasSubstr("out of range"));
+  EXPECT_THAT(parse_error(node("device = \"/dev/nbd0\"\ndevice-timeout = \"1500ms\"\n")),
+              HasSubstr("node[1].device-timeout: \"1500ms\" must be whole seconds"));
+  EXPECT_THAT(parse_error(node("device = \"/dev/nbd0\"\ndead-connection-timeout = 60\n")),
+              HasSubstr("node[1].dead-connection-timeout"));
+  EXPECT_THAT(parse_error(node("device-connections = 2\n")),
+              HasSubstr("node[1].device: missing"));
+}
+
 TEST(SelectLocalNode, ByFlag) {
   VolumeConfig c = two_nodes("alpha", "beta");
   auto r = select_local_node(c, "beta");
