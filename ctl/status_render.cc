@@ -58,6 +58,15 @@ std::string render_status(const nlohmann::json& s, bool bar) {
     row("last split", std::string(when) + " (in-flight writes drained in " +
                           std::to_string(l.value("drain_us", uint64_t(0))) + " us)");
   }
+  if (s.contains("device") && s["device"].is_object()) {
+    const auto& d = s["device"];
+    std::string v = d.value("path", "?") + " (" + d.value("state", "?") + ", " +
+                    std::to_string(d.value("connections", 0)) + " connection" +
+                    (d.value("connections", 0) == 1 ? "" : "s") + ", " + d.value("api", "?") +
+                    (d.value("read_only", false) ? ", read-only" : "") +
+                    (d.value("reattached", false) ? ", re-attached after a restart" : "") + ")";
+    row("device", v);
+  }
   if (!s.value("last_error", std::string()).empty()) row("last error", s["last_error"]);
   return o.str();
 }

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "file_backend.h"
+#include "kernel_device.h"
 #include "listen_addr.h"
 #include "log.h"
 #include "server.h"
@@ -101,6 +102,17 @@ int run(int argc, char** argv) {
   app.add_option("--config", config_file,
                  "Volume file (TOML): serve and mirror that volume (see docs/configuration.md)");
   app.add_option("--node", node_name, "This node's name in the volume file (default: host name)");
+  std::string device_arg, device_timeout = "30s", dead_timeout = "120s";
+  uint32_t device_connections = 1;
+  app.add_option("--device", device_arg,
+                 "/dev/nbdN or auto: attach the first --export to the kernel as this device "
+                 "(with --config: the node's device key)");
+  app.add_option("--device-connections", device_connections,
+                 "Sockets between the kernel and mirrord for --device (1 to 16)");
+  app.add_option("--device-timeout", device_timeout,
+                 "Per-request timeout of --device, whole seconds (default 30s)");
+  app.add_option("--dead-connection-timeout", dead_timeout,
+                 "How long --device I/O waits for a restarted mirrord (default 120s)");
   app.add_flag("--force-full-sync", force_full_sync,
                "Primary only: copy the whole volume to the peer, whatever the generations say");
   try {
@@ -161,6 +173,39 @@ int run(int argc, char** argv) {
     std::fprintf(stderr,
                  "mirrord: nothing to serve: give --config VOLUME.toml or --export NAME=FILE\n");
     return 2;
+  }
+  // The kernel device: the node's device key, or --device for --export.
+  DeviceConfig device_cfg;
+  if (!device_arg.empty()) {
+    if (self) {
+      std::fprintf(stderr, "mirrord: --device is for --export; a volume's node has a device key\n");
+      return 2;
+    }
+    auto idx = knbd::parse_device(device_arg);
+    if (!idx) {
+      std::fprintf(stderr, "mirrord: --device: %s\n", idx.error().message.c_str());
+      return 2;
+    }
+    if (device_connections < 1 || device_connections > kMaxDeviceConnections) {
+      std::fprintf(stderr, "mirrord: --device-connections: %u is out of range (1 to 16)\n",
+                   device_connections);
+      return 2;
+    }
+    device_cfg.path = device_arg;
+    device_cfg.connections = device_connections;
+    for (auto [flag, text, out] :
+         {std::tuple{"--device-timeout", &device_timeout, &device_cfg.timeout_s},
+          std::tuple{"--dead-connection-timeout", &dead_timeout, &device_cfg.dead_conn_timeout_s}}) {
+      auto ms = parse_duration_ms(*text);
+      if (!ms || *ms % 1000 != 0 || *ms == 0 || *ms / 1000 > kMaxDeviceTimeoutS) {
+        std::fprintf(stderr, "mirrord: %s: '%s' is not whole seconds from 1s to 1h\n", flag,
+                     text->c_str());
+        return 2;
+      }
+      *out = *ms / 1000;
+    }
+  } else if (self) {
+    device_cfg = self->device;
   }
   std::map<std::string, std::string> descriptions;
   for (const auto& d : description_args) {
@@ -250,6 +295,7 @@ int run(int argc, char** argv) {
 
   std::unique_ptr<ControlServer> control;
   std::unique_ptr<VolumeControl> volume_control;
+  std::unique_ptr<KernelDevice> device;
   bool stopping = false;
   int exit_code = 0;
   SignalWatcher signals(**loop, sfd.get(), [&](int signo) {
@@ -259,6 +305,8 @@ int run(int argc, char** argv) {
 #ifdef MIRROR_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif
+    // The kernel first: it sends NBD_CMD_DISC on its sockets, which drain.
+    if (device) device->detach();
     server.shutdown([&] {
       // Everything acknowledged is made durable before we exit.
       for (auto& be : backends) {
@@ -290,6 +338,18 @@ int run(int argc, char** argv) {
       MLOG_ERROR("control socket %s: %s", self->control.c_str(), st.error().to_string().c_str());
       return 1;
     }
+  }
+  if (!device_cfg.path.empty()) {
+    KernelDevice::Options o;
+    o.cfg = device_cfg;
+    o.export_name = self ? cfg.name : exports.front().name;
+    o.backend_id = self ? "mirrord:" + cfg.name + ":" + self->name : "mirrord:export:" + o.export_name;
+    device = std::make_unique<KernelDevice>(**loop, server, std::move(o));
+    if (auto st = device->attach(); !st) {
+      MLOG_ERROR("%s", st.error().to_string().c_str());
+      return 1;
+    }
+    if (volume_control) volume_control->set_device(device.get());
   }
   if (!ready_file.empty()) {
     if (auto st = write_ready_file(ready_file, ready_lines); !st) {

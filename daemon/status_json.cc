@@ -6,7 +6,7 @@
 
 namespace mirror {
 
-nlohmann::json status_to_json(const VolumeStatus& st) {
+nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device) {
   char gen[20];
   std::snprintf(gen, sizeof gen, "%016llx", static_cast<unsigned long long>(st.generation));
   nlohmann::json j = {
@@ -35,6 +35,17 @@ nlohmann::json status_to_json(const VolumeStatus& st) {
     j["last_split"] = {{"unix_ms", st.split_unix_ms}, {"drain_us", st.split_drain_us}};
   } else {
     j["last_split"] = nullptr;
+  }
+  if (device) {
+    j["device"] = {{"path", device->path},
+                   {"api", device->api},
+                   {"connections", device->connections},
+                   {"state", device->state},
+                   {"read_only", device->read_only},
+                   {"reattached", device->reattached},
+                   {"link_dead_events", device->link_dead_events}};
+  } else {
+    j["device"] = nullptr;
   }
   return j;
 }

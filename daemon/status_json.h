@@ -4,10 +4,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernel_device.h"
 #include "volume.h"
 
 namespace mirror {
 
-nlohmann::json status_to_json(const VolumeStatus& st);
+// `device` is null when the node attaches no kernel device.
+nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device = nullptr);
 
 }  // namespace mirror

@@ -13,11 +13,17 @@ VolumeControl::VolumeControl(Loop& loop, Volume& volume, ControlServer& server)
 
 void VolumeControl::stop() { timer_.cancel(); }
 
+json VolumeControl::status_json() const {
+  if (device_ == nullptr) return status_to_json(volume_.status());
+  DeviceStatus d = device_->status();
+  return status_to_json(volume_.status(), &d);
+}
+
 void VolumeControl::on_command(const control::Request& req, const ControlPeer&,
                                ControlServer::Respond respond) {
   const std::string& cmd = req.spec->name;
   if (cmd == "status" || cmd == "events") {
-    respond(control::ok_reply(status_to_json(volume_.status())));
+    respond(control::ok_reply(status_json()));
     return;
   }
   auto reply = [respond](int err, const std::string& msg) {
@@ -38,10 +44,11 @@ void VolumeControl::on_command(const control::Request& req, const ControlPeer&,
 }
 
 void VolumeControl::poll() {
-  json s = status_to_json(volume_.status());
+  json s = status_json();
   // An event when anything but the counters changes.
   json key = {{"role", s["role"]}, {"link", s["link"]}, {"state", s["state"]},
-              {"consistent", s["consistent"]}, {"last_error", s["last_error"]}};
+              {"consistent", s["consistent"]}, {"last_error", s["last_error"]},
+              {"device", s["device"].is_object() ? s["device"]["state"] : json()}};
   if (!rejoin_waiters_.empty()) {
     std::string state = s["state"];
     if (state == "synchronized" || state == "split-brain") {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control_server.h"
+#include "kernel_device.h"
 #include "uring.h"
 #include "volume.h"
 
@@ -18,13 +19,17 @@ class VolumeControl final : public ControlServer::Handler {
   void on_command(const control::Request& req, const ControlPeer& peer,
                   ControlServer::Respond respond) override;
   void stop();
+  // The node's kernel device, shown by status (may stay null).
+  void set_device(const KernelDevice* d) { device_ = d; }
 
  private:
   void poll();
+  nlohmann::json status_json() const;
 
   Loop& loop_;
   Volume& volume_;
   ControlServer& server_;
+  const KernelDevice* device_ = nullptr;
   Timer timer_;
   nlohmann::json last_;  // what the last event reported
   std::vector<ControlServer::Respond> rejoin_waiters_;  // rejoin --wait

@@ -1,0 +1,190 @@
+#include "kernel_device.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "proto.h"
+
+namespace mirror {
+
+KernelDevice::KernelDevice(Loop& loop, NbdServer& server, Options opts)
+    : loop_(loop), server_(server), opts_(std::move(opts)) {}
+
+KernelDevice::~KernelDevice() = default;
+
+Result<std::vector<UniqueFd>> KernelDevice::make_sockets() {
+  std::vector<UniqueFd> kernel_ends;
+  for (uint32_t i = 0; i < opts_.cfg.connections; ++i) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+      return errno_error("socketpair for the kernel");
+    kernel_ends.emplace_back(sv[1]);
+    std::string peer = "kernel:" + std::to_string(next_peer_++);
+    if (auto st = server_.adopt(UniqueFd(sv[0]), opts_.export_name, peer); !st) return st.error();
+  }
+  return kernel_ends;
+}
+
+namespace {
+std::vector<int> raw(const std::vector<UniqueFd>& fds) {
+  std::vector<int> v;
+  for (const auto& f : fds) v.push_back(f.get());
+  return v;
+}
+}  // namespace
+
+Status KernelDevice::attach() {
+  auto configured = knbd::parse_device(opts_.cfg.path);
+  if (!configured) return configured.error();
+  auto t = knbd::NetlinkTransport::open();
+  if (!t) return t.error();
+  auto api = knbd::choose_api(**t);
+  if (!api) return Error{api.error().code, "kernel nbd: " + api.error().message};
+  api_ = *api;
+
+  knbd::AttachParams p;
+  p.index = *configured;
+  p.size_bytes = server_.find(opts_.export_name)->size;
+  p.server_flags = server_.kernel_flags(opts_.export_name);
+  p.timeout_s = opts_.cfg.timeout_s;
+  p.dead_conn_timeout_s = opts_.cfg.dead_conn_timeout_s;
+  p.backend_id = opts_.backend_id;
+
+  if (api_ == knbd::Api::kIoctl) {
+    MLOG_WARN("kernel nbd: no \"nbd\" netlink family: using the ioctls (no re-attach after a "
+              "restart, no LINK_DEAD)");
+    auto socks = make_sockets();
+    if (!socks) return socks.error();
+    p.sock_fds = raw(*socks);
+    ioctl_ = std::make_unique<knbd::IoctlNbd>("/dev", opts_.sysfs_block);
+    auto idx = ioctl_->connect(p);
+    if (!idx) return idx.error();
+    index_ = *idx;
+    attached_ = true;
+    MLOG_INFO("attached export '%s' as /dev/nbd%d (ioctl, %u connections)",
+              opts_.export_name.c_str(), index_, opts_.cfg.connections);
+    return {};
+  }
+  nl_ = std::move(*t);
+
+  // Our device survived a previous mirrord: same identifier, fresh sockets.
+  int found = knbd::find_by_backend(opts_.sysfs_block, opts_.backend_id);
+  if (found >= 0) {
+    if (*configured >= 0 && found != *configured)
+      MLOG_WARN("kernel nbd: %s carries '%s', not the configured %s: taking it over",
+                ("/dev/nbd" + std::to_string(found)).c_str(), opts_.backend_id.c_str(),
+                opts_.cfg.path.c_str());
+    if (auto st = reconfigure(found); st) {
+      reattached_ = true;
+      MLOG_INFO("re-attached export '%s' to /dev/nbd%d (RECONFIGURE, %u connections)",
+                opts_.export_name.c_str(), index_, opts_.cfg.connections);
+      listen_link_dead();
+      return {};
+    } else {
+      MLOG_WARN("kernel nbd: /dev/nbd%d: %s; connecting afresh", found,
+                st.error().to_string().c_str());
+    }
+  }
+  auto socks = make_sockets();
+  if (!socks) return socks.error();
+  p.sock_fds = raw(*socks);
+  knbd::NetlinkNbd nbd(*nl_);
+  auto idx = nbd.connect(p);
+  if (!idx) {
+    std::string dev = *configured >= 0 ? opts_.cfg.path : "a free /dev/nbdN";
+    return Error{idx.error().code, "attach " + dev + ": " + idx.error().message};
+  }
+  index_ = *idx;
+  attached_ = true;
+  MLOG_INFO("attached export '%s' as /dev/nbd%d (netlink, %u connections, timeout %us, "
+            "dead-connection timeout %us, backend '%s')",
+            opts_.export_name.c_str(), index_, opts_.cfg.connections, opts_.cfg.timeout_s,
+            opts_.cfg.dead_conn_timeout_s, opts_.backend_id.c_str());
+  listen_link_dead();
+  return {};
+}
+
+Status KernelDevice::reconfigure(int index) {
+  auto socks = make_sockets();
+  if (!socks) return socks.error();
+  knbd::NetlinkNbd nbd(*nl_);
+  if (auto st = nbd.reconfigure(index, raw(*socks), opts_.backend_id, opts_.cfg.dead_conn_timeout_s);
+      !st)
+    return st;
+  // The kernel keeps the sockets it took; the ones it did not take (it only
+  // replaces dead connections) close here and their server ends see EOF.
+  index_ = index;
+  attached_ = true;
+  dead_ = false;
+  return {};
+}
+
+void KernelDevice::listen_link_dead() {
+  auto l = knbd::LinkDeadListener::open();
+  if (!l) {
+    MLOG_WARN("kernel nbd: cannot listen for LINK_DEAD: %s", l.error().to_string().c_str());
+    return;
+  }
+  link_dead_ = std::move(*l);
+  arm_poll();
+}
+
+void KernelDevice::arm_poll() {
+  if (!link_dead_ || poll_posted_ || stopping_) return;
+  poll_posted_ = true;
+  io_uring_prep_poll_add(loop_.sqe(this), link_dead_->fd(), POLLIN);
+}
+
+void KernelDevice::on_complete(int res, uint32_t) {
+  poll_posted_ = false;
+  if (stopping_ || res == -ECANCELED) return;
+  if (res < 0) {
+    MLOG_WARN("kernel nbd: LINK_DEAD listener: %s", strerror(-res));
+    return;
+  }
+  for (int idx : link_dead_->read_events()) {
+    if (idx != index_) continue;
+    ++link_dead_events_;
+    dead_ = true;
+    MLOG_WARN("kernel nbd: /dev/nbd%d reports a dead connection (LINK_DEAD): handing it fresh "
+              "sockets", index_);
+    if (auto st = reconfigure(index_); !st)
+      MLOG_ERROR("kernel nbd: /dev/nbd%d: %s", index_, st.error().to_string().c_str());
+    else
+      MLOG_INFO("kernel nbd: /dev/nbd%d has live connections again", index_);
+  }
+  arm_poll();
+}
+
+void KernelDevice::detach() {
+  stopping_ = true;
+  if (poll_posted_) io_uring_prep_poll_remove(loop_.sqe(nullptr), reinterpret_cast<uint64_t>(this));
+  if (!attached_) return;
+  attached_ = false;
+  Status st;
+  if (ioctl_) {
+    st = ioctl_->disconnect();
+  } else {
+    knbd::NetlinkNbd nbd(*nl_);
+    st = nbd.disconnect(index_);
+  }
+  if (!st)
+    MLOG_ERROR("kernel nbd: detach /dev/nbd%d: %s", index_, st.error().to_string().c_str());
+  else
+    MLOG_INFO("detached /dev/nbd%d", index_);
+}
+
+DeviceStatus KernelDevice::status() const {
+  DeviceStatus s;
+  s.path = index_ >= 0 ? "/dev/nbd" + std::to_string(index_) : opts_.cfg.path;
+  s.api = api_ == knbd::Api::kIoctl ? "ioctl" : "netlink";
+  s.connections = opts_.cfg.connections;
+  s.state = !attached_ ? "detached" : dead_ ? "dead" : "attached";
+  s.reattached = reattached_;
+  s.link_dead_events = link_dead_events_;
+  s.read_only = server_.kernel_flags(opts_.export_name) & nbd::kFlagReadOnly;
+  return s;
+}
+
+}  // namespace mirror

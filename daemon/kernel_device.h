@@ -1,0 +1,81 @@
+// KernelDevice: one export of our NbdServer attached to this host's kernel as
+// /dev/nbdX (docs/kernel-attach.md). Makes a socketpair per connection, gives
+// our ends to NbdServer::adopt and the others to the kernel.
+//
+// Start: if a device already carries our backend identifier (the previous
+// mirrord crashed or was upgraded, the device stayed, maybe mounted), it gets
+// fresh sockets through RECONFIGURE instead of a new CONNECT: I/O that waited
+// within the dead-connection timeout then completes without an error. While
+// running, a LINK_DEAD for our device (a connection died) is logged and
+// answered the same way. Clean stop: DISCONNECT.
+//
+// Thread: the Loop's. Attach and detach make blocking netlink calls; the
+// kernel does not wait for our NBD replies inside them.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "config.h"
+#include "kernel_nbd.h"
+#include "server.h"
+#include "uring.h"
+
+namespace mirror {
+
+// What `mirrorctl status` shows under "device".
+struct DeviceStatus {
+  std::string path;         // /dev/nbdN once attached, else what was configured
+  std::string api;          // "netlink" or "ioctl"
+  uint32_t connections = 0;
+  std::string state;        // "attached", "dead" (waiting for sockets) or "detached"
+  bool reattached = false;  // took over the device a previous mirrord left
+  uint64_t link_dead_events = 0;
+  bool read_only = false;
+};
+
+class KernelDevice final : public Completion {
+ public:
+  struct Options {
+    DeviceConfig cfg;
+    std::string export_name;
+    std::string backend_id;  // "mirrord:<volume>:<node>"
+    std::string sysfs_block = "/sys/block";
+  };
+  KernelDevice(Loop& loop, NbdServer& server, Options opts);
+  ~KernelDevice();
+
+  Status attach();
+  // Disconnects the device (the kernel sends NBD_CMD_DISC on each socket, so
+  // the server's connections drain). Idempotent.
+  void detach();
+  DeviceStatus status() const;
+
+  // The LINK_DEAD listener's poll.
+  void on_complete(int res, uint32_t flags) override;
+
+ private:
+  // Fresh socketpairs: our ends adopted by the server, the kernel's returned.
+  Result<std::vector<UniqueFd>> make_sockets();
+  Status reconfigure(int index);
+  void listen_link_dead();
+  void arm_poll();
+
+  Loop& loop_;
+  NbdServer& server_;
+  Options opts_;
+  knbd::Api api_ = knbd::Api::kNetlink;
+  std::unique_ptr<knbd::NetlinkTransport> nl_;
+  std::unique_ptr<knbd::IoctlNbd> ioctl_;
+  std::unique_ptr<knbd::LinkDeadListener> link_dead_;
+  int index_ = -1;
+  bool attached_ = false;
+  bool dead_ = false;
+  bool reattached_ = false;
+  bool poll_posted_ = false;
+  bool stopping_ = false;
+  uint64_t link_dead_events_ = 0;
+  uint64_t next_peer_ = 0;
+};
+
+}  // namespace mirror
