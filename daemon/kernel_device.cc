@@ -37,11 +37,19 @@ std::vector<int> raw(const std::vector<UniqueFd>& fds) {
 Status KernelDevice::attach() {
   auto configured = knbd::parse_device(opts_.cfg.path);
   if (!configured) return configured.error();
-  auto t = knbd::NetlinkTransport::open();
-  if (!t) return t.error();
-  auto api = knbd::choose_api(**t);
-  if (!api) return Error{api.error().code, "kernel nbd: " + api.error().message};
-  api_ = *api;
+  std::unique_ptr<knbd::NetlinkTransport> t;
+  if (opts_.api == "ioctl") {
+    api_ = knbd::Api::kIoctl;
+  } else {
+    auto opened = knbd::NetlinkTransport::open();
+    if (!opened) return opened.error();
+    t = std::move(*opened);
+    auto api = knbd::choose_api(*t);
+    if (!api) return Error{api.error().code, "kernel nbd: " + api.error().message};
+    if (*api == knbd::Api::kIoctl && opts_.api == "netlink")
+      return Error{ENOENT, "kernel nbd: no \"nbd\" netlink family (is nbd.ko loaded?)"};
+    api_ = *api;
+  }
 
   knbd::AttachParams p;
   p.index = *configured;
@@ -52,8 +60,9 @@ Status KernelDevice::attach() {
   p.backend_id = opts_.backend_id;
 
   if (api_ == knbd::Api::kIoctl) {
-    MLOG_WARN("kernel nbd: no \"nbd\" netlink family: using the ioctls (no re-attach after a "
-              "restart, no LINK_DEAD)");
+    if (opts_.api != "ioctl")
+      MLOG_WARN("kernel nbd: no \"nbd\" netlink family: using the ioctls (no re-attach after a "
+                "restart, no LINK_DEAD)");
     auto socks = make_sockets();
     if (!socks) return socks.error();
     p.sock_fds = raw(*socks);
@@ -66,7 +75,7 @@ Status KernelDevice::attach() {
               opts_.export_name.c_str(), index_, opts_.cfg.connections);
     return {};
   }
-  nl_ = std::move(*t);
+  nl_ = std::move(t);
 
   // Our device survived a previous mirrord: same identifier, fresh sockets.
   int found = knbd::find_by_backend(opts_.sysfs_block, opts_.backend_id);
@@ -164,7 +173,7 @@ void KernelDevice::detach() {
   attached_ = false;
   Status st;
   if (ioctl_) {
-    st = ioctl_->disconnect();
+    st = ioctl_->disconnect();  // NBD_DO_IT returns once the server closed its ends
   } else {
     knbd::NetlinkNbd nbd(*nl_);
     st = nbd.disconnect(index_);

@@ -41,6 +41,7 @@ class KernelDevice final : public Completion {
     std::string export_name;
     std::string backend_id;  // "mirrord:<volume>:<node>"
     std::string sysfs_block = "/sys/block";
+    std::string api = "auto";  // or "netlink" / "ioctl": no fallback
   };
   KernelDevice(Loop& loop, NbdServer& server, Options opts);
   ~KernelDevice();

@@ -102,7 +102,7 @@ int run(int argc, char** argv) {
   app.add_option("--config", config_file,
                  "Volume file (TOML): serve and mirror that volume (see docs/configuration.md)");
   app.add_option("--node", node_name, "This node's name in the volume file (default: host name)");
-  std::string device_arg, device_timeout = "30s", dead_timeout = "120s";
+  std::string device_arg, device_timeout = "30s", dead_timeout = "120s", device_api = "auto";
   uint32_t device_connections = 1;
   app.add_option("--device", device_arg,
                  "/dev/nbdN or auto: attach the first --export to the kernel as this device "
@@ -113,6 +113,9 @@ int run(int argc, char** argv) {
                  "Per-request timeout of --device, whole seconds (default 30s)");
   app.add_option("--dead-connection-timeout", dead_timeout,
                  "How long --device I/O waits for a restarted mirrord (default 120s)");
+  app.add_option("--device-api", device_api,
+                 "auto (netlink, else the ioctls), netlink or ioctl: how to attach the device")
+      ->check(CLI::IsMember({"auto", "netlink", "ioctl"}));
   app.add_flag("--force-full-sync", force_full_sync,
                "Primary only: copy the whole volume to the peer, whatever the generations say");
   try {
@@ -343,6 +346,7 @@ int run(int argc, char** argv) {
     KernelDevice::Options o;
     o.cfg = device_cfg;
     o.export_name = self ? cfg.name : exports.front().name;
+    o.api = device_api;
     o.backend_id = self ? "mirrord:" + cfg.name + ":" + self->name : "mirrord:export:" + o.export_name;
     device = std::make_unique<KernelDevice>(**loop, server, std::move(o));
     if (auto st = device->attach(); !st) {

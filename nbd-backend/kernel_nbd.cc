@@ -399,7 +399,10 @@ std::vector<int> LinkDeadListener::read_events() {
 // ---------------------------------------------------------------- ioctl --
 
 IoctlNbd::~IoctlNbd() {
-  if (attached()) (void)disconnect();
+  if (!dev_.valid()) return;
+  (void)disconnect();
+  ::ioctl(dev_.get(), NBD_CLEAR_SOCK);  // ends NBD_DO_IT even if nobody closes the other ends
+  if (do_it_.joinable()) do_it_.join();
 }
 
 Result<int> IoctlNbd::connect(const AttachParams& p) {
@@ -441,11 +444,9 @@ Result<int> IoctlNbd::connect(const AttachParams& p) {
 
 Status IoctlNbd::disconnect() {
   if (!attached()) return {};
-  Status st;
-  if (::ioctl(dev_.get(), NBD_DISCONNECT) < 0) st = errno_error("NBD_DISCONNECT");
-  if (do_it_.joinable()) do_it_.join();
-  dev_.reset();
-  return st;
+  disconnect_sent_ = true;
+  if (::ioctl(dev_.get(), NBD_DISCONNECT) < 0) return errno_error("NBD_DISCONNECT");
+  return {};
 }
 
 }  // namespace mirror::knbd

@@ -145,7 +145,11 @@ class LinkDeadListener {
 };
 
 // The ioctl fallback for one device. connect() returns once the kernel has
-// the sockets and a thread sits in NBD_DO_IT; disconnect() ends it.
+// the sockets and a thread sits in NBD_DO_IT. disconnect() only asks: the
+// kernel sends NBD_CMD_DISC and NBD_DO_IT returns once the server has closed
+// its ends, which needs the serving loop to run, so the caller must not wait
+// for it on that loop. The destructor waits (after shutting the kernel's
+// sockets down, so it cannot hang on a server that is gone).
 class IoctlNbd {
  public:
   explicit IoctlNbd(std::string dev_dir = "/dev", std::string sysfs_block = "/sys/block")
@@ -153,12 +157,13 @@ class IoctlNbd {
   ~IoctlNbd();
   Result<int> connect(const AttachParams& p);
   Status disconnect();
-  bool attached() const { return dev_.valid(); }
+  bool attached() const { return dev_.valid() && !disconnect_sent_; }
 
  private:
   std::string dev_dir_, sysfs_block_;
   UniqueFd dev_;
   std::thread do_it_;
+  bool disconnect_sent_ = false;
 };
 
 }  // namespace mirror::knbd
