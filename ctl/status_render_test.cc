@@ -1,0 +1,60 @@
+// What `mirrorctl status` prints for the device, from the daemon's own JSON
+// (status_to_json), so the two ends of the schema are tested together.
+#include "status_render.h"
+
+#include <gtest/gtest.h>
+
+#include "status_json.h"
+
+namespace mirror {
+namespace {
+
+VolumeStatus volume() {
+  VolumeStatus v;
+  v.volume = "db";
+  v.node = "alpha";
+  v.peer = "beta";
+  v.role = Role::kPrimary;
+  v.link = "connected";
+  v.state = "synchronized";
+  v.size = 64 << 20;
+  return v;
+}
+
+TEST(StatusRender, DeviceLine) {
+  DeviceStatus d;
+  d.path = "/dev/nbd0";
+  d.api = "netlink";
+  d.connections = 4;
+  d.state = "attached";
+  d.reattached = true;
+  nlohmann::json j = status_to_json(volume(), &d);
+  EXPECT_EQ(j["device"]["path"], "/dev/nbd0");
+  EXPECT_EQ(j["device"]["connections"], 4);
+  EXPECT_EQ(j["device"]["reattached"], true);
+  std::string out = render_status(j, false);
+  EXPECT_NE(out.find("  device           /dev/nbd0 (attached, 4 connections, netlink, "
+                     "re-attached after a restart)\n"),
+            std::string::npos)
+      << out;
+}
+
+TEST(StatusRender, ReadOnlyDeadDevice) {
+  DeviceStatus d;
+  d.path = "/dev/nbd1";
+  d.api = "ioctl";
+  d.connections = 1;
+  d.state = "dead";
+  d.read_only = true;
+  std::string out = render_status(status_to_json(volume(), &d), false);
+  EXPECT_NE(out.find("/dev/nbd1 (dead, 1 connection, ioctl, read-only)"), std::string::npos) << out;
+}
+
+TEST(StatusRender, NoDeviceNoLine) {
+  nlohmann::json j = status_to_json(volume());
+  EXPECT_TRUE(j["device"].is_null());
+  EXPECT_EQ(render_status(j, false).find("device"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mirror
