@@ -168,7 +168,8 @@ void KernelDevice::on_complete(int res, uint32_t) {
 
 void KernelDevice::detach() {
   stopping_ = true;
-  if (poll_posted_) io_uring_prep_poll_remove(loop_.sqe(nullptr), reinterpret_cast<uint64_t>(this));
+  if (poll_posted_) io_uring_prep_poll_remove(loop_.sqe(nullptr),
+                              reinterpret_cast<uint64_t>(static_cast<Completion*>(this)));
   if (!attached_) return;
   attached_ = false;
   Status st;
