@@ -17,22 +17,8 @@ pair_start
 attach_primary
 mkfs_mount
 
-(
-  i=1
-  while [ $i -le "$FILES" ]; do
-    dd if=/dev/urandom of="/mnt/f$i" bs=256k count=4 conv=fsync 2>/dev/null ||
-      { echo "write $i failed" >/tmp/load.err; exit 1; }
-    echo $i >/tmp/load.progress
-    i=$((i + 1))
-  done
-) &
-LOAD=$!
-_i=0
-while [ "$(cat /tmp/load.progress 2>/dev/null || echo 0)" -lt "$KILL_AFTER" ]; do
-  _i=$((_i + 1)); [ $_i -le 1200 ] || die "the write loop made no progress in 60 s"
-  usleep 50000
-done
-step "write loop at file $(cat /tmp/load.progress) of $FILES"
+load_start "$FILES"
+load_wait "$KILL_AFTER"
 kill9_node beta
 wait "$LOAD" || die "the write loop failed while the secondary was down: $(cat /tmp/load.err 2>/dev/null)"
 run sync

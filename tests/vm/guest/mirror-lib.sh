@@ -10,6 +10,8 @@
 # by the kernel's NBD client over 127.0.0.1:$NBD_PORT (export "db").
 #
 # Environment (GUEST_ENV): VOL_SIZE (default 64M).
+# ALPHA_KEYS / BETA_KEYS: extra lines for that node's table (the kernel-attach tests set
+# device = "/dev/nbd0" etc. there; mirrord then attaches the device itself).
 # shellcheck disable=SC1091  # packed from tests/vm/guest/lib.sh
 . /lib/vmtest.sh
 
@@ -110,6 +112,7 @@ backing = "$A_IMG"
 metadata = "$PAIR/a.meta"
 nbd-listen = ["127.0.0.1:$NBD_PORT", "unix:$PAIR/alpha.nbd"]
 control = "$PAIR/alpha.ctl"
+${ALPHA_KEYS:-}
 
 [[node]]
 name = "beta"
@@ -118,6 +121,7 @@ backing = "$B_IMG"
 metadata = "$PAIR/b.meta"
 nbd-listen = ["127.0.0.1:$NBD_PORT_B", "unix:$PAIR/beta.nbd"]
 control = "$PAIR/beta.ctl"
+${BETA_KEYS:-}
 EOF
   chmod 600 "$PAIR/vol.toml"
   start_node beta
@@ -152,6 +156,67 @@ mkfs_mount() {
   # noinit_itable: no ext4lazyinit writes racing with the comparisons
   run mount -t ext4 -o noinit_itable /dev/nbd0 /mnt
   step "ext4 on /dev/nbd0 mounted at /mnt"
+}
+
+# device_field NODE KEY: a scalar of the "device" object of `mirrorctl status --json`
+# (indented by four spaces).
+device_field() {
+  ctl "$1" status --json 2>/dev/null |
+    sed -n "s/^    \"$2\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p"
+}
+
+# expect_attached DEV NODE: mirrord NODE attached DEV itself: the kernel reports our backend
+# identifier and a size, and `mirrorctl status` shows the device attached.
+expect_attached() {
+  _sys=/sys/block/${1#/dev/}
+  [ "$(cat "$_sys/backend" 2>/dev/null)" = "mirrord:db:$2" ] ||
+    die "$1: backend '$(cat "$_sys/backend" 2>/dev/null)', expected mirrord:db:$2"
+  [ "$(blockdev --getsize64 "$1")" -gt 0 ] || die "$1 has size 0"
+  [ "$(device_field "$2" state)" = attached ] || die "$2 status: device $(device_field "$2" state)"
+  [ "$(device_field "$2" path)" = "$1" ] || die "$2 status: device path $(device_field "$2" path)"
+  step "$1 attached by mirrord $2: backend $(cat "$_sys/backend"), $(blockdev --getsize64 "$1") bytes," \
+       "$(device_field "$2" connections) connection(s), api $(device_field "$2" api)"
+}
+
+# expect_detached DEV: the kernel released DEV (no client pid, size 0).
+expect_detached() {
+  _sys=/sys/block/${1#/dev/}
+  _i=0
+  while [ -e "$_sys/pid" ] || [ "$(cat "$_sys/size")" != 0 ]; do
+    _i=$((_i + 1))
+    [ $_i -le 100 ] || die "$1 still attached (pid $(cat "$_sys/pid" 2>/dev/null), size $(cat "$_sys/size"))"
+    usleep 50000
+  done
+  step "$1 detached: no pid, size 0"
+}
+
+# load_start FILES: in the background, write /mnt/f1 .. /mnt/fFILES with conv=fsync: a copy
+# of /tmp/srcI when the test prepared one, else 1 MiB from /dev/urandom. Progress in
+# /tmp/load.progress, errors in /tmp/load.err; the loop's pid in LOAD.
+load_start() {
+  (
+    i=1
+    while [ $i -le "$1" ]; do
+      if [ -e "/tmp/src$i" ]; then
+        dd if="/tmp/src$i" of="/mnt/f$i" bs=128k conv=fsync 2>>/tmp/load.err
+      else
+        dd if=/dev/urandom of="/mnt/f$i" bs=256k count=4 conv=fsync 2>>/tmp/load.err
+      fi || { echo "write $i failed" >>/tmp/load.err; exit 1; }
+      echo $i >/tmp/load.progress
+      i=$((i + 1))
+    done
+  ) &
+  LOAD=$!
+}
+
+# load_wait N: until the write loop has written N files (60 s at most).
+load_wait() {
+  _i=0
+  while [ "$(cat /tmp/load.progress 2>/dev/null || echo 0)" -lt "$1" ]; do
+    _i=$((_i + 1)); [ $_i -le 1200 ] || die "the write loop made no progress in 60 s"
+    usleep 50000
+  done
+  step "write loop at file $(cat /tmp/load.progress)"
 }
 
 # pair_finish: umount, disconnect, both daemons SIGTERM (exit 0), images identical,
