@@ -297,6 +297,16 @@ void Replicator::send_to_peer(Op* op) {
 }
 
 void Replicator::mark_dirty_and_wait(Op* op) {
+  // The first change the peer lacks moves the generation on (committed with
+  // its dirty bit), or the next handshake would find both generations equal
+  // and plan "in sync" without copying it: a primary that started while its
+  // peer was down never went through diverge().
+  auto g = bitmap_.generation();
+  if (g.bitmap == 0) {
+    g.bitmap = g.current;
+    g.current = random_id();
+    bitmap_.set_generation(g);
+  }
   bitmap_.set_dirty(op->off, op->len);
   op->meta_pending = true;
   bitmap_.commit(&op->meta);
