@@ -28,6 +28,17 @@ const std::vector<CommandSpec>& commands() {
       {"hold", "Hold new writes (consistency groups; released after timeout_ms)", true,
        {{"timeout_ms", T::kInt, "Release automatically after this long", true, false}}},
       {"release", "Release writes held by hold", true, {}},
+      {"demote",
+       "Primary: refuse new writes, wait until the peer is in sync, flush, become secondary",
+       true,
+       {{"timeout", T::kInt, "Seconds to wait for the peer to be in sync (default 60)", false,
+         false}}},
+      {"promote",
+       "Secondary: become primary; refused while this copy may be behind the peer or the peer "
+       "is primary",
+       true,
+       {{"force", T::kBool, "Promote even though this copy may be behind (the peer is lost); "
+                            "its later writes become a split brain", false, false}}},
   };
   return table;
 }

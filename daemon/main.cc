@@ -98,7 +98,7 @@ int run(int argc, char** argv) {
   app.add_option("--log-level", log_level, "debug, info, warn or error");
   app.add_option("--max-connections", limits.max_connections, "Connections served at once");
   std::string config_file, node_name;
-  bool force_full_sync = false;
+  bool force_full_sync = false, discard_my_data = false;
   app.add_option("--config", config_file,
                  "Volume file (TOML): serve and mirror that volume (see docs/configuration.md)");
   app.add_option("--node", node_name, "This node's name in the volume file (default: host name)");
@@ -118,6 +118,9 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "netlink", "ioctl"}));
   app.add_flag("--force-full-sync", force_full_sync,
                "Primary only: copy the whole volume to the peer, whatever the generations say");
+  app.add_flag("--discard-my-data", discard_my_data,
+               "Split brain recovery, on the node whose changes lose: become secondary and "
+               "take a full copy from the peer (persisted until the copy is done)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -252,7 +255,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<Volume> volume;
   NbdServer server(**loop, limits);
   if (self) {
-    auto v = Volume::open(**loop, cfg, *self, {.force_full_sync = force_full_sync});
+    auto v = Volume::open(**loop, cfg, *self, {.force_full_sync = force_full_sync, .discard_my_data = discard_my_data});
     if (!v) {
       MLOG_ERROR("volume '%s': %s", cfg.name.c_str(), v.error().to_string().c_str());
       return 1;
@@ -263,6 +266,9 @@ int run(int argc, char** argv) {
     info.description = "mirrored volume " + cfg.name;
     info.read_only = volume->nbd_read_only();
     server.add_export(std::move(info), volume->nbd_backend());
+    volume->on_export_mode = [&server, name = cfg.name](bool read_only) {
+      server.set_read_only(name, read_only);
+    };
   }
   for (const auto& s : exports) {
     auto be = FileBackend::open(**loop, s.path, {.read_only = s.read_only});

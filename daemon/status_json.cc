@@ -30,6 +30,8 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"last_error", st.last_error},
       {"generation", gen},
       {"holding_writes", st.holding},
+      {"peer_role", st.peer_role.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.peer_role)},
+      {"demoting", st.demoting},
   };
   if (st.split_unix_ms) {
     j["last_split"] = {{"unix_ms", st.split_unix_ms}, {"drain_us", st.split_drain_us}};

@@ -37,6 +37,13 @@ uint64_t unix_ms() {
   return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+// What an operator reads when a split brain stops a command.
+constexpr const char* kSplitBrainHelp =
+    "split brain: both nodes changed the data since they last agreed, and nothing was "
+    "overwritten. Choose the survivor: on the other node (the victim, whose changes are lost) "
+    "stop mirrord and start it once with `mirrord --discard-my-data`; it becomes secondary "
+    "and takes a full copy from the survivor";
+
 // Ids of the Volume's own requests on the link (the Replicator's are small).
 constexpr uint64_t kControlIdBit = uint64_t(1) << 63;
 
@@ -83,7 +90,7 @@ struct Volume::Dialer final : Completion {
 
 Volume::Volume(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self,
                const NodeConfig& peer, Options opts)
-    : loop_(loop), cfg_(cfg), self_(self), peer_(peer), opts_(opts),
+    : loop_(loop), cfg_(cfg), self_(self), peer_(peer), opts_(opts), gate_(loop),
       tick_timer_(loop, [this] { tick(); }) {}
 
 Volume::~Volume() = default;
@@ -107,21 +114,29 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
   v->bitmap_ = std::move(*bm);
   if (auto st = v->prepare_metadata(report); !st) return st.error();
   if (v->role_ == Role::kPrimary) {
-    v->replicator_ = std::make_unique<Replicator>(loop, *v->file_, *v->bitmap_, cfg);
-    Volume* self_ptr = v.get();
-    v->replicator_->on_link_failure = [self_ptr](const std::string& why) {
-      if (self_ptr->active_) self_ptr->active_->conn->close(why);
-    };
+    v->make_replicator();
   } else {
-    v->applier_ = std::make_unique<SecondaryApplier>(loop, *v->file_, *v->bitmap_);
-    Volume* self_ptr = v.get();
-    v->applier_->on_split = [self_ptr](uint64_t when) {
-      self_ptr->split_unix_ms_ = when;
-      MLOG_INFO("volume '%s': split by the primary: this copy is a stable point-in-time image",
-                self_ptr->cfg_.name.c_str());
-    };
+    v->make_applier();
   }
   return v;
+}
+
+void Volume::make_replicator() {
+  replicator_ = std::make_unique<Replicator>(loop_, *file_, *bitmap_, cfg_);
+  replicator_->on_link_failure = [this](const std::string& why) {
+    if (active_) active_->conn->close(why);
+  };
+  gate_.set(replicator_.get(), true);
+}
+
+void Volume::make_applier() {
+  applier_ = std::make_unique<SecondaryApplier>(loop_, *file_, *bitmap_);
+  applier_->on_split = [this](uint64_t when) {
+    split_unix_ms_ = when;
+    MLOG_INFO("volume '%s': split by the primary: this copy is a stable point-in-time image",
+              cfg_.name.c_str());
+  };
+  gate_.set(file_.get(), false);
 }
 
 Status Volume::prepare_metadata(const BitmapOpenReport& report) {
@@ -141,6 +156,15 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
               role_ == Role::kPrimary ? "primary" : "secondary", cfg_.primary.c_str());
   } else {
     role_ = (flags & kFlagPrimary) ? Role::kPrimary : Role::kSecondary;
+  }
+  if (opts_.discard_my_data) {
+    // Persisted: a restart before the copy finished still takes the copy.
+    role_ = Role::kSecondary;
+    flags |= kFlagFullSyncNeeded | kFlagInconsistent;
+    flags &= ~(kFlagSplit | kFlagDisposableLocalWrites);
+    MLOG_WARN("volume '%s': --discard-my-data: this node is secondary and its data will be "
+              "overwritten by a full copy from '%s'",
+              cfg_.name.c_str(), peer_.name.c_str());
   }
   if (report.full_resync && !report.created) open_warning_ = report.reason;
   if (role_ == Role::kPrimary) {
@@ -176,11 +200,6 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   bm.set_generation(g);
   bm.set_flags(flags);
   return bm.flush_sync();
-}
-
-Backend* Volume::nbd_backend() {
-  if (role_ == Role::kPrimary) return replicator_.get();
-  return file_.get();
 }
 
 Status Volume::start() {
@@ -284,6 +303,8 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
     if (h.type == link::Type::kReply) return replicator_->on_reply(h);
     return c->close("unexpected message from the secondary");
   }
+  // Two secondaries (standby): nothing is mirrored.
+  if (peer_state_.role != link::State::kPrimary) return;
   applier_->on_message(h, payload);
 }
 
@@ -378,18 +399,33 @@ link::State Volume::my_state() const {
 
 void Volume::on_peer_state(Session* s, const link::State& st) {
   if (active_) return session_error(s, "a replication session is already active", false);
+  peer_state_ = st;
+  peer_known_ = true;
   if (role_ == Role::kPrimary) {
     if (st.role == link::State::kPrimary) {
       split_brain_ = true;
-      MLOG_ERROR("split brain: both '%s' and '%s' are primary; demote one of them",
+      MLOG_ERROR("split brain: both '%s' and '%s' are primary; nothing was overwritten. "
+                 "Choose the survivor: start the other node once with --discard-my-data",
                  self_.name.c_str(), peer_.name.c_str());
       return session_error(s, "split brain: both nodes are primary", false);
     }
     return plan_as_primary(s, st);
   }
-  if (st.role != link::State::kPrimary)
-    return session_error(s, "neither node is primary", false);
+  if (st.role != link::State::kPrimary) return enter_standby(s, st);
   s->phase = Session::Phase::kPlan;
+}
+
+void Volume::enter_standby(Session* s, const link::State& st) {
+  // Neither node is primary (after a demote, before a promote): stay
+  // connected so each side knows the other's role and generation, which is
+  // what promote checks; nothing is copied.
+  active_ = s;
+  s->phase = Session::Phase::kActive;
+  dialer_->backoff_ms = 100;
+  last_error_.clear();
+  bool same = st.gen.current == bitmap_->generation().current;
+  MLOG_INFO("volume '%s': peer '%s' connected, both secondary (%s)", cfg_.name.c_str(),
+            peer_.name.c_str(), same ? "same generation" : "generations differ");
 }
 
 void Volume::plan_as_primary(Session* s, const link::State& st) {
@@ -430,8 +466,8 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   if (!refuse.empty()) {
     if (refuse.starts_with("split brain")) split_brain_ = true;
     MLOG_ERROR("volume '%s': %s; nothing was overwritten. Choose the survivor: on the node "
-               "whose data is discarded, stop mirrord and delete its metadata file, then "
-               "restart it as secondary",
+               "whose data is discarded, stop mirrord and start it once with "
+               "--discard-my-data",
                cfg_.name.c_str(), refuse.c_str());
     return session_error(s, refuse, false);
   }
@@ -584,6 +620,10 @@ void Volume::on_link_closed(LinkConn* c, const std::string& why) {
   }
 }
 
+void Volume::reconnect(const std::string& why) {
+  if (active_) active_->conn->close(why);
+}
+
 std::shared_ptr<Volume::Session> Volume::find_session(Session* s) {
   for (auto& p : sessions_) {
     if (p.get() == s) return p;
@@ -594,7 +634,10 @@ std::shared_ptr<Volume::Session> Volume::find_session(Session* s) {
 // -------------------------------------------------------------- dialing --
 
 void Volume::dial() {
-  if (role_ != Role::kPrimary || stopping_ || active_ || dialer_->busy) return;
+  // One side dials, whatever the roles (which change with promote and
+  // demote): the node whose name sorts first. Never both, so two sessions
+  // never race to become the active one.
+  if (self_.name > peer_.name || stopping_ || active_ || dialer_->busy) return;
   if (!sessions_.empty()) return;  // a handshake is under way
   if (now_ms_ < dialer_->next_ms) return;
   UniqueFd fd(::socket(dialer_->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -629,6 +672,7 @@ void Volume::on_dial(int res) {
 void Volume::tick() {
   now_ms_ = now_ms();
   if (replicator_) replicator_->tick(now_ms_);
+  if (demote_) demote_poll();
   if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
     // Whoever held the writes is gone or stuck: never block the application.
     hold_deadline_ms_ = 0;
@@ -686,6 +730,9 @@ VolumeStatus Volume::status() const {
   st.split_unix_ms = split_unix_ms_;
   st.split_drain_us = split_drain_us_;
   st.holding = replicator_ && replicator_->held();
+  st.demoting = demote_ != nullptr;
+  if (active_ && peer_known_)
+    st.peer_role = peer_state_.role == link::State::kPrimary ? "primary" : "secondary";
   if (replicator_) {
     st.resync = replicator_->progress();
     st.resynced_bytes_total = replicator_->resynced_bytes_total();
@@ -710,6 +757,8 @@ VolumeStatus Volume::status() const {
   } else {
     if (!active_) {
       st.state = "disconnected";
+    } else if (peer_state_.role != link::State::kPrimary) {
+      st.state = "standby";  // both secondary: nothing is mirrored
     } else {
       st.state = st.consistent ? "synchronized" : "resyncing";
     }
@@ -726,7 +775,7 @@ namespace mirror {
 void Volume::split(Done done) {
   if (role_ != Role::kPrimary)
     return done(EINVAL, "split runs on the primary ('" + peer_.name + "')");
-  if (split_brain_) return done(EBUSY, "the pair is in split brain: resolve that first");
+  if (split_brain_) return done(EBUSY, kSplitBrainHelp);
   switch (replicator_->state()) {
     case Replicator::LinkState::kSplit:
       return done(EALREADY, "already split");
@@ -771,12 +820,11 @@ void Volume::split(Done done) {
 }
 
 void Volume::rejoin(Done done) {
+  if (split_brain_)
+    return done(EBUSY, std::string(kSplitBrainHelp));
   if (role_ != Role::kPrimary)
     return done(EINVAL, "rejoin runs on the primary ('" + peer_.name + "')");
   if (!(bitmap_->flags() & kFlagSplit)) return done(EALREADY, "not split");
-  if (split_brain_)
-    return done(EBUSY,
-                "split brain: rejoin would overwrite changes; choose the survivor first");
   bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
   bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
     if (err) return done(-err, "cannot write the metadata");

@@ -27,6 +27,7 @@
 #include "link_conn.h"
 #include "listen_addr.h"
 #include "replicator.h"
+#include "role_gate.h"
 #include "secondary.h"
 #include "server.h"
 #include "uring.h"
@@ -52,12 +53,17 @@ struct VolumeStatus {
   uint64_t split_unix_ms = 0;   // when the last split happened
   uint64_t split_drain_us = 0;  // how long its mirrored writes took to drain
   bool holding = false;
+  std::string peer_role;  // primary / secondary, as of the last handshake; "" if unknown
+  bool demoting = false;  // demote running: NBD writes are refused
 };
 
 class Volume final : public LinkConn::Handler {
  public:
   struct Options {
     bool force_full_sync = false;  // operator: ignore generations, copy all
+    // Operator, resolving a split brain on the node whose changes lose: this
+    // node becomes secondary and takes a full copy from the peer.
+    bool discard_my_data = false;
   };
   static Result<std::unique_ptr<Volume>> open(Loop& loop, const VolumeConfig& cfg,
                                               const NodeConfig& self, Options opts);
@@ -65,10 +71,14 @@ class Volume final : public LinkConn::Handler {
 
   // Binds the replication address and starts talking to the peer.
   Status start();
-  // The backend NBD clients get: read-write on the primary, the local copy
-  // (read-only) on the secondary.
-  Backend* nbd_backend();
-  bool nbd_read_only() const { return role_ == Role::kSecondary; }
+  // The backend NBD clients get, for the Volume's lifetime: read-write on the
+  // primary, the local copy (read-only) on the secondary; it follows role
+  // changes (promote, demote).
+  Backend* nbd_backend() { return &gate_; }
+  bool nbd_read_only() const { return !gate_.writable(); }
+  // Called when the NBD export must become read-only (true) or read-write
+  // (false): demote refuses writes from its start, promote allows them.
+  std::function<void(bool read_only)> on_export_mode;
   // Clean stop, after the NBD server drained: flush, record a clean
   // shutdown in the metadata, close the link.
   void stop(std::function<void()> done);
@@ -88,6 +98,14 @@ class Volume final : public LinkConn::Handler {
   // latest, so an application is never blocked by a lost client), release.
   void hold(uint32_t timeout_ms, Done done);
   void release(Done done);
+  // Planned failover (volume_failover.cc). demote (primary): refuse new
+  // writes, wait until the peer is in sync (at most timeout_ms), flush, and
+  // become secondary (persisted). promote (secondary): refused while this
+  // copy may be behind the peer, or while the peer is primary, unless
+  // `force` (which moves the generation on so the old primary's later
+  // writes are a split brain, never merged); becomes primary (persisted).
+  void demote(uint32_t timeout_ms, Done done);
+  void promote(bool force, Done done);
 
   // LinkConn::Handler.
   void on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) override;
@@ -109,6 +127,14 @@ class Volume final : public LinkConn::Handler {
   void on_plan(Session* s, const link::Header& h, const link::Plan& plan);
   void activate(Session* s);
   link::State my_state() const;
+  void enter_standby(Session* s, const link::State& st);
+  void make_replicator();
+  void make_applier();
+  void demote_poll();
+  void demote_finish(int err, const std::string& why);
+  std::string behind_reason() const;
+  void become(Role role);
+  void reconnect(const std::string& why);
   void dial();
   void on_dial(int res);
   void tick();
@@ -123,6 +149,20 @@ class Volume final : public LinkConn::Handler {
   std::unique_ptr<Bitmap> bitmap_;
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<SecondaryApplier> applier_;
+  // Halves left behind by a role change. Kept, not destroyed: a late
+  // completion (an apply finishing, a ping's reply) may still name them.
+  std::vector<std::unique_ptr<Replicator>> retired_replicators_;
+  std::vector<std::unique_ptr<SecondaryApplier>> retired_appliers_;
+  RoleGate gate_;
+  // The peer's STATE from the last handshake (valid while peer_known_).
+  link::State peer_state_;
+  bool peer_known_ = false;
+  struct Demote {
+    Done done;
+    uint64_t deadline_ms = 0;
+    bool flushing = false;
+  };
+  std::unique_ptr<Demote> demote_;
 
   std::vector<std::shared_ptr<Session>> sessions_;
   Session* active_ = nullptr;

@@ -32,6 +32,12 @@ void VolumeControl::on_command(const control::Request& req, const ControlPeer&,
   if (cmd == "split") return volume_.split(reply);
   if (cmd == "hold") return volume_.hold(uint32_t(req.args["timeout_ms"].get<int64_t>()), reply);
   if (cmd == "release") return volume_.release(reply);
+  if (cmd == "promote") return volume_.promote(req.args.value("force", false), reply);
+  if (cmd == "demote") {
+    int64_t s = req.args.value("timeout", int64_t(60));
+    if (s <= 0 || s > 86400) return reply(EINVAL, "demote: timeout must be 1..86400 seconds");
+    return volume_.demote(uint32_t(s * 1000), reply);
+  }
   if (cmd == "rejoin") {
     bool wait = req.args.value("wait", false);
     return volume_.rejoin([this, wait, respond](int err, const std::string& msg) {

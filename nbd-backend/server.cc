@@ -67,6 +67,12 @@ const nbd::ExportInfo* NbdServer::find(std::string_view name) const {
   return nullptr;
 }
 
+void NbdServer::set_read_only(std::string_view name, bool read_only) {
+  for (auto& e : exports_) {
+    if (e->info.name == name) e->info.read_only = read_only;
+  }
+}
+
 Backend* NbdServer::backend_for(const nbd::ExportInfo* info) const {
   for (const auto& e : exports_) {
     if (&e->info == info) return e->backend;

@@ -55,6 +55,11 @@ class NbdServer final : public nbd::ExportCatalog {
   const nbd::ExportInfo* find(std::string_view name) const override;
 
   Backend* backend_for(const nbd::ExportInfo* e) const;
+  // Changes an export's mode at runtime (a mirrored volume changing role).
+  // Connections already open keep their negotiated flags, but requests are
+  // checked against the live mode: writes to a now read-only export get
+  // NBD_EPERM.
+  void set_read_only(std::string_view name, bool read_only);
   Loop& loop() { return loop_; }
   const ServerLimits& limits() const { return limits_; }
   size_t connection_count() const { return connections_.size(); }

@@ -1,0 +1,158 @@
+// Planned failover: demote on the primary, promote on the secondary
+// (docs/control-protocol.md, "Failover"). The role is a metadata flag
+// (kFlagPrimary), so a restart keeps what the last promote or demote chose.
+#include "log.h"
+#include "volume.h"
+
+namespace mirror {
+
+void Volume::demote(uint32_t timeout_ms, Done done) {
+  if (role_ != Role::kPrimary) return done(EALREADY, "already secondary");
+  if (demote_) return done(EBUSY, "a demote is already running");
+  if (split_brain_)
+    return done(EBUSY, "the pair is in split brain: choose the survivor first "
+                       "(docs/control-protocol.md, \"Split brain\")");
+  switch (replicator_->state()) {
+    case Replicator::LinkState::kSplit:
+      return done(EBUSY, "the mirror is split: the peer holds an older image; "
+                         "`mirrorctl rejoin --wait` first");
+    case Replicator::LinkState::kDisconnected:
+      return done(ENOTCONN, "the peer is not connected: it lacks this node's latest writes, so "
+                            "it could not take over; reconnect it first");
+    case Replicator::LinkState::kResyncing:
+    case Replicator::LinkState::kSynced:
+      break;
+  }
+  demote_ = std::make_unique<Demote>();
+  demote_->done = std::move(done);
+  demote_->deadline_ms = now_ms_ + timeout_ms;
+  // From now on NBD writes fail with EPERM: a client cannot add data that
+  // the peer would then have to catch up with.
+  gate_.set_writable(false);
+  if (on_export_mode) on_export_mode(true);
+  MLOG_INFO("volume '%s': demoting: new writes are refused; waiting for '%s' to be in sync",
+            cfg_.name.c_str(), peer_.name.c_str());
+  demote_poll();
+}
+
+// Runs from demote() and every tick until the peer is in sync.
+void Volume::demote_poll() {
+  if (!demote_ || demote_->flushing) return;
+  auto state = replicator_->state();
+  if (state != Replicator::LinkState::kSynced && state != Replicator::LinkState::kResyncing)
+    return demote_finish(ECONNRESET, "the link to the peer was lost; still primary");
+  if (now_ms_ >= demote_->deadline_ms)
+    return demote_finish(ETIMEDOUT, "the peer was not in sync before the timeout (" +
+                                        std::to_string(bitmap_->dirty_bytes()) +
+                                        " bytes out of sync); still primary");
+  if (state != Replicator::LinkState::kSynced || replicator_->writes_in_flight() ||
+      bitmap_->dirty_bytes())
+    return;  // the next tick looks again
+  // A mirrored flush: every acknowledged write is durable on both copies.
+  demote_->flushing = true;
+  replicator_->flush(FnDone::make([this](int err) {
+    demote_->flushing = false;
+    if (err) return demote_finish(-err, std::string("flush failed: ") + strerror(-err));
+    if (replicator_->state() != Replicator::LinkState::kSynced || bitmap_->dirty_bytes())
+      return demote_poll();
+    bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
+    bitmap_->commit(FnDone::make([this](int ce) {
+      if (ce) {
+        bitmap_->set_flags(bitmap_->flags() | kFlagPrimary);
+        return demote_finish(-ce, "cannot record the role in the metadata; still primary");
+      }
+      become(Role::kSecondary);
+      demote_finish(0, "secondary");
+    }));
+  }));
+}
+
+void Volume::demote_finish(int err, const std::string& why) {
+  if (err) {
+    MLOG_WARN("volume '%s': demote failed: %s", cfg_.name.c_str(), why.c_str());
+    gate_.set_writable(true);
+    if (on_export_mode) on_export_mode(false);
+  }
+  Done d = std::move(demote_->done);
+  demote_.reset();
+  d(err, why);
+}
+
+std::string Volume::behind_reason() const {
+  uint32_t f = bitmap_->flags();
+  if (split_brain_) return "the pair is in split brain";
+  if (f & (kFlagInconsistent | kFlagFullSyncNeeded))
+    return "this copy is not consistent (a resync has not finished)";
+  if (f & kFlagSplit)
+    return "the mirror is split: this copy is a point-in-time image, older than the peer's";
+  if (!active_ || !peer_known_)
+    return "the peer is not connected, so nothing shows that this copy has its latest data "
+           "(or that it is no longer primary)";
+  const link::State& p = peer_state_;
+  if (p.gen.current != bitmap_->generation().current || p.gen.bitmap != 0 || p.dirty_bytes)
+    return "the peer's generation differs: it has data this copy lacks";
+  return "";
+}
+
+void Volume::promote(bool force, Done done) {
+  if (role_ == Role::kPrimary) return done(EALREADY, "already primary");
+  if (active_ && peer_known_ && peer_state_.role == link::State::kPrimary)
+    return done(EBUSY, "'" + peer_.name + "' is primary: demote it first (`mirrorctl demote` "
+                       "there); two primaries are never allowed");
+  std::string behind = behind_reason();
+  if (!behind.empty() && !force)
+    return done(EBUSY, "refused: " + behind +
+                           ". Use --force only if the peer is lost: its later writes then "
+                           "make a split brain instead of being merged");
+  Generation g = bitmap_->generation();
+  uint32_t flags = bitmap_->flags();
+  // From here on this node's writes are tracked relative to the generation
+  // both copies share; the new current id is one the old primary never had.
+  if (g.bitmap == 0) g.bitmap = g.current;
+  g.current = random_id();
+  bool unsure = flags & (kFlagInconsistent | kFlagFullSyncNeeded | kFlagDisposableLocalWrites |
+                         kFlagSplit);
+  if (unsure) {
+    // Forced onto a copy that may differ anywhere from the peer's: a later
+    // sync from here copies everything.
+    bitmap_->set_all_dirty();
+    flags |= kFlagFullSyncNeeded;
+  } else {
+    bitmap_->clear_all_dirty();
+  }
+  flags &= ~(kFlagInconsistent | kFlagSplit | kFlagDisposableLocalWrites);
+  flags |= kFlagPrimary;
+  bitmap_->set_generation(g);
+  bitmap_->set_flags(flags);
+  if (!behind.empty())
+    MLOG_WARN("volume '%s': forced promote: %s", cfg_.name.c_str(), behind.c_str());
+  bitmap_->commit(FnDone::make([this, done = std::move(done), forced = !behind.empty()](int err) {
+    if (err) {
+      bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
+      return done(-err, "cannot record the role in the metadata; still secondary");
+    }
+    become(Role::kPrimary);
+    done(0, forced ? "primary (forced)" : "primary");
+  }));
+}
+
+void Volume::become(Role role) {
+  if (role == Role::kSecondary) {
+    retired_replicators_.push_back(std::move(replicator_));
+    role_ = Role::kSecondary;
+    make_applier();
+  } else {
+    if (applier_) applier_->detach();
+    retired_appliers_.push_back(std::move(applier_));
+    role_ = Role::kPrimary;
+    make_replicator();
+  }
+  if (on_export_mode) on_export_mode(role == Role::kSecondary);
+  MLOG_INFO("volume '%s': this node is now %s", cfg_.name.c_str(),
+            role == Role::kPrimary ? "primary" : "secondary");
+  // A fresh handshake under the new roles decides what to copy.
+  reconnect(role == Role::kPrimary ? "promoted: reconnecting as primary"
+                                   : "demoted: reconnecting as secondary");
+}
+
+}  // namespace mirror
