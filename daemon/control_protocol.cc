@@ -9,7 +9,9 @@ using T = ArgSpec::Type;
 
 const std::vector<CommandSpec>& commands() {
   static const std::vector<CommandSpec> table = {
-      {"status", "Show role, link state, out-of-sync bytes and resync progress", false, {}},
+      {"status", "Show role, link state, out-of-sync bytes and resync progress", false,
+       {{"peer", T::kBool, "Show the peer's status instead (relayed over the replication link)",
+         false, false}}},
       {"events", "Stream state changes, one JSON object per line, until interrupted", false, {}},
       {"split",
        "Freeze the mirror at one instant: the secondary keeps a point-in-time image, the "

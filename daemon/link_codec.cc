@@ -51,6 +51,10 @@ Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in) {
     case Type::kSyncDone:
     case Type::kDirtyRanges:
       break;
+    case Type::kRelay:
+    case Type::kRelayReply:
+      max_payload = kMaxRelay;
+      break;
     default:
       return Error{EPROTO, "unknown link message type " + std::to_string(type)};
   }
@@ -159,6 +163,18 @@ Result<ErrorMsg> decode_error(std::span<const uint8_t> p) {
   e.message = std::string(r.str(n));
   if (r.failed() || r.remaining() != 0 || n > 4096) return malformed("ERROR");
   return e;
+}
+
+std::vector<uint8_t> encode_relay(std::string_view json) {
+  return std::vector<uint8_t>(json.begin(), json.end());
+}
+
+Result<std::string> decode_relay(std::span<const uint8_t> p) {
+  if (p.empty() || p.size() > kMaxRelay) return malformed("RELAY");
+  for (uint8_t c : p) {
+    if (c == 0 || c == '\n') return malformed("RELAY");
+  }
+  return std::string(p.begin(), p.end());
 }
 
 std::vector<uint8_t> encode_generation(const Generation& g) {

@@ -34,6 +34,11 @@ enum class Type : uint16_t {
   kState = 3,
   kPlan = 4,      // primary -> secondary: what happens now
   kError = 5,     // either: a reason, then the sender closes
+  // Control relay, either direction, once the session is active: a control
+  // command (docs/control-protocol.md) run by the peer's daemon, and its
+  // answer, paired by id. Payload: one JSON object, UTF-8, no newline.
+  kRelay = 6,
+  kRelayReply = 7,
   // Data, primary -> secondary; each is answered by a kReply with its id.
   kWrite = 16,
   kTrim = 17,
@@ -120,6 +125,12 @@ Result<ErrorMsg> decode_error(std::span<const uint8_t> p);
 std::vector<uint8_t> encode_generation(const Generation& g);
 Result<Generation> decode_generation(std::span<const uint8_t> p);
 std::vector<uint8_t> encode_ranges(std::span<const Range> r);
+// RELAY and RELAY_REPLY: the JSON text as is. Decoding checks only the
+// framing rules (not empty, at most kMaxRelay bytes, no NUL or newline); the
+// control layer parses the JSON.
+inline constexpr size_t kMaxRelay = 64 * 1024;
+std::vector<uint8_t> encode_relay(std::string_view json);
+Result<std::string> decode_relay(std::span<const uint8_t> p);
 Result<std::vector<Range>> decode_ranges(std::span<const uint8_t> p);
 
 // A full message (header + payload) in one buffer: for small messages.

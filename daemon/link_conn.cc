@@ -94,7 +94,7 @@ void LinkConn::parse() {
 }
 
 void LinkConn::send(const link::Header& h, const uint8_t* data) {
-  if (closing_) return;
+  if (closing()) return;
   Out& o = queue_.emplace_back();
   link::encode_header(o.hdr, h);
   o.data = data;
@@ -103,7 +103,7 @@ void LinkConn::send(const link::Header& h, const uint8_t* data) {
 }
 
 void LinkConn::send_owned(std::vector<uint8_t> message) {
-  if (closing_) return;
+  if (closing()) return;
   Out& o = queue_.emplace_back();
   o.owned = std::move(message);
   o.data = nullptr;
@@ -157,7 +157,14 @@ void LinkConn::on_send(int res, uint32_t) {
     if (o.done < total) break;
     queue_.pop_front();
   }
+  if (close_when_sent_ && queue_.empty()) return close(close_reason_);
   kick_send();
+}
+
+void LinkConn::close_when_sent(const std::string& why) {
+  if (queue_.empty()) return close(why);
+  close_when_sent_ = true;
+  close_reason_ = why;
 }
 
 void LinkConn::close(const std::string& why) {

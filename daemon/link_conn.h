@@ -43,8 +43,12 @@ class LinkConn {
   // A small message that the link owns.
   void send_owned(std::vector<uint8_t> message);
   void close(const std::string& why);
+  // Closes once every queued message went out (a reply that must reach the
+  // peer before the link ends); close() itself drops the queue.
+  void close_when_sent(const std::string& why);
 
-  bool closing() const { return closing_; }
+  // Closed, or closing once the queue is sent: nothing more goes out.
+  bool closing() const { return closing_ || close_when_sent_; }
   const std::string& peer() const { return peer_; }
   size_t queued() const { return queue_.size(); }
   // Receiving pauses while the handler says it holds too much (backpressure).
@@ -76,6 +80,7 @@ class LinkConn {
   bool closing_ = false;
   bool closed_notified_ = false;
   bool paused_ = false;
+  bool close_when_sent_ = false;
   int ops_ = 0;
 
   std::vector<uint8_t> in_;

@@ -292,6 +292,8 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
     MLOG_WARN("replication: %s", last_error_.c_str());
     return c->close(last_error_);
   }
+  if (h.type == link::Type::kRelay || h.type == link::Type::kRelayReply)
+    return on_relay_message(c, h, payload);
   if (role_ == Role::kPrimary) {
     if (h.type == link::Type::kReply && (h.id & kControlIdBit)) {
       auto it = control_waiters_.find(h.id);
@@ -607,6 +609,8 @@ void Volume::on_link_closed(LinkConn* c, const std::string& why) {
     if (replicator_) replicator_->link_lost(why);
     if (applier_) applier_->detach();
     for (auto& [id, d] : std::exchange(control_waiters_, {})) d(ECONNRESET, "the link was lost");
+    for (auto& [id, d] : std::exchange(relay_waiters_, {}))
+      d(ECONNRESET, "the link to '" + peer_.name + "' was lost before it answered");
   } else {
     MLOG_DEBUG("replication: handshake with %s ended: %s", c->peer().c_str(), why.c_str());
   }
@@ -830,10 +834,11 @@ void Volume::rejoin(Done done) {
     if (err) return done(-err, "cannot write the metadata");
     MLOG_INFO("volume '%s': rejoin: resyncing %llu bytes changed since the split",
               cfg_.name.c_str(), static_cast<unsigned long long>(bitmap_->dirty_bytes()));
-    // A fresh handshake computes the plan from both sides' current state
-    // (the secondary may have changes of its own).
-    if (active_) active_->conn->close("rejoin: reconnecting to resync");
+    // Answered first: a rejoin relayed from the secondary gets its reply
+    // out before the link closes. A fresh handshake computes the plan from
+    // both sides' current state (the secondary may have changes of its own).
     done(0, "rejoining");
+    if (active_) active_->conn->close_when_sent("rejoin: reconnecting to resync");
   }));
 }
 
@@ -849,6 +854,52 @@ void Volume::release(Done done) {
   hold_deadline_ms_ = 0;
   replicator_->release();
   done(0, "released");
+}
+
+}  // namespace mirror
+
+namespace mirror {
+
+// ------------------------------------------------------------ relaying --
+
+bool Volume::peer_is_primary() const {
+  return active_ && peer_known_ && peer_state_.role == link::State::kPrimary;
+}
+
+void Volume::relay(const std::string& request, RelayDone done) {
+  if (!active_) return done(ENOTCONN, "the peer '" + peer_.name + "' is not connected");
+  uint64_t id = next_control_id_++;
+  relay_waiters_[id] = std::move(done);
+  link::Header h;
+  h.type = link::Type::kRelay;
+  h.id = id;
+  auto payload = link::encode_relay(request);
+  active_->conn->send_owned(link::encode_message(h, payload));
+}
+
+void Volume::on_relay_message(LinkConn* c, const link::Header& h, Buffer& payload) {
+  auto text = link::decode_relay({payload.data(), h.payload});
+  if (!text) return c->close("the peer sent a " + text.error().message);
+  if (h.type == link::Type::kRelayReply) {
+    auto it = relay_waiters_.find(h.id);
+    if (it == relay_waiters_.end()) return;  // answered after we gave up
+    RelayDone d = std::move(it->second);
+    relay_waiters_.erase(it);
+    return d(0, *text);
+  }
+  if (!on_relay) return;
+  uint64_t id = h.id;
+  // The session the request came on: the reply goes there or nowhere.
+  auto* s = static_cast<Session*>(c->context);
+  std::weak_ptr<Session> weak = find_session(s);
+  on_relay(*text, [this, weak, id](const std::string& reply) {
+    auto sp = weak.lock();
+    if (!sp || sp->gone) return;
+    link::Header r;
+    r.type = link::Type::kRelayReply;
+    r.id = id;
+    sp->conn->send_owned(link::encode_message(r, link::encode_relay(reply)));
+  });
 }
 
 }  // namespace mirror

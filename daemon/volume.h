@@ -107,6 +107,19 @@ class Volume final : public LinkConn::Handler {
   void demote(uint32_t timeout_ms, Done done);
   void promote(bool force, Done done);
 
+  // Control relay over the replication link (RELAY / RELAY_REPLY): relay()
+  // sends a control request (JSON text) to the peer's daemon and calls
+  // `done(0, reply)` with its JSON reply, or `done(errno, why)` if the link
+  // is down or lost first. on_relay handles the peer's requests; it must
+  // call `reply` exactly once (the reply is dropped if the link is gone).
+  using RelayDone = std::function<void(int err, const std::string& reply_or_why)>;
+  void relay(const std::string& request, RelayDone done);
+  std::function<void(const std::string& request, std::function<void(const std::string&)> reply)>
+      on_relay;
+  // The peer is connected and primary (a command needing the primary can
+  // be relayed to it).
+  bool peer_is_primary() const;
+
   // LinkConn::Handler.
   void on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) override;
   void on_link_closed(LinkConn* c, const std::string& why) override;
@@ -176,6 +189,8 @@ class Volume final : public LinkConn::Handler {
   uint64_t split_drain_us_ = 0;
   uint64_t next_control_id_ = 1;
   std::unordered_map<uint64_t, Done> control_waiters_;  // link replies to our own requests
+  std::unordered_map<uint64_t, RelayDone> relay_waiters_;  // RELAY_REPLY, by id
+  void on_relay_message(LinkConn* c, const link::Header& h, Buffer& payload);
   uint64_t hold_deadline_ms_ = 0;  // 0: not holding
   std::string last_error_;
   std::string open_warning_;

@@ -9,6 +9,16 @@ using json = nlohmann::json;
 VolumeControl::VolumeControl(Loop& loop, Volume& volume, ControlServer& server)
     : loop_(loop), volume_(volume), server_(server), timer_(loop, [this] { poll(); }) {
   timer_.arm(200);
+  // A command relayed by the peer's daemon: its control server already
+  // checked the caller's credentials, and the link is authenticated.
+  volume_.on_relay = [this](const std::string& text,
+                            std::function<void(const std::string&)> reply) {
+    auto req = control::parse_request(text);
+    if (!req)
+      return reply(control::error_reply(req.error().code, "relayed request: " +
+                                                              req.error().message).dump());
+    dispatch(*req, true, [reply](json j) { reply(j.dump()); });
+  };
 }
 
 void VolumeControl::stop() { timer_.cancel(); }
@@ -21,7 +31,21 @@ json VolumeControl::status_json() const {
 
 void VolumeControl::on_command(const control::Request& req, const ControlPeer&,
                                ControlServer::Respond respond) {
+  dispatch(req, false, std::move(respond));
+}
+
+void VolumeControl::dispatch(const control::Request& req, bool from_peer,
+                             ControlServer::Respond respond) {
   const std::string& cmd = req.spec->name;
+  if (!from_peer) {
+    // Commands that run on the primary work from either host: the
+    // secondary's daemon relays them over the replication link.
+    bool needs_primary = cmd == "split" || cmd == "rejoin" || cmd == "hold" || cmd == "release";
+    if (needs_primary && volume_.role() == Role::kSecondary && volume_.peer_is_primary())
+      return relay_to_peer(req, std::move(respond));
+    if (cmd == "status" && req.args.value("peer", false))
+      return relay_to_peer(req, std::move(respond));
+  }
   if (cmd == "status" || cmd == "events") {
     respond(control::ok_reply(status_json()));
     return;
@@ -47,6 +71,29 @@ void VolumeControl::on_command(const control::Request& req, const ControlPeer&,
     });
   }
   respond(control::error_reply(EINVAL, "command '" + cmd + "' is not available"));
+}
+
+void VolumeControl::relay_to_peer(const control::Request& req, ControlServer::Respond respond) {
+  json args = req.args;
+  bool wait = req.spec->name == "rejoin" && args.value("wait", false);
+  // Waiting happens here, on our own state: the rejoin closes the link the
+  // answer would come back on.
+  args.erase("wait");
+  args.erase("peer");
+  json request = {{"version", control::kVersion}, {"command", req.spec->name}, {"args", args}};
+  std::string peer = volume_.status().peer;
+  volume_.relay(request.dump(), [this, respond, wait, peer](int err, const std::string& text) {
+    if (err) return respond(control::error_reply(err, "relaying to '" + peer + "': " + text));
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("ok") || !j["ok"].is_boolean())
+      return respond(control::error_reply(EIO, "'" + peer + "' sent a malformed reply"));
+    if (!j["ok"].get<bool>()) {
+      j["error"] = "on '" + peer + "': " + j.value("error", std::string("failed"));
+      return respond(j);
+    }
+    if (wait) return rejoin_waiters_.push_back(respond);  // answered by poll()
+    respond(j);
+  });
 }
 
 void VolumeControl::poll() {

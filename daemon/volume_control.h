@@ -23,6 +23,9 @@ class VolumeControl final : public ControlServer::Handler {
   void set_device(const KernelDevice* d) { device_ = d; }
 
  private:
+  // from_peer: relayed by the peer's daemon (never relayed back).
+  void dispatch(const control::Request& req, bool from_peer, ControlServer::Respond respond);
+  void relay_to_peer(const control::Request& req, ControlServer::Respond respond);
   void poll();
   nlohmann::json status_json() const;
 

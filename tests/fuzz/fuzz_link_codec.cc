@@ -41,6 +41,13 @@ void payload_round_trip(Type t, std::span<const uint8_t> p) {
     case Type::kDirtyRanges:
       if (auto r = decode_ranges(p)) check(encode_ranges(*r) == std::vector<uint8_t>(p.begin(), p.end()));
       break;
+    case Type::kRelay:
+    case Type::kRelayReply:
+      if (auto j = decode_relay(p)) {
+        check(j->size() <= kMaxRelay && j->find('\n') == std::string::npos);
+        check(encode_relay(*j) == std::vector<uint8_t>(p.begin(), p.end()));
+      }
+      break;
     default:
       break;
   }

@@ -67,7 +67,9 @@ expect_fail "freezing a path that is not a mount point directory" "cannot (open|
 still_synced "failed freeze"
 
 # --- wrong node, wrong state
-expect_fail "split on the secondary" "runs on the primary" "$MIRRORCTL" --socket "${NODE_CTL[beta]}" split
+# Sent to the secondary, rejoin is relayed to the primary: its refusal comes back.
+expect_fail "rejoin via the secondary when not split" "on 'alpha': not split" \
+    "$MIRRORCTL" --socket "${NODE_CTL[beta]}" rejoin
 expect_fail "rejoin when not split" "not split" "$MIRRORCTL" --socket "$CTL" rejoin
 kill_node beta
 wait_state alpha "degraded|disconnected" 20 >/dev/null || fail "alpha did not notice beta's death"

@@ -530,6 +530,17 @@ wait_writer() {
 
 writer_field() { jq -r ".$2" "$T/$1.out" 2>/dev/null; }
 
+# cut_acks NAME BEFORE AFTER: the write log of a split instant, in
+# $T/NAME.cut.acks: the first BEFORE lines (acknowledged before the split:
+# must be there), lines BEFORE+1..AFTER as "U" (acknowledged around it: may
+# be there); later writes are absent, so the verifier rejects their data.
+cut_acks() {
+    {
+        head -n "$2" "$T/$1.acks"
+        sed -n "$(($2 + 1)),${3}p" "$T/$1.acks" | sed 's/^A /U /'
+    } >"$T/$1.cut.acks"
+}
+
 # verify_writes LABEL NAME (--image FILE | --uri URI) OFFSET WINDOW
 verify_writes() {
     local label=$1 name=$2 how=$3 src=$4 off=$5 win=$6

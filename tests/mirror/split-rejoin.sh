@@ -33,13 +33,10 @@ check_eq "beta reports split" split "$(status_get beta .state)"
 # The cut log: acknowledged before the split: must be there; acknowledged
 # around it: may be there; later: must not be (the verifier rejects data of
 # writes it does not know).
-{
-    head -n "$before" "$T/w.acks"
-    sed -n "$((before + 1)),${after}p" "$T/w.acks" | sed 's/^A /U /'
-} >"$T/cut.acks"
+cut_acks w "$before" "$after"
 wait_acks w $(( $(acks w) + 1000 )) 60 || fail "writes did not go on after the split"
 check "beta's split image holds exactly the writes acknowledged before the split" \
-    "${NBDTOOL[@]}" verify --uri "$(nbd_unix_uri beta)" --log "$T/cut.acks" --offset $WIN_OFF --window $WIN
+    "${NBDTOOL[@]}" verify --uri "$(nbd_unix_uri beta)" --log "$T/w.cut.acks" --offset $WIN_OFF --window $WIN
 dirty=$(status_get alpha .out_of_sync_bytes)
 [ "$dirty" -gt 0 ] && [ "$dirty" -le "$WIN" ] && pass "alpha tracks $dirty bytes changed since the split (window $WIN)" \
     || fail "alpha tracks $dirty bytes changed since the split (window $WIN)"

@@ -1,0 +1,81 @@
+// Unit tests of the replication link codec's RELAY messages, from hand-built
+// bytes (docs/replication-protocol.md, "Messages").
+#include "link_codec.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace mirror::link {
+namespace {
+
+std::vector<uint8_t> header_bytes(uint16_t type, uint64_t id, uint32_t payload) {
+  std::vector<uint8_t> b = {0x4d, 0x52, 0x4c, 0x31,  // "MRL1"
+                            uint8_t(type >> 8), uint8_t(type), 0, 0};
+  for (int i = 7; i >= 0; --i) b.push_back(uint8_t(id >> (8 * i)));
+  for (int i = 0; i < 8; ++i) b.push_back(0);  // offset
+  for (int i = 0; i < 4; ++i) b.push_back(0);  // length
+  for (int i = 3; i >= 0; --i) b.push_back(uint8_t(payload >> (8 * i)));
+  return b;
+}
+
+Result<Header> decode(const std::vector<uint8_t>& b) {
+  return decode_header(std::span<const uint8_t, kHeaderSize>(b.data(), kHeaderSize));
+}
+
+TEST(LinkRelay, HeaderTypesSixAndSevenCarryAJsonPayload) {
+  std::string req = R"({"version":1,"command":"split","args":{}})";
+  auto h = decode(header_bytes(6, 42, uint32_t(req.size())));
+  ASSERT_TRUE(h) << h.error().message;
+  EXPECT_EQ(h->type, Type::kRelay);
+  EXPECT_EQ(h->id, 42u);
+  EXPECT_EQ(h->payload, req.size());
+  auto r = decode(header_bytes(7, 42, 20));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, Type::kRelayReply);
+}
+
+TEST(LinkRelay, EncodeMessageIsHeaderThenTheTextAsIs) {
+  std::string req = R"({"ok":true,"result":"split"})";
+  Header h;
+  h.type = Type::kRelayReply;
+  h.id = 9;
+  h.payload = uint32_t(req.size());
+  auto msg = encode_message(h, encode_relay(req));
+  std::vector<uint8_t> want = header_bytes(7, 9, uint32_t(req.size()));
+  want.insert(want.end(), req.begin(), req.end());
+  EXPECT_EQ(msg, want);
+  auto back = decode_relay(std::span<const uint8_t>(msg).subspan(kHeaderSize));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, req);
+}
+
+TEST(LinkRelay, PayloadLargerThan64KiBEndsTheConnection) {
+  auto ok = decode(header_bytes(6, 1, uint32_t(kMaxRelay)));
+  EXPECT_TRUE(ok);
+  auto h = decode(header_bytes(6, 1, uint32_t(kMaxRelay + 1)));
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.error().code, EPROTO);
+  EXPECT_FALSE(decode(header_bytes(7, 1, 1u << 20)));
+}
+
+TEST(LinkRelay, EmptyNulOrNewlinePayloadIsMalformed) {
+  std::vector<uint8_t> empty;
+  EXPECT_FALSE(decode_relay(empty));
+  std::string nl = "{\"a\":1}\n{\"b\":2}";
+  auto r = decode_relay(std::vector<uint8_t>(nl.begin(), nl.end()));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, EPROTO);
+  std::vector<uint8_t> nul = {'{', 0, '}'};
+  EXPECT_FALSE(decode_relay(nul));
+}
+
+TEST(LinkRelay, UnknownTypeEightIsStillRefused) {
+  auto h = decode(header_bytes(8, 1, 0));
+  ASSERT_FALSE(h);
+  EXPECT_NE(h.error().message.find("unknown link message type 8"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mirror::link

@@ -1,0 +1,63 @@
+#!/bin/bash
+# relay: mirrorctl split | rejoin | status work from either host. Sent to the
+# secondary's daemon, split and rejoin are relayed over the replication link
+# (RELAY / RELAY_REPLY) to the primary, whose answer comes back; the split is
+# the primary's (its write log cut is checked as in split-rejoin); refusals
+# come back with the primary's reason; `status --peer` shows the other
+# node's own view.
+. "$(dirname "$0")/pairlib.sh"
+
+VOL_SIZE=128M
+VOL_EXTRA='initial-sync = "skip"'
+WIN_OFF=$((16 * MiB)) WIN=$((8 * MiB))
+
+setup_pair
+start_pair
+have_ctl || die "relay needs mirrorctl"
+wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
+ctl() { local n=$1; shift; timeout 60 "$MIRRORCTL" --socket "${NODE_CTL[$n]}" "$@" 2>&1; }
+
+check_eq "status --peer on beta shows alpha's view (node)" alpha "$(ctl beta status --peer --json | jq -r .node)"
+check_eq "status --peer on beta shows alpha's role" primary "$(ctl beta status --peer --json | jq -r .role)"
+check_eq "status --peer on alpha shows beta's role" secondary "$(ctl alpha status --peer --json | jq -r .role)"
+
+start_writer w "$(nbd_unix_uri alpha)" $WIN_OFF $WIN --qd 8 --seed 31
+wait_acks w 1000 60 || die "the writer did not get 1000 writes acknowledged"
+before=$(wc -l <"$T/w.acks")
+out=$(ctl beta split) && pass "split sent to beta (secondary): $out" || die "split via beta failed: $out"
+sleep 0.3   # the writer logs acknowledgements a moment after it gets them
+after=$(wc -l <"$T/w.acks")
+check_eq "alpha (primary) reports split" split "$(status_get alpha .state)"
+check_eq "beta reports split" split "$(status_get beta .state)"
+last=$(status_get alpha .last_split.unix_ms)
+[ "$last" != null ] && pass "the primary recorded the split it ran for beta (drain $(status_get alpha .last_split.drain_us) us)" \
+    || fail "alpha has no last_split"
+cut_acks w "$before" "$after"
+wait_acks w $(( $(acks w) + 500 )) 60 || fail "writes did not go on after the split"
+check "beta's split image holds exactly the writes acknowledged before the split" \
+    "${NBDTOOL[@]}" verify --uri "$(nbd_unix_uri beta)" --log "$T/w.cut.acks" --offset $WIN_OFF --window $WIN
+
+out=$(ctl beta split); rc=$?
+[ $rc -eq 1 ] && grep -q "on 'alpha': already split" <<<"$out" \
+    && pass "a second split via beta: the primary's refusal comes back: $out" \
+    || fail "a second split via beta: exit $rc: $out"
+
+out=$(ctl beta rejoin --wait) && pass "rejoin --wait sent to beta: $out" || fail "rejoin via beta: $out"
+check_eq "beta synchronized when rejoin --wait returned" synchronized "$(status_get beta .state)"
+wait_state alpha synchronized 30 >/dev/null || fail "alpha not synchronized after the relayed rejoin"
+stop_writer w
+check_eq "the writer saw no error" 0 "$WRITER_RC"
+nbd_flush alpha
+stop_pair
+verify_writes "alpha holds every acknowledged write" w --image "${NODE_IMG[alpha]}" $WIN_OFF $WIN
+check_identical "after the relayed split and rejoin"
+
+# The peer down: nothing to relay to; a clear error, no state change.
+must_start beta
+out=$(ctl beta split); rc=$?
+[ $rc -eq 1 ] && pass "split on beta with alpha down is refused: $out" || fail "split with alpha down: exit $rc: $out"
+out=$(ctl beta status --peer); rc=$?
+[ $rc -eq 1 ] && grep -q "not connected" <<<"$out" && pass "status --peer with alpha down: $out" \
+    || fail "status --peer with alpha down: exit $rc: $out"
+check_eq "beta still disconnected, not split" disconnected "$(status_get beta .state)"
+finish
