@@ -16,6 +16,9 @@
 // return real data instead of holes or unwritten extents. Every run sends one
 // FLUSH before its warm-up and one after its last request, both outside the
 // measured window (timed apart as pre_flush_ms and post_flush_ms).
+// With --trace FILE, every measured request is also written there as one line
+// "START_UNIX_US LATENCY_US" (wall-clock start), for lining latencies up with
+// events outside the client (bench/split-stall.sh: a split's write stall).
 
 #include <libnbd.h>
 
@@ -66,12 +69,14 @@ struct Phase {
   double warmup = 0;           // seconds not measured
   double seconds = 0;          // seconds measured (0: stop after stop_after_bytes)
   uint64_t stop_after_bytes = 0;
+  bool trace = false;          // keep every measured request's start and latency
 };
 
 struct Result {
   uint64_t ops = 0;
   double elapsed = 0;               // seconds of the measured window
   std::vector<uint64_t> lat_ns;     // one entry per op completed in the window
+  std::vector<std::pair<Clock::time_point, uint64_t>> trace;  // start, latency (ns)
 };
 
 struct Runner;
@@ -183,6 +188,7 @@ struct Runner {
           ++r.ops;
           r.lat_ns.push_back(static_cast<uint64_t>(
               std::chrono::duration_cast<std::chrono::nanoseconds>(s.end - s.start).count()));
+          if (ph.trace) r.trace.emplace_back(s.start, r.lat_ns.back());
         }
         if (may_issue(now, measure_end)) {
           issue(s);
@@ -242,6 +248,7 @@ int main(int argc, char** argv) {
   double warmup = 1;
   bool no_prefill = false;
   uint64_t seed = 1;
+  std::string trace_file;
 
   app.add_option("--uri", uri, "nbd://HOST:PORT/NAME or nbd+unix:///NAME?socket=PATH")->required();
   app.add_option("--op", op_s, "read or write")->check(CLI::IsMember({"read", "write"}));
@@ -256,6 +263,8 @@ int main(int argc, char** argv) {
       ->transform(CLI::AsSizeValue(false));
   app.add_flag("--no-prefill", no_prefill, "do not write the region before a read test");
   app.add_option("--seed", seed, "random offset seed");
+  app.add_option("--trace", trace_file,
+                 "write \"START_UNIX_US LATENCY_US\" per measured request to this file");
   CLI11_PARSE(app, argc, argv);
 
   Phase ph;
@@ -266,6 +275,7 @@ int main(int argc, char** argv) {
   ph.fua = fua;
   ph.warmup = warmup;
   ph.seconds = seconds;
+  ph.trace = !trace_file.empty();
   if (bs == 0 || bs % 512 != 0 || bs > (64u << 20)) die("--bs must be a multiple of 512, <= 64M");
   if (fua && ph.op == Op::read) die("--fua applies to writes only");
 
@@ -305,6 +315,22 @@ int main(int argc, char** argv) {
   Runner runner(h, ph);
   runner.rng.seed(seed);
   Result r = runner.run();
+  if (ph.trace) {
+    // Steady-clock starts to wall-clock microseconds, through one pair of
+    // readings taken now.
+    const auto steady_now = Clock::now();
+    const int64_t unix_now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
+    std::FILE* f = std::fopen(trace_file.c_str(), "w");
+    if (f == nullptr) die("cannot write the --trace file");
+    for (const auto& [start, ns] : r.trace) {
+      int64_t ago_us =
+          std::chrono::duration_cast<std::chrono::microseconds>(steady_now - start).count();
+      std::fprintf(f, "%" PRId64 " %.1f\n", unix_now_us - ago_us, static_cast<double>(ns) / 1000.0);
+    }
+    if (std::fclose(f) != 0) die("cannot write the --trace file");
+  }
   std::sort(r.lat_ns.begin(), r.lat_ns.end());
   double sum = 0;
   for (uint64_t v : r.lat_ns) sum += static_cast<double>(v);
