@@ -1,0 +1,212 @@
+#include "fault_backend.h"
+
+#include <cstdlib>
+
+#include "log.h"
+
+namespace mirror {
+
+namespace {
+
+Result<uint64_t> parse_size(const std::string& key, const std::string& s) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (s.empty() || end == s.c_str() || errno || s[0] == '-')
+    return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": '" + s + "' is not a number"};
+  uint64_t mul = 1;
+  std::string suffix(end);
+  if (suffix == "K") mul = 1ull << 10;
+  else if (suffix == "M") mul = 1ull << 20;
+  else if (suffix == "G") mul = 1ull << 30;
+  else if (!suffix.empty())
+    return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": bad suffix in '" + s + "' (K, M or G)"};
+  return uint64_t(v) * mul;
+}
+
+}  // namespace
+
+bool FaultSpec::any() const {
+  return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() || eio_after ||
+         enospc_after || power_loss || crash_after;
+}
+
+Result<FaultSpec> FaultSpec::parse(const std::string& text) {
+  FaultSpec spec;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) continue;
+    size_t eq = item.find('=');
+    std::string key = item.substr(0, eq);
+    std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (key == "power-loss" && eq == std::string::npos) {
+      spec.power_loss = true;
+      continue;
+    }
+    if (eq == std::string::npos)
+      return Error{EINVAL, "MIRRORD_FAULTS: '" + item + "': expected KEY=VALUE"};
+    if (key == "write-eio" || key == "read-eio" || key == "write-enospc") {
+      size_t colon = value.find(':');
+      if (colon == std::string::npos)
+        return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": expected OFFSET:LENGTH, got '" + value + "'"};
+      auto off = parse_size(key, value.substr(0, colon));
+      if (!off) return off.error();
+      auto len = parse_size(key, value.substr(colon + 1));
+      if (!len) return len.error();
+      if (*len == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": empty range"};
+      auto& v = key == "write-eio" ? spec.write_eio
+                : key == "read-eio" ? spec.read_eio
+                                    : spec.write_enospc;
+      v.push_back({*off, *len});
+      continue;
+    }
+    if (key == "eio-after" || key == "enospc-after" || key == "crash-after") {
+      auto n = parse_size(key, value);
+      if (!n) return n.error();
+      if (*n == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": must be at least 1"};
+      (key == "eio-after" ? spec.eio_after
+       : key == "enospc-after" ? spec.enospc_after
+                               : spec.crash_after) = *n;
+      if (key == "crash-after") spec.power_loss = true;
+      continue;
+    }
+    return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
+                             "' (write-eio, read-eio, write-enospc, eio-after, enospc-after, "
+                             "power-loss, crash-after)"};
+  }
+  return spec;
+}
+
+std::string FaultSpec::to_string() const {
+  std::string s;
+  auto add = [&](const std::string& item) { s += (s.empty() ? "" : ",") + item; };
+  auto ranges = [&](const char* key, const std::vector<Range>& v) {
+    for (const auto& r : v) add(std::string(key) + "=" + std::to_string(r.off) + ":" + std::to_string(r.len));
+  };
+  ranges("write-eio", write_eio);
+  ranges("read-eio", read_eio);
+  ranges("write-enospc", write_enospc);
+  if (eio_after) add("eio-after=" + std::to_string(eio_after));
+  if (enospc_after) add("enospc-after=" + std::to_string(enospc_after));
+  if (crash_after) add("crash-after=" + std::to_string(crash_after));
+  else if (power_loss) add("power-loss");
+  return s;
+}
+
+// One operation passed to the inner backend.
+struct FaultBackend::Op final : IoDone {
+  FaultBackend* fb = nullptr;
+  IoDone* upper = nullptr;
+  uint64_t record = 0;  // PowerLoss undo record of a modification
+  uint64_t sync = 0;    // PowerLoss token of a running sync
+  bool fua = false;     // a sync follows the modification
+  uint64_t fua_record = 0;  // ... which makes this record durable
+  void io_done(int err) override { fb->on_done(this, err); }
+};
+
+FaultBackend::FaultBackend(Loop& loop, Backend& inner, int fd, const FaultSpec& spec,
+                           PowerLoss* power_loss)
+    : loop_(loop), inner_(inner), fd_(fd), spec_(spec), pl_(power_loss) {}
+
+FaultBackend::~FaultBackend() = default;
+
+void FaultBackend::fail_later(IoDone* done, int err) {
+  ++injected_;
+  loop_.defer([done, err] { done->io_done(err); });
+}
+
+int FaultBackend::modification_fault(uint64_t off, uint64_t len) {
+  uint64_t n = ++writes_;
+  if (spec_.crash_after && n > spec_.crash_after) pl_->crash("crash-after");
+  for (const auto& r : spec_.write_eio)
+    if (r.touches(off, len)) return -EIO;
+  for (const auto& r : spec_.write_enospc)
+    if (r.touches(off, len)) return -ENOSPC;
+  if (spec_.eio_after && n > spec_.eio_after) return -EIO;
+  if (spec_.enospc_after && n > spec_.enospc_after) return -ENOSPC;
+  return 0;
+}
+
+FaultBackend::Op* FaultBackend::begin(uint64_t off, uint64_t len, bool fua, IoDone* done) {
+  if (int err = modification_fault(off, len)) {
+    fail_later(done, err);
+    return nullptr;
+  }
+  Op* op = new Op();
+  op->fb = this;
+  op->upper = done;
+  ++in_flight_;
+  if (pl_) {
+    op->record = pl_->before_write(fd_, off, len);
+    op->fua = fua;
+  }
+  return op;
+}
+
+void FaultBackend::on_done(Op* op, int err) {
+  if (op->record) {
+    pl_->write_done(op->record);
+    if (!err && op->fua) {
+      // The inner sync covers more, but FUA promises only this write:
+      // only it is kept at a power loss.
+      op->fua_record = op->record;
+      op->record = 0;
+      return inner_.flush(op);
+    }
+    op->record = 0;
+  } else if (op->fua_record) {
+    if (!err) pl_->write_durable(op->fua_record);
+  } else if (op->sync) {
+    pl_->sync_done(op->sync, err == 0);
+  }
+  IoDone* upper = op->upper;
+  --in_flight_;
+  delete op;
+  upper->io_done(err);
+}
+
+void FaultBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+  for (const auto& r : spec_.read_eio)
+    if (r.touches(offset, length)) return fail_later(done, -EIO);
+  inner_.read(offset, length, buf, done);
+}
+
+void FaultBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+                         IoDone* done) {
+  if (Op* op = begin(offset, length, fua, done)) inner_.write(offset, length, buf, fua && !pl_, op);
+}
+
+void FaultBackend::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
+  if (Op* op = begin(offset, length, fua, done)) inner_.trim(offset, length, fua && !pl_, op);
+}
+
+void FaultBackend::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) {
+  bool fua = flags.fua;
+  if (pl_) flags.fua = false;
+  if (Op* op = begin(offset, length, fua, done)) inner_.zero(offset, length, flags, op);
+}
+
+void FaultBackend::flush(IoDone* done) {
+  if (!pl_) return inner_.flush(done);
+  Op* op = new Op();
+  op->fb = this;
+  op->upper = done;
+  op->sync = pl_->sync_started(fd_);
+  ++in_flight_;
+  inner_.flush(op);
+}
+
+void FaultBackend::cache(uint64_t offset, uint32_t length, IoDone* done) {
+  inner_.cache(offset, length, done);
+}
+
+void FaultBackend::block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
+                                std::vector<nbd::Extent>* out, IoDone* done) {
+  inner_.block_status(offset, length, max_extents, out, done);
+}
+
+}  // namespace mirror

@@ -1,0 +1,88 @@
+// FaultBackend: a test-only Backend that wraps another one and injects
+// faults on the data path, as nbdkit's error filter does: EIO or ENOSPC for
+// chosen byte ranges or after a number of writes, and a simulated power loss
+// (PowerLoss: unsynced writes are dropped, then the process dies) on a signal
+// or after a number of writes.
+//
+// Enabled only by the MIRRORD_FAULTS environment variable (FaultSpec::parse,
+// docs/reliability.md lists the syntax); mirrord logs a warning when it is on.
+//
+// Thread: the Loop's. The inner backend and the PowerLoss (if any) must
+// outlive this object.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "power_loss.h"
+#include "result.h"
+#include "uring.h"
+
+namespace mirror {
+
+struct FaultSpec {
+  struct Range {
+    uint64_t off = 0, len = 0;
+    bool touches(uint64_t o, uint64_t l) const { return o < off + len && off < o + l; }
+  };
+  std::vector<Range> write_eio, write_enospc, read_eio;
+  uint64_t eio_after = 0;     // writes after the first N fail with EIO (0: never)
+  uint64_t enospc_after = 0;  // ... with ENOSPC
+  bool power_loss = false;    // track unsynced writes; SIGUSR2 crashes
+  uint64_t crash_after = 0;   // simulate a power loss at write N+1 (implies power_loss)
+
+  bool any() const;
+  // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,eio-after=N,
+  // enospc-after=N,power-loss,crash-after=N"; numbers take K, M, G suffixes.
+  static Result<FaultSpec> parse(const std::string& text);
+  std::string to_string() const;
+};
+
+class FaultBackend final : public Backend {
+ public:
+  // fd: the inner backend's file (read for PowerLoss's undo records).
+  // power_loss: nullptr unless spec.power_loss.
+  FaultBackend(Loop& loop, Backend& inner, int fd, const FaultSpec& spec, PowerLoss* power_loss);
+  ~FaultBackend() override;
+
+  uint64_t size() const override { return inner_.size(); }
+  bool read_only() const override { return inner_.read_only(); }
+  bool can_trim() const override { return inner_.can_trim(); }
+  void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override;
+  void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+             IoDone* done) override;
+  void flush(IoDone* done) override;
+  void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
+  void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
+  void cache(uint64_t offset, uint32_t length, IoDone* done) override;
+  void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
+                    std::vector<nbd::Extent>* out, IoDone* done) override;
+
+  uint64_t writes_seen() const { return writes_; }
+  uint64_t faults_injected() const { return injected_; }
+
+ private:
+  struct Op;
+  // The error a modification of [off, off+len) gets, or 0 (counts it).
+  int modification_fault(uint64_t off, uint64_t len);
+  // A modification's Op, its undo record taken when power loss is tracked
+  // (then a FUA modification gets its sync as a separate flush). nullptr:
+  // it failed (done will be told).
+  Op* begin(uint64_t off, uint64_t len, bool fua, IoDone* done);
+  void fail_later(IoDone* done, int err);
+  void on_done(Op* op, int err);
+
+  Loop& loop_;
+  Backend& inner_;
+  int fd_;
+  FaultSpec spec_;
+  PowerLoss* pl_;
+  uint64_t writes_ = 0;
+  uint64_t injected_ = 0;
+  size_t in_flight_ = 0;
+};
+
+}  // namespace mirror

@@ -1,0 +1,219 @@
+// Tests of the fault-injecting backend and of PowerLoss: the faults land
+// where they are asked for and nowhere else, and a simulated power loss
+// leaves exactly the synced writes on the file.
+#include "fault_backend.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "file_backend.h"
+
+namespace mirror {
+namespace {
+
+constexpr uint64_t kSize = 1 << 20;
+
+struct FaultFixture : ::testing::Test {
+  std::unique_ptr<Loop> loop = Loop::create(64).value();
+  std::string path;
+  std::unique_ptr<FileBackend> file;
+
+  void SetUp() override {
+    char tmpl[] = "/tmp/fault_backend_test.XXXXXX";
+    int fd = ::mkstemp(tmpl);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, kSize), 0);
+    ::close(fd);
+    path = tmpl;
+    file = std::move(FileBackend::open(*loop, path, {}).value());
+  }
+  void TearDown() override { ::unlink(path.c_str()); }
+
+  // Runs one operation to completion; returns its result.
+  int run(const std::function<void(IoDone*)>& start) {
+    int result = 1;
+    IoDone* d = FnDone::make([&](int err) {
+      result = err;
+      loop->stop();
+    });
+    start(d);
+    loop->run();
+    return result;
+  }
+  int write(Backend& b, uint64_t off, uint8_t byte, bool fua = false, uint32_t len = 4096) {
+    std::vector<uint8_t> buf(len, byte);
+    return run([&](IoDone* d) { b.write(off, len, buf.data(), fua, d); });
+  }
+  int flush(Backend& b) {
+    return run([&](IoDone* d) { b.flush(d); });
+  }
+  // The file's byte at off (read behind the backends' back).
+  uint8_t at(uint64_t off) {
+    uint8_t c = 0xee;
+    EXPECT_EQ(::pread(file->fd(), &c, 1, off), 1);
+    return c;
+  }
+};
+
+TEST(FaultSpec, ParsesEveryFault) {
+  auto s = FaultSpec::parse("write-eio=1M:4K,read-eio=0:512,write-enospc=2G:1M,eio-after=10,"
+                            "enospc-after=20,crash-after=5");
+  ASSERT_TRUE(s) << s.error().message;
+  ASSERT_EQ(s->write_eio.size(), 1u);
+  EXPECT_EQ(s->write_eio[0].off, 1u << 20);
+  EXPECT_EQ(s->write_eio[0].len, 4096u);
+  EXPECT_EQ(s->write_enospc[0].off, 2ull << 30);
+  EXPECT_EQ(s->read_eio[0].len, 512u);
+  EXPECT_EQ(s->eio_after, 10u);
+  EXPECT_EQ(s->enospc_after, 20u);
+  EXPECT_EQ(s->crash_after, 5u);
+  EXPECT_TRUE(s->power_loss) << "crash-after implies power-loss tracking";
+  EXPECT_EQ(FaultSpec::parse(s->to_string())->to_string(), s->to_string());
+  EXPECT_TRUE(FaultSpec::parse("power-loss")->power_loss);
+  EXPECT_FALSE(FaultSpec::parse("")->any());
+}
+
+TEST(FaultSpec, RefusesBadSpecsWithTheReason) {
+  for (const char* bad : {"write-eio=5", "write-eio=x:1", "eio-after=", "eio-after=0",
+                          "crash-after=-1", "bogus=1", "write-eio=0:0", "eio-after=3T",
+                          "power-loss=1"}) {
+    auto s = FaultSpec::parse(bad);
+    ASSERT_FALSE(s) << bad;
+    EXPECT_EQ(s.error().code, EINVAL) << bad;
+    EXPECT_NE(s.error().message.find("MIRRORD_FAULTS"), std::string::npos) << s.error().message;
+  }
+}
+
+TEST_F(FaultFixture, WriteEioHitsOnlyTheRange) {
+  FaultSpec spec = FaultSpec::parse("write-eio=64K:4K").value();
+  FaultBackend fb(*loop, *file, file->fd(), spec, nullptr);
+  EXPECT_EQ(write(fb, 0, 0x11), 0);
+  EXPECT_EQ(write(fb, 64 << 10, 0x22), -EIO);
+  EXPECT_EQ(write(fb, (64 << 10) - 2048, 0x33), -EIO) << "a write overlapping the range fails";
+  EXPECT_EQ(write(fb, 68 << 10, 0x44), 0) << "the next block is fine";
+  EXPECT_EQ(at(0), 0x11);
+  EXPECT_EQ(at(64 << 10), 0) << "a failed write must not reach the file";
+  EXPECT_EQ(at(68 << 10), 0x44);
+  EXPECT_EQ(fb.faults_injected(), 2u);
+  EXPECT_EQ(run([&](IoDone* d) { fb.zero(60 << 10, 8192, {}, d); }), -EIO);
+  EXPECT_EQ(run([&](IoDone* d) { fb.trim(0, 8192, false, d); }), 0);
+}
+
+TEST_F(FaultFixture, ReadEioAndCountedFailures) {
+  FaultSpec spec = FaultSpec::parse("read-eio=8K:1,eio-after=2").value();
+  FaultBackend fb(*loop, *file, file->fd(), spec, nullptr);
+  std::vector<uint8_t> buf(4096);
+  EXPECT_EQ(run([&](IoDone* d) { fb.read(8192, 4096, buf.data(), d); }), -EIO);
+  EXPECT_EQ(run([&](IoDone* d) { fb.read(0, 4096, buf.data(), d); }), 0);
+  EXPECT_EQ(write(fb, 0, 1), 0);
+  EXPECT_EQ(write(fb, 4096, 2), 0);
+  EXPECT_EQ(write(fb, 8192, 3), -EIO) << "the third write fails";
+  EXPECT_EQ(write(fb, 0, 4), -EIO) << "and every one after";
+  EXPECT_EQ(at(0), 1);
+  EXPECT_EQ(flush(fb), 0) << "flush is not a write";
+
+  FaultSpec full = FaultSpec::parse("enospc-after=1,write-enospc=512K:1").value();
+  FaultBackend fb2(*loop, *file, file->fd(), full, nullptr);
+  EXPECT_EQ(write(fb2, 0, 5), 0);
+  EXPECT_EQ(write(fb2, 512 << 10, 5), -ENOSPC);
+  EXPECT_EQ(write(fb2, 0, 6), -ENOSPC) << "every write after the first";
+}
+
+TEST_F(FaultFixture, PowerLossKeepsSyncedWritesAndDropsTheRest) {
+  PowerLoss pl;
+  FaultSpec spec = FaultSpec::parse("power-loss").value();
+  FaultBackend fb(*loop, *file, file->fd(), spec, &pl);
+  EXPECT_EQ(write(fb, 0, 0xa1), 0);
+  EXPECT_EQ(flush(fb), 0);
+  EXPECT_EQ(pl.unsynced_writes(), 0u) << "a flush covers completed writes";
+  EXPECT_EQ(write(fb, 0, 0xb2), 0);            // overwrites a synced write: unsynced
+  EXPECT_EQ(write(fb, 8192, 0xc3), 0);         // new data: unsynced
+  EXPECT_EQ(write(fb, 16384, 0xd4, true), 0);  // FUA: durable
+  EXPECT_EQ(write(fb, 8192, 0xe5), 0);         // overwrites an unsynced write
+  EXPECT_EQ(pl.unsynced_writes(), 3u);
+  EXPECT_EQ(at(0), 0xb2);
+  EXPECT_EQ(pl.restore_for_testing(), 3u * 4096);
+  EXPECT_EQ(at(0), 0xa1) << "an unsynced overwrite is rolled back to the synced data";
+  EXPECT_EQ(at(8192), 0) << "two unsynced writes: back to what was there before both";
+  EXPECT_EQ(at(16384), 0xd4) << "a FUA write survives";
+
+  // A FUA write over unsynced ones: it survives, they are dropped around it.
+  EXPECT_EQ(write(fb, 0, 0x11, false, 12288), 0);
+  EXPECT_EQ(write(fb, 4096, 0x22, true), 0);
+  EXPECT_EQ(pl.unsynced_writes(), 1u);
+  EXPECT_EQ(pl.unsynced_bytes(), 8192u) << "the FUA write's range is cut out of the older record";
+  pl.restore_for_testing();
+  EXPECT_EQ(at(0), 0xa1);
+  EXPECT_EQ(at(4096), 0x22);
+  EXPECT_EQ(at(8192), 0);
+}
+
+TEST_F(FaultFixture, PowerLossAfterAFailedSyncKeepsTheRecords) {
+  PowerLoss pl;
+  uint64_t id = pl.before_write(file->fd(), 0, 4096);
+  ASSERT_EQ(::pwrite(file->fd(), std::string(4096, 'x').data(), 4096, 0), 4096);
+  pl.write_done(id);
+  uint64_t in_flight = pl.before_write(file->fd(), 4096, 4096);  // not done: no sync covers it
+  uint64_t t = pl.sync_started(file->fd());
+  pl.sync_done(t, false);
+  EXPECT_EQ(pl.unsynced_writes(), 2u) << "a failed sync makes nothing durable";
+  t = pl.sync_started(file->fd());
+  pl.sync_done(t, true);
+  EXPECT_EQ(pl.unsynced_writes(), 1u) << "only the completed write was covered";
+  pl.write_done(in_flight);
+  EXPECT_EQ(at(0), 'x');
+  EXPECT_EQ(pl.restore_for_testing(), 4096u);
+  EXPECT_EQ(at(0), 'x');
+}
+
+// The inner backend of the crash test: plain pread/pwrite/fdatasync on an
+// fd (the forked child cannot use the parent's ring or take the file lock).
+class PwriteBackend final : public Backend {
+ public:
+  PwriteBackend(Loop& loop, int fd) : loop_(loop), fd_(fd) {}
+  uint64_t size() const override { return kSize; }
+  bool read_only() const override { return false; }
+  bool can_trim() const override { return false; }
+  void read(uint64_t off, uint32_t len, uint8_t* buf, IoDone* d) override {
+    later(d, ::pread(fd_, buf, len, off) == ssize_t(len) ? 0 : -EIO);
+  }
+  void write(uint64_t off, uint32_t len, const uint8_t* buf, bool, IoDone* d) override {
+    later(d, ::pwrite(fd_, buf, len, off) == ssize_t(len) ? 0 : -EIO);
+  }
+  void flush(IoDone* d) override { later(d, ::fdatasync(fd_) == 0 ? 0 : -EIO); }
+  void trim(uint64_t, uint32_t, bool, IoDone* d) override { later(d, -ENOTSUP); }
+  void zero(uint64_t, uint32_t, ZeroFlags, IoDone* d) override { later(d, -ENOTSUP); }
+  void cache(uint64_t, uint32_t, IoDone* d) override { later(d, 0); }
+  void block_status(uint64_t, uint32_t, uint32_t, std::vector<nbd::Extent>*, IoDone* d) override {
+    later(d, -ENOTSUP);
+  }
+
+ private:
+  void later(IoDone* d, int err) { loop_.defer([d, err] { d->io_done(err); }); }
+  Loop& loop_;
+  int fd_;
+};
+
+TEST_F(FaultFixture, CrashAfterKillsTheProcessWithOnlySyncedDataLeft) {
+  FaultSpec spec = FaultSpec::parse("crash-after=2").value();
+  EXPECT_EXIT(
+      {
+        loop = Loop::create(8).value();
+        PwriteBackend inner(*loop, file->fd());
+        PowerLoss pl;
+        FaultBackend fb(*loop, inner, file->fd(), spec, &pl);
+        if (write(fb, 0, 0x5a) != 0 || flush(fb) != 0 || write(fb, 4096, 0x6b) != 0) std::exit(1);
+        write(fb, 8192, 0x7c);  // the third write: crash before it is issued
+        std::exit(0);
+      },
+      ::testing::KilledBySignal(SIGKILL), "simulated power loss");
+  EXPECT_EQ(at(0), 0x5a);
+  EXPECT_EQ(at(4096), 0) << "the unsynced second write was dropped";
+  EXPECT_EQ(at(8192), 0);
+}
+
+}  // namespace
+}  // namespace mirror
