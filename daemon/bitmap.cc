@@ -322,6 +322,7 @@ struct Bitmap::WriteOp final : Completion {
   uint64_t off = 0;
   const uint8_t* buf = nullptr;
   size_t left = 0;
+  uint64_t power_loss_record = 0;
   void on_complete(int res, uint32_t) override { bm->on_write(this, res); }
 };
 
@@ -835,6 +836,7 @@ void Bitmap::start_commit() {
     op->off = runs_[i].file_block * kBlock;
     op->buf = staging_.data() + runs_[i].staged * kBlock;
     op->left = runs_[i].blocks * kBlock;
+    if (power_loss_) op->power_loss_record = power_loss_->before_write(fd_.get(), op->off, op->left);
     submit_write(op);
   }
 }
@@ -852,12 +854,15 @@ void Bitmap::on_write(WriteOp* op, int res) {
     return submit_write(op);
   }
   if (res <= 0 && !commit_error_) commit_error_ = res < 0 ? -res : EIO;
+  if (power_loss_) power_loss_->write_done(op->power_loss_record);
   if (--pending_writes_ > 0) return;
   if (commit_error_) return finish_commit(-commit_error_);
+  if (power_loss_) power_loss_sync_ = power_loss_->sync_started(fd_.get());
   io_uring_prep_fsync(loop_.sqe(&sync_completion_), fd_.get(), IORING_FSYNC_DATASYNC);
 }
 
 void Bitmap::on_sync(int res, uint32_t) {
+  if (power_loss_) power_loss_->sync_done(power_loss_sync_, res >= 0);
   finish_commit(res < 0 ? res : 0);
 }
 
@@ -909,6 +914,9 @@ Status Bitmap::flush_sync() {
     set_sticky(e.code, "fdatasync");
     return e;
   }
+  // Synchronous, so no simulated crash falls between the writes and the
+  // sync; but earlier completed commits' records are covered too.
+  if (power_loss_) power_loss_->sync_done(power_loss_->sync_started(fd_.get()), true);
   apply_durable_snapshot();
   return {};
 }

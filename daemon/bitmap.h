@@ -16,6 +16,7 @@
 
 #include "backend.h"  // IoDone
 #include "buffer.h"
+#include "power_loss.h"
 #include "result.h"
 #include "unique_fd.h"
 #include "uring.h"
@@ -127,6 +128,10 @@ class Bitmap {
   // Tests: replaces the file descriptor used by later writes (e.g. with an
   // O_RDONLY one, to make them fail).
   void replace_fd_for_testing(UniqueFd fd) { fd_ = std::move(fd); }
+  // Fault injection (MIRRORD_FAULTS=power-loss): later commits record their
+  // unsynced writes in `pl` (which must outlive this Bitmap), so that a
+  // simulated power loss drops them.
+  void set_power_loss(PowerLoss* pl) { power_loss_ = pl; }
 
  private:
   struct Map;
@@ -194,6 +199,8 @@ class Bitmap {
   std::vector<IoDone*> waiting_;  // served by the next commit
   MemberCompletion<Bitmap, &Bitmap::on_sync> sync_completion_{this};
   Stats stats_;
+  PowerLoss* power_loss_ = nullptr;
+  uint64_t power_loss_sync_ = 0;
 };
 
 }  // namespace mirror

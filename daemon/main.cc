@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "config.h"
+#include "fault_backend.h"
 #include "file_backend.h"
 #include "kernel_device.h"
 #include "listen_addr.h"
@@ -222,6 +224,18 @@ int run(int argc, char** argv) {
     }
     descriptions[name] = text;
   }
+  // Test-only fault injection (docs/reliability.md); never set in production.
+  FaultSpec faults;
+  if (const char* f = std::getenv("MIRRORD_FAULTS"); f && *f) {
+    auto spec = FaultSpec::parse(f);
+    if (!spec) {
+      std::fprintf(stderr, "mirrord: %s\n", spec.error().message.c_str());
+      return 2;
+    }
+    faults = *spec;
+  }
+  std::unique_ptr<PowerLoss> power_loss;
+  if (faults.power_loss) power_loss = std::make_unique<PowerLoss>();
   if (listen_args.empty()) listen_args.push_back("127.0.0.1:10809");
   std::vector<ListenAddr> addrs;
   for (const auto& l : listen_args) {
@@ -238,6 +252,7 @@ int run(int argc, char** argv) {
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
+  if (power_loss) sigaddset(&mask, SIGUSR2);  // simulate a power loss now
   sigprocmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
   UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
@@ -252,10 +267,15 @@ int run(int argc, char** argv) {
     return 1;
   }
   std::vector<std::unique_ptr<FileBackend>> backends;
+  std::vector<std::unique_ptr<FaultBackend>> fault_backends;
   std::unique_ptr<Volume> volume;
   NbdServer server(**loop, limits);
   if (self) {
-    auto v = Volume::open(**loop, cfg, *self, {.force_full_sync = force_full_sync, .discard_my_data = discard_my_data});
+    auto v = Volume::open(**loop, cfg, *self,
+                          {.force_full_sync = force_full_sync,
+                           .discard_my_data = discard_my_data,
+                           .faults = &faults,
+                           .power_loss = power_loss.get()});
     if (!v) {
       MLOG_ERROR("volume '%s': %s", cfg.name.c_str(), v.error().to_string().c_str());
       return 1;
@@ -280,7 +300,14 @@ int run(int argc, char** argv) {
     info.name = s.name;
     info.read_only = s.read_only;
     if (auto it = descriptions.find(s.name); it != descriptions.end()) info.description = it->second;
-    server.add_export(std::move(info), be->get());
+    Backend* served = be->get();
+    if (faults.any() && !s.read_only) {
+      fault_backends.push_back(std::make_unique<FaultBackend>(**loop, *served, (*be)->fd(), faults,
+                                                              power_loss.get()));
+      served = fault_backends.back().get();
+      MLOG_WARN("export '%s': TEST FAULTS injected: %s", s.name.c_str(), faults.to_string().c_str());
+    }
+    server.add_export(std::move(info), served);
     MLOG_INFO("export '%s': %s, %llu bytes%s", s.name.c_str(), s.path.c_str(),
               static_cast<unsigned long long>((*be)->size()), s.read_only ? ", read-only" : "");
     backends.push_back(std::move(*be));
@@ -308,6 +335,7 @@ int run(int argc, char** argv) {
   bool stopping = false;
   int exit_code = 0;
   SignalWatcher signals(**loop, sfd.get(), [&](int signo) {
+    if (signo == SIGUSR2 && power_loss) power_loss->crash("SIGUSR2");
     if (stopping) return;
     stopping = true;
     MLOG_INFO("signal %d: finishing requests in flight, then stopping", signo);

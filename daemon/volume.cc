@@ -107,11 +107,20 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
   auto file = FileBackend::open(loop, self.backing, {.size = cfg.size});
   if (!file) return file.error();
   v->file_ = std::move(*file);
+  v->local_ = v->file_.get();
+  if (opts.faults && opts.faults->any()) {
+    v->faults_ = std::make_unique<FaultBackend>(loop, *v->file_, v->file_->fd(), *opts.faults,
+                                                opts.power_loss);
+    v->local_ = v->faults_.get();
+    MLOG_WARN("volume '%s': TEST FAULTS injected into %s: %s", cfg.name.c_str(),
+              self.backing.c_str(), opts.faults->to_string().c_str());
+  }
   MetaIdentity id{cfg.name, cfg.size, self.name, peer->name, cfg.granularity, cfg.al_extent};
   BitmapOpenReport report;
   auto bm = Bitmap::open(loop, self.metadata, id, &report);
   if (!bm) return bm.error();
   v->bitmap_ = std::move(*bm);
+  if (opts.power_loss) v->bitmap_->set_power_loss(opts.power_loss);
   if (auto st = v->prepare_metadata(report); !st) return st.error();
   if (v->role_ == Role::kPrimary) {
     v->make_replicator();
@@ -122,7 +131,7 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
 }
 
 void Volume::make_replicator() {
-  replicator_ = std::make_unique<Replicator>(loop_, *file_, *bitmap_, cfg_);
+  replicator_ = std::make_unique<Replicator>(loop_, *local_, *bitmap_, cfg_);
   replicator_->on_link_failure = [this](const std::string& why) {
     if (active_) active_->conn->close(why);
   };
@@ -130,13 +139,13 @@ void Volume::make_replicator() {
 }
 
 void Volume::make_applier() {
-  applier_ = std::make_unique<SecondaryApplier>(loop_, *file_, *bitmap_);
+  applier_ = std::make_unique<SecondaryApplier>(loop_, *local_, *bitmap_);
   applier_->on_split = [this](uint64_t when) {
     split_unix_ms_ = when;
     MLOG_INFO("volume '%s': split by the primary: this copy is a stable point-in-time image",
               cfg_.name.c_str());
   };
-  gate_.set(file_.get(), false);
+  gate_.set(local_, false);
 }
 
 Status Volume::prepare_metadata(const BitmapOpenReport& report) {

@@ -22,6 +22,7 @@
 #include "auth.h"
 #include "bitmap.h"
 #include "config.h"
+#include "fault_backend.h"
 #include "file_backend.h"
 #include "link_codec.h"
 #include "link_conn.h"
@@ -64,6 +65,10 @@ class Volume final : public LinkConn::Handler {
     // Operator, resolving a split brain on the node whose changes lose: this
     // node becomes secondary and takes a full copy from the peer.
     bool discard_my_data = false;
+    // Tests only (MIRRORD_FAULTS): faults injected under the replication
+    // layer, on this node's backing store; both outlive the Volume.
+    const FaultSpec* faults = nullptr;
+    PowerLoss* power_loss = nullptr;
   };
   static Result<std::unique_ptr<Volume>> open(Loop& loop, const VolumeConfig& cfg,
                                               const NodeConfig& self, Options opts);
@@ -159,6 +164,8 @@ class Volume final : public LinkConn::Handler {
   Options opts_;
   Role role_ = Role::kSecondary;
   std::unique_ptr<FileBackend> file_;
+  std::unique_ptr<FaultBackend> faults_;  // tests only: wraps file_
+  Backend* local_ = nullptr;              // faults_ or file_
   std::unique_ptr<Bitmap> bitmap_;
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<SecondaryApplier> applier_;
