@@ -20,16 +20,7 @@ for ns in $(ip netns list 2>/dev/null | grep -oE '^mirr-[ab]-[0-9]+'); do
     kill -0 "${ns##*-}" 2>/dev/null || ip netns del "$ns" 2>/dev/null
 done
 NSA=mirr-a-$$ NSB=mirr-b-$$ VA=mva$$ VB=mvb$$
-ip netns add "$NSA" 2>/dev/null || skip "ip netns add is not permitted here"
-CLEANUP_HOOKS+=("ip netns del $NSA")
-ip netns add "$NSB" || die "ip netns add $NSB"
-CLEANUP_HOOKS+=("ip netns del $NSB")
-ip link add "$VA" netns "$NSA" type veth peer name "$VB" netns "$NSB" || skip "cannot create a veth pair"
-ip -n "$NSA" addr add 10.123.0.1/24 dev "$VA"
-ip -n "$NSB" addr add 10.123.0.2/24 dev "$VB"
-for ns in "$NSA" "$NSB"; do ip -n "$ns" link set lo up; done
-ip -n "$NSA" link set "$VA" up
-ip -n "$NSB" link set "$VB" up
+netns_pair "$NSA" "$NSB" "$VA" "$VB" 10.123.0
 IN_A=(ip netns exec "$NSA")
 
 VOL_SIZE=1G

@@ -248,6 +248,23 @@ setup_pair() {
     write_configs
 }
 
+# netns_pair NS_A NS_B VETH_A VETH_B NET: two network namespaces joined by a
+# veth pair, NET.1/24 on NS_A's end and NET.2/24 on NS_B's, both up; removed
+# at exit. Skips the test where namespaces or veth are not permitted.
+netns_pair() {
+    local a=$1 b=$2 va=$3 vb=$4 net=$5 ns
+    ip netns add "$a" 2>/dev/null || skip "ip netns add is not permitted here"
+    CLEANUP_HOOKS+=("ip netns del $a")
+    ip netns add "$b" || die "ip netns add $b"
+    CLEANUP_HOOKS+=("ip netns del $b")
+    ip link add "$va" netns "$a" type veth peer name "$vb" netns "$b" || skip "cannot create a veth pair"
+    ip -n "$a" addr add "$net.1/24" dev "$va"
+    ip -n "$b" addr add "$net.2/24" dev "$vb"
+    for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
+    ip -n "$a" link set "$va" up
+    ip -n "$b" link set "$vb" up
+}
+
 # ------------------------------------------------------------- nodes --
 
 node_alive() {
