@@ -1,0 +1,367 @@
+#!/bin/bash
+# One run of one fault scenario on a new pair of real mirrord nodes, with
+# random timing from a seed. Called by run.sh (which makes the table):
+#
+#   scenario.sh NAME SEED RUN RESULT_FILE
+#
+# appends "NAME RUN SEED CHECKED LOST CONVERGED STATUS" to RESULT_FILE:
+# CHECKED acknowledged writes checked (each on every copy that must hold
+# it), LOST those missing or wrong (must be 0), CONVERGED yes/no (images
+# identical after recovery), STATUS pass/fail (every check of the run).
+# scenario.sh --list prints the scenario names.
+SCENARIOS=(kill-primary-write kill-secondary-write kill-primary-resync kill-secondary-resync
+           kill-primary-split kill-secondary-split kill-primary-rejoin kill-secondary-rejoin
+           link-partition link-partition-netns link-delay link-lossy link-flap enospc-primary eio-primary
+           bitmap-damage power-loss-primary power-loss-secondary)
+if [ "${1:-}" = --list ]; then printf '%s\n' "${SCENARIOS[@]}"; exit 0; fi
+[ $# -eq 4 ] || { echo "usage: $0 NAME SEED RUN RESULT_FILE | --list" >&2; exit 2; }
+NAME=$1 SEED=$2 RUN=$3 RESULT=$4
+. "$(dirname "$0")/faultlib.sh"
+TEST_NAME="$NAME#$RUN"
+# run.sh's timeout: the EXIT trap still kills this run's daemons.
+trap 'fail "terminated (run timeout)"; exit 1' TERM
+
+VOL_SIZE=128M
+VOL_ACK=2s
+# Both images start as the same zeroes; a rate-limited resync (16M of
+# window at 8M/s: ~2s) leaves time to crash in the middle of it.
+VOL_EXTRA='initial-sync = "skip"
+resync-rate = "8M"'
+W1=$((16 * MiB)) W2=$((48 * MiB)) W3=$((80 * MiB)) WIN=$((16 * MiB))
+have_ctl || die "the fault harness needs mirrorctl"
+
+RECORDED=""
+record() {
+    local status=pass
+    [ -z "$RECORDED" ] || return 0
+    RECORDED=1
+    [ "$N_FAIL" -eq 0 ] || status=fail
+    echo "$NAME $RUN $SEED $CHECKED $LOST $CONVERGED $status" >>"$RESULT"
+}
+# A run that dies half-way still gets its row (a failed one).
+CLEANUP_HOOKS+=("N_FAIL=\$((N_FAIL + 1)); record")
+
+# some_acks NAME LO HI: wait for a random number more acknowledged writes.
+some_acks() {
+    local n
+    rand n "$2" "$3"
+    wait_acks "$1" $(($(acks "$1") + n)) 90 || fail "writer $1 did not get $n more writes acknowledged ($(tail -n 2 "$T/$1.err"))"
+}
+
+# restart NODE: start it again (without faults).
+restart() { must_start "$1"; }
+
+# kill_during_resync NODE: beta goes away, the primary writes alone, beta
+# comes back; NODE is killed at a random point of the resync.
+kill_during_resync() {
+    local node=$1
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 200 1000
+    kill_node beta
+    wait_state alpha 'degraded|disconnected' 20 >/dev/null || fail "alpha not degraded with beta dead"
+    some_acks w1 2000 4000
+    log_mark alpha
+    restart beta
+    wait_log alpha "resync started" 30 >/dev/null || fail "no resync after beta came back"
+    rand_sleep 50 1500
+    if log_since alpha | grep -q "resync complete"; then
+        log "the resync finished before the kill (timing: allowed, but nothing was interrupted)"
+    fi
+    kill_node "$node"
+    pass "$node killed (SIGKILL) during the resync"
+    if [ "$node" = alpha ]; then
+        writer_gone w1 30
+        restart alpha
+        add_writer w2 "$(nbd_uri alpha)" $W2 $WIN --duration 3
+    else
+        some_acks w1 200 1000
+        restart beta
+    fi
+}
+
+# split_then_kill NODE: writes, split, writes (tracked), NODE killed and
+# restarted (still split), rejoin.
+split_then_kill() {
+    local node=$1
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 200 1500
+    ctl alpha split >/dev/null || fail "split under load failed"
+    check_eq "alpha split" split "$(status_get alpha .state)"
+    some_acks w1 200 1500
+    kill_node "$node"
+    pass "$node killed (SIGKILL) while split"
+    if [ "$node" = alpha ]; then
+        writer_gone w1 30
+        restart alpha
+        check_eq "the restarted primary is still split" split "$(status_get alpha .state)"
+        add_writer w2 "$(nbd_uri alpha)" $W2 $WIN
+    else
+        some_acks w1 200 1000
+        restart beta
+    fi
+    ctl alpha rejoin --wait >/dev/null || fail "rejoin after the crash failed"
+}
+
+# rejoin_then_kill NODE: split, writes, rejoin, NODE killed during the
+# rejoin's resync; restarted, the pair finishes it (rejoining again if the
+# split survived the crash).
+rejoin_then_kill() {
+    local node=$1
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 200 1000
+    ctl alpha split >/dev/null || fail "split failed"
+    some_acks w1 2000 4000
+    log_mark alpha
+    ctl alpha rejoin >/dev/null || fail "rejoin failed"
+    wait_log alpha "resync started" 30 >/dev/null || fail "no resync after rejoin"
+    rand_sleep 50 1500
+    kill_node "$node"
+    pass "$node killed (SIGKILL) during the rejoin"
+    if [ "$node" = alpha ]; then
+        writer_gone w1 30
+        restart alpha
+        add_writer w2 "$(nbd_uri alpha)" $W2 $WIN
+    else
+        some_acks w1 200 1000
+        restart beta
+    fi
+    if [ "$(status_get alpha .state)" = split ]; then
+        ctl alpha rejoin --wait >/dev/null || fail "second rejoin failed"
+    fi
+}
+
+case $NAME in
+kill-primary-write)
+    start_synced_pair
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 300 3000
+    kill_node alpha
+    pass "alpha killed (SIGKILL) under mirrored writes"
+    writer_gone w1 30
+    count_verify "beta's copy right after the crash" w1 --uri "$(nbd_unix_uri beta)" $W1 $WIN
+    restart alpha
+    add_writer w2 "$(nbd_uri alpha)" $W2 $WIN --duration 3
+    ;;
+kill-secondary-write)
+    start_synced_pair
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 300 3000
+    kill_node beta
+    pass "beta killed (SIGKILL) under mirrored writes"
+    some_acks w1 500 2000
+    check_eq "no write failed with the secondary dead" 0 "$(grep -c '^E ' "$T/w1.acks")"
+    restart beta
+    some_acks w1 200 1000
+    ;;
+kill-primary-resync) start_synced_pair; kill_during_resync alpha ;;
+kill-secondary-resync) start_synced_pair; kill_during_resync beta ;;
+kill-primary-split) start_synced_pair; split_then_kill alpha ;;
+kill-secondary-split) start_synced_pair; split_then_kill beta ;;
+kill-primary-rejoin) start_synced_pair; rejoin_then_kill alpha ;;
+kill-secondary-rejoin) start_synced_pair; rejoin_then_kill beta ;;
+link-partition)
+    use_proxies
+    start_synced_pair
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 300 2000
+    link_fault "0 down"
+    wait_state alpha 'degraded|disconnected' 20 >/dev/null && pass "alpha degraded during the partition" \
+        || fail "alpha not degraded 20s into the partition"
+    rand_sleep 500 4000
+    some_acks w1 200 1000
+    link_fault ""
+    some_acks w1 200 1000
+    ;;
+link-partition-netns)
+    # The nodes in two network namespaces joined by a veth pair; the link
+    # goes down (no proxy: the kernel's own TCP sees the partition).
+    require ip
+    NSA=mf-a-$$ NSB=mf-b-$$ VA=mfa$$ VB=mfb$$
+    netns_pair "$NSA" "$NSB" "$VA" "$VB" 10.124.0
+    NODE_NS[alpha]=$NSA NODE_NS[beta]=$NSB
+    NODE_ADDR[alpha]=10.124.0.1:7788 NODE_ADDR[beta]=10.124.0.2:7788
+    start_synced_pair
+    # A unix socket reaches alpha's export from this namespace.
+    add_writer w1 "$(nbd_unix_uri alpha)" $W1 $WIN
+    some_acks w1 300 2000
+    ip -n "$NSA" link set "$VA" down
+    wait_state alpha 'degraded|disconnected' 20 >/dev/null && pass "alpha degraded with the veth down" \
+        || fail "alpha not degraded 20s after the veth went down"
+    rand_sleep 500 4000
+    some_acks w1 200 1000
+    ip -n "$NSA" link set "$VA" up
+    some_acks w1 200 1000
+    ;;
+link-delay)
+    use_proxies
+    link_fault "25"
+    start_synced_pair
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 200 600
+    link_fault ""
+    end_writer w1
+    lat=$(writer_field w1 max_latency_ms)
+    [ "${lat:-0}" -ge 40 ] && pass "writes waited for the delayed peer (worst ${lat} ms)" \
+        || fail "worst write latency ${lat} ms with a 50 ms round trip: not mirrored synchronously?"
+    ;;
+link-lossy)
+    use_proxies
+    start_synced_pair
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 200 1000
+    link_fault "1 loss=5"
+    rand_sleep 3000 8000
+    link_fault ""
+    some_acks w1 200 1000
+    ;;
+link-flap)
+    use_proxies
+    start_synced_pair
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    rand flaps 3 6
+    for _ in $(seq "$flaps"); do
+        rand_sleep 300 3000
+        link_fault "0 down"
+        rand_sleep 300 3000
+        link_fault ""
+    done
+    pass "$flaps link flaps"
+    some_acks w1 200 1000
+    ;;
+enospc-primary)
+    # alpha's 128M image on a 12M filesystem: writes to new blocks fail once
+    # it is full; the writer's window is bigger than that.
+    tmpfs_for alpha 12
+    start_synced_pair
+    add_writer w1 "$(nbd_uri alpha)" $W1 $((32 * MiB))
+    WRITERS[-1]="w1 $W1 $((32 * MiB))"
+    deadline=$((SECONDS + 120))
+    while [ "$(grep -c '^E ' "$T/w1.acks")" -lt 20 ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    nfail=$(grep -c '^E ' "$T/w1.acks")
+    [ "$nfail" -ge 20 ] && pass "the client gets errors for writes the full disk refused ($nfail)" \
+        || fail "no ENOSPC errors reached the client ($nfail failed writes)"
+    grep -q 'No space left' "$T/w1.err" && pass "the errors say ENOSPC" || fail "no ENOSPC in the client's errors"
+    node_alive alpha && pass "alpha survives the full filesystem" || die "alpha died on ENOSPC"
+    end_writer w1
+    # Recovery: the operator frees space (a bigger filesystem) and restarts
+    # the primary; the copies must then agree.
+    stop_node alpha
+    mount -o remount,size=256m "$T/fs-alpha" || fail "cannot grow the tmpfs"
+    restart alpha
+    ;;
+eio-primary)
+    # A bad region of alpha's disk (or, by seed, a disk failing after N
+    # writes): every write that touches it fails for the client; none is
+    # acknowledged; the copies agree after the disk is replaced (restart
+    # without faults).
+    rand which 0 1
+    rand boff 0 15
+    if [ "$which" = 0 ]; then
+        BAD_OFF=$((W1 + boff * MiB)) BAD_LEN=$MiB
+        spec="write-eio=$BAD_OFF:$BAD_LEN"
+    else
+        rand after 500 3000
+        BAD_OFF=0 BAD_LEN=$(size_bytes "$VOL_SIZE")
+        spec="eio-after=$after"
+    fi
+    setup_pair
+    start_with_faults alpha "$spec"
+    must_start beta
+    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    deadline=$((SECONDS + 90))
+    while [ "$(in_range_count E $BAD_OFF $BAD_LEN w1)" -lt 10 ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    end_writer w1
+    nerr=$(in_range_count E $BAD_OFF $BAD_LEN w1)
+    nok=$(in_range_count A $BAD_OFF $BAD_LEN w1)
+    [ "$nerr" -ge 10 ] && pass "writes to the failing disk get EIO ($nerr)" || fail "only $nerr writes to the failing disk got an error"
+    grep -q 'Input/output error' "$T/w1.err" && pass "the client's errors are EIO" || fail "no EIO in the client's errors"
+    if [ "$which" = 0 ]; then
+        check_eq "no write to the bad region was acknowledged (no false success)" 0 "$nok"
+    else
+        check_eq "no write after the disk failed was acknowledged" "$after" "$(grep -c '^A ' "$T/w1.acks")"
+    fi
+    # What the secondary holds for failed writes is checked by the final
+    # verify (a failed write may be there or not, nothing else may).
+    stop_node alpha
+    restart alpha
+    ;;
+bitmap-damage)
+    # alpha holds writes beta never saw (beta down), stops; its metadata is
+    # damaged or removed; restarted, the pair must still end identical with
+    # every write.
+    start_synced_pair
+    stop_node beta
+    wait_state alpha 'degraded|disconnected' 20 >/dev/null || fail "alpha not degraded"
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 500 3000
+    end_writer w1
+    stop_node alpha
+    meta=${NODE_META[alpha]}
+    rand how 0 3
+    rand at 0 $(($(stat -c %s "$meta") - 64))
+    case $how in
+        0) rm -f "$meta"; what="removed" ;;
+        1) truncate -s 4096 "$meta"; what="truncated to 4096 bytes" ;;
+        2) dd if=/dev/urandom of="$meta" bs=1 seek="$at" count=64 conv=notrunc status=none
+           what="64 random bytes at offset $at" ;;
+        3) dd if=/dev/zero of="$meta" bs=4096 count=2 conv=notrunc status=none; what="both superblocks zeroed" ;;
+    esac
+    pass "alpha's metadata damaged: $what"
+    restart alpha
+    restart beta
+    # Metadata that no longer names a generation the peer knows makes the
+    # primary refuse to overwrite anything until the operator decides (the
+    # log says how); the harness then does what it says.
+    deadline=$((SECONDS + 60))
+    while [ $SECONDS -lt $deadline ]; do
+        [ "$(status_get alpha .state)" = synchronized ] && break
+        grep -q "share no generation" "${NODE_LOG[alpha]}" && break
+        sleep 0.2
+    done
+    if grep -q "share no generation" "${NODE_LOG[alpha]}"; then
+        pass "alpha refuses to overwrite beta without the operator's word (nothing overwritten)"
+        stop_node alpha
+        must_start alpha --force-full-sync
+    fi
+    ;;
+power-loss-primary|power-loss-secondary)
+    # The node loses power: its writes that were not synced vanish (data and
+    # metadata). The writer uses FUA when the primary dies, so that every
+    # acknowledged write was durable on both copies and must survive.
+    node=alpha fua=--fua
+    [ $NAME = power-loss-secondary ] && node=beta fua=""
+    rand which 0 1
+    spec=power-loss
+    if [ "$which" = 1 ]; then rand n 300 3000; spec=crash-after=$n; fi
+    setup_pair
+    if [ $node = alpha ]; then start_with_faults alpha $spec; must_start beta
+    else must_start alpha; start_with_faults beta $spec; fi
+    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN $fua
+    if [ "$which" = 0 ]; then
+        some_acks w1 300 2000
+        power_loss $node
+    else
+        deadline=$((SECONDS + 120))
+        while node_alive $node && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+        node_alive $node && die "$node did not crash after $n writes"
+        wait "${NODE_PID[$node]}" 2>/dev/null; NODE_PID[$node]=""
+        wait_dead_log $node
+    fi
+    if [ $node = alpha ]; then
+        writer_gone w1 30
+        count_verify "beta's copy right after the primary's power loss" w1 --uri "$(nbd_unix_uri beta)" $W1 $WIN
+        restart alpha
+        add_writer w2 "$(nbd_uri alpha)" $W2 $WIN --duration 3
+    else
+        some_acks w1 200 1000
+        restart beta
+    fi
+    ;;
+*) die "unknown scenario '$NAME' (scenario.sh --list)" ;;
+esac
+
+converge_and_check
+record
+pair_finish
