@@ -26,14 +26,18 @@ done
 [[ "$MINUTES" =~ ^[1-9][0-9]*$ ]] || { echo "soak.sh: --minutes takes a positive number" >&2; exit 2; }
 . "$(dirname "$0")/faultlib.sh"
 have_ctl || die "the soak needs mirrorctl"
+require qemu-io
 OUT=${OUT:-${TMPDIR:-/tmp}/mirrord-soak-$SEED.txt}
 log "soak: $MINUTES minutes, seed $SEED (repeat with --seed $SEED)"
 
-VOL_SIZE=256M
+VOL_SIZE=1G
 VOL_ACK=2s
 VOL_EXTRA='initial-sync = "skip"
 resync-rate = "32M"'
-SLOT0=$((32 * MiB)) SLOT=$((16 * MiB)) SLOTS=8
+# Writer windows: a new one for each writer (a reused window would still
+# hold the previous writer's data, which the next one's log cannot explain,
+# so a reused window is zeroed first).
+SLOT0=$((32 * MiB)) SLOT=$((8 * MiB)) SLOTS=124
 declare -A EVENTS
 N_WRITERS=0 RESYNC_FAILS=0
 CUR=""
@@ -47,6 +51,10 @@ new_writer() {
     rand f 0 3; [ "$f" = 0 ] && fua=--fua
     CUR=w$N_WRITERS
     CUR_OFF=$((SLOT0 + slot * SLOT))
+    if [ $N_WRITERS -gt $SLOTS ]; then
+        qemu-io -f raw "$(nbd_unix_uri alpha)" -c "write -z $CUR_OFF $SLOT" -c flush >/dev/null \
+            || fail "zeroing the reused window $CUR_OFF failed"
+    fi
     add_writer "$CUR" "$(nbd_uri alpha)" $CUR_OFF $SLOT --bs $bs --qd 8 $fua
     log "writer $CUR: window $CUR_OFF+$SLOT, bs $bs ${fua:-(no FUA)}"
 }
