@@ -328,9 +328,16 @@ bitmap-damage)
 power-loss-primary|power-loss-secondary)
     # The node loses power: its writes that were not synced vanish (data and
     # metadata). The writer uses FUA when the primary dies, so that every
-    # acknowledged write was durable on both copies and must survive.
+    # acknowledged write was durable on both copies and must survive; when
+    # the secondary dies, FUA or not by seed: with FUA, its image must hold
+    # every write acknowledged before the power loss (FUA is durable on
+    # every copy); without, the primary's resync must repair it.
     node=alpha fua=--fua
-    [ $NAME = power-loss-secondary ] && node=beta fua=""
+    if [ $NAME = power-loss-secondary ]; then
+        node=beta
+        rand f 0 1
+        [ "$f" = 1 ] || fua=""
+    fi
     rand which 0 1
     spec=power-loss
     if [ "$which" = 1 ]; then rand n 300 3000; spec=crash-after=$n; fi
@@ -341,6 +348,7 @@ power-loss-primary|power-loss-secondary)
     add_writer w1 "$(nbd_uri alpha)" $W1 $WIN $fua
     if [ "$which" = 0 ]; then
         some_acks w1 300 2000
+        before=$(wc -l <"$T/w1.acks")
         power_loss $node
     else
         deadline=$((SECONDS + 120))
@@ -355,6 +363,15 @@ power-loss-primary|power-loss-secondary)
         restart alpha
         add_writer w2 "$(nbd_uri alpha)" $W2 $WIN --duration 3
     else
+        if [ -n "$fua" ] && [ "$which" = 0 ]; then
+            # Acknowledged before the power loss: on beta's disk. After it:
+            # maybe (in flight at the instant), so marked unacknowledged.
+            { head -n "$before" "$T/w1.acks"; tail -n +$((before + 1)) "$T/w1.acks" | sed 's/^A /U /'; } >"$T/cut.acks"
+            CHECKED=$((CHECKED + $(grep -c '^A ' "$T/cut.acks")))
+            check "beta's disk right after its power loss holds every FUA write acknowledged before it" \
+                "${NBDTOOL[@]}" verify --image "${NODE_IMG[beta]}" --log "$T/cut.acks" --offset $W1 --window $WIN \
+                || LOST=$((LOST + 1))
+        fi
         some_acks w1 200 1000
         restart beta
     fi
