@@ -139,6 +139,7 @@ use_proxies() {
         "$PY" "$MIRROR_DIR/delayproxy.py" 127.0.0.1:0 "${NODE_ADDR[$other]}" "$LINK_CTL" \
             "$T/proxy-$n.ready" 2>"$T/proxy-$n.err" &
         BG_PIDS+=($!)
+        disown $!   # killed at exit; no job notice
     done
     for n in alpha beta; do
         local deadline=$((SECONDS + 10))
