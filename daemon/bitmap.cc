@@ -826,6 +826,11 @@ void Bitmap::start_commit() {
   ++stats_.commits_started;
   current_.swap(waiting_);
   encode_changes();
+  if (fail_commits_after_ && stats_.commits_started > fail_commits_after_) {
+    // Injected fault (MIRRORD_FAULTS=meta-eio-after): the disk refuses.
+    loop_.defer([this] { finish_commit(-EIO); });
+    return;
+  }
   while (ops_.size() < runs_.size()) {
     ops_.push_back(std::make_unique<WriteOp>());
     ops_.back()->bm = this;

@@ -132,6 +132,9 @@ class Bitmap {
   // unsynced writes in `pl` (which must outlive this Bitmap), so that a
   // simulated power loss drops them.
   void set_power_loss(PowerLoss* pl) { power_loss_ = pl; }
+  // Fault injection (MIRRORD_FAULTS=meta-eio-after=N): commits after the
+  // first N fail with EIO as if the disk had refused them (0: never).
+  void set_fail_commits_after(uint64_t n) { fail_commits_after_ = n; }
 
  private:
   struct Map;
@@ -201,6 +204,7 @@ class Bitmap {
   Stats stats_;
   PowerLoss* power_loss_ = nullptr;
   uint64_t power_loss_sync_ = 0;
+  uint64_t fail_commits_after_ = 0;
 };
 
 }  // namespace mirror

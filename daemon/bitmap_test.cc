@@ -532,6 +532,26 @@ TEST_F(BitmapTest, FailedWriteIsSticky) {
   EXPECT_EQ(st.error().code, EBADF);
 }
 
+// MIRRORD_FAULTS=meta-eio-after=1: the first commit reaches the disk, the
+// second fails with EIO without touching it, and the error sticks.
+TEST_F(BitmapTest, InjectedCommitFailureAfterN) {
+  auto bm = open_clean(*loop_, path_, ident());
+  bm->set_fail_commits_after(1);
+  Waiter second([&](int) { loop_->stop(); });
+  Waiter first([&](int) {
+    bm->set_dirty(64 * kKiB, 1);
+    bm->commit(&second);
+  });
+  bm->set_dirty(0, 1);
+  bm->commit(&first);
+  run(*loop_);
+  EXPECT_EQ(first.err, 0);
+  EXPECT_EQ(second.err, -EIO);
+  EXPECT_TRUE(DiskView(path_).dirty(0)) << "the first commit is on disk";
+  EXPECT_FALSE(DiskView(path_).dirty(1)) << "the failed commit wrote nothing";
+  EXPECT_EQ(bm->flush_sync().error().code, EIO);
+}
+
 TEST_F(BitmapTest, FlushSyncWhileCommitRunningIsBusy) {
   auto bm = open_clean(*loop_, path_, ident());
   bm->set_dirty(0, 1);

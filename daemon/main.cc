@@ -301,7 +301,7 @@ int run(int argc, char** argv) {
     info.read_only = s.read_only;
     if (auto it = descriptions.find(s.name); it != descriptions.end()) info.description = it->second;
     Backend* served = be->get();
-    if (faults.any() && !s.read_only) {
+    if (faults.any_data() && !s.read_only) {
       fault_backends.push_back(std::make_unique<FaultBackend>(**loop, *served, (*be)->fd(), faults,
                                                               power_loss.get()));
       served = fault_backends.back().get();

@@ -108,19 +108,22 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
   if (!file) return file.error();
   v->file_ = std::move(*file);
   v->local_ = v->file_.get();
-  if (opts.faults && opts.faults->any()) {
+  if (opts.faults && opts.faults->any_data()) {
     v->faults_ = std::make_unique<FaultBackend>(loop, *v->file_, v->file_->fd(), *opts.faults,
                                                 opts.power_loss);
     v->local_ = v->faults_.get();
-    MLOG_WARN("volume '%s': TEST FAULTS injected into %s: %s", cfg.name.c_str(),
-              self.backing.c_str(), opts.faults->to_string().c_str());
   }
+  if (opts.faults && opts.faults->any())
+    MLOG_WARN("volume '%s': TEST FAULTS injected into %s and %s: %s", cfg.name.c_str(),
+              self.backing.c_str(), self.metadata.c_str(), opts.faults->to_string().c_str());
   MetaIdentity id{cfg.name, cfg.size, self.name, peer->name, cfg.granularity, cfg.al_extent};
   BitmapOpenReport report;
   auto bm = Bitmap::open(loop, self.metadata, id, &report);
   if (!bm) return bm.error();
   v->bitmap_ = std::move(*bm);
   if (opts.power_loss) v->bitmap_->set_power_loss(opts.power_loss);
+  if (opts.faults && opts.faults->meta_eio_after)
+    v->bitmap_->set_fail_commits_after(opts.faults->meta_eio_after);
   if (auto st = v->prepare_metadata(report); !st) return st.error();
   if (v->role_ == Role::kPrimary) {
     v->make_replicator();

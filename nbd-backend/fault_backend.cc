@@ -26,10 +26,12 @@ Result<uint64_t> parse_size(const std::string& key, const std::string& s) {
 
 }  // namespace
 
-bool FaultSpec::any() const {
+bool FaultSpec::any_data() const {
   return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() || eio_after ||
          enospc_after || power_loss || crash_after;
 }
+
+bool FaultSpec::any() const { return any_data() || meta_eio_after; }
 
 Result<FaultSpec> FaultSpec::parse(const std::string& text) {
   FaultSpec spec;
@@ -64,19 +66,21 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       v.push_back({*off, *len});
       continue;
     }
-    if (key == "eio-after" || key == "enospc-after" || key == "crash-after") {
+    if (key == "eio-after" || key == "enospc-after" || key == "crash-after" ||
+        key == "meta-eio-after") {
       auto n = parse_size(key, value);
       if (!n) return n.error();
       if (*n == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": must be at least 1"};
-      (key == "eio-after" ? spec.eio_after
+      (key == "eio-after"      ? spec.eio_after
        : key == "enospc-after" ? spec.enospc_after
-                               : spec.crash_after) = *n;
+       : key == "crash-after"  ? spec.crash_after
+                               : spec.meta_eio_after) = *n;
       if (key == "crash-after") spec.power_loss = true;
       continue;
     }
     return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
                              "' (write-eio, read-eio, write-enospc, eio-after, enospc-after, "
-                             "power-loss, crash-after)"};
+                             "power-loss, crash-after, meta-eio-after)"};
   }
   return spec;
 }
@@ -94,6 +98,7 @@ std::string FaultSpec::to_string() const {
   if (enospc_after) add("enospc-after=" + std::to_string(enospc_after));
   if (crash_after) add("crash-after=" + std::to_string(crash_after));
   else if (power_loss) add("power-loss");
+  if (meta_eio_after) add("meta-eio-after=" + std::to_string(meta_eio_after));
   return s;
 }
 
