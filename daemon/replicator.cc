@@ -316,7 +316,10 @@ void Replicator::mark_dirty_and_wait(Op* op) {
 
 void Replicator::on_local(Op* op, int err) {
   op->local_pending = false;
-  op->local_err = err;
+  // A failed dirty-bit commit (on_meta) may have come first: its error must
+  // survive a successful local write, or the write is acknowledged
+  // untracked (rule 2). Resync ops run two local steps; the last one counts.
+  if (!op->local_err || op->kind == Kind::kResync) op->local_err = err;
   if (op->kind == Kind::kResync && op->probing) {
     op->probing = false;
     op->hole = !err && !op->ext.empty() && op->ext[0].length >= op->len &&

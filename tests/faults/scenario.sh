@@ -11,7 +11,7 @@
 # scenario.sh --list prints the scenario names.
 SCENARIOS=(kill-primary-write kill-secondary-write kill-primary-resync kill-secondary-resync
            kill-primary-split kill-secondary-split kill-primary-rejoin kill-secondary-rejoin
-           link-partition link-partition-netns link-delay link-lossy link-flap enospc-primary eio-primary
+           link-partition link-partition-netns link-delay link-lossy link-flap enospc-primary eio-primary meta-eio-primary
            bitmap-damage power-loss-primary power-loss-secondary)
 if [ "${1:-}" = --list ]; then printf '%s\n' "${SCENARIOS[@]}"; exit 0; fi
 [ $# -eq 4 ] || { echo "usage: $0 NAME SEED RUN RESULT_FILE | --list" >&2; exit 2; }
@@ -285,6 +285,43 @@ eio-primary)
     # verify (a failed write may be there or not, nothing else may).
     stop_node alpha
     restart alpha
+    ;;
+meta-eio-primary)
+    # alpha's metadata file fails (every commit after the first N gets EIO).
+    # With beta gone every write needs its dirty bit on disk first: those
+    # writes must fail for the client, never be acknowledged untracked.
+    # (Writes that need a new activity extent fail too, so errors may start
+    # before beta is gone.)
+    rand n 2 12
+    setup_pair
+    start_with_faults alpha "meta-eio-after=$n"
+    must_start beta
+    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    rand_sleep 500 3000
+    kill_node beta
+    pass "beta killed: alpha must now record every write in its failing metadata"
+    # Beta's loss marks w1's (active) window dirty at once; a window never
+    # written needs new bits, hence commits.
+    end_writer w1
+    add_writer w2 "$(nbd_uri alpha)" $W2 $WIN
+    deadline=$((SECONDS + 60))
+    while [ "$(grep -c '^E ' "$T/w2.acks")" -lt 10 ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    nerr=$(($(grep -c '^E ' "$T/w1.acks") + $(grep -c '^E ' "$T/w2.acks")))
+    [ "$nerr" -ge 10 ] && pass "writes that cannot be tracked fail for the client ($nerr)" \
+        || fail "only $nerr writes failed with the metadata refusing every commit"
+    end_writer w2
+    # Once one failed, only writes already in flight (16) may still succeed.
+    late=$(awk '/^E /{e=1} e && /^A /{n++} END{print n+0}' "$T/w2.acks")
+    [ "$late" -le 16 ] && pass "no write was acknowledged untracked after the metadata failed ($late in flight)" \
+        || fail "$late writes were acknowledged after the metadata failed: their dirty bits are not on disk"
+    grep -q "metadata .* failed" "${NODE_LOG[alpha]}" && pass "alpha logs the metadata failure" \
+        || fail "alpha does not log its metadata failure"
+    # The metadata disk is replaced: alpha crashes and comes back without
+    # faults (its last good metadata), then beta.
+    kill_node alpha
+    restart alpha
+    restart beta
     ;;
 bitmap-damage)
     # alpha holds writes beta never saw (beta down), stops; its metadata is
