@@ -512,17 +512,24 @@ TEST_F(BitmapTest, ActivityIsDurableOnlyAfterItsCommit) {
   EXPECT_EQ(w1.calls + w2.calls + w3.calls, 3);
 }
 
+// Commits region 0 dirty, then (once that finished) region 1; the two
+// waiters hold the results.
+void two_commits(Loop& loop, Bitmap& bm, Waiter& first, Waiter& second) {
+  second.fn = [&](int) { loop.stop(); };
+  first.fn = [&](int) {
+    bm.set_dirty(64 * kKiB, 1);
+    bm.commit(&second);
+  };
+  bm.set_dirty(0, 1);
+  bm.commit(&first);
+  run(loop);
+}
+
 TEST_F(BitmapTest, FailedWriteIsSticky) {
   auto bm = open_clean(*loop_, path_, ident());
   bm->replace_fd_for_testing(UniqueFd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC)));
-  Waiter second([&](int) { loop_->stop(); });
-  Waiter first([&](int) {
-    bm->set_dirty(64 * kKiB, 1);
-    bm->commit(&second);
-  });
-  bm->set_dirty(0, 1);
-  bm->commit(&first);
-  run(*loop_);
+  Waiter first, second;
+  two_commits(*loop_, *bm, first, second);
   EXPECT_EQ(first.calls, 1);
   EXPECT_EQ(first.err, -EBADF);
   EXPECT_EQ(second.calls, 1);
@@ -537,14 +544,8 @@ TEST_F(BitmapTest, FailedWriteIsSticky) {
 TEST_F(BitmapTest, InjectedCommitFailureAfterN) {
   auto bm = open_clean(*loop_, path_, ident());
   bm->set_fail_commits_after(1);
-  Waiter second([&](int) { loop_->stop(); });
-  Waiter first([&](int) {
-    bm->set_dirty(64 * kKiB, 1);
-    bm->commit(&second);
-  });
-  bm->set_dirty(0, 1);
-  bm->commit(&first);
-  run(*loop_);
+  Waiter first, second;
+  two_commits(*loop_, *bm, first, second);
   EXPECT_EQ(first.err, 0);
   EXPECT_EQ(second.err, -EIO);
   EXPECT_TRUE(DiskView(path_).dirty(0)) << "the first commit is on disk";
