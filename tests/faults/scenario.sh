@@ -48,8 +48,6 @@ some_acks() {
     wait_acks "$1" $(($(acks "$1") + n)) 90 || fail "writer $1 did not get $n more writes acknowledged ($(tail -n 2 "$T/$1.err"))"
 }
 
-# restart NODE: start it again (without faults).
-restart() { must_start "$1"; }
 
 # kill_during_resync NODE: beta goes away, the primary writes alone, beta
 # comes back; NODE is killed at a random point of the resync.
@@ -359,7 +357,7 @@ bitmap-damage)
     if grep -q "share no generation" "${NODE_LOG[alpha]}"; then
         pass "alpha refuses to overwrite beta without the operator's word (nothing overwritten)"
         stop_node alpha
-        must_start alpha --force-full-sync
+        restart alpha --force-full-sync
     fi
     ;;
 power-loss-primary|power-loss-secondary)

@@ -95,12 +95,12 @@ while [ $SECONDS -lt $t_end ]; do
            rand k 0 1
            if [ "$k" = 0 ]; then kill_node beta; else stop_node beta; fi
            rand_sleep 500 4000
-           must_start beta ;;
+           restart beta ;;
         2) EVENTS[primary-crash]=$((${EVENTS[primary-crash]:-0} + 1))
            kill_node alpha
            writer_gone "$CUR" 30
            count_verify "$CUR on beta after the primary's crash" "$CUR" --uri "$(nbd_unix_uri beta)" $CUR_OFF $SLOT
-           must_start alpha
+           restart alpha
            synced "after the primary's restart"
            count_verify "$CUR on the restarted alpha" "$CUR" --uri "$(nbd_unix_uri alpha)" $CUR_OFF $SLOT
            new_writer ;;
