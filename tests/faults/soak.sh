@@ -62,6 +62,7 @@ new_writer() {
 # synced LABEL: the pair synchronizes again after an event.
 synced() {
     if wait_state alpha synchronized 180 >/dev/null; then
+        log_mark alpha   # link losses from now on are counted at a crash
         return 0
     fi
     RESYNC_FAILS=$((RESYNC_FAILS + 1))
@@ -97,6 +98,8 @@ while [ $SECONDS -lt $t_end ]; do
            rand_sleep 500 4000
            restart beta ;;
         2) EVENTS[primary-crash]=$((${EVENTS[primary-crash]:-0} + 1))
+           # What the secondary may lack depends on this: say it.
+           log "before the crash: alpha $(status_get alpha .state), $(log_since alpha | grep -c "replication link to 'beta' lost") link losses since the last synchronized state"
            kill_node alpha
            writer_gone "$CUR" 30
            count_verify "$CUR on beta after the primary's crash" "$CUR" --uri "$(nbd_unix_uri beta)" $CUR_OFF $SLOT
