@@ -206,6 +206,20 @@ std::string host_problem(const ListenAddr& a, std::string_view text) {
   return {};
 }
 
+// True when a TCP listener on `a` can only be reached from this host: an
+// address in 127.0.0.0/8, ::1 (also IPv4-mapped) or the name "localhost". Any
+// other name is not resolved here and counts as remote.
+bool loopback_only(const ListenAddr& a) {
+  if (a.kind != ListenAddr::Kind::kTcp) return true;
+  std::string host = a.host.substr(0, a.host.find('%'));
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1)
+    return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  return iequals(host, "localhost");
+}
+
 // A byte count as written in the file, with the text to quote in errors.
 struct Bytes {
   uint64_t value;
@@ -498,8 +512,8 @@ Status Parser::read_secret_file(const std::string& path, VolumeConfig* cfg) cons
 Status Parser::parse_node(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,
                           NodeConfig* node) const {
   if (auto st = check_keys(t, prefix,
-                           {"name", "address", "backing", "metadata", "nbd-listen", "control",
-                            "device", "device-connections", "device-timeout",
+                           {"name", "address", "backing", "metadata", "nbd-listen", "nbd-allow-remote",
+                            "control", "device", "device-connections", "device-timeout",
                             "dead-connection-timeout"});
       !st)
     return st;
@@ -557,6 +571,12 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
   if (node->control.size() >= sizeof(sockaddr_un::sun_path))
     return fail(key("control"), quote(node->control) + " is too long for a socket path (max 107)");
 
+  if (const auto* n = t.get("nbd-allow-remote")) {
+    const auto* b = n->as_boolean();
+    if (b == nullptr) return wrong_type(key("nbd-allow-remote"), *n, "true or false");
+    node->nbd_allow_remote = b->get();
+  }
+
   if (const auto* l = t.get("nbd-listen")) {
     const auto* arr = l->as_array();
     if (arr == nullptr) return wrong_type(key("nbd-listen"), *l, "an array of strings");
@@ -575,6 +595,13 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
       if (std::find(node->nbd_listen.begin(), node->nbd_listen.end(), a->to_string()) !=
           node->nbd_listen.end())
         return fail(k, quote(*s) + " is listed twice");
+      // NBD has no authentication: whoever reaches the port owns the volume.
+      if (!node->nbd_allow_remote && !loopback_only(*a))
+        return fail(k, quote(*s) +
+                           " is not a loopback address, and NBD clients are not authenticated: "
+                           "anyone who can reach it could read and overwrite the volume; listen "
+                           "on 127.0.0.1, [::1] or a unix: socket, or set nbd-allow-remote = "
+                           "true in this [[node]] table");
       node->nbd_listen.push_back(a->to_string());
     }
   } else {

@@ -50,6 +50,7 @@ struct NodeConfig {
   std::string control;                  // absolute path of the control socket
   std::vector<std::string> nbd_listen;  // "HOST:PORT", "[V6]:PORT" or "unix:/PATH"
   DeviceConfig device;
+  bool nbd_allow_remote = false;        // TCP nbd-listen beyond loopback is allowed
 };
 
 struct VolumeConfig {

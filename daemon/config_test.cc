@@ -104,6 +104,7 @@ nbd-listen = [
   "unix:/run/mirrord/db.nbd", "127.0.0.1:10809", "[::1]:10810",
   "[fe80::1%eth0]:10811", "db-a.example.com:10812",
 ]
+nbd-allow-remote = true
 control = "/run/mirrord/db-a.ctl"
 
 [[node]]
@@ -140,12 +141,14 @@ control = "/run/db.ctl"
   EXPECT_EQ(a.nbd_listen,
             (std::vector<std::string>{"unix:/run/mirrord/db.nbd", "127.0.0.1:10809", "[::1]:10810",
                                       "[fe80::1%eth0]:10811", "db-a.example.com:10812"}));
+  EXPECT_TRUE(a.nbd_allow_remote);
   const NodeConfig& b = c.nodes[1];
   EXPECT_EQ(b.address, "[fd00::2]:7788");
   EXPECT_EQ(b.backing, "/srv/db.img");
   EXPECT_EQ(b.metadata, "/srv/db.meta");
   EXPECT_EQ(b.control, "/run/db.ctl");
   EXPECT_TRUE(b.nbd_listen.empty());
+  EXPECT_FALSE(b.nbd_allow_remote);
   EXPECT_EQ(c.node("beta.example.com"), &b);
   EXPECT_EQ(c.peer_of("beta.example.com"), &a);
   EXPECT_EQ(c.peer_of("alpha.example.com"), &b);
@@ -327,8 +330,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "node[2].nbd-listen[2]: \"nope\" is not HOST:PORT or unix:PATH"},
         ErrorCase{"name = \"beta\"", "name = \"beta\"\nnbd-listen = [\"unix:rel.sock\"]",
                   "node[2].nbd-listen[1]: \"unix:rel.sock\": the socket path must be absolute"},
-        ErrorCase{"name = \"beta\"", "name = \"beta\"\nnbd-listen = [\"h:1\", \"h:1\"]",
-                  "node[2].nbd-listen[2]: \"h:1\" is listed twice"},
+        ErrorCase{"name = \"beta\"", "name = \"beta\"\nnbd-listen = [\"localhost:1\", \"localhost:1\"]",
+                  "node[2].nbd-listen[2]: \"localhost:1\" is listed twice"},
+        ErrorCase{"name = \"beta\"", "name = \"beta\"\nnbd-allow-remote = \"yes\"",
+                  "node[2].nbd-allow-remote: must be true or false, not a string"},
         ErrorCase{"name = \"beta\"", "name = \"beta\"\nnbd-listen = [1]",
                   "node[2].nbd-listen[1]: must be a string, not an integer"},
         ErrorCase{"name = \"beta\"", "name = \"beta\"\ncontrol = \"/run/mirrord/db.nbd\"",
@@ -341,6 +346,32 @@ INSTANTIATE_TEST_SUITE_P(
                   "node[2].control: \"/ccc"},
         ErrorCase{"name = \"beta\"", "name = \"beta\\u0000x\"",
                   "node[2].name: contains a NUL character"}));
+
+// NBD clients are not authenticated: a listener other hosts can reach must
+// be asked for by name, never the result of a typo or a copied example.
+TEST(Config, RemoteNbdListenerNeedsExplicitConsent) {
+  for (std::string addr : {"0.0.0.0:10809", "10.0.0.2:10809", "[::]:10809", "[fd00::2]:10809",
+                           "[fe80::1%eth0]:10809", "db-b.example.com:10809", "128.0.0.1:10809"}) {
+    std::string nbd = "nbd-listen = [\"unix:/run/b.nbd\", \"" + addr + "\"]";
+    std::string msg = parse_error(with("name = \"beta\"", "name = \"beta\"\n" + nbd));
+    EXPECT_THAT(msg, HasSubstr(std::string(kFile) + ": node[2].nbd-listen[2]: \"" + addr +
+                               "\" is not a loopback address"))
+        << addr;
+    EXPECT_THAT(msg, HasSubstr("set nbd-allow-remote = true")) << addr;
+    auto r = parse_volume_config(
+        with("name = \"beta\"", "name = \"beta\"\nnbd-allow-remote = true\n" + nbd), kFile);
+    ASSERT_TRUE(r.ok()) << addr << ": " << r.error().to_string();
+    EXPECT_EQ(r->nodes[1].nbd_listen.back(), addr);
+    // Consent is per node: the other node is still held to loopback.
+    EXPECT_FALSE(r->nodes[0].nbd_allow_remote);
+  }
+  for (std::string addr : {"127.0.0.1:10809", "127.1.2.3:0", "[::1]:10809",
+                           "[::ffff:127.0.0.1]:10809", "localhost:10809", "LOCALHOST:1"}) {
+    auto r = parse_volume_config(
+        with("name = \"beta\"", "name = \"beta\"\nnbd-listen = [\"" + addr + "\"]"), kFile);
+    ASSERT_TRUE(r.ok()) << addr << ": " << r.error().to_string();
+  }
+}
 
 TEST(Config, NodeTablesMustBeAnArray) {
   std::string head = kMinimal.substr(0, kMinimal.find("[[node]]"));

@@ -38,7 +38,7 @@ VOL_ACK=2s
 VOL_EXTRA=""                        # more lines for [volume], e.g. 'initial-sync = "skip"'
 
 declare -A NODE_PID NODE_LOG NODE_READY NODE_CFG NODE_NS NODE_STARTS NODE_MARK
-declare -A NODE_TCP NODE_SOCK NODE_ADDR NODE_NBD NODE_IMG NODE_META NODE_CTL NODE_EXIT
+declare -A NODE_TCP NODE_SOCK NODE_ADDR NODE_NBD NODE_IMG NODE_META NODE_CTL NODE_EXIT NODE_EXTRA
 BG_PIDS=()          # helper processes (writers, proxies) killed at exit
 CLEANUP_HOOKS=()    # commands run at exit after the processes are gone
 
@@ -48,6 +48,7 @@ for _n in "${NODES[@]}"; do
     NODE_CTL[$_n]="$T/$_n.ctl"
     NODE_CFG[$_n]="$T/vol.toml"
     NODE_NBD[$_n]="\"127.0.0.1:0\", \"unix:$T/$_n.nbd\""
+    NODE_EXTRA[$_n]=""              # more lines for this node's [[node]] table
     NODE_STARTS[$_n]=0
     NODE_MARK[$_n]=0
 done
@@ -228,6 +229,7 @@ write_config() {
         for n in "${NODES[@]}"; do
             printf '\n[[node]]\nname = "%s"\naddress = "%s"\nbacking = "%s"\nmetadata = "%s"\nnbd-listen = [%s]\ncontrol = "%s"\n' \
                 "$n" "${NODE_ADDR[$n]}" "${NODE_IMG[$n]}" "${NODE_META[$n]}" "${NODE_NBD[$n]}" "${NODE_CTL[$n]}"
+            [ -n "${NODE_EXTRA[$n]}" ] && printf '%s\n' "${NODE_EXTRA[$n]}"
         done
     } >"$f"
     chmod 600 "$f"
