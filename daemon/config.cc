@@ -16,6 +16,7 @@
 #include <initializer_list>
 #include <new>
 #include <optional>
+#include <tuple>
 #include <utility>
 
 #ifdef MIRROR_TOML_AS_SHIPPED
@@ -256,6 +257,8 @@ class Parser {
   Status parse_node(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,
                     NodeConfig* node) const;
   Status parse_device(const toml::table& t, const std::string& prefix, DeviceConfig* dev) const;
+  Status parse_node_tls(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,
+                        NodeConfig* node) const;
   Status parse_nodes(const toml::table& root, VolumeConfig* cfg) const;
 
   std::string_view text_;
@@ -316,7 +319,8 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
   if (auto st = check_keys(t, "volume",
                            {"name", "size", "secret", "secret-file", "ack-timeout",
                             "bitmap-granularity", "activity-extent", "on-peer-loss", "resync-rate",
-                            "resync-max-inflight", "initial-sync", "primary", "control-group"});
+                            "resync-max-inflight", "initial-sync", "primary", "control-group",
+                            "tls", "tls-ca", "tls-cert", "tls-key"});
       !st)
     return st;
 
@@ -436,6 +440,50 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
       return fail("volume.control-group", quote(*s) + " is not a valid group name");
     cfg->control_group = std::move(*s);
   }
+
+  if (const auto* n = t.get("tls")) {
+    const auto* b = n->as_boolean();
+    if (b == nullptr) return wrong_type("volume.tls", *n, "true or false");
+    cfg->tls = b->get();
+  }
+  for (auto [k, dst] : {std::pair{"tls-ca", &cfg->tls_ca}, std::pair{"tls-cert", &cfg->tls_cert},
+                        std::pair{"tls-key", &cfg->tls_key}}) {
+    if (const auto* n = t.get(k)) {
+      auto path = get_path(*n, "volume." + std::string(k));
+      if (!path) return path.error();
+      *dst = std::move(*path);
+    }
+  }
+  if (cfg->tls && cfg->tls_ca.empty())
+    return fail("volume.tls-ca",
+                "missing: tls = true needs the CA that signs both nodes' certificates, e.g. "
+                "tls-ca = \"/etc/mirrord/ca.pem\"");
+  return {};
+}
+
+// Each node's certificate and key: its own tls-cert/tls-key, else the
+// volume's (one path that holds a different file on each host).
+Status Parser::parse_node_tls(const toml::table& t, const std::string& prefix,
+                              const VolumeConfig& cfg, NodeConfig* node) const {
+  for (auto [k, dst, dflt] : {std::tuple{"tls-cert", &node->tls_cert, &cfg.tls_cert},
+                              std::tuple{"tls-key", &node->tls_key, &cfg.tls_key}}) {
+    std::string key = prefix + "." + k;
+    if (const auto* n = t.get(k)) {
+      auto path = get_path(*n, key);
+      if (!path) return path.error();
+      *dst = std::move(*path);
+    } else {
+      *dst = *dflt;
+    }
+    if (!cfg.tls && !dst->empty())
+      return fail(t.get(k) ? key : "volume." + std::string(k),
+                  "set, but volume.tls is not true: the link would run in plaintext; set "
+                  "tls = true in [volume] (or remove the tls keys)");
+    if (cfg.tls && dst->empty())
+      return fail(key, "missing: tls = true needs this node's " +
+                           std::string(dst == &node->tls_cert ? "certificate" : "private key") +
+                           "; set " + k + " in this [[node]] table or in [volume]");
+  }
   return {};
 }
 
@@ -514,7 +562,7 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
   if (auto st = check_keys(t, prefix,
                            {"name", "address", "backing", "metadata", "nbd-listen", "nbd-allow-remote",
                             "control", "device", "device-connections", "device-timeout",
-                            "dead-connection-timeout"});
+                            "dead-connection-timeout", "tls-cert", "tls-key"});
       !st)
     return st;
   auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
@@ -609,7 +657,8 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
     if (node->nbd_listen.back() == "unix:" + node->control)
       return fail(key("control"), quote(node->control) + " is also the default nbd-listen socket");
   }
-  return parse_device(t, prefix, &node->device);
+  if (auto st = parse_device(t, prefix, &node->device); !st) return st;
+  return parse_node_tls(t, prefix, cfg, node);
 }
 
 Status Parser::parse_device(const toml::table& t, const std::string& prefix,

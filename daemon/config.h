@@ -51,6 +51,7 @@ struct NodeConfig {
   std::vector<std::string> nbd_listen;  // "HOST:PORT", "[V6]:PORT" or "unix:/PATH"
   DeviceConfig device;
   bool nbd_allow_remote = false;        // TCP nbd-listen beyond loopback is allowed
+  std::string tls_cert, tls_key;        // with tls: this node's (or the volume's) PEM files
 };
 
 struct VolumeConfig {
@@ -67,6 +68,9 @@ struct VolumeConfig {
   InitialSync initial_sync = InitialSync::kFull;
   std::string primary;            // the initial primary of a new pair; one of nodes[].name
   std::string control_group;      // empty: only root may change state
+  bool tls = false;               // the replication link runs over TLS 1.3
+  std::string tls_ca;             // with tls: the CA both nodes' certificates chain to
+  std::string tls_cert, tls_key;  // the default for nodes without their own (may be empty)
   std::vector<NodeConfig> nodes;  // exactly 2, in file order
 
   // Exact (case-sensitive) name match; nullptr if none. Pointers stay valid

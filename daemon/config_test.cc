@@ -373,6 +373,56 @@ TEST(Config, RemoteNbdListenerNeedsExplicitConsent) {
   }
 }
 
+TEST(Config, TlsKeys) {
+  std::string text = with("primary", R"(tls = true
+tls-ca = "/etc/mirrord/ca.pem"
+tls-cert = "/etc/mirrord/node.pem"
+tls-key = "/etc/mirrord/node.key"
+primary)");
+  text = with("name = \"beta\"",
+              "name = \"beta\"\ntls-cert = \"/srv/beta.pem\"\ntls-key = \"/srv/beta.key\"", text);
+  auto r = parse_volume_config(text, kFile);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(r->tls);
+  EXPECT_EQ(r->tls_ca, "/etc/mirrord/ca.pem");
+  // A node without its own keys uses the volume's; a node's own win.
+  EXPECT_EQ(r->nodes[0].tls_cert, "/etc/mirrord/node.pem");
+  EXPECT_EQ(r->nodes[0].tls_key, "/etc/mirrord/node.key");
+  EXPECT_EQ(r->nodes[1].tls_cert, "/srv/beta.pem");
+  EXPECT_EQ(r->nodes[1].tls_key, "/srv/beta.key");
+
+  auto plain = parse_volume_config(kMinimal, kFile);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->tls);
+  EXPECT_TRUE(plain->nodes[0].tls_cert.empty());
+}
+
+TEST(Config, TlsErrors) {
+  const std::string ca = "tls-ca = \"/ca.pem\"\n";
+  const std::string both = "tls-cert = \"/n.pem\"\ntls-key = \"/n.key\"\n";
+  struct Case {
+    std::string volume_lines, beta_lines, expect;
+  } cases[] = {
+      {"tls = \"yes\"\n", "", "volume.tls: must be true or false, not a string"},
+      {"tls = true\n" + both, "", "volume.tls-ca: missing: tls = true needs the CA"},
+      {"tls = true\ntls-ca = \"ca.pem\"\n" + both, "", "volume.tls-ca: \"ca.pem\" must be an absolute path"},
+      {"tls = true\n" + ca, "", "node[1].tls-cert: missing: tls = true needs this node's certificate"},
+      {"tls = true\n" + ca + "tls-cert = \"/n.pem\"\n", "",
+       "node[1].tls-key: missing: tls = true needs this node's private key"},
+      {"tls = true\n" + ca + "tls-key = \"/n.key\"\n", "tls-cert = \"/b.pem\"",
+       "node[1].tls-cert: missing"},
+      // TLS keys without tls = true: the link would silently be plaintext.
+      {ca + both, "", "volume.tls-cert: set, but volume.tls is not true"},
+      {"tls = false\n", "tls-cert = \"/b.pem\"", "node[2].tls-cert: set, but volume.tls is not true"},
+      {"tls = true\n" + ca + both, "tls-key = 3", "node[2].tls-key: must be a string, not an integer"},
+  };
+  for (const Case& c : cases) {
+    std::string text = with("primary", c.volume_lines + "primary");
+    if (!c.beta_lines.empty()) text = with("name = \"beta\"", "name = \"beta\"\n" + c.beta_lines, text);
+    EXPECT_THAT(parse_error(text), HasSubstr(std::string(kFile) + ": " + c.expect)) << text;
+  }
+}
+
 TEST(Config, NodeTablesMustBeAnArray) {
   std::string head = kMinimal.substr(0, kMinimal.find("[[node]]"));
   std::string msg = parse_error(head + "[node.alpha]\naddress = \"10.0.0.1:1\"\n" +

@@ -2,6 +2,10 @@
 // link messages (link_codec.h) in both directions; what they mean is up to
 // the Handler. Used by both roles.
 //
+// With a TlsChannel, the bytes on the socket are TLS records: ciphertext is
+// received into and sent from buffers of the connection's own (the socket
+// I/O stays on io_uring) and the channel turns it into the same frames.
+//
 // Lifetime: owned by its creator. close() shuts the socket down; once every
 // posted operation has completed, Handler::on_link_closed runs exactly once,
 // and only then may the owner destroy it. Payload pointers given to send()
@@ -12,11 +16,13 @@
 #include <sys/uio.h>
 
 #include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "buffer.h"
 #include "link_codec.h"
+#include "tls.h"
 #include "unique_fd.h"
 #include "uring.h"
 
@@ -34,7 +40,9 @@ class LinkConn {
     ~Handler() = default;
   };
 
-  LinkConn(Loop& loop, UniqueFd fd, Handler* handler, std::string peer);
+  // `tls`: null for a plaintext link.
+  LinkConn(Loop& loop, UniqueFd fd, Handler* handler, std::string peer,
+           std::unique_ptr<TlsChannel> tls = nullptr);
   ~LinkConn();
 
   void start();
@@ -66,11 +74,19 @@ class LinkConn {
     size_t done = 0;  // bytes of (hdr|owned, data) already sent
   };
   void post_recv();
+  // Where the next received plaintext goes: the input buffer, or straight
+  // into the payload being assembled. Sets recv_direct_.
+  std::pair<uint8_t*, size_t> recv_target();
+  void received(size_t n);
   void on_recv(int res, uint32_t flags);
   void on_send(int res, uint32_t flags);
   void parse();
   void kick_send();
   void maybe_closed();
+  // TLS: handshake, decrypt what arrived, encrypt what is queued, send.
+  void tls_progress();
+  void tls_encrypt();
+  void tls_flush();
 
   Loop& loop_;
   UniqueFd fd_;
@@ -94,6 +110,13 @@ class LinkConn {
   std::deque<Out> queue_;
   bool send_posted_ = false;
   std::vector<iovec> iov_;
+
+  std::unique_ptr<TlsChannel> tls_;
+  std::vector<uint8_t> cipher_in_;   // a received TLS record fragment
+  std::vector<uint8_t> cipher_out_;  // TLS records being sent
+  size_t cipher_sent_ = 0;
+  std::vector<uint8_t> plain_;       // small frames gathered into one record
+  std::string tls_failure_;          // the handshake failed: close once the alert is out
   msghdr msg_{};
 
   MemberCompletion<LinkConn, &LinkConn::on_recv> recv_c_{this};

@@ -215,6 +215,15 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
 }
 
 Status Volume::start() {
+  if (cfg_.tls) {
+    std::string warning;
+    auto ctx = TlsContext::create({cfg_.tls_ca, self_.tls_cert, self_.tls_key}, &warning);
+    if (!ctx)
+      return Error{ctx.error().code,
+                   cfg_.file + ": node '" + self_.name + "': " + ctx.error().message};
+    if (!warning.empty()) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), warning.c_str());
+    tls_ = std::move(*ctx);
+  }
   auto addr = ListenAddr::parse(self_.address);
   if (!addr) return addr.error();
   auto sock = bind_listener(*addr);
@@ -222,10 +231,10 @@ Status Volume::start() {
   acceptor_ = std::make_unique<Acceptor>(loop_, std::move(*sock),
                                          [this](UniqueFd fd) { on_accept(std::move(fd)); });
   acceptor_->start();
-  MLOG_INFO("volume '%s': %s on node '%s', replication on %s, peer '%s' at %s",
+  MLOG_INFO("volume '%s': %s on node '%s', replication on %s%s, peer '%s' at %s",
             cfg_.name.c_str(), role_ == Role::kPrimary ? "primary" : "secondary",
-            self_.name.c_str(), acceptor_->socket().addr.to_string().c_str(), peer_.name.c_str(),
-            peer_.address.c_str());
+            self_.name.c_str(), acceptor_->socket().addr.to_string().c_str(),
+            tls_ ? " (TLS 1.3)" : "", peer_.name.c_str(), peer_.address.c_str());
 
   dialer_ = std::make_unique<Dialer>();
   dialer_->v = this;
@@ -272,7 +281,10 @@ void Volume::new_session(UniqueFd fd, bool outbound, std::string peer) {
   s->outbound = outbound;
   s->nonce = random_nonce();
   s->started_ms = now_ms_;
-  s->conn = std::make_unique<LinkConn>(loop_, std::move(fd), this, std::move(peer));
+  // The dialler is the TLS client; either way the peer must be peer_.
+  s->conn = std::make_unique<LinkConn>(
+      loop_, std::move(fd), this, std::move(peer),
+      tls_ ? std::make_unique<TlsChannel>(tls_, outbound, peer_.name) : nullptr);
   s->conn->context = s.get();
   link::Hello h;
   h.node = self_.name;
@@ -623,6 +635,10 @@ void Volume::on_link_closed(LinkConn* c, const std::string& why) {
     for (auto& [id, d] : std::exchange(control_waiters_, {})) d(ECONNRESET, "the link was lost");
     for (auto& [id, d] : std::exchange(relay_waiters_, {}))
       d(ECONNRESET, "the link to '" + peer_.name + "' was lost before it answered");
+  } else if (why.find("TLS") != std::string::npos) {
+    // A refused or failed TLS handshake: who, and why (never key material).
+    MLOG_WARN("replication with %s: %s", c->peer().c_str(), why.c_str());
+    last_error_ = why;
   } else {
     MLOG_DEBUG("replication: handshake with %s ended: %s", c->peer().c_str(), why.c_str());
   }

@@ -31,6 +31,7 @@
 #include "role_gate.h"
 #include "secondary.h"
 #include "server.h"
+#include "tls.h"
 #include "uring.h"
 
 namespace mirror {
@@ -186,6 +187,7 @@ class Volume final : public LinkConn::Handler {
 
   std::vector<std::shared_ptr<Session>> sessions_;
   Session* active_ = nullptr;
+  std::shared_ptr<TlsContext> tls_;  // null: a plaintext link
   std::unique_ptr<Acceptor> acceptor_;
   std::unique_ptr<Dialer> dialer_;
   Timer tick_timer_;

@@ -1,0 +1,88 @@
+// TLS 1.3 for the replication link (docs/replication-protocol.md, "TLS"),
+// with OpenSSL driven through memory BIOs: the socket stays LinkConn's, read
+// and written by io_uring; a TlsChannel only turns ciphertext into plaintext
+// and back. Both ends present a certificate signed by the volume's CA that
+// names the node (its `name`); the HMAC authentication runs inside, unchanged.
+//
+// Errors are values and safe to log: they never hold key material.
+// Thread: one TlsChannel is used by one thread (the Loop's); a TlsContext may
+// be shared by the channels of one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "result.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
+typedef struct bio_st BIO;
+
+namespace mirror {
+
+struct TlsFiles {
+  std::string ca;    // PEM: the CA that signs both nodes' certificates
+  std::string cert;  // PEM: this node's certificate (chain)
+  std::string key;   // PEM: its private key; must not be readable by group or others
+};
+
+class TlsContext {
+ public:
+  // Loads and checks the files. `warning` gets a line to log when this
+  // node's own certificate is expired or not yet valid: that is not fatal
+  // (the primary keeps serving its clients), but the peer will refuse it.
+  static Result<std::shared_ptr<TlsContext>> create(const TlsFiles& files, std::string* warning);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  SSL_CTX* get() const { return ctx_; }
+
+ private:
+  explicit TlsContext(SSL_CTX* ctx) : ctx_(ctx) {}
+  SSL_CTX* ctx_;
+};
+
+class TlsChannel {
+ public:
+  // `client`: this side dialled. `peer_name`: the name the peer's
+  // certificate must carry (a DNS subjectAltName, or the CN without one).
+  TlsChannel(std::shared_ptr<TlsContext> ctx, bool client, const std::string& peer_name);
+  ~TlsChannel();
+  TlsChannel(const TlsChannel&) = delete;
+  TlsChannel& operator=(const TlsChannel&) = delete;
+
+  // Ciphertext received from the socket.
+  void feed(const uint8_t* p, size_t n);
+  // Advances the handshake: true once it is complete, an error saying why
+  // the peer (or its certificate) was refused.
+  Result<bool> handshake();
+  bool established() const { return established_; }
+  // Decrypts into p: the bytes produced, 0 if more ciphertext is needed.
+  Result<size_t> read(uint8_t* p, size_t n);
+  // Encrypts all of p (memory BIOs never block).
+  Status write(const uint8_t* p, size_t n);
+  // Ciphertext waiting to be sent.
+  size_t pending_output() const;
+  // Appends up to `max` bytes of it to `out`.
+  void take_output(std::vector<uint8_t>& out, size_t max);
+  // "TLSv1.3 TLS_AES_256_GCM_SHA384, peer CN = beta": for the log.
+  std::string describe() const;
+
+ private:
+  std::string failure(int ret);
+
+  std::shared_ptr<TlsContext> ctx_;
+  SSL* ssl_ = nullptr;
+  BIO* rbio_ = nullptr;  // owned by ssl_
+  BIO* wbio_ = nullptr;  // owned by ssl_
+  std::string peer_name_;
+  std::string refused_subject_;  // set by the verify callback
+  bool established_ = false;
+  uint8_t first_bytes_[4] = {};
+  size_t first_len_ = 0;
+};
+
+}  // namespace mirror
