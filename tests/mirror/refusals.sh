@@ -24,54 +24,7 @@ write_configs() {
 }
 NODE_CFG[beta]=$T/beta.toml
 
-# wait_refusals ERE COUNT TIMEOUT: COUNT lines matching ERE in alpha's and
-# beta's logs together; prints the first.
-wait_refusals() {
-    local deadline=$((SECONDS + $3)) n
-    while :; do
-        n=$( (log_since alpha; log_since beta) | grep -cE -- "$1")
-        if [ "$n" -ge "$2" ]; then
-            (log_since alpha; log_since beta) | grep -E -- "$1" | head -n 1
-            return 0
-        fi
-        [ $SECONDS -lt $deadline ] || return 1
-        sleep 0.1
-    done
-}
-
-# refused LABEL ERE [STATE]: start the pair as configured, expect ERE in the logs at
-# least 3 times (the primary keeps dialing; every attempt is refused), no
-# plan ever agreed, and both images unchanged.
-refused() {
-    local label=$1 re=$2 state=${3:-} sa sb line
-    sa=$(sha_of "${NODE_IMG[alpha]}"); sb=$(sha_of "${NODE_IMG[beta]}")
-    start_pair "${START_ARGS[@]}"
-    if line=$(wait_refusals "$re" 3 40); then
-        pass "[$label] connection refused, logged: ${line#*: }"
-    else
-        fail "[$label] no log line matching /$re/ (3 attempts) within 40s"
-    fi
-    if (log_since alpha; log_since beta) | grep -qE "connected: |resync started"; then
-        fail "[$label] the nodes agreed on a plan anyway: $( (log_since alpha; log_since beta) | grep -E 'connected: |resync started' | head -n 2)"
-    else
-        pass "[$label] no plan agreed, no resync started"
-    fi
-    if have_ctl; then
-        check_eq "[$label] alpha's status: link not connected" yes \
-            "$(status_get alpha '.link != "connected"' | sed 's/true/yes/')"
-        if [ -n "$state" ]; then
-            check_eq "[$label] alpha's status: state" "$state" "$(status_get alpha .state)"
-            check_eq "[$label] beta's status: state" "$state" "$(status_get beta .state)"
-        fi
-    fi
-    stop_node alpha
-    stop_node beta
-    check_eq "[$label] alpha's image unchanged" "$sa" "$(sha_of "${NODE_IMG[alpha]}")"
-    check_eq "[$label] beta's image unchanged" "$sb" "$(sha_of "${NODE_IMG[beta]}")"
-}
-
 new_pair() { rm -f "${NODE_META[alpha]}" "${NODE_META[beta]}"; write_configs; }
-START_ARGS=()
 
 B_SECRET=another-secret-0123456789; new_pair
 refused "wrong secret on beta" "authentication failed"
