@@ -24,6 +24,9 @@
 #   QEMU_PEER_CACHE  cache mode of the qemu-nbd peer: none (default; --aio=native) or writeback
 #   DROP_CACHES 1 (default): sync + drop the page cache before the servers start and before
 #              each resync / raw copy
+#   LINK_TLS   1: the mirrored pair's replication link runs over TLS 1.3 (certificates made
+#              in BENCH_DIR with openssl); 0 (default): plaintext. Compare two runs:
+#              LINK_TLS=0 SERVERS=mirrored ... and LINK_TLS=1 SERVERS=mirrored ...
 #   BUILD_DIR, MIRRORD, MIRRORCTL, NBDLOAD   binaries (<repo>/build/...)
 set -euo pipefail
 
@@ -42,6 +45,7 @@ SIZE=${SIZE:-1G}
 PREWRITE=${PREWRITE:-1}
 QEMU_PEER_CACHE=${QEMU_PEER_CACHE:-none}
 DROP_CACHES=${DROP_CACHES:-1}
+LINK_TLS=${LINK_TLS:-0}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
@@ -176,10 +180,34 @@ drop_caches() {
   if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
 
+# make_certs: a CA and a certificate per node (named after it) in $WORK/pki.
+make_certs() {
+  local d=$WORK/pki n
+  mkdir -p "$d"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/ca.key" 2>/dev/null
+  openssl req -x509 -new -key "$d/ca.key" -out "$d/ca.pem" -subj "/CN=bench CA" -days 2 2>/dev/null
+  for n in alpha beta; do
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/$n.key" 2>/dev/null
+    chmod 600 "$d/$n.key"
+    openssl req -new -key "$d/$n.key" -out "$d/$n.csr" -subj "/CN=$n" 2>/dev/null
+    printf 'subjectAltName=DNS:%s\n' "$n" >"$d/$n.ext"
+    openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -out "$d/$n.pem" -days 2 -extfile "$d/$n.ext" 2>/dev/null
+  done
+}
+
+# The [volume] and per-node lines that turn TLS on (LINK_TLS=1), else nothing.
+tls_volume_keys() { [[ $LINK_TLS == 1 ]] && printf 'tls = true\ntls-ca = "%s"\n' "$WORK/pki/ca.pem"; true; }
+tls_node_keys() {
+  [[ $LINK_TLS == 1 ]] && printf 'tls-cert = "%s"\ntls-key = "%s"\n' "$WORK/pki/$1.pem" "$WORK/pki/$1.key"
+  true
+}
+
 write_volume_file() {
   local pa pb
   pa=$(free_port); pb=$(free_port)
   while [[ $pb == "$pa" ]]; do pb=$(free_port); done
+  [[ $LINK_TLS == 1 && ! -s $WORK/pki/beta.pem ]] && make_certs
   cat >"$WORK/vol.toml" <<EOF
 [volume]
 name = "bench"
@@ -187,6 +215,7 @@ size = "$SIZE"
 secret = "0123456789abcdef-secret"
 primary = "alpha"
 initial-sync = "skip"      # both images fresh (zeroed alike): no initial full sync
+$(tls_volume_keys)
 
 [[node]]
 name = "alpha"
@@ -195,6 +224,7 @@ backing = "$WORK/m-a.img"
 metadata = "$WORK/m-a.meta"
 nbd-listen = ["127.0.0.1:0"]
 control = "$WORK/a.ctl"
+$(tls_node_keys alpha)
 
 [[node]]
 name = "beta"
@@ -203,6 +233,7 @@ backing = "$WORK/m-b.img"
 metadata = "$WORK/m-b.meta"
 nbd-listen = ["unix:$WORK/b.nbd"]
 control = "$WORK/b.ctl"
+$(tls_node_keys beta)
 EOF
   chmod 600 "$WORK/vol.toml"
 }
@@ -373,9 +404,9 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- raw JSON ---------------------------------------------------------------------------------
 json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 {
-  printf '{"timestamp":%s,"cpu":%s,"kernel":%s,"nproc":%s,"pin":%s,"sched":%s,' \
+  printf '{"timestamp":%s,"cpu":%s,"kernel":%s,"nproc":%s,"pin":%s,"sched":%s,"link_tls":%s,' \
     "$(json_str "$STAMP")" "$(json_str "$CPU_MODEL")" "$(json_str "$KERNEL")" "$(nproc)" \
-    "$(json_str "$PIN")" "$(json_str "$SCHED")"
+    "$(json_str "$PIN")" "$(json_str "$SCHED")" "$LINK_TLS"
   printf '"seconds":%s,"warmup":%s,"runs":%s,"size":%s,"prewrite":%s,"filesystem":%s,"loadavg_start":%s,"loadavg_end":%s,' \
     "$RUN_SECONDS" "$WARMUP" "$RUNS" "$(json_str "$SIZE")" "$PREWRITE" "$(json_str "$FS")" \
     "$(json_str "$LOAD_START")" "$(json_str "$LOAD_END")"
@@ -399,7 +430,7 @@ json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 pin_desc="every server process and the client on CPU 1 (taskset -c 1)"
 [[ $PIN == none ]] && pin_desc="unpinned"
 [[ $SCHED == fifo ]] && pin_desc+=", SCHED_FIFO 10 (chrt -f 10)"
-echo "## Mirrored mirrord vs unmirrored mirrord vs QEMU active mirror, $pin_desc"
+echo "## Mirrored mirrord vs unmirrored mirrord vs QEMU active mirror, $pin_desc$([[ $LINK_TLS == 1 ]] && echo ", replication link over TLS 1.3")"
 echo
 echo "- date: $STAMP; CPU: $CPU_MODEL ($(nproc) CPUs); kernel: $KERNEL; load avg start/end: $LOAD_START / $LOAD_END"
 echo "- one fresh $SIZE file per copy on $FS (fallocate$([[ $PREWRITE == 1 ]] && echo ' + written once with dd oflag=direct')); the QEMU peer is qemu-nbd --cache=$QEMU_PEER_CACHE"
