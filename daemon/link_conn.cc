@@ -24,7 +24,10 @@ LinkConn::LinkConn(Loop& loop, UniqueFd fd, Handler* handler, std::string peer,
     : loop_(loop), fd_(std::move(fd)), handler_(handler), peer_(std::move(peer)),
       tls_(std::move(tls)) {
   in_.resize(kInputBuffer);
-  if (tls_) cipher_in_.resize(kInputBuffer);
+  if (tls_) {
+    cipher_in_.resize(kInputBuffer);
+    cipher_out_.resize(kTlsBacklog);  // allocated once: no zero-fill per send
+  }
 }
 
 LinkConn::~LinkConn() = default;
@@ -232,7 +235,7 @@ void LinkConn::tls_encrypt() {
     return true;
   };
   while (!queue_.empty() && !closing_ &&
-         tls_->pending_output() + cipher_out_.size() - cipher_sent_ < kTlsBacklog) {
+         tls_->pending_output() + cipher_len_ - cipher_sent_ < kTlsBacklog) {
     Out& o = queue_.front();
     bool ok = o.owned.empty() ? put(o.hdr, link::kHeaderSize) && (!o.len || put(o.data, o.len))
                               : put(o.owned.data(), o.owned.size());
@@ -247,16 +250,15 @@ void LinkConn::tls_encrypt() {
 
 void LinkConn::tls_flush() {
   if (send_posted_ || closing_) return;
-  if (cipher_sent_ == cipher_out_.size()) {
-    cipher_out_.clear();
+  if (cipher_sent_ == cipher_len_) {
     cipher_sent_ = 0;
-    tls_->take_output(cipher_out_, kTlsBacklog);
+    cipher_len_ = tls_->take_output(cipher_out_.data(), cipher_out_.size());
   }
-  if (cipher_out_.empty()) return;
+  if (cipher_len_ == 0) return;
   send_posted_ = true;
   ++ops_;
   io_uring_prep_send(loop_.sqe(&send_c_), fd_.get(), cipher_out_.data() + cipher_sent_,
-                     cipher_out_.size() - cipher_sent_, MSG_NOSIGNAL);
+                     cipher_len_ - cipher_sent_, MSG_NOSIGNAL);
 }
 
 void LinkConn::on_send(int res, uint32_t) {
@@ -267,7 +269,11 @@ void LinkConn::on_send(int res, uint32_t) {
   if (res < 0) return close(std::string("send failed: ") + strerror(-res));
   if (tls_) {
     cipher_sent_ += size_t(res);
-    if (tls_failure_.empty()) return tls_progress();
+    if (tls_failure_.empty()) {
+      // Nothing new to decrypt: only more to encrypt and send.
+      if (tls_->established()) tls_encrypt();
+      return tls_flush();
+    }
     tls_flush();
     if (!send_posted_) close(tls_failure_);
     return;

@@ -113,8 +113,8 @@ class LinkConn {
 
   std::unique_ptr<TlsChannel> tls_;
   std::vector<uint8_t> cipher_in_;   // a received TLS record fragment
-  std::vector<uint8_t> cipher_out_;  // TLS records being sent
-  size_t cipher_sent_ = 0;
+  std::vector<uint8_t> cipher_out_;  // TLS records being sent: [cipher_sent_, cipher_len_)
+  size_t cipher_len_ = 0, cipher_sent_ = 0;
   std::vector<uint8_t> plain_;       // small frames gathered into one record
   std::string tls_failure_;          // the handshake failed: close once the alert is out
   msghdr msg_{};

@@ -221,13 +221,11 @@ Status TlsChannel::write(const uint8_t* p, size_t n) {
 
 size_t TlsChannel::pending_output() const { return BIO_ctrl_pending(wbio_); }
 
-void TlsChannel::take_output(std::vector<uint8_t>& out, size_t max) {
+size_t TlsChannel::take_output(uint8_t* out, size_t max) {
   size_t n = std::min(pending_output(), max);
-  if (n == 0) return;
-  size_t at = out.size();
-  out.resize(at + n);
-  int r = BIO_read(wbio_, out.data() + at, int(n));
-  out.resize(at + size_t(r > 0 ? r : 0));
+  if (n == 0) return 0;
+  int r = BIO_read(wbio_, out, int(n));
+  return r > 0 ? size_t(r) : 0;
 }
 
 std::string TlsChannel::describe() const {

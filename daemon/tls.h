@@ -66,8 +66,8 @@ class TlsChannel {
   Status write(const uint8_t* p, size_t n);
   // Ciphertext waiting to be sent.
   size_t pending_output() const;
-  // Appends up to `max` bytes of it to `out`.
-  void take_output(std::vector<uint8_t>& out, size_t max);
+  // Moves up to `max` bytes of it to `out`; returns how many.
+  size_t take_output(uint8_t* out, size_t max);
   // "TLSv1.3 TLS_AES_256_GCM_SHA384, peer CN = beta": for the log.
   std::string describe() const;
 
