@@ -193,7 +193,7 @@ void Replicator::start(Op* op) {
   if (op->modifies()) {
     uint64_t e0 = op->off / bitmap_.al_extent(), e1 = (op->off + op->len - 1) / bitmap_.al_extent();
     for (uint64_t e = e0; e <= e1; ++e) ++extents_[e].in_flight;
-    if (holding_ ||
+    if (holding_ || plan_holds_ > 0 ||
         (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected)) {
       held_.push_back(op);  // held, or fail-stop waiting for the peer
       return;
@@ -529,8 +529,13 @@ void Replicator::release() {
   release_held();
 }
 
+void Replicator::end_plan_hold() {
+  if (plan_holds_ > 0) --plan_holds_;
+  release_held();
+}
+
 void Replicator::release_held() {
-  if (holding_) return;
+  if (holding_ || plan_holds_ > 0) return;
   if (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected) return;
   std::deque<Op*> held;
   held.swap(held_);

@@ -89,6 +89,12 @@ class Replicator final : public Backend {
   void hold();
   void release();
   bool held() const { return holding_; }
+  // From the moment a handshake decides its plan until attach: new writes
+  // wait, so that none is marked in the bitmap (moving the generation) after
+  // the plan was decided. Counted: every begin is ended once, at attach or
+  // when that handshake fails.
+  void begin_plan_hold() { ++plan_holds_; }
+  void end_plan_hold();
 
   LinkState state() const { return state_; }
   ResyncProgress progress() const;
@@ -192,6 +198,7 @@ class Replicator final : public Backend {
   uint64_t batch_epoch_ = 0;
   std::deque<Op*> held_;  // fail-stop or hold(): writes waiting to start
   bool holding_ = false;
+  int plan_holds_ = 0;
   bool sync_done_sent_ = false;
   uint64_t last_ping_ms_ = 0;
   bool ping_outstanding_ = false;

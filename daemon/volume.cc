@@ -73,6 +73,9 @@ struct Volume::Session {
   uint64_t started_ms = 0;
   uint64_t plan_id = 0;
   link::Plan::Kind plan = link::Plan::kInSync;
+  // The replicator whose new writes wait from the plan's decision until
+  // activate() (or until this session ends): see begin_plan_hold().
+  Replicator* plan_hold = nullptr;
   bool gone = false;  // closed: pending callbacks must not touch it
 };
 
@@ -498,6 +501,12 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     return session_error(s, refuse, false);
   }
   split_brain_ = false;
+  // From here until activate(), new writes wait: one marked dirty after this
+  // decision (a kernel device re-attached at start retries its writes at
+  // once) would move the generation under a plan already decided, and an
+  // "in sync" plan would never copy it to the peer.
+  replicator_->begin_plan_hold();
+  s->plan_hold = replicator_.get();
   if ((flags & kFlagSplit) && kind != link::Plan::kFull && kind != link::Plan::kAdopt) {
     // Split until the operator rejoins: connected, nothing copied.
     kind = link::Plan::kStandby;
@@ -607,11 +616,17 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
   }));
 }
 
+void Volume::end_plan_hold(Session* s) {
+  if (s->plan_hold == nullptr) return;
+  std::exchange(s->plan_hold, nullptr)->end_plan_hold();
+}
+
 void Volume::activate(Session* s) {
   active_ = s;
   s->phase = Session::Phase::kActive;
   dialer_->backoff_ms = 100;
   last_error_.clear();
+  end_plan_hold(s);
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
   } else {
@@ -622,6 +637,7 @@ void Volume::activate(Session* s) {
 void Volume::on_link_closed(LinkConn* c, const std::string& why) {
   auto* s = static_cast<Session*>(c->context);
   s->gone = true;
+  end_plan_hold(s);  // the handshake failed after its plan
   if (s == active_ && stopping_) {
     // Our own stop, after both copies were flushed: nothing to mark.
     active_ = nullptr;

@@ -144,6 +144,7 @@ class Volume final : public LinkConn::Handler {
   void on_peer_state(Session* s, const link::State& st);
   void plan_as_primary(Session* s, const link::State& st);
   void on_plan(Session* s, const link::Header& h, const link::Plan& plan);
+  void end_plan_hold(Session* s);
   void activate(Session* s);
   link::State my_state() const;
   void enter_standby(Session* s, const link::State& st);
