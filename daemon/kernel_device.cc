@@ -1,7 +1,10 @@
 #include "kernel_device.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "proto.h"
@@ -11,7 +14,9 @@ namespace mirror {
 KernelDevice::KernelDevice(Loop& loop, NbdServer& server, Options opts)
     : loop_(loop), server_(server), opts_(std::move(opts)) {}
 
-KernelDevice::~KernelDevice() = default;
+KernelDevice::~KernelDevice() {
+  if (probe_.joinable()) probe_.join();
+}
 
 Result<std::vector<UniqueFd>> KernelDevice::make_sockets() {
   std::vector<UniqueFd> kernel_ends;
@@ -166,10 +171,14 @@ void KernelDevice::on_complete(int res, uint32_t) {
   arm_poll();
 }
 
-void KernelDevice::detach() {
+void KernelDevice::stop_listening() {
   stopping_ = true;
   if (poll_posted_) io_uring_prep_poll_remove(loop_.sqe(nullptr),
                               reinterpret_cast<uint64_t>(static_cast<Completion*>(this)));
+}
+
+void KernelDevice::detach() {
+  stop_listening();
   if (!attached_) return;
   attached_ = false;
   Status st;
@@ -183,6 +192,57 @@ void KernelDevice::detach() {
     MLOG_ERROR("kernel nbd: detach /dev/nbd%d: %s", index_, st.error().to_string().c_str());
   else
     MLOG_INFO("detached /dev/nbd%d", index_);
+}
+
+void KernelDevice::stop(std::function<void()> done) {
+  // The ioctl interface has no re-attach: a device left behind would only
+  // fail its I/O once we are gone, so it is detached whatever uses it.
+  if (!attached_ || ioctl_ || opts_.detach_in_use) {
+    detach();
+    done();
+    return;
+  }
+  stop_listening();  // no more RECONFIGURE on LINK_DEAD
+  stop_done_ = std::move(done);
+  probe_wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+  if (!probe_wake_.valid()) {
+    MLOG_ERROR("kernel nbd: eventfd: %s: leaving /dev/nbd%d attached", strerror(errno), index_);
+    loop_.defer(std::move(stop_done_));
+    return;
+  }
+  io_uring_prep_read(loop_.sqe(&probe_done_), probe_wake_.get(), &probe_value_, sizeof probe_value_,
+                     0);
+  std::string path = opts_.dev_dir + "/nbd" + std::to_string(index_);
+  probe_ = std::thread([this, path, wake = probe_wake_.get()] {
+    // O_EXCL on a block device fails EBUSY while a file system is mounted
+    // on it, a holder (dm, md) claims it, or someone else opened it O_EXCL.
+    int fd = ::open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
+    probe_errno_ = fd < 0 ? errno : 0;
+    if (fd >= 0) ::close(fd);
+    uint64_t one = 1;
+    (void)!::write(wake, &one, sizeof one);
+  });
+}
+
+void KernelDevice::on_probed(int res, uint32_t) {
+  if (probe_.joinable()) probe_.join();
+  auto done = std::move(stop_done_);
+  if (res != sizeof probe_value_) {
+    MLOG_ERROR("kernel nbd: waiting for the in-use probe: %s: leaving /dev/nbd%d attached",
+               strerror(res < 0 ? -res : EIO), index_);
+  } else if (probe_errno_ == EBUSY) {
+    MLOG_WARN(
+        "kernel nbd: /dev/nbd%d is in use (mounted, held open exclusively or by a holder): "
+        "leaving it attached. I/O waits up to the dead-connection timeout (%us) for the "
+        "next mirrord, which re-attaches it; unmount it and stop again to detach",
+        index_, opts_.cfg.dead_conn_timeout_s);
+  } else {
+    if (probe_errno_ != 0)
+      MLOG_WARN("kernel nbd: cannot tell whether /dev/nbd%d is in use (open: %s): detaching",
+                index_, strerror(probe_errno_));
+    detach();
+  }
+  done();
 }
 
 DeviceStatus KernelDevice::status() const {

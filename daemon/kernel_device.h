@@ -7,14 +7,18 @@
 // fresh sockets through RECONFIGURE instead of a new CONNECT: I/O that waited
 // within the dead-connection timeout then completes without an error. While
 // running, a LINK_DEAD for our device (a connection died) is logged and
-// answered the same way. Clean stop: DISCONNECT.
+// answered the same way. Stop: DISCONNECT, unless the device is in use
+// (mounted, held open exclusively, has holders): then it stays attached for
+// the next mirrord to RECONFIGURE, as after a crash.
 //
 // Thread: the Loop's. Attach and detach make blocking netlink calls; the
 // kernel does not wait for our NBD replies inside them.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "config.h"
 #include "kernel_nbd.h"
@@ -42,6 +46,8 @@ class KernelDevice final : public Completion {
     std::string backend_id;  // "mirrord:<volume>:<node>"
     std::string sysfs_block = "/sys/block";
     std::string api = "auto";  // or "netlink" / "ioctl": no fallback
+    std::string dev_dir = "/dev";
+    bool detach_in_use = false;  // stop() detaches even a mounted device
   };
   KernelDevice(Loop& loop, NbdServer& server, Options opts);
   ~KernelDevice();
@@ -50,6 +56,12 @@ class KernelDevice final : public Completion {
   // Disconnects the device (the kernel sends NBD_CMD_DISC on each socket, so
   // the server's connections drain). Idempotent.
   void detach();
+  // At a daemon stop: detach() if nothing uses the device, else leave it
+  // attached (logged) so that a mounted file system survives a restart.
+  // The in-use probe (an O_EXCL open) runs on a thread of its own while the
+  // loop keeps serving the device: closing it may write back dirty pages
+  // through us. `done` runs on the loop once decided.
+  void stop(std::function<void()> done);
   DeviceStatus status() const;
 
   // The LINK_DEAD listener's poll.
@@ -61,6 +73,8 @@ class KernelDevice final : public Completion {
   Status reconfigure(int index);
   void listen_link_dead();
   void arm_poll();
+  void stop_listening();
+  void on_probed(int res, uint32_t flags);
 
   Loop& loop_;
   NbdServer& server_;
@@ -77,6 +91,14 @@ class KernelDevice final : public Completion {
   bool stopping_ = false;
   uint64_t link_dead_events_ = 0;
   uint64_t next_peer_ = 0;
+  // stop()'s in-use probe: the thread writes the open's errno (0: free) and
+  // then wakes the loop through the eventfd.
+  std::thread probe_;
+  int probe_errno_ = 0;
+  UniqueFd probe_wake_;
+  uint64_t probe_value_ = 0;
+  MemberCompletion<KernelDevice, &KernelDevice::on_probed> probe_done_{this};
+  std::function<void()> stop_done_;
 };
 
 }  // namespace mirror

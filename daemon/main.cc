@@ -118,6 +118,10 @@ int run(int argc, char** argv) {
   app.add_option("--device-api", device_api,
                  "auto (netlink, else the ioctls), netlink or ioctl: how to attach the device")
       ->check(CLI::IsMember({"auto", "netlink", "ioctl"}));
+  bool detach_in_use = false;
+  app.add_flag("--detach-in-use", detach_in_use,
+               "At stop, detach the --device even while it is mounted or in use (its users "
+               "get I/O errors); by default it then stays attached for the next mirrord");
   app.add_flag("--force-full-sync", force_full_sync,
                "Primary only: copy the whole volume to the peer, whatever the generations say");
   app.add_flag("--discard-my-data", discard_my_data,
@@ -342,24 +346,30 @@ int run(int argc, char** argv) {
 #ifdef MIRROR_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif
-    // The kernel first: it sends NBD_CMD_DISC on its sockets, which drain.
-    if (device) device->detach();
-    server.shutdown([&] {
-      // Everything acknowledged is made durable before we exit.
-      for (auto& be : backends) {
-        if (!be->read_only() && ::fdatasync(be->fd()) < 0) {
-          MLOG_ERROR("%s: fdatasync at stop: %s", be->path().c_str(), strerror(errno));
-          exit_code = 1;
+    auto shutdown = [&] {
+      server.shutdown([&] {
+        // Everything acknowledged is made durable before we exit.
+        for (auto& be : backends) {
+          if (!be->read_only() && ::fdatasync(be->fd()) < 0) {
+            MLOG_ERROR("%s: fdatasync at stop: %s", be->path().c_str(), strerror(errno));
+            exit_code = 1;
+          }
         }
-      }
-      if (volume) {
-        volume_control->stop();
-        control->stop();
-        volume->stop([&] { (*loop)->stop(); });
-      } else {
-        (*loop)->stop();
-      }
-    });
+        if (volume) {
+          volume_control->stop();
+          control->stop();
+          volume->stop([&] { (*loop)->stop(); });
+        } else {
+          (*loop)->stop();
+        }
+      });
+    };
+    // The kernel first: it sends NBD_CMD_DISC on its sockets, which drain.
+    // A device in use stays attached instead, for the next mirrord.
+    if (device)
+      device->stop(shutdown);
+    else
+      shutdown();
   });
   signals.arm();
 
@@ -381,6 +391,7 @@ int run(int argc, char** argv) {
     o.cfg = device_cfg;
     o.export_name = self ? cfg.name : exports.front().name;
     o.api = device_api;
+    o.detach_in_use = detach_in_use;
     o.backend_id = self ? "mirrord:" + cfg.name + ":" + self->name : "mirrord:export:" + o.export_name;
     device = std::make_unique<KernelDevice>(**loop, server, std::move(o));
     if (auto st = device->attach(); !st) {
