@@ -2,8 +2,8 @@
 # kernel-mirror.sh CASE - a mirrored pair under the real Linux kernel NBD client.
 #
 # CASE: ext4 | split-freeze | kill-secondary  (runs tests/vm/guest/mirror-CASE.sh)
-#       attach-ext4 | attach-restart | attach-multi-ro | attach-ioctl  (tests/vm/guest/CASE.sh:
-#       mirrord attaches /dev/nbdX itself, no nbd-client)
+#       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl
+#       (tests/vm/guest/CASE.sh: mirrord attaches /dev/nbdX itself, no nbd-client)
 #
 # Both daemons run INSIDE the guest (tests/vm/run-vm.sh, Debian's kernel under qemu): alpha
 # (primary) and beta (secondary) on the guest's own loopback, their backing images in guest
@@ -32,11 +32,11 @@ skip() { log "SKIP: $*"; exit 77; }
 
 case "$CASE" in
   ext4|split-freeze|kill-secondary) SCRIPT=$HERE/guest/mirror-$CASE.sh ;;
-  attach-ext4|attach-restart|attach-ioctl) SCRIPT=$HERE/guest/$CASE.sh ;;
+  attach-ext4|attach-restart|attach-term|attach-ioctl) SCRIPT=$HERE/guest/$CASE.sh ;;
   # 2 CPUs: the kernel queues per connection only up to the CPU count, and with one queue it
   # would send everything down the first connection
   attach-multi-ro) SCRIPT=$HERE/guest/$CASE.sh; export SMP=${SMP:-2} ;;
-  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-multi-ro|attach-ioctl" >&2
+  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl" >&2
      exit 2 ;;
 esac
 
