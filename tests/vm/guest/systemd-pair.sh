@@ -14,8 +14,13 @@
 #   4. SIGSTOP the primary: it stops petting the watchdog; systemd kills it (WatchdogSec=),
 #      restarts it (Restart=on-failure, NRestarts=1), the pair resynchronizes, the data is
 #      still there, and the secondary was never restarted;
-#   5. `systemctl stop`: both exit with status 0, their metadata records a clean shutdown, and
-#      the two copies are identical.
+#   5. the shipped unit attaches alpha's /dev/nbd0 itself (`device =`, no drop-in: the unit
+#      keeps CAP_SYS_ADMIN); ext4 on it, mounted, a dd conv=fsync write loop; `systemctl
+#      restart` of the primary while mounted: the daemon logs that it left the device
+#      attached, the new one re-attaches it (RECONFIGURE), the writer sees no error, the files
+#      are intact after a remount, the pair resynchronizes;
+#   6. unmounted, `systemctl stop`: both exit with status 0, /dev/nbd0 is detached, their
+#      metadata records a clean shutdown, and the two copies are identical.
 # Environment (GUEST_ENV): VOL_SIZE (default 16M).
 set -uo pipefail
 # shellcheck disable=SC1091  # packed by systemd-init.sh
@@ -115,7 +120,7 @@ truncate -s "$VOL_SIZE" "$STATE/alpha.img" "$STATE/beta.img"
 # Not all zeros: the initial full sync has something to copy.
 dd if=/dev/urandom of="$STATE/alpha.img" bs=1M count=2 seek=3 conv=notrunc status=none
 modprobe loop && B_DEV=$(losetup --find --show "$STATE/beta.img") || die "losetup failed"
-node() {  # node NAME PORT BACKING
+node() {  # node NAME PORT BACKING [EXTRA_KEYS]
   cat <<EOF
 
 [[node]]
@@ -125,6 +130,7 @@ backing = "$3"
 metadata = "$STATE/$1.meta"
 nbd-listen = ["unix:$RUN/db-$1.nbd"]
 control = "$RUN/db-$1.ctl"
+${4:-}
 EOF
 }
 {
@@ -136,7 +142,11 @@ secret-file = "/etc/mirrord/db.secret"
 primary = "alpha"
 ack-timeout = "2s"
 EOF
-  node alpha 7788 "$STATE/alpha.img"
+  # The kernel retries a request unanswered for 8 s (one the stopped daemon had not read)
+  # and waits up to 60 s for the restarted daemon's sockets.
+  node alpha 7788 "$STATE/alpha.img" 'device = "/dev/nbd0"
+device-timeout = "8s"
+dead-connection-timeout = "60s"'
   node beta 7789 "$B_DEV"
 } >/etc/mirrord/db-alpha.toml
 cp /etc/mirrord/db-alpha.toml /etc/mirrord/db-beta.toml
@@ -195,7 +205,52 @@ wait_synchronized 60
 nbd_io "read -P 0xa5 1M 4M"
 nbd_io "write -P 0x5a 8M 2M"
 
-# ---- 5. a clean stop ------------------------------------------------------------------------
+# ---- 5. the attached /dev/nbd0: restart while mounted ------------------------------------
+dev_state() { ctl alpha status --json 2>/dev/null | jq -r '"\(.device.path) \(.device.state)"'; }
+[ "$(dev_state)" = "/dev/nbd0 attached" ] || die "alpha's device: '$(dev_state)', not attached"
+[ "$(cat /sys/block/nbd0/backend)" = mirrord:db:alpha ] ||
+  die "/dev/nbd0 backend '$(cat /sys/block/nbd0/backend)'"
+step "the shipped unit attached /dev/nbd0 (backend $(cat /sys/block/nbd0/backend))"
+mkfs.ext4 -q -F /dev/nbd0 || die "mkfs.ext4 /dev/nbd0"
+mkdir -p /mnt/db && mount -t ext4 -o noinit_itable /dev/nbd0 /mnt/db || die "mount /dev/nbd0"
+FILES=8
+for i in $(seq $FILES); do head -c 512K /dev/urandom >"/tmp/src$i"; done
+(
+  for i in $(seq $FILES); do
+    dd if="/tmp/src$i" of="/mnt/db/f$i" bs=128k conv=fsync 2>>/tmp/load.err ||
+      { echo "write $i failed" >>/tmp/load.err; exit 1; }
+    echo "$i" >/tmp/load.progress
+  done
+) &
+load=$!
+progress_at_least() { [ "$(cat /tmp/load.progress 2>/dev/null || echo 0)" -ge "$1" ]; }
+until_true 60 "the write loop reaches file 2" progress_at_least 2
+props "$A"
+pid=${P[MainPID]}
+since=$(date '+%Y-%m-%d %H:%M:%S')
+systemctl restart "$A" || die "systemctl restart $A failed (status $?)"
+props "$A"
+[ "${P[ActiveState]}" = active ] && [ "${P[MainPID]}" != "$pid" ] ||
+  die "$A after restart: ${P[ActiveState]}, MainPID ${P[MainPID]} (was $pid)"
+journal=$(journalctl -b -u "$A" --since "$since" --no-pager -o cat)
+grep -q "/dev/nbd0 is in use .*leaving it attached" <<<"$journal" ||
+  die "the stopped daemon did not log that it left the mounted /dev/nbd0 attached"
+! grep -q "detached /dev/nbd0" <<<"$journal" || die "systemctl restart detached the mounted /dev/nbd0"
+grep -q "re-attached export 'db' to /dev/nbd0 (RECONFIGURE" <<<"$journal" ||
+  die "the restarted daemon did not re-attach /dev/nbd0"
+step "systemctl restart $A while mounted: MainPID $pid -> ${P[MainPID]}, /dev/nbd0 left" \
+     "attached and re-attached"
+wait "$load" || die "the writer saw an error across systemctl restart: $(cat /tmp/load.err)"
+step "all $FILES files written with conv=fsync across the restart, no error"
+umount /mnt/db || die "umount"
+mount -t ext4 -o ro /dev/nbd0 /mnt/db || die "remount"
+for i in $(seq $FILES); do cmp "/tmp/src$i" "/mnt/db/f$i" || die "f$i differs after the restart"; done
+umount /mnt/db || die "umount"
+if dmesg | grep -iE 'I/O error|EXT4-fs error|Buffer I/O'; then die "the kernel logged I/O errors (above)"; fi
+step "remounted: all $FILES files intact, no I/O error in dmesg"
+wait_synchronized 60
+
+# ---- 6. a clean stop ------------------------------------------------------------------------
 # systemd drops an inactive unit's exit status as soon as it unloads it, so read it from the
 # journal: at debug level systemd logs every main process's exit code and status.
 systemctl log-level debug
@@ -212,6 +267,9 @@ for u in "$A" "$B"; do
   esac
   step "$u inactive: $exit_line"
 done
+[ "$(cat /sys/block/nbd0/size)" = 0 ] && [ ! -e /sys/block/nbd0/pid ] ||
+  die "/dev/nbd0 still attached after systemctl stop (size $(cat /sys/block/nbd0/size))"
+step "the unmounted /dev/nbd0 was detached by systemctl stop"
 meta_clean alpha
 meta_clean beta
 images_equal "after systemctl stop"
