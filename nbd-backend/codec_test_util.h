@@ -189,7 +189,7 @@ class FakeCatalog : public ExportCatalog {
     disk.name = "disk";
     disk.description = "scratch disk";
     disk.size = 1 << 20;
-    disk.meta_contexts = {"base:allocation", "x-mirror:dirty"};
+    disk.meta_contexts = {"base:allocation", "mirrord:dirty-since-backup"};
     ExportInfo golden;
     golden.name = "golden";
     golden.description = "golden image";

@@ -336,8 +336,16 @@ void Connection::build_reply(Request* r, int err) {
   }
   if (q.type == nbd::kCmdBlockStatus && sr && !nerr) {
     const auto& ids = negotiated_.meta_context_ids;
+    std::vector<nbd::Extent> other;
     for (size_t k = 0; k < ids.size(); ++k) {
-      nbd::encode_block_status_chunk(r->ctrl, q.cookie, ids[k], r->extents, k + 1 == ids.size());
+      const NbdServer::MetaSource* src = server_.meta_source(negotiated_.export_info, ids[k]);
+      const std::vector<nbd::Extent>* ext = &r->extents;  // base:allocation
+      if (src) {
+        other.clear();
+        (*src)(q.offset, q.length, (q.flags & nbd::kCmdFlagReqOne) ? 1 : kMaxExtents, &other);
+        ext = &other;
+      }
+      nbd::encode_block_status_chunk(r->ctrl, q.cookie, ids[k], *ext, k + 1 == ids.size());
     }
     r->iov.push_back({r->ctrl.data(), r->ctrl.size()});
     return;

@@ -250,7 +250,8 @@ TEST_F(HandshakeTest, StructuredReplyWithDataIsErrInvalidAndNotNegotiated) {
 // ===================================================== meta contexts ==
 
 constexpr std::string_view kAllocHex = "626173653a616c6c6f636174696f6e";  // base:allocation
-constexpr std::string_view kDirtyHex = "782d6d6972726f723a6469727479";    // x-mirror:dirty
+constexpr std::string_view kDirtyHex =
+    "6d6972726f72643a64697274792d73696e63652d6261636b7570";  // mirrord:dirty-since-backup
 
 TEST_F(HandshakeTest, ListMetaContextWithoutQueriesListsAllWithIdZero) {
   Start();
@@ -262,7 +263,7 @@ TEST_F(HandshakeTest, ListMetaContextWithoutQueriesListsAllWithIdZero) {
   EXPECT_THAT(std::vector<std::string>(r.begin(), r.end() - 1),
               UnorderedElementsAre(
                   N("0003e889045565a9 00000009 00000004 00000013 00000000") + N(kAllocHex),
-                  N("0003e889045565a9 00000009 00000004 00000012 00000000") + N(kDirtyHex)))
+                  N("0003e889045565a9 00000009 00000004 0000001e 00000000") + N(kDirtyHex)))
       << "zero queries: the server MUST return all the metadata contexts; "
          "the ID in LIST replies SHOULD be zero";
   EXPECT_EQ(r.back(), N("0003e889045565a9 00000009 00000001 00000000"));
@@ -281,11 +282,46 @@ TEST_F(HandshakeTest, ListMetaContextNamespaceQueryListsThatNamespaceOnly) {
 TEST_F(HandshakeTest, ListMetaContextExactQueryListsThatContext) {
   Start();
   NegotiateStructuredReplies();
-  EXPECT_EQ(c_.Send(Opt(kOptListMetaContext, MetaData("disk", {"x-mirror:dirty"}))),
+  EXPECT_EQ(c_.Send(Opt(kOptListMetaContext, MetaData("disk", {"mirrord:dirty-since-backup"}))),
             Status::kNeedMore);
   EXPECT_THAT(ReplyHexes(c_.Take()),
-              ElementsAre(N("0003e889045565a9 00000009 00000004 00000012 00000000") + N(kDirtyHex),
+              ElementsAre(N("0003e889045565a9 00000009 00000004 0000001e 00000000") + N(kDirtyHex),
                           N("0003e889045565a9 00000009 00000001 00000000")));
+}
+
+TEST_F(HandshakeTest, ListMetaContextNamespaceQueryListsMirrordContexts) {
+  Start();
+  NegotiateStructuredReplies();
+  EXPECT_EQ(c_.Send(Opt(kOptListMetaContext, MetaData("disk", {"mirrord:"}))), Status::kNeedMore);
+  EXPECT_THAT(ReplyHexes(c_.Take()),
+              ElementsAre(N("0003e889045565a9 00000009 00000004 0000001e 00000000") + N(kDirtyHex),
+                          N("0003e889045565a9 00000009 00000001 00000000")))
+      << "a query of the namespace alone lists every context in it (as nbdinfo --list does)";
+}
+
+TEST_F(HandshakeTest, SetBothMetaContextsGivesEachItsIdAndSelectsBoth) {
+  Start();
+  NegotiateStructuredReplies();
+  EXPECT_EQ(c_.Send(Opt(kOptSetMetaContext,
+                        MetaData("disk", {"mirrord:dirty-since-backup", "base:allocation"}))),
+            Status::kNeedMore);
+  EXPECT_THAT(ReplyHexes(c_.Take()),
+              ElementsAre(N("0003e889045565a9 0000000a 00000004 00000013 00000001") + N(kAllocHex),
+                          N("0003e889045565a9 0000000a 00000004 0000001e 00000002") + N(kDirtyHex),
+                          N("0003e889045565a9 0000000a 00000001 00000000")))
+      << "one NBD_REP_META_CONTEXT per selected context, with the id BLOCK_STATUS replies use";
+  EXPECT_THAT(Go("disk").meta_context_ids, ElementsAre(1u, 2u));
+}
+
+TEST_F(HandshakeTest, SetOnlyTheDirtyContextSelectsIdTwo) {
+  Start();
+  NegotiateStructuredReplies();
+  EXPECT_EQ(c_.Send(Opt(kOptSetMetaContext, MetaData("disk", {"mirrord:dirty-since-backup"}))),
+            Status::kNeedMore);
+  EXPECT_THAT(ReplyHexes(c_.Take()),
+              ElementsAre(N("0003e889045565a9 0000000a 00000004 0000001e 00000002") + N(kDirtyHex),
+                          N("0003e889045565a9 0000000a 00000001 00000000")));
+  EXPECT_THAT(Go("disk").meta_context_ids, ElementsAre(2u));
 }
 
 TEST_F(HandshakeTest, ListMetaContextUnknownQueriesGetOnlyAck) {

@@ -52,6 +52,26 @@ void NbdServer::add_export(nbd::ExportInfo info, Backend* backend) {
   exports_.push_back(std::make_unique<Export>(Export{std::move(info), backend}));
 }
 
+void NbdServer::add_meta_context(std::string_view export_name, std::string context,
+                                 MetaSource source) {
+  for (auto& e : exports_) {
+    if (e->info.name != export_name) continue;
+    e->info.meta_contexts.push_back(std::move(context));
+    e->sources.resize(e->info.meta_contexts.size());
+    e->sources.back() = std::move(source);
+  }
+}
+
+const NbdServer::MetaSource* NbdServer::meta_source(const nbd::ExportInfo* info,
+                                                    uint32_t id) const {
+  for (const auto& e : exports_) {
+    if (&e->info != info) continue;
+    if (id == 0 || id > e->sources.size() || !e->sources[id - 1]) return nullptr;
+    return &e->sources[id - 1];
+  }
+  return nullptr;
+}
+
 std::vector<const nbd::ExportInfo*> NbdServer::list() const {
   std::vector<const nbd::ExportInfo*> v;
   for (const auto& e : exports_) v.push_back(&e->info);

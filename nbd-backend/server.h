@@ -34,6 +34,14 @@ class NbdServer final : public nbd::ExportCatalog {
 
   // The first export added is the default one (the empty name selects it).
   void add_export(nbd::ExportInfo info, Backend* backend);
+  // A metadata context besides base:allocation (which the Backend answers),
+  // answered synchronously from memory by `source`. Add before serving.
+  using MetaSource = std::function<void(uint64_t offset, uint32_t length, uint32_t max_extents,
+                                        std::vector<nbd::Extent>* out)>;
+  void add_meta_context(std::string_view export_name, std::string context, MetaSource source);
+  // The source of context `id` (1-based, as negotiated); nullptr for the
+  // Backend's base:allocation.
+  const MetaSource* meta_source(const nbd::ExportInfo* e, uint32_t id) const;
   // Takes a bound listening socket and starts accepting on it.
   void add_listener(BoundSocket sock);
   // Serves export `name` on `fd`, a connected stream socket whose peer skips
@@ -71,6 +79,7 @@ class NbdServer final : public nbd::ExportCatalog {
   struct Export {
     nbd::ExportInfo info;
     Backend* backend;
+    std::vector<MetaSource> sources;  // per info.meta_contexts; empty: the Backend's
   };
   void on_accept(bool tcp, UniqueFd fd);
   void tick();

@@ -312,6 +312,16 @@ TEST(Replies, BlockStatusChunkIsContextIdThenExtentPairs) {
                         "00001000 00000003 0000f000 00000000"));
 }
 
+TEST(Replies, DirtySinceBackupChunkCarriesItsContextIdAndFlagOne) {
+  // mirrord:dirty-since-backup (docs/nbd-server.md): flag 1 = changed since
+  // the last backup point, like qemu:dirty-bitmap:NAME.
+  Bytes out;
+  const Extent extents[] = {{0x10000, 0}, {0x20000, 1}, {0x100000, 0}};
+  encode_block_status_chunk(out, 9, 2, extents, /*done=*/false);
+  EXPECT_EQ(Hex(out), N("668e33ef 0000 0005 0000000000000009 0000001c 00000002"
+                        "00010000 00000000 00020000 00000001 00100000 00000000"));
+}
+
 }  // namespace
 }  // namespace codec_test
 }  // namespace mirror::nbd
