@@ -926,4 +926,39 @@ Status Bitmap::flush_sync() {
   return {};
 }
 
+// ----------------------------------------------------- changed_extents --
+
+void changed_extents(const Bitmap& map, uint64_t offset, uint32_t length, uint32_t max_extents,
+                     std::vector<nbd::Extent>* out) {
+  const uint64_t end = std::min(offset + length, map.volume_size());
+  auto push = [&](uint64_t len, uint32_t flags) {
+    if (!out->empty() && out->back().flags == flags) {
+      out->back().length += uint32_t(len);
+    } else {
+      out->push_back({uint32_t(len), flags});
+    }
+  };
+  size_t first = out->size();
+  uint64_t pos = offset;
+  while (pos < end) {
+    uint64_t doff = 0, dlen = 0;
+    bool any = map.next_dirty(pos, end - pos, &doff, &dlen);
+    uint64_t clean_end = any ? std::max(doff, pos) : end;
+    clean_end = std::min(clean_end, end);
+    if (clean_end > pos) {
+      push(clean_end - pos, 0);
+      pos = clean_end;
+    }
+    if (!any || pos >= end) break;
+    // next_dirty's run starts at a region boundary at or before `pos`.
+    uint64_t dirty_end = std::min(doff + dlen, end);
+    if (dirty_end > pos) {
+      push(dirty_end - pos, 1);
+      pos = dirty_end;
+    }
+    if (out->size() - first >= max_extents) break;
+  }
+  if (out->size() - first > max_extents) out->resize(first + max_extents);
+}
+
 }  // namespace mirror

@@ -207,4 +207,10 @@ class Bitmap {
   uint64_t fail_commits_after_ = 0;
 };
 
+// The extents of the dirty map over [offset, offset+length) for an NBD
+// metadata context: flag 1 for changed regions, 0 for the others, merged
+// runs, at most max_extents, clipped to the range.
+void changed_extents(const Bitmap& map, uint64_t offset, uint32_t length, uint32_t max_extents,
+                     std::vector<nbd::Extent>* out);
+
 }  // namespace mirror

@@ -1,6 +1,7 @@
 #include "bitmap.h"
 
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +17,8 @@
 
 namespace mirror {
 namespace {
+
+using ::testing::ElementsAre;
 
 // What the tests know about the format comes from docs/bitmap-format.md, not
 // from bitmap.cc, so they also check that the code writes what the doc says.
@@ -300,6 +303,45 @@ TEST_F(BitmapTest, PartialLastRegion) {
   EXPECT_EQ(bm->dirty_bytes(), size);
   bm->clear_dirty(9 * g, ~0ull);  // to the end, overflow-safe
   EXPECT_EQ(bm->dirty_bytes(), 9 * g);
+}
+
+// ---- the dirty map as NBD extents (mirrord:dirty-since-backup) ----
+
+std::vector<std::pair<uint32_t, uint32_t>> extents(const Bitmap& bm, uint64_t off, uint32_t len,
+                                                   uint32_t max = 1024) {
+  std::vector<nbd::Extent> e;
+  changed_extents(bm, off, len, max, &e);
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  for (const auto& x : e) out.emplace_back(x.length, x.flags);
+  return out;
+}
+
+TEST_F(BitmapTest, ChangedExtentsMergeRunsAndClipToTheRequest) {
+  const uint32_t g = 64 * kKiB;
+  auto bm = open_clean(*loop_, path_, ident());
+  using P = std::pair<uint32_t, uint32_t>;
+  EXPECT_THAT(extents(*bm, 0, 4 * g), ElementsAre(P{4 * g, 0})) << "clean: one extent, flag 0";
+  bm->set_dirty(g, 1);          // region 1
+  bm->set_dirty(2 * g + 5, g);  // regions 2 and 3
+  bm->set_dirty(6 * g, g);      // region 6
+  EXPECT_THAT(extents(*bm, 0, 8 * g),
+              ElementsAre(P{g, 0}, P{3 * g, 1}, P{2 * g, 0}, P{g, 1}, P{g, 0}));
+  // Unaligned request: the first and last extents are clipped to it.
+  EXPECT_THAT(extents(*bm, g + 100, 2 * g), ElementsAre(P{2 * g, 1}));
+  EXPECT_THAT(extents(*bm, 100, g), ElementsAre(P{g - 100, 0}, P{100, 1}));
+  // NBD_CMD_FLAG_REQ_ONE: one extent, from the start of the request.
+  EXPECT_THAT(extents(*bm, 0, 8 * g, 1), ElementsAre(P{g, 0}));
+  EXPECT_THAT(extents(*bm, g, 8 * g, 2), ElementsAre(P{3 * g, 1}, P{2 * g, 0}));
+}
+
+TEST_F(BitmapTest, ChangedExtentsStopAtTheEndOfTheVolume) {
+  const uint64_t g = 64 * kKiB, size = 4 * g + 1000;
+  auto bm = open_clean(*loop_, path_, ident(size));
+  bm->set_dirty(size - 1, 1);
+  using P = std::pair<uint32_t, uint32_t>;
+  EXPECT_THAT(extents(*bm, 0, uint32_t(size)), ElementsAre(P{4 * g, 0}, P{1000, 1}));
+  bm->set_all_dirty();
+  EXPECT_THAT(extents(*bm, 0, uint32_t(size)), ElementsAre(P{uint32_t(size), 1}));
 }
 
 TEST_F(BitmapTest, RangesSpanningManyWords) {

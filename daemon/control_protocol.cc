@@ -41,6 +41,17 @@ const std::vector<CommandSpec>& commands() {
        true,
        {{"force", T::kBool, "Promote even though this copy may be behind (the peer is lost); "
                             "its later writes become a split brain", false, false}}},
+      {"open-rw",
+       "Secondary, while split: serve the stable image read-write (fsck, a test restore); "
+       "rejoin copies the changed regions back from the primary",
+       true, {}},
+      {"backup-mark",
+       "While split: the secondary's changed-regions map restarts at this backup point "
+       "(mirrorctl backup does this after copying)",
+       true,
+       {{"point", T::kInt, "The new backup point id (0: only check --expect)", true, false},
+        {"expect", T::kInt, "Refuse (ESTALE) unless the current point is this one", false,
+         false}}},
   };
   return table;
 }
@@ -113,6 +124,7 @@ json error_reply(int code, std::string_view message) {
     case ETIMEDOUT: name = "ETIMEDOUT"; break;
     case ECANCELED: name = "ECANCELED"; break;
     case EEXIST: name = "EEXIST"; break;
+    case ESTALE: name = "ESTALE"; break;
     default: break;
   }
   return json{{"ok", false}, {"code", name}, {"error", std::string(message)}};

@@ -290,6 +290,12 @@ int run(int argc, char** argv) {
     info.description = "mirrored volume " + cfg.name;
     info.read_only = volume->nbd_read_only();
     server.add_export(std::move(info), volume->nbd_backend());
+    Volume* vp = volume.get();
+    server.add_meta_context(cfg.name, kChangedContext,
+                            [vp](uint64_t off, uint32_t len, uint32_t max,
+                                 std::vector<nbd::Extent>* out) {
+                              vp->changed_extents(off, len, max, out);
+                            });
     volume->on_export_mode = [&server, name = cfg.name](bool read_only) {
       server.set_read_only(name, read_only);
     };

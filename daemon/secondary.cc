@@ -85,7 +85,12 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       gen.current = g->current;
       gen.bitmap = 0;
       bitmap_.set_generation(gen);
-      bitmap_.set_flags(bitmap_.flags() & ~(kFlagInconsistent | kFlagFullSyncNeeded));
+      // The image now equals the primary's: our own changes of a read-write
+      // split (kept until now, so an interrupted resync still copies them)
+      // are gone.
+      bitmap_.clear_all_dirty();
+      bitmap_.set_flags(bitmap_.flags() &
+                        ~(kFlagInconsistent | kFlagFullSyncNeeded | kFlagDisposableLocalWrites));
       Apply* a = get();
       a->id = h.id;
       a->epoch = epoch_;

@@ -32,7 +32,13 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"holding_writes", st.holding},
       {"peer_role", st.peer_role.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.peer_role)},
       {"demoting", st.demoting},
+      {"writable", st.role == Role::kPrimary || st.writable},
   };
+  if (st.role == Role::kSecondary) {
+    j["backup"] = {{"point", st.backup_point}, {"changed_bytes", st.changed_since_backup}};
+  } else {
+    j["backup"] = nullptr;
+  }
   if (st.split_unix_ms) {
     j["last_split"] = {{"unix_ms", st.split_unix_ms}, {"drain_us", st.split_drain_us}};
   } else {

@@ -110,11 +110,11 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
   auto file = FileBackend::open(loop, self.backing, {.size = cfg.size});
   if (!file) return file.error();
   v->file_ = std::move(*file);
-  v->local_ = v->file_.get();
+  v->disk_ = v->file_.get();
   if (opts.faults && opts.faults->any_data()) {
     v->faults_ = std::make_unique<FaultBackend>(loop, *v->file_, v->file_->fd(), *opts.faults,
                                                 opts.power_loss);
-    v->local_ = v->faults_.get();
+    v->disk_ = v->faults_.get();
   }
   if (opts.faults && opts.faults->any())
     MLOG_WARN("volume '%s': TEST FAULTS injected into %s and %s: %s", cfg.name.c_str(),
@@ -128,6 +128,22 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
   if (opts.faults && opts.faults->meta_eio_after)
     v->bitmap_->set_fail_commits_after(opts.faults->meta_eio_after);
   if (auto st = v->prepare_metadata(report); !st) return st.error();
+  // The map of regions changed since the last backup: a file of its own in
+  // the metadata format, opened on both roles (a demote makes a primary a
+  // secondary at runtime). New or unreadable, every region counts as
+  // changed, so the next incremental backup copies everything.
+  BitmapOpenReport changes_report;
+  auto changes = Bitmap::open(loop, self.metadata + ".backup", id, &changes_report);
+  if (!changes) return changes.error();
+  v->changes_ = std::move(*changes);
+  if (changes_report.full_resync && !changes_report.created)
+    MLOG_WARN("%s: every region counts as changed since the last backup",
+              changes_report.reason.c_str());
+  v->changes_->clear_active(0, cfg.size);
+  if (auto st = v->changes_->flush_sync(); !st) return st.error();
+  // Created once: a retired applier may still hold them after a role change.
+  v->tracked_ = std::make_unique<ChangeTracker>(*v->disk_, *v->changes_);
+  v->local_ = std::make_unique<LocalWriteGate>(loop, *v->tracked_, *v->bitmap_);
   if (v->role_ == Role::kPrimary) {
     v->make_replicator();
   } else {
@@ -137,7 +153,7 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
 }
 
 void Volume::make_replicator() {
-  replicator_ = std::make_unique<Replicator>(loop_, *local_, *bitmap_, cfg_);
+  replicator_ = std::make_unique<Replicator>(loop_, *disk_, *bitmap_, cfg_);
   replicator_->on_link_failure = [this](const std::string& why) {
     if (active_) active_->conn->close(why);
   };
@@ -145,13 +161,14 @@ void Volume::make_replicator() {
 }
 
 void Volume::make_applier() {
-  applier_ = std::make_unique<SecondaryApplier>(loop_, *local_, *bitmap_);
+  applier_ = std::make_unique<SecondaryApplier>(loop_, *tracked_, *bitmap_);
   applier_->on_split = [this](uint64_t when) {
     split_unix_ms_ = when;
     MLOG_INFO("volume '%s': split by the primary: this copy is a stable point-in-time image",
               cfg_.name.c_str());
   };
-  gate_.set(local_, false);
+  local_->set_writable(false);
+  gate_.set(local_.get(), false);
 }
 
 Status Volume::prepare_metadata(const BitmapOpenReport& report) {
@@ -215,6 +232,15 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   bm.set_generation(g);
   bm.set_flags(flags);
   return bm.flush_sync();
+}
+
+void Volume::changed_extents(uint64_t offset, uint32_t length, uint32_t max_extents,
+                             std::vector<nbd::Extent>* out) const {
+  if (role_ != Role::kSecondary) {
+    out->push_back({length, 1});
+    return;
+  }
+  mirror::changed_extents(*changes_, offset, length, max_extents, out);
 }
 
 Status Volume::start() {
@@ -334,6 +360,19 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
   }
   // Two secondaries (standby): nothing is mirrored.
   if (peer_state_.role != link::State::kPrimary) return;
+  if (h.type == link::Type::kBackupMark) {
+    auto expect = link::decode_u64({payload.data(), h.payload});
+    auto reply = [this, c, id = h.id](int e) {
+      if (!active_ || active_->conn.get() != c) return;  // that link is gone
+      link::Header r;
+      r.type = link::Type::kReply;
+      r.id = id;
+      r.length = uint32_t(e);
+      c->send(r);
+    };
+    if (int err = expect ? apply_backup_mark(h.offset, *expect, reply) : EPROTO) reply(err);
+    return;
+  }
   applier_->on_message(h, payload);
 }
 
@@ -548,6 +587,16 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
 }
 
 void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
+  if (plan.kind != link::Plan::kStandby && local_->writable()) {
+    // The split ends: local clients may no longer change the image the
+    // resync is about to overwrite.
+    local_->set_writable(false);
+    gate_.set_writable(false);
+    if (on_export_mode) on_export_mode(true);
+    MLOG_INFO("volume '%s': rejoin: the NBD export is read-only again", cfg_.name.c_str());
+  }
+  if (plan.kind != link::Plan::kStandby && local_->changes_in_flight())
+    return session_error(s, "local writes still in flight; retrying the handshake");
   Generation g = bitmap_->generation();
   uint32_t flags = bitmap_->flags();
   switch (plan.kind) {
@@ -563,29 +612,18 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       flags &= ~(kFlagFullSyncNeeded | kFlagInconsistent);
       break;
     case link::Plan::kBitmap:
+      // A resync of a read-write split interrupted earlier: our changes
+      // are still to be copied back.
+      send_dirty_ranges(s);
       flags |= kFlagInconsistent;
       flags &= ~kFlagSplit;
       break;
-    case link::Plan::kUnion: {
+    case link::Plan::kUnion:
       // Our own changes since the split are copied over from the primary.
-      std::vector<link::Range> ranges;
-      uint64_t off = 0, len = 0, from = 0;
-      while (bitmap_->next_dirty(from, uint64_t(1) << 40, &off, &len)) {
-        ranges.push_back({off, len});
-        from = off + len;
-        if (ranges.size() == 4096) {
-          s->conn->send_owned(link::encode_message({.type = link::Type::kDirtyRanges},
-                                                   link::encode_ranges(ranges)));
-          ranges.clear();
-        }
-      }
-      if (!ranges.empty())
-        s->conn->send_owned(link::encode_message({.type = link::Type::kDirtyRanges},
-                                                 link::encode_ranges(ranges)));
-      bitmap_->clear_all_dirty();
-      flags &= ~kFlagDisposableLocalWrites;
+      // They stay marked here until SYNC_DONE, so an interrupted resync
+      // sends them again.
+      send_dirty_ranges(s);
       [[fallthrough]];
-    }
     case link::Plan::kFull:
       if (g.current != 0) g.history[0] = g.current;
       g.current = plan.gen.bitmap;
@@ -619,6 +657,22 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
 void Volume::end_plan_hold(Session* s) {
   if (s->plan_hold == nullptr) return;
   std::exchange(s->plan_hold, nullptr)->end_plan_hold();
+}
+
+void Volume::send_dirty_ranges(Session* s) {
+  std::vector<link::Range> ranges;
+  uint64_t off = 0, len = 0, from = 0;
+  auto send = [&] {
+    s->conn->send_owned(
+        link::encode_message({.type = link::Type::kDirtyRanges}, link::encode_ranges(ranges)));
+    ranges.clear();
+  };
+  while (bitmap_->next_dirty(from, uint64_t(1) << 40, &off, &len)) {
+    ranges.push_back({off, len});
+    from = off + len;
+    if (ranges.size() == 4096) send();
+  }
+  if (!ranges.empty()) send();
 }
 
 void Volume::activate(Session* s) {
@@ -748,10 +802,17 @@ void Volume::stop(std::function<void()> done) {
     bitmap_->clear_active(0, cfg_.size);
     bitmap_->set_flags(bitmap_->flags() | kFlagCleanShutdown);
     // Through the group commit: it waits for a commit already running.
-    bitmap_->commit(FnDone::make([this, done](int err) {
-      if (err) MLOG_ERROR("metadata at stop: %s: the next start recovers", strerror(-err));
+    auto close_all = [this, done] {
       for (auto& s : sessions_) s->conn->close("node stopping");
       done();
+    };
+    bitmap_->commit(FnDone::make([this, close_all](int err) {
+      if (err) MLOG_ERROR("metadata at stop: %s: the next start recovers", strerror(-err));
+      if (!changes_) return close_all();
+      changes_->commit(FnDone::make([this, close_all](int e) {
+        if (e) MLOG_ERROR("%s at stop: %s", changes_->path().c_str(), strerror(-e));
+        close_all();
+      }));
     }));
   };
   if (replicator_) {
@@ -781,6 +842,9 @@ VolumeStatus Volume::status() const {
   st.demoting = demote_ != nullptr;
   if (active_ && peer_known_)
     st.peer_role = peer_state_.role == link::State::kPrimary ? "primary" : "secondary";
+  st.writable = gate_.writable();
+  st.backup_point = changes_->generation().current;
+  st.changed_since_backup = changes_->dirty_bytes();
   if (replicator_) {
     st.resync = replicator_->progress();
     st.resynced_bytes_total = replicator_->resynced_bytes_total();
@@ -898,6 +962,86 @@ void Volume::release(Done done) {
   hold_deadline_ms_ = 0;
   replicator_->release();
   done(0, "released");
+}
+
+void Volume::open_rw(Done done) {
+  if (role_ != Role::kSecondary)
+    return done(EINVAL, "open-rw runs on the secondary ('" + peer_.name + "'); the primary "
+                        "is read-write already");
+  if (!(bitmap_->flags() & kFlagSplit))
+    return done(EBUSY, "not split: the secondary's image is mirrored; split first");
+  if (local_->writable()) return done(EALREADY, "already read-write");
+  // From here on this copy diverges from the split instant: a generation of
+  // its own, the shared one kept as the base both sides' changes count from.
+  Generation g = bitmap_->generation();
+  if (g.bitmap == 0) {
+    g.bitmap = g.current;
+    g.current = random_id();
+    bitmap_->set_generation(g);
+  }
+  bitmap_->set_flags(bitmap_->flags() | kFlagDisposableLocalWrites);
+  bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
+    if (err) return done(-err, "cannot write the metadata");
+    if (role_ != Role::kSecondary) return done(EBUSY, "promoted meanwhile");
+    local_->set_writable(true);
+    gate_.set_writable(true);
+    if (on_export_mode) on_export_mode(false);
+    MLOG_INFO("volume '%s': the split image is read-write; its changes are undone at rejoin",
+              cfg_.name.c_str());
+    done(0, "read-write until rejoin (changes are tracked and replaced by the primary's data "
+            "at rejoin)");
+  }));
+}
+
+int Volume::apply_backup_mark(uint64_t point, uint64_t expect, std::function<void(int)> done) {
+  if (!(bitmap_->flags() & kFlagSplit)) return EBUSY;
+  uint64_t current = changes_->generation().current;
+  if (expect != 0 && current != expect) return ESTALE;
+  if (point == 0) {
+    loop_.defer([done] { done(0); });
+    return 0;
+  }
+  // The image is the split instant's (only local read-write changes differ,
+  // and rejoin rewrites those, marking them again): the map restarts empty.
+  changes_->clear_all_dirty();
+  Generation g = changes_->generation();
+  g.current = point;
+  changes_->set_generation(g);
+  changes_->set_flags(changes_->flags() & ~kFlagFullSyncNeeded);
+  changes_->commit(FnDone::make([this, point, done](int err) {
+    if (!err)
+      MLOG_INFO("volume '%s': backup point %llu: tracking changes from here", cfg_.name.c_str(),
+                static_cast<unsigned long long>(point));
+    done(err < 0 ? -err : err);
+  }));
+  return 0;
+}
+
+void Volume::backup_mark(uint64_t point, uint64_t expect, Done done) {
+  auto say = [point, expect, done](int err) {
+    switch (err) {
+      case 0: return done(0, point ? "backup point " + std::to_string(point) : "checked");
+      case EBUSY: return done(EBUSY, "not split: a backup point is the split instant");
+      case ESTALE:
+        return done(ESTALE, "the secondary's last backup point is not " +
+                                std::to_string(expect) + ": take a full backup");
+      default: return done(err, std::string("the secondary failed: ") + strerror(err));
+    }
+  };
+  if (role_ == Role::kSecondary) {
+    if (int err = apply_backup_mark(point, expect, say)) say(err);
+    return;
+  }
+  if (!(bitmap_->flags() & kFlagSplit)) return say(EBUSY);
+  if (!active_ || active_->phase != Session::Phase::kActive)
+    return done(ENOTCONN, "the secondary is not connected");
+  uint64_t id = kControlIdBit | next_control_id_++;
+  control_waiters_[id] = [say](int e, const std::string&) { say(e); };
+  link::Header h;
+  h.type = link::Type::kBackupMark;
+  h.id = id;
+  h.offset = point;
+  active_->conn->send_owned(link::encode_message(h, link::encode_u64(expect)));
 }
 
 }  // namespace mirror

@@ -32,11 +32,16 @@
 #include "secondary.h"
 #include "server.h"
 #include "tls.h"
+#include "tracking_backend.h"
 #include "uring.h"
 
 namespace mirror {
 
 enum class Role { kPrimary, kSecondary };
+
+// The NBD metadata context of the regions changed since the last backup
+// point (docs/nbd-server.md).
+inline constexpr const char* kChangedContext = "mirrord:dirty-since-backup";
 
 // What `mirrorctl status` shows for a volume.
 struct VolumeStatus {
@@ -57,6 +62,9 @@ struct VolumeStatus {
   bool holding = false;
   std::string peer_role;  // primary / secondary, as of the last handshake; "" if unknown
   bool demoting = false;  // demote running: NBD writes are refused
+  bool writable = false;              // NBD writes accepted (a split secondary after open-rw)
+  uint64_t backup_point = 0;          // id of the last backup point (0: none)
+  uint64_t changed_since_backup = 0;  // bytes (secondary)
 };
 
 class Volume final : public LinkConn::Handler {
@@ -78,13 +86,19 @@ class Volume final : public LinkConn::Handler {
   // Binds the replication address and starts talking to the peer.
   Status start();
   // The backend NBD clients get, for the Volume's lifetime: read-write on the
-  // primary, the local copy (read-only) on the secondary; it follows role
-  // changes (promote, demote).
+  // primary, the local copy on the secondary (read-only, unless open-rw
+  // while split); it follows role changes (promote, demote).
   Backend* nbd_backend() { return &gate_; }
   bool nbd_read_only() const { return !gate_.writable(); }
   // Called when the NBD export must become read-only (true) or read-write
-  // (false): demote refuses writes from its start, promote allows them.
+  // (false): demote refuses writes from its start, promote and open-rw
+  // allow them, a rejoin after open-rw refuses them again.
   std::function<void(bool read_only)> on_export_mode;
+  // The regions changed since the last backup point, for the NBD metadata
+  // context kChangedContext; a primary answers "all changed" (it keeps no
+  // such map), which is always safe for a backup tool.
+  void changed_extents(uint64_t offset, uint32_t length, uint32_t max_extents,
+                       std::vector<nbd::Extent>* out) const;
   // Clean stop, after the NBD server drained: flush, record a clean
   // shutdown in the metadata, close the link.
   void stop(std::function<void()> done);
@@ -125,6 +139,14 @@ class Volume final : public LinkConn::Handler {
   // The peer is connected and primary (a command needing the primary can
   // be relayed to it).
   bool peer_is_primary() const;
+  // Split secondary: serve the stable image read-write; every change is
+  // tracked and copied back from the primary at rejoin.
+  void open_rw(Done done);
+  // Backup point: the secondary's map of regions changed since the last
+  // backup restarts empty, remembering `point` (an id, non-zero). Refused
+  // (ESTALE) unless the current point is `expect` (0: any). point == 0 only
+  // checks. On the primary, relayed to the secondary over the link.
+  void backup_mark(uint64_t point, uint64_t expect, Done done);
 
   // LinkConn::Handler.
   void on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) override;
@@ -155,6 +177,8 @@ class Volume final : public LinkConn::Handler {
   std::string behind_reason() const;
   void become(Role role);
   void reconnect(const std::string& why);
+  int apply_backup_mark(uint64_t point, uint64_t expect, std::function<void(int)> done);
+  void send_dirty_ranges(Session* s);
   void dial();
   void on_dial(int res);
   void tick();
@@ -167,8 +191,11 @@ class Volume final : public LinkConn::Handler {
   Role role_ = Role::kSecondary;
   std::unique_ptr<FileBackend> file_;
   std::unique_ptr<FaultBackend> faults_;  // tests only: wraps file_
-  Backend* local_ = nullptr;              // faults_ or file_
+  Backend* disk_ = nullptr;               // faults_ or file_
   std::unique_ptr<Bitmap> bitmap_;
+  std::unique_ptr<Bitmap> changes_;  // changed since the last backup (read on a secondary)
+  std::unique_ptr<ChangeTracker> tracked_;
+  std::unique_ptr<LocalWriteGate> local_;  // the secondary's NBD path (open-rw)
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<SecondaryApplier> applier_;
   // Halves left behind by a role change. Kept, not destroyed: a late

@@ -62,6 +62,13 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
     if (s <= 0 || s > 86400) return reply(EINVAL, "demote: timeout must be 1..86400 seconds");
     return volume_.demote(uint32_t(s * 1000), reply);
   }
+  if (cmd == "open-rw") return volume_.open_rw(reply);
+  if (cmd == "backup-mark") {
+    int64_t point = req.args["point"].get<int64_t>();
+    int64_t expect = req.args.value("expect", int64_t(0));
+    if (point < 0 || expect < 0) return reply(EINVAL, "backup points are positive");
+    return volume_.backup_mark(uint64_t(point), uint64_t(expect), reply);
+  }
   if (cmd == "rejoin") {
     bool wait = req.args.value("wait", false);
     return volume_.rejoin([this, wait, respond](int err, const std::string& msg) {

@@ -438,6 +438,25 @@ EOF
 # nbd_flush NODE: a client FLUSH through NODE's NBD export.
 nbd_flush() { "${NBDTOOL[@]}" flush "$(nbd_unix_uri "$1")"; }
 
+# nbd_fill URI OFFSET LENGTH BYTE: writes LENGTH bytes of value BYTE at
+# OFFSET through a libnbd client, then flushes. Fails if the server refuses.
+nbd_fill() {
+    "$PY" - "$@" <<'PYEOF'
+import sys
+import nbd
+uri, off, length, byte = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+h = nbd.NBD()
+h.connect_uri(uri)
+pos = 0
+while pos < length:
+    n = min(1 << 20, length - pos)
+    h.pwrite(bytes([byte]) * n, off + pos)
+    pos += n
+h.flush()
+h.shutdown()
+PYEOF
+}
+
 # fio_check OUTFILE WANT: fio's JSON shows no errors and moved data ("w", "r", "rw").
 fio_check() {
     "$PY" - "$1" "$2" <<'EOF'

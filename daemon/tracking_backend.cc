@@ -1,0 +1,69 @@
+#include "tracking_backend.h"
+
+namespace mirror {
+
+// ------------------------------------------------------- ChangeTracker --
+
+void ChangeTracker::write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+                          IoDone* done) {
+  changes_.set_dirty(offset, length);
+  inner_.write(offset, length, buf, fua, done);
+}
+
+void ChangeTracker::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
+  changes_.set_dirty(offset, length);
+  inner_.trim(offset, length, fua, done);
+}
+
+void ChangeTracker::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) {
+  changes_.set_dirty(offset, length);
+  inner_.zero(offset, length, flags, done);
+}
+
+void ChangeTracker::flush(IoDone* done) {
+  inner_.flush(FnDone::make([this, done](int err) {
+    if (err) return done->io_done(err);
+    changes_.commit(done);
+  }));
+}
+
+// ------------------------------------------------------ LocalWriteGate --
+
+template <typename Issue>
+void LocalWriteGate::marked(uint64_t offset, uint32_t length, IoDone* done, Issue issue) {
+  if (!writable_) {
+    // EROFS, never inline (the Backend contract).
+    loop_.defer([done] { done->io_done(-EROFS); });
+    return;
+  }
+  ++in_flight_;
+  dirty_.set_dirty(offset, length);
+  dirty_.commit(FnDone::make([this, done, issue](int err) {
+    if (err) {
+      --in_flight_;
+      return done->io_done(err);
+    }
+    issue(FnDone::make([this, done](int e) {
+      --in_flight_;
+      done->io_done(e);
+    }));
+  }));
+}
+
+void LocalWriteGate::write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+                           IoDone* done) {
+  marked(offset, length, done,
+         [this, offset, length, buf, fua](IoDone* d) { inner_.write(offset, length, buf, fua, d); });
+}
+
+void LocalWriteGate::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
+  marked(offset, length, done,
+         [this, offset, length, fua](IoDone* d) { inner_.trim(offset, length, fua, d); });
+}
+
+void LocalWriteGate::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) {
+  marked(offset, length, done,
+         [this, offset, length, flags](IoDone* d) { inner_.zero(offset, length, flags, d); });
+}
+
+}  // namespace mirror

@@ -1,0 +1,105 @@
+// Backend decorators that record which regions of the volume change, for
+// rejoin and for incremental backups (docs/nbd-server.md, "Changed regions
+// since the last backup"; docs/control-protocol.md, "open-rw").
+//
+//   NBD clients -> LocalWriteGate -> ChangeTracker -> FileBackend
+//   link (SecondaryApplier)     \-> ChangeTracker
+//
+// Thread: the Loop's. Each decorator borrows the backend and the Bitmap it
+// is given; both must outlive it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend.h"
+#include "bitmap.h"
+#include "uring.h"
+
+namespace mirror {
+
+// Passes every operation through unchanged: the base of the decorators, so
+// each overrides only what it changes.
+class ForwardingBackend : public Backend {
+ public:
+  explicit ForwardingBackend(Backend& inner) : inner_(inner) {}
+  uint64_t size() const override { return inner_.size(); }
+  bool read_only() const override { return inner_.read_only(); }
+  bool can_trim() const override { return inner_.can_trim(); }
+  void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override {
+    inner_.read(offset, length, buf, done);
+  }
+  void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+             IoDone* done) override {
+    inner_.write(offset, length, buf, fua, done);
+  }
+  void flush(IoDone* done) override { inner_.flush(done); }
+  void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override {
+    inner_.trim(offset, length, fua, done);
+  }
+  void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override {
+    inner_.zero(offset, length, flags, done);
+  }
+  void cache(uint64_t offset, uint32_t length, IoDone* done) override {
+    inner_.cache(offset, length, done);
+  }
+  void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
+                    std::vector<nbd::Extent>* out, IoDone* done) override {
+    inner_.block_status(offset, length, max_extents, out, done);
+  }
+
+ protected:
+  Backend& inner_;
+};
+
+// Marks every region written, trimmed or zeroed in `changes`' dirty map: the
+// regions changed since the last backup point. A flush makes the marks
+// durable after the data (the inner flush, then a metadata commit), so a
+// flushed change is never missing from the map after a crash; a change not
+// yet flushed when the node crashed is resynced by the primary (its activity
+// log) and marked then.
+class ChangeTracker final : public ForwardingBackend {
+ public:
+  ChangeTracker(Backend& inner, Bitmap& changes) : ForwardingBackend(inner), changes_(changes) {}
+  void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+             IoDone* done) override;
+  void flush(IoDone* done) override;
+  void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
+  void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
+
+ private:
+  Bitmap& changes_;
+};
+
+// The split secondary's NBD backend: read-only until opened for writing (a
+// test restore, fsck, a journal replay). Then each change marks its regions
+// in the volume's dirty map durably before it is issued, so rejoin copies
+// them back from the primary even after a crash. Closed again, changes fail
+// with EROFS.
+class LocalWriteGate final : public ForwardingBackend {
+ public:
+  LocalWriteGate(Loop& loop, Backend& inner, Bitmap& dirty)
+      : ForwardingBackend(inner), loop_(loop), dirty_(dirty) {}
+  void set_writable(bool w) { writable_ = w; }
+  bool writable() const { return writable_; }
+  // Changes marked but not finished: a resync must not start under them.
+  uint64_t changes_in_flight() const { return in_flight_; }
+
+  bool read_only() const override { return !writable_; }
+  void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+             IoDone* done) override;
+  void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
+  void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
+
+ private:
+  // Marks [offset, offset+length) durably, then runs `issue(wrapped done)`.
+  template <typename Issue>
+  void marked(uint64_t offset, uint32_t length, IoDone* done, Issue issue);
+
+  Loop& loop_;
+  Bitmap& dirty_;
+  bool writable_ = false;
+  uint64_t in_flight_ = 0;
+};
+
+}  // namespace mirror
