@@ -6,7 +6,9 @@
 //
 // Exit codes: 0 success, 1 the daemon refused or the command failed,
 // 2 usage error, 3 the daemon could not be reached.
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "backup.h"
 #include "config.h"
 #include "control_protocol.h"
 #include "quiesce.h"
@@ -134,6 +137,122 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
   return 0;
 }
 
+// The NBD URI of a node's export, from its nbd-listen entries: the first
+// one a client can dial (a Unix socket, or TCP with a fixed port).
+std::string node_nbd_uri(const VolumeConfig& cfg, const NodeConfig& n) {
+  for (const auto& l : n.nbd_listen) {
+    if (l.starts_with("unix:")) return "nbd+unix:///" + cfg.name + "?socket=" + l.substr(5);
+    if (!l.ends_with(":0")) return "nbd://" + l + "/" + cfg.name;
+  }
+  return "";
+}
+
+struct BackupRequest {
+  std::string socket, uri, path, volume;
+  bool incremental = false;
+  QuiesceOptions quiesce;
+};
+
+// mirrorctl backup: split (quiesced), copy the secondary's image, mark the
+// backup point on the secondary, rejoin. A failure after the split still
+// rejoins; the backup point moves only when the copy is complete, so a
+// failed incremental is repaired by running it again.
+int run_backup(const BackupRequest& b) {
+  const char* me = "mirrorctl backup";
+  auto status = call(b.socket, make_request("status"));
+  if (std::string e = reply_error(status, b.socket); !e.empty()) {
+    std::fprintf(stderr, "%s: %s\n", me, e.c_str());
+    return kExitUnreachable;
+  }
+  const json& st = (*status)["result"];
+  if (st["role"] != "primary" || st["state"] != "synchronized") {
+    std::fprintf(stderr, "%s: run it against the primary of a synchronized pair (%s is %s, %s)\n",
+                 me, b.socket.c_str(), st["role"].get<std::string>().c_str(),
+                 st["state"].get<std::string>().c_str());
+    return kExitFailed;
+  }
+  uint64_t size = st["size"];
+  std::string volume = st["volume"];
+  BackupRecord old;
+  struct stat sb;
+  if (b.incremental) {
+    auto r = read_record(b.path);
+    if (!r) {
+      std::fprintf(stderr, "%s: %s\n", me, r.error().message.c_str());
+      return kExitFailed;
+    }
+    old = *r;
+    if (old.volume != volume || old.size != size) {
+      std::fprintf(stderr, "%s: %s holds volume '%s' of %llu bytes, not '%s' of %llu\n", me,
+                   b.path.c_str(), old.volume.c_str(), static_cast<unsigned long long>(old.size),
+                   volume.c_str(), static_cast<unsigned long long>(size));
+      return kExitFailed;
+    }
+  } else if (::stat(b.path.c_str(), &sb) == 0) {
+    std::fprintf(stderr, "%s: %s exists: a full backup writes a new file (remove it, or use "
+                 "--incremental to update it)\n", me, b.path.c_str());
+    return kExitFailed;
+  }
+
+  if (int rc = split_volumes({b.socket}, b.quiesce); rc != 0) return rc;
+  auto rejoin = [&]() {
+    std::string e = reply_error(call(b.socket, make_request("rejoin")), b.socket);
+    if (!e.empty()) std::fprintf(stderr, "%s: rejoin: %s (run mirrorctl rejoin)\n", me, e.c_str());
+    return e.empty();
+  };
+  auto failed = [&](const std::string& why) {
+    std::fprintf(stderr, "%s: %s\n", me, why.c_str());
+    rejoin();
+    return kExitFailed;
+  };
+  // The point is the split instant: its time, from the primary.
+  auto after = call(b.socket, make_request("status"));
+  if (std::string e = reply_error(after, b.socket); !e.empty()) return failed(e);
+  uint64_t point = (*after)["result"]["last_split"].value("unix_ms", uint64_t(0));
+  if (point == 0) return failed("the primary reports no split time");
+  if (b.incremental) {
+    std::string e = reply_error(
+        call(b.socket, make_request("backup-mark", {{"point", 0}, {"expect", old.point}})),
+        b.socket);
+    if (!e.empty()) return failed(e);
+  }
+
+  std::string target = b.incremental ? b.path : b.path + ".partial";
+  int fd = ::open(target.c_str(), O_RDWR | O_CLOEXEC | (b.incremental ? 0 : O_CREAT | O_EXCL),
+                  0600);
+  if (fd < 0) return failed(target + ": " + strerror(errno));
+  UniqueFd image(fd);
+  CopyOptions co;
+  co.uri = b.uri;
+  co.fd = image.get();
+  co.incremental = b.incremental;
+  co.bar = isatty(STDERR_FILENO);
+  auto copied = copy_image(co);
+  if (!copied) {
+    if (!b.incremental) ::unlink(target.c_str());
+    return failed(copied.error().to_string());
+  }
+  if (!b.incremental && ::rename(target.c_str(), b.path.c_str()) < 0)
+    return failed("renaming " + target + ": " + strerror(errno));
+  std::string e = reply_error(
+      call(b.socket, make_request("backup-mark", {{"point", point}, {"expect", old.point}})),
+      b.socket);
+  if (!e.empty()) return failed("the image is complete, but the backup point was not recorded: " + e);
+  if (auto w = write_record(b.path, {volume, size, point}); !w)
+    return failed(w.error().to_string() + " (the next backup must be a full one)");
+  bool rejoined = rejoin();
+  std::printf("backup %s: %s of volume '%s' at %llu: %llu bytes copied, %llu of %llu bytes "
+              "considered (%llu zero), %.2f s%s\n",
+              b.path.c_str(), b.incremental ? "incremental" : "full", volume.c_str(),
+              static_cast<unsigned long long>(point),
+              static_cast<unsigned long long>(copied->data_bytes),
+              static_cast<unsigned long long>(copied->changed_bytes),
+              static_cast<unsigned long long>(copied->size),
+              static_cast<unsigned long long>(copied->zero_bytes), copied->seconds,
+              rejoined ? "; rejoining" : "");
+  return rejoined ? 0 : kExitFailed;
+}
+
 struct ArgValues {
   std::map<std::string, bool> flags;
   std::map<std::string, std::string> strings;
@@ -225,6 +344,7 @@ int run(int argc, char** argv) {
     return rc == 0 ? 0 : kExitUsage;
   }
 
+  std::string peer_uri;  // the first volume file's peer export, for backup
   for (const auto& config_file : config_files) {
     auto cfg = load_volume_config(config_file);
     if (!cfg) {
@@ -237,6 +357,8 @@ int run(int argc, char** argv) {
       return kExitUsage;
     }
     socket_paths.push_back((*n)->control);
+    const NodeConfig* peer = cfg->peer_of((*n)->name);
+    if (peer_uri.empty() && peer) peer_uri = node_nbd_uri(*cfg, *peer);
   }
   if (socket_paths.empty()) {
     std::fprintf(stderr, "mirrorctl: give --socket PATH or --config VOLUME.toml\n");
@@ -251,7 +373,7 @@ int run(int argc, char** argv) {
       sub = s;
     }
   }
-  if (spec->name == "split") {
+  if (spec->name == "split" || spec->name == "backup") {
     QuiesceOptions q;
     q.freeze = values.lists["freeze"];
     q.pre = values.strings["pre"];
@@ -261,7 +383,22 @@ int run(int argc, char** argv) {
       std::fprintf(stderr, "mirrorctl split: --timeout must be positive\n");
       return kExitUsage;
     }
-    return split_volumes(socket_paths, q);
+    if (spec->name == "split") return split_volumes(socket_paths, q);
+    BackupRequest b;
+    b.quiesce = q;
+    b.path = values.strings["to"];
+    b.incremental = values.flags["incremental"];
+    b.uri = sub->count("--from") ? values.strings["from"] : peer_uri;
+    if (socket_paths.size() != 1 || b.uri.empty()) {
+      std::fprintf(stderr, "mirrorctl backup: %s\n",
+                   socket_paths.size() != 1
+                       ? "takes one volume"
+                       : "give --from NBD-URI (or a volume file whose peer has an nbd-listen "
+                         "address with a fixed port or a Unix socket)");
+      return kExitUsage;
+    }
+    b.socket = socket_paths.front();
+    return run_backup(b);
   }
   if (socket_paths.size() > 1) {
     std::fprintf(stderr, "mirrorctl %s: takes one volume (only split takes a group)\n",

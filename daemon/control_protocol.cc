@@ -45,6 +45,21 @@ const std::vector<CommandSpec>& commands() {
        "Secondary, while split: serve the stable image read-write (fsck, a test restore); "
        "rejoin copies the changed regions back from the primary",
        true, {}},
+      {"backup",
+       "Back the volume up from the secondary: split, copy its image to a sparse file, mark "
+       "the backup point, rejoin (run on the primary's host)",
+       true,
+       {{"to", T::kString, "The image file (created; with --incremental: updated)", true, true},
+        {"incremental", T::kBool, "Copy only the regions changed since the last backup into "
+                                  "the existing image", false, true},
+        {"from", T::kString, "The secondary's NBD URI (default: from the volume file)", false,
+         true},
+        {"freeze", T::kStrings, "Filesystems (mount points) to freeze around the split", false,
+         true},
+        {"pre", T::kString, "Command run before the split", false, true},
+        {"post", T::kString, "Command run after the split, even if it failed", false, true},
+        {"timeout", T::kInt, "Seconds before thawing and running --post (default 30)", false,
+         true}}},
       {"backup-mark",
        "While split: the secondary's changed-regions map restarts at this backup point "
        "(mirrorctl backup does this after copying)",

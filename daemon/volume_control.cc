@@ -69,6 +69,8 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
     if (point < 0 || expect < 0) return reply(EINVAL, "backup points are positive");
     return volume_.backup_mark(uint64_t(point), uint64_t(expect), reply);
   }
+  if (cmd == "backup")
+    return reply(EINVAL, "backup is run by mirrorctl (split, copy, backup-mark, rejoin)");
   if (cmd == "rejoin") {
     bool wait = req.args.value("wait", false);
     return volume_.rejoin([this, wait, respond](int err, const std::string& msg) {
