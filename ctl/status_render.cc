@@ -67,6 +67,15 @@ std::string render_status(const nlohmann::json& s, bool bar) {
                     (d.value("reattached", false) ? ", re-attached after a restart" : "") + ")";
     row("device", v);
   }
+  if (s.value("role", "") == "secondary" && s.value("writable", false))
+    row("export", "read-write (open-rw): changes are undone at rejoin");
+  if (s.contains("backup") && s["backup"].is_object()) {
+    const auto& b = s["backup"];
+    uint64_t point = b.value("point", uint64_t(0));
+    row("since backup", human_bytes(b.value("changed_bytes", uint64_t(0))) + " changed" +
+                            (point ? " (backup point " + std::to_string(point) + ")"
+                                   : " (no backup point yet)"));
+  }
   if (!s.value("last_error", std::string()).empty()) row("last error", s["last_error"]);
   return o.str();
 }

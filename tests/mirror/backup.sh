@@ -53,6 +53,8 @@ PYEOF
 check_eq "$CTX on the secondary lists exactly the changed regions" \
     "0 $((MiB)) $((10 * MiB)) $((64 * KiB)) $((20 * MiB)) $((MiB))" "$(changed_map beta | xargs)"
 check_eq "status counts the changed bytes" $((2 * MiB + 64 * KiB)) "$(status_get beta .backup.changed_bytes)"
+check "mirrorctl status shows the changed bytes since the backup point" \
+    grep -q "since backup .*2.1 MiB changed (backup point $point)" <<<"$("$MIRRORCTL" --socket "${NODE_CTL[beta]}" status)"
 
 # --- refusals that change nothing
 sha_before=$(sha_of "$IMG")

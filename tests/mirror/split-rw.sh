@@ -28,6 +28,8 @@ out=$(ctl alpha open-rw) && fail "open-rw on the primary: accepted ($out)" \
     || pass "open-rw on the primary is refused: $out"
 out=$(ctl beta open-rw) && pass "open-rw: $out" || die "open-rw failed: $out"
 check_eq "beta reports writable" true "$(status_get beta .writable)"
+check "mirrorctl status tells people the split image is read-write" \
+    grep -q "read-write (open-rw)" <<<"$(ctl beta status)"
 out=$(ctl beta open-rw) && fail "open-rw twice: accepted" || pass "open-rw twice: $out"
 
 # Secondary: 1 MiB at 8 MiB, 64 KiB at 40 MiB. Primary: 1 MiB at 8 MiB (the
