@@ -55,9 +55,6 @@ Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in) {
     case Type::kRelayReply:
       max_payload = kMaxRelay;
       break;
-    case Type::kBackupMark:
-      max_payload = 8;
-      break;
     default:
       return Error{EPROTO, "unknown link message type " + std::to_string(type)};
   }
@@ -192,19 +189,6 @@ Result<Generation> decode_generation(std::span<const uint8_t> p) {
   Generation g = get_gen(r);
   if (r.failed() || r.remaining() != 0) return malformed("generation");
   return g;
-}
-
-std::vector<uint8_t> encode_u64(uint64_t v) {
-  std::vector<uint8_t> out;
-  Writer(out).u64(v);
-  return out;
-}
-
-Result<uint64_t> decode_u64(std::span<const uint8_t> p) {
-  Reader r(p);
-  uint64_t v = r.u64();
-  if (r.failed() || r.remaining() != 0) return malformed("u64 payload");
-  return v;
 }
 
 std::vector<uint8_t> encode_ranges(std::span<const Range> ranges) {

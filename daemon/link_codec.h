@@ -47,8 +47,6 @@ enum class Type : uint16_t {
   kSyncDone = 20, // resync finished: adopt the generation in the payload
   kPing = 21,
   kSplit = 22,    // the mirror is split; offset = the split's time (Unix ms)
-  kBackupMark = 23,  // while split: offset = new backup point (0: check only),
-                     // payload = u64 backup point expected (0: any)
   // Secondary -> primary.
   kReply = 32,    // length = 0 or an errno
   kDirtyRanges = 33,  // the secondary's own changed regions (after a split)
@@ -126,8 +124,6 @@ std::vector<uint8_t> encode_error(const ErrorMsg& e);
 Result<ErrorMsg> decode_error(std::span<const uint8_t> p);
 std::vector<uint8_t> encode_generation(const Generation& g);
 Result<Generation> decode_generation(std::span<const uint8_t> p);
-std::vector<uint8_t> encode_u64(uint64_t v);
-Result<uint64_t> decode_u64(std::span<const uint8_t> p);
 std::vector<uint8_t> encode_ranges(std::span<const Range> r);
 // RELAY and RELAY_REPLY: the JSON text as is. Decoding checks only the
 // framing rules (not empty, at most kMaxRelay bytes, no NUL or newline); the

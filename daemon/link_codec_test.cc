@@ -77,5 +77,19 @@ TEST(LinkRelay, UnknownTypeEightIsStillRefused) {
   EXPECT_NE(h.error().message.find("unknown link message type 8"), std::string::npos);
 }
 
+// backup-mark travels primary -> secondary as a RELAY like any relayed
+// command; type 23 (a BACKUP_MARK message of its own before that) is not one.
+TEST(LinkRelay, BackupMarkIsARelayAndTypeTwentyThreeIsUnknown) {
+  std::string req =
+      R"({"args":{"expect":7,"point":8},"command":"backup-mark","version":1})";
+  auto h = decode(header_bytes(6, 3, uint32_t(req.size())));
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->type, Type::kRelay);
+  auto t = decode(header_bytes(23, 3, 8));
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code, EPROTO);
+  EXPECT_NE(t.error().message.find("unknown link message type 23"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace mirror::link

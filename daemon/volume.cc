@@ -360,19 +360,6 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
   }
   // Two secondaries (standby): nothing is mirrored.
   if (peer_state_.role != link::State::kPrimary) return;
-  if (h.type == link::Type::kBackupMark) {
-    auto expect = link::decode_u64({payload.data(), h.payload});
-    auto reply = [this, c, id = h.id](int e) {
-      if (!active_ || active_->conn.get() != c) return;  // that link is gone
-      link::Header r;
-      r.type = link::Type::kReply;
-      r.id = id;
-      r.length = uint32_t(e);
-      c->send(r);
-    };
-    if (int err = expect ? apply_backup_mark(h.offset, *expect, reply) : EPROTO) reply(err);
-    return;
-  }
   applier_->on_message(h, payload);
 }
 
@@ -1028,20 +1015,12 @@ void Volume::backup_mark(uint64_t point, uint64_t expect, Done done) {
       default: return done(err, std::string("the secondary failed: ") + strerror(err));
     }
   };
-  if (role_ == Role::kSecondary) {
-    if (int err = apply_backup_mark(point, expect, say)) say(err);
-    return;
-  }
-  if (!(bitmap_->flags() & kFlagSplit)) return say(EBUSY);
-  if (!active_ || active_->phase != Session::Phase::kActive)
-    return done(ENOTCONN, "the secondary is not connected");
-  uint64_t id = kControlIdBit | next_control_id_++;
-  control_waiters_[id] = [say](int e, const std::string&) { say(e); };
-  link::Header h;
-  h.type = link::Type::kBackupMark;
-  h.id = id;
-  h.offset = point;
-  active_->conn->send_owned(link::encode_message(h, link::encode_u64(expect)));
+  // The primary keeps no such map: VolumeControl relays the command to the
+  // secondary; reaching here, the primary has no secondary to ask.
+  if (role_ != Role::kSecondary)
+    return done(ENOTCONN, "the changed-regions map is the secondary's, and '" + peer_.name +
+                              "' is not connected");
+  if (int err = apply_backup_mark(point, expect, say)) say(err);
 }
 
 }  // namespace mirror

@@ -139,13 +139,16 @@ class Volume final : public LinkConn::Handler {
   // The peer is connected and primary (a command needing the primary can
   // be relayed to it).
   bool peer_is_primary() const;
+  // A session with the peer is active (a command can be relayed to it).
+  bool peer_connected() const { return active_ != nullptr; }
   // Split secondary: serve the stable image read-write; every change is
   // tracked and copied back from the primary at rejoin.
   void open_rw(Done done);
   // Backup point: the secondary's map of regions changed since the last
   // backup restarts empty, remembering `point` (an id, non-zero). Refused
   // (ESTALE) unless the current point is `expect` (0: any). point == 0 only
-  // checks. On the primary, relayed to the secondary over the link.
+  // checks. Runs on the secondary: sent to the primary's daemon, the
+  // command is relayed to it (VolumeControl, RELAY).
   void backup_mark(uint64_t point, uint64_t expect, Done done);
 
   // LinkConn::Handler.

@@ -45,6 +45,10 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
       return relay_to_peer(req, std::move(respond));
     if (cmd == "status" && req.args.value("peer", false))
       return relay_to_peer(req, std::move(respond));
+    // The other way: the map of changes since the last backup is the
+    // secondary's; `mirrorctl backup` talks to the primary.
+    if (cmd == "backup-mark" && volume_.role() == Role::kPrimary && volume_.peer_connected())
+      return relay_to_peer(req, std::move(respond));
   }
   if (cmd == "status" || cmd == "events") {
     respond(control::ok_reply(status_json()));
