@@ -140,6 +140,10 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
     MLOG_WARN("%s: every region counts as changed since the last backup",
               changes_report.reason.c_str());
   v->changes_->clear_active(0, cfg.size);
+  // A primary's writes are not tracked in this map: every region counts as
+  // changed from the moment a node is primary, so when it is a secondary
+  // again (demote) the next incremental backup cannot miss what it wrote.
+  if (v->role_ == Role::kPrimary) v->changes_->set_all_dirty();
   if (auto st = v->changes_->flush_sync(); !st) return st.error();
   // Created once: a retired applier may still hold them after a role change.
   v->tracked_ = std::make_unique<ChangeTracker>(*v->disk_, *v->changes_);

@@ -126,14 +126,25 @@ void Volume::promote(bool force, Done done) {
   bitmap_->set_flags(flags);
   if (!behind.empty())
     MLOG_WARN("volume '%s': forced promote: %s", cfg_.name.c_str(), behind.c_str());
-  bitmap_->commit(FnDone::make([this, done = std::move(done), forced = !behind.empty()](int err) {
-    if (err) {
+  // The map of changes since the last backup stops tracking here (a
+  // primary's writes are not in it): all changed, durably before the role,
+  // so after a later demote an incremental backup copies everything.
+  changes_->set_all_dirty();
+  auto record_role = [this, done = std::move(done), forced = !behind.empty()](int me) {
+    if (me) {
       bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
-      return done(-err, "cannot record the role in the metadata; still secondary");
+      return done(-me, "cannot write " + changes_->path() + "; still secondary");
     }
-    become(Role::kPrimary);
-    done(0, forced ? "primary (forced)" : "primary");
-  }));
+    bitmap_->commit(FnDone::make([this, done, forced](int err) {
+      if (err) {
+        bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
+        return done(-err, "cannot record the role in the metadata; still secondary");
+      }
+      become(Role::kPrimary);
+      done(0, forced ? "primary (forced)" : "primary");
+    }));
+  };
+  changes_->commit(FnDone::make(std::move(record_role)));
 }
 
 void Volume::become(Role role) {

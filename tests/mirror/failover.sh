@@ -12,6 +12,10 @@
 #   4. rejoin during that split brain is refused and says how to choose the
 #      survivor; the procedure (mirrord --discard-my-data on the victim)
 #      works: the victim's writes are discarded, the copies converge.
+#   Along 1, the map of changes since the last backup (NBD context
+#   mirrord:dirty-since-backup) stays safe across role changes: beta's map,
+#   emptied by a backup point, says "all changed" once beta was primary and
+#   is demoted again; alpha (primary at start) says so after its demote.
 . "$(dirname "$0")/pairlib.sh"
 
 VOL_SIZE=128M
@@ -35,6 +39,16 @@ refused_ctl() {
     fi
 }
 roles() { echo "$(status_get alpha .role)/$(status_get beta .role)"; }
+
+# A backup point on beta (backup-mark sent to alpha, relayed to beta): its
+# map of changes since the last backup is empty.
+out=$(ctl alpha split) && pass "split: $out" || fail "split: $out"
+out=$(ctl alpha backup-mark --point 1001) && pass "backup-mark through alpha: $out" \
+    || fail "backup-mark through alpha: $out"
+check_eq "beta's map restarts empty at the backup point" "1001 0" \
+    "$(status_get beta .backup.point) $(status_get beta .backup.changed_bytes)"
+out=$(ctl alpha rejoin --wait) && pass "rejoin: $out" || fail "rejoin: $out"
+VOL_BYTES=$(size_bytes $VOL_SIZE)
 
 # --- 1. planned failover under the nbdtool write log
 start_writer w1 "$(nbd_unix_uri alpha)" $W1 $WIN --qd 8 --seed 11
@@ -74,6 +88,8 @@ wait_state beta synchronized 30 >/dev/null || fail "beta (primary) not synchroni
 wait_state alpha synchronized 30 >/dev/null || fail "alpha (secondary) not synchronized"
 check_eq "roles after failover" secondary/primary "$(roles)"
 check_eq "alpha sees beta as primary" primary "$(status_get alpha .peer_role)"
+check_eq "alpha (primary at start, now secondary): every region changed since a backup" \
+    "$VOL_BYTES" "$(status_get alpha .backup.changed_bytes)"
 
 start_writer w2 "$(nbd_unix_uri beta)" $W2 $WIN --qd 8 --seed 12
 wait_acks w2 1500 60 || die "writer 2 did not get 1500 writes acknowledged on beta"
@@ -81,6 +97,19 @@ stop_writer w2
 check_eq "writer 2 (beta) saw no error" 0 "$WRITER_RC"
 nbd_flush beta
 verify_writes "alpha (now secondary) holds beta's writes" w2 --uri "$(nbd_unix_uri alpha)" $W2 $WIN
+# And back and forth at runtime: beta, promoted with an empty map at point
+# 1001, wrote as primary (untracked); demoted, its map must not look clean.
+out=$(ctl beta demote) && pass "demote beta: $out" || fail "demote beta: $out"
+wait_state alpha standby 20 >/dev/null || fail "alpha did not reach standby"
+out=$(ctl alpha promote) && pass "promote alpha: $out" || fail "promote alpha: $out"
+wait_state beta synchronized 30 >/dev/null || fail "beta (secondary again) not synchronized"
+check_eq "beta demoted after writing as primary: point kept, every region changed" \
+    "1001 $VOL_BYTES" "$(status_get beta .backup.point) $(status_get beta .backup.changed_bytes)"
+out=$(ctl alpha demote) && pass "demote alpha: $out" || fail "demote alpha: $out"
+wait_state beta standby 20 >/dev/null || fail "beta did not reach standby"
+out=$(ctl beta promote) && pass "promote beta: $out" || fail "promote beta: $out"
+wait_state alpha synchronized 30 >/dev/null || fail "alpha (secondary again) not synchronized"
+check_eq "roles back after the round trip" secondary/primary "$(roles)"
 stop_pair beta alpha
 for n in alpha beta; do
     verify_writes "$n's image holds alpha's writes (before failover)" w1 --image "${NODE_IMG[$n]}" $W1 $WIN
