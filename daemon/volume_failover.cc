@@ -49,12 +49,16 @@ void Volume::demote_poll() {
       bitmap_->dirty_bytes())
     return;  // the next tick looks again
   // A mirrored flush: every acknowledged write is durable on both copies.
+  // `flushing` stays set through the role commit below: a tick meanwhile
+  // must not start a second flush and commit (that became secondary twice
+  // and touched demote_ after demote_finish had reset it).
   demote_->flushing = true;
   replicator_->flush(FnDone::make([this](int err) {
-    demote_->flushing = false;
     if (err) return demote_finish(-err, std::string("flush failed: ") + strerror(-err));
-    if (replicator_->state() != Replicator::LinkState::kSynced || bitmap_->dirty_bytes())
+    if (replicator_->state() != Replicator::LinkState::kSynced || bitmap_->dirty_bytes()) {
+      demote_->flushing = false;
       return demote_poll();
+    }
     bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
     bitmap_->commit(FnDone::make([this](int ce) {
       if (ce) {
