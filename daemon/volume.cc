@@ -671,6 +671,18 @@ void Volume::activate(Session* s) {
   s->phase = Session::Phase::kActive;
   dialer_->backoff_ms = 100;
   last_error_.clear();
+  if (s->plan == link::Plan::kInSync && bitmap_->dirty_bytes() != 0) {
+    // Never claim "synchronized" over regions the peer lacks: a change
+    // marked after this plan was decided. Reconnect; the moved generation
+    // makes the next plan a resync of exactly those regions.
+    end_plan_hold(s);
+    active_ = nullptr;
+    MLOG_WARN("volume '%s': %llu bytes changed while the handshake with '%s' ran; "
+              "reconnecting to resync them",
+              cfg_.name.c_str(), static_cast<unsigned long long>(bitmap_->dirty_bytes()),
+              peer_.name.c_str());
+    return session_error(s, "changes arrived during the handshake; reconnecting to resync them");
+  }
   end_plan_hold(s);
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
