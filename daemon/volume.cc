@@ -336,8 +336,10 @@ void Volume::session_error(Session* s, const std::string& why, bool log_warn) {
   last_error_ = why;
   s->conn->send_owned(link::encode_message({.type = link::Type::kError},
                                            link::encode_error({EPROTO, why})));
-  // Give the error a moment on the wire: close after what is queued.
-  s->conn->close(why);
+  // Close after what is queued: the STATE this side may have queued in the
+  // same loop turn, then the ERROR, so the peer learns why (close() would
+  // drop both, and the peer would only see a reset).
+  s->conn->close_when_sent(why);
 }
 
 void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) {
@@ -368,6 +370,7 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
 }
 
 void Volume::session_message(Session* s, const link::Header& h, Buffer& payload) {
+  if (s->conn->closing()) return;  // refused: only the queued reply still goes out
   std::span<const uint8_t> p(payload.data(), h.payload);
   if (h.type == link::Type::kError) {
     auto e = link::decode_error(p);
