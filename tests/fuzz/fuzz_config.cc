@@ -74,12 +74,27 @@ std::string render(const VolumeConfig& c) {
   t += "initial-sync = " + toml_string(mirror::to_string(c.initial_sync)) + "\n";
   t += "primary = " + toml_string(c.primary) + "\n";
   if (!c.control_group.empty()) t += "control-group = " + toml_string(c.control_group) + "\n";
+  if (c.tls) {
+    t += "tls = true\ntls-ca = " + toml_string(c.tls_ca) + "\n";
+    if (!c.tls_cert.empty()) t += "tls-cert = " + toml_string(c.tls_cert) + "\n";
+    if (!c.tls_key.empty()) t += "tls-key = " + toml_string(c.tls_key) + "\n";
+  }
   for (const auto& n : c.nodes) {
     t += "[[node]]\nname = " + toml_string(n.name) + "\naddress = " + toml_string(n.address) +
          "\nbacking = " + toml_string(n.backing) + "\nmetadata = " + toml_string(n.metadata) +
          "\ncontrol = " + toml_string(n.control) + "\nnbd-listen = [";
     for (const auto& l : n.nbd_listen) t += toml_string(l) + ",";
     t += "]\n";
+    if (n.nbd_allow_remote) t += "nbd-allow-remote = true\n";
+    if (!n.device.path.empty()) {
+      t += "device = " + toml_string(n.device.path) + "\n";
+      t += "device-connections = " + std::to_string(n.device.connections) + "\n";
+      t += "device-timeout = " + toml_string(std::to_string(n.device.timeout_s) + "s") + "\n";
+      t += "dead-connection-timeout = " +
+           toml_string(std::to_string(n.device.dead_conn_timeout_s) + "s") + "\n";
+    }
+    if (c.tls && !n.tls_cert.empty()) t += "tls-cert = " + toml_string(n.tls_cert) + "\n";
+    if (c.tls && !n.tls_key.empty()) t += "tls-key = " + toml_string(n.tls_key) + "\n";
   }
   return t;
 }
@@ -90,12 +105,17 @@ bool same(const VolumeConfig& a, const VolumeConfig& b) {
       a.al_extent != b.al_extent || a.on_peer_loss != b.on_peer_loss ||
       a.resync_rate != b.resync_rate || a.resync_max_inflight != b.resync_max_inflight ||
       a.initial_sync != b.initial_sync || a.primary != b.primary ||
-      a.control_group != b.control_group || a.nodes.size() != b.nodes.size())
+      a.control_group != b.control_group || a.tls != b.tls || a.tls_ca != b.tls_ca ||
+      a.nodes.size() != b.nodes.size())
     return false;
   for (size_t i = 0; i < a.nodes.size(); ++i) {
     const auto &x = a.nodes[i], &y = b.nodes[i];
     if (x.name != y.name || x.address != y.address || x.backing != y.backing ||
-        x.metadata != y.metadata || x.control != y.control || x.nbd_listen != y.nbd_listen)
+        x.metadata != y.metadata || x.control != y.control || x.nbd_listen != y.nbd_listen ||
+        x.nbd_allow_remote != y.nbd_allow_remote || x.device.path != y.device.path ||
+        x.device.connections != y.device.connections || x.device.timeout_s != y.device.timeout_s ||
+        x.device.dead_conn_timeout_s != y.device.dead_conn_timeout_s ||
+        x.tls_cert != y.tls_cert || x.tls_key != y.tls_key)
       return false;
   }
   return true;
