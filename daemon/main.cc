@@ -431,7 +431,11 @@ int run(int argc, char** argv) {
       } else {
         sd_notify(0, "WATCHDOG=1");
       }
-      if (!stopping) raw->arm(every_ms);
+      // Also while stopping: a stop that drains, flushes both copies and
+      // detaches the kernel device may outlast WatchdogSec under load, and a
+      // silent watchdog then turns a clean stop into a failure. A stop that
+      // hangs is TimeoutStopSec's to catch.
+      raw->arm(every_ms);
     });
     raw = watchdog.get();
     watchdog->arm(every_ms);
