@@ -868,7 +868,20 @@ void Bitmap::on_write(WriteOp* op, int res) {
 
 void Bitmap::on_sync(int res, uint32_t) {
   if (power_loss_) power_loss_->sync_done(power_loss_sync_, res >= 0);
+  if (delay_timer_) {
+    delayed_result_ = res < 0 ? res : 0;
+    return delay_timer_->arm(commit_delay_ms_);
+  }
   finish_commit(res < 0 ? res : 0);
+}
+
+void Bitmap::set_commit_delay_ms(uint64_t ms) {
+  commit_delay_ms_ = ms;
+  if (ms == 0) {
+    delay_timer_.reset();
+  } else if (!delay_timer_) {
+    delay_timer_ = std::make_unique<Timer>(loop_, [this] { finish_commit(delayed_result_); });
+  }
 }
 
 void Bitmap::set_sticky(int err, const char* what) {

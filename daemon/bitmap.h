@@ -135,6 +135,10 @@ class Bitmap {
   // Fault injection (MIRRORD_FAULTS=meta-eio-after=N): commits after the
   // first N fail with EIO as if the disk had refused them (0: never).
   void set_fail_commits_after(uint64_t n) { fail_commits_after_ = n; }
+  // Fault injection (MIRRORD_FAULTS=meta-delay-ms=N): every commit completes
+  // N ms after its fdatasync did (a slow metadata disk), to widen races
+  // between a commit and what happens meanwhile (0: no delay).
+  void set_commit_delay_ms(uint64_t ms);
 
  private:
   struct Map;
@@ -205,6 +209,9 @@ class Bitmap {
   PowerLoss* power_loss_ = nullptr;
   uint64_t power_loss_sync_ = 0;
   uint64_t fail_commits_after_ = 0;
+  uint64_t commit_delay_ms_ = 0;
+  int delayed_result_ = 0;
+  std::unique_ptr<Timer> delay_timer_;
 };
 
 // The extents of the dirty map over [offset, offset+length) for an NBD

@@ -127,6 +127,8 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg
   if (opts.power_loss) v->bitmap_->set_power_loss(opts.power_loss);
   if (opts.faults && opts.faults->meta_eio_after)
     v->bitmap_->set_fail_commits_after(opts.faults->meta_eio_after);
+  if (opts.faults && opts.faults->meta_delay_ms)
+    v->bitmap_->set_commit_delay_ms(opts.faults->meta_delay_ms);
   if (auto st = v->prepare_metadata(report); !st) return st.error();
   // The map of regions changed since the last backup: a file of its own in
   // the metadata format, opened on both roles (a demote makes a primary a

@@ -31,7 +31,7 @@ bool FaultSpec::any_data() const {
          enospc_after || power_loss || crash_after;
 }
 
-bool FaultSpec::any() const { return any_data() || meta_eio_after; }
+bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms; }
 
 Result<FaultSpec> FaultSpec::parse(const std::string& text) {
   FaultSpec spec;
@@ -66,6 +66,13 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       v.push_back({*off, *len});
       continue;
     }
+    if (key == "meta-delay-ms") {
+      auto n = parse_size(key, value);
+      if (!n) return n.error();
+      if (*n == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": must be at least 1"};
+      spec.meta_delay_ms = *n;
+      continue;
+    }
     if (key == "eio-after" || key == "enospc-after" || key == "crash-after" ||
         key == "meta-eio-after") {
       auto n = parse_size(key, value);
@@ -80,7 +87,7 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     }
     return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
                              "' (write-eio, read-eio, write-enospc, eio-after, enospc-after, "
-                             "power-loss, crash-after, meta-eio-after)"};
+                             "power-loss, crash-after, meta-eio-after, meta-delay-ms)"};
   }
   return spec;
 }
@@ -99,6 +106,7 @@ std::string FaultSpec::to_string() const {
   if (crash_after) add("crash-after=" + std::to_string(crash_after));
   else if (power_loss) add("power-loss");
   if (meta_eio_after) add("meta-eio-after=" + std::to_string(meta_eio_after));
+  if (meta_delay_ms) add("meta-delay-ms=" + std::to_string(meta_delay_ms));
   return s;
 }
 
