@@ -220,6 +220,15 @@ void Replicator::dispatch(Op* op) {
     local_.block_status(op->off, op->len, 1, &op->ext, op);
     return;
   }
+  if (plan_holds_ > 0 && op->modifies()) {
+    // Started before the plan was decided, its activity-log commit finished
+    // after: issued now, it would be marked dirty under a plan that may say
+    // "in sync" and never be copied. It waits for attach like new writes.
+    MLOG_DEBUG("a write at %llu+%u waits for the handshake's plan to be attached",
+               static_cast<unsigned long long>(op->off), op->len);
+    held_.push_back(op);
+    return;
+  }
   ++writes_since_flush_;
   op->local_pending = true;
   op->degraded = !mirroring();

@@ -89,10 +89,12 @@ class Replicator final : public Backend {
   void hold();
   void release();
   bool held() const { return holding_; }
-  // From the moment a handshake decides its plan until attach: new writes
-  // wait, so that none is marked in the bitmap (moving the generation) after
-  // the plan was decided. Counted: every begin is ended once, at attach or
-  // when that handshake fails.
+  // From the moment a handshake decides its plan until attach: writes not
+  // yet issued (new ones, and those still waiting for their activity-log
+  // commit) wait, so that none is marked in the bitmap (moving the
+  // generation) after the plan was decided. Counted: every begin is ended
+  // once, after attach (so the held writes are mirrored) or when that
+  // handshake fails.
   void begin_plan_hold() { ++plan_holds_; }
   void end_plan_hold();
 

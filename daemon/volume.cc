@@ -688,12 +688,15 @@ void Volume::activate(Session* s) {
               peer_.name.c_str());
     return session_error(s, "changes arrived during the handshake; reconnecting to resync them");
   }
-  end_plan_hold(s);
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
   } else {
     replicator_->attach(s->conn.get(), s->plan);
   }
+  // Only now: released before attach, the held writes would be issued
+  // while not mirroring, marked dirty under an "in sync" plan and never
+  // copied, with the pair reporting synchronized.
+  end_plan_hold(s);
 }
 
 void Volume::on_link_closed(LinkConn* c, const std::string& why) {
