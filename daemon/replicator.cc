@@ -363,14 +363,7 @@ void Replicator::on_meta(Op* op, int err) {
   if (op->waiting_al) {
     op->waiting_al = false;
     if (err) return finish(op, err);  // untracked writes are never issued
-    if (plan_holds_ > 0) {
-      // Started before a handshake decided its plan, but not yet mirrored
-      // or marked: dispatched now, it would be marked dirty under a plan
-      // that may say "in sync". It goes out after attach instead.
-      held_.push_back(op);
-      return;
-    }
-    return dispatch(op);
+    return dispatch(op);  // dispatch() holds it if a handshake's plan is pending
   }
   if (err && !op->local_err) op->local_err = err;  // cannot promise the peer will catch up
   maybe_complete(op);
