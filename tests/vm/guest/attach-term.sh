@@ -16,17 +16,7 @@ ALPHA_KEYS='device = "/dev/nbd0"
 device-timeout = "8s"
 dead-connection-timeout = "60s"'
 
-pair_start
-expect_attached /dev/nbd0 alpha
-mkfs_mount
-i=1
-while [ $i -le "$FILES" ]; do
-  dd if=/dev/urandom of="/tmp/src$i" bs=128k count=4 2>/dev/null || die "cannot prepare /tmp/src$i"
-  i=$((i + 1))
-done
-
-load_start "$FILES"
-load_wait "$TERM_AFTER"
+attached_load_start "$FILES" "$TERM_AFTER"
 stop_node alpha
 grep -q "/dev/nbd0 is in use .*leaving it attached" "$PAIR/alpha.log" ||
   die "mirrord did not log that it left the mounted /dev/nbd0 attached"
@@ -37,30 +27,7 @@ grep -q "/dev/nbd0 is in use .*leaving it attached" "$PAIR/alpha.log" ||
 step "SIGTERM left the mounted /dev/nbd0 attached: $(grep -m1 'leaving it attached' "$PAIR/alpha.log" | cut -c1-110)"
 
 start_node alpha
-grep -q "re-attached export 'db' to /dev/nbd0 (RECONFIGURE" "$PAIR/alpha.log" ||
-  die "the new primary did not re-attach /dev/nbd0 with RECONFIGURE"
-[ "$(device_field alpha reattached)" = true ] || die "status does not say re-attached"
-wait "$LOAD" || die "the writer saw an error across the SIGTERM restart: $(cat /tmp/load.err 2>/dev/null)"
-step "all $FILES files written with conv=fsync across the SIGTERM restart, no error"
-run sync
-expect_attached /dev/nbd0 alpha
-
-run umount /mnt
-echo 3 >/proc/sys/vm/drop_caches
-run mount -t ext4 -o ro /dev/nbd0 /mnt
-i=1
-while [ $i -le "$FILES" ]; do
-  cmp "/tmp/src$i" "/mnt/f$i" || die "f$i differs from what was written"
-  i=$((i + 1))
-done
-step "remounted: all $FILES files equal to their sources"
-run umount /mnt
-e2fsck -fn /dev/nbd0 >/tmp/e2fsck.log 2>&1 || { cat /tmp/e2fsck.log; die "e2fsck -fn /dev/nbd0 found errors"; }
-step "e2fsck -fn /dev/nbd0 clean: $(tail -n1 /tmp/e2fsck.log)"
-if dmesg | grep -iE 'I/O error|blk_update_request|EXT4-fs error|Buffer I/O'; then
-  die "the kernel logged I/O errors (above)"
-fi
-step "dmesg: no I/O errors"
+reattached_verify "$FILES" "the SIGTERM restart"
 
 wait_state alpha synchronized 120
 # Not mounted now: SIGTERM detaches.
