@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "crc32c.h"
+#include "file_lock.h"
 #include "log.h"
 #include "wire.h"
 
@@ -374,7 +375,7 @@ Result<std::unique_ptr<Bitmap>> Bitmap::open(Loop& loop, const std::string& path
     r.created = fd.valid();
   }
   if (!fd.valid()) return errno_error("open metadata " + path);
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) < 0) {
+  if (flock_patiently(fd.get(), LOCK_EX) < 0) {
     if (errno == EWOULDBLOCK)
       return Error{EBUSY, "metadata " + path + " is in use by another process"};
     return errno_error("flock " + path);

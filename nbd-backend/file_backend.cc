@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "file_lock.h"
 #include "log.h"
 
 namespace mirror {
@@ -57,7 +58,7 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   if (opts.direct) flags |= O_DIRECT;
   UniqueFd fd(::open(path.c_str(), flags));
   if (!fd.valid()) return errno_error("open backing file " + path);
-  if (::flock(fd.get(), (opts.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+  if (flock_patiently(fd.get(), opts.read_only ? LOCK_SH : LOCK_EX) < 0) {
     if (errno == EWOULDBLOCK)
       return Error{EBUSY, "backing file " + path + " is in use by another process"};
     return errno_error("flock " + path);
