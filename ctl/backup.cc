@@ -1,3 +1,4 @@
+#include "clock.h"
 #include "backup.h"
 
 #include <fcntl.h>
@@ -20,12 +21,6 @@ namespace {
 constexpr uint64_t kWindow = 64 << 20;  // block status per request
 constexpr uint64_t kChunk = 4 << 20;    // pread size
 constexpr uint32_t kStateZero = 2;      // base:allocation: reads as zeroes
-
-double now_s() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return double(ts.tv_sec) + ts.tv_nsec / 1e9;
-}
 
 struct NbdClose {
   void operator()(nbd_handle* h) const {
@@ -67,11 +62,11 @@ int on_extents(void* user, const char* context, uint64_t offset, uint32_t* entri
 
 class Progress {
  public:
-  Progress(uint64_t total, bool bar) : total_(total), bar_(bar), t0_(now_s()) {}
+  Progress(uint64_t total, bool bar) : total_(total), bar_(bar), t0_((double(mono_us()) / 1e6)) {}
   void update(uint64_t pos, uint64_t copied) {
     int pct = total_ ? int(pos * 100 / total_) : 100;
     if (bar_) {
-      double now = now_s();
+      double now = (double(mono_us()) / 1e6);
       if (pos < total_ && now - last_ < 0.1) return;
       last_ = now;
       int filled = pct * 30 / 100;
@@ -84,7 +79,7 @@ class Progress {
       std::fprintf(stderr, "backup: %d%% (%llu of %llu bytes scanned, %llu copied, %.1f s)\n",
                    pct, static_cast<unsigned long long>(pos),
                    static_cast<unsigned long long>(total_),
-                   static_cast<unsigned long long>(copied), now_s() - t0_);
+                   static_cast<unsigned long long>(copied), (double(mono_us()) / 1e6) - t0_);
     }
     std::fflush(stderr);
   }
@@ -127,7 +122,7 @@ Status write_all(int fd, const uint8_t* p, uint64_t len, uint64_t off) {
 
 Result<CopyStats> copy_image(const CopyOptions& o) {
   CopyStats st;
-  double t0 = now_s();
+  double t0 = (double(mono_us()) / 1e6);
   NbdHandle h(nbd_create());
   if (!h) return nbd_failure("libnbd");
   if (nbd_add_meta_context(h.get(), "base:allocation") < 0 ||
@@ -205,7 +200,7 @@ Result<CopyStats> copy_image(const CopyOptions& o) {
   }
   progress.update(st.size, st.data_bytes);
   if (::fsync(o.fd) < 0) return errno_error("syncing the backup image");
-  st.seconds = now_s() - t0;
+  st.seconds = (double(mono_us()) / 1e6) - t0;
   return st;
 }
 

@@ -1,3 +1,4 @@
+#include "clock.h"
 #include "quiesce.h"
 
 #include <fcntl.h>
@@ -14,12 +15,6 @@
 
 namespace mirror {
 namespace {
-
-int64_t now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 // Runs `cmd` with sh -c; kills it at the deadline. "" on success.
 std::string run_hook(const std::string& what, const std::string& cmd, int64_t deadline_ms) {
@@ -39,7 +34,7 @@ std::string run_hook(const std::string& what, const std::string& cmd, int64_t de
       if (WIFEXITED(st)) return what + " '" + cmd + "' exited with " + std::to_string(WEXITSTATUS(st));
       return what + " '" + cmd + "' was killed by signal " + std::to_string(WTERMSIG(st));
     }
-    if (now_ms() >= deadline_ms) {
+    if (int64_t(mono_ms()) >= deadline_ms) {
       kill(-pid, SIGKILL);
       waitpid(pid, &st, 0);
       return what + " '" + cmd + "' did not finish before the timeout and was killed";
@@ -63,7 +58,7 @@ void thaw_all(const std::vector<std::string>& mounts) {
 [[noreturn]] void guard(int from_parent, int to_parent, const QuiesceOptions& o,
                         int64_t deadline_ms) {
   pollfd p{from_parent, POLLIN, 0};
-  int64_t left = deadline_ms - now_ms();
+  int64_t left = deadline_ms - int64_t(mono_ms());
   int r = left > 0 ? poll(&p, 1, int(left)) : 0;
   char c = 0;
   bool done = r > 0 && read(from_parent, &c, 1) == 1;
@@ -74,7 +69,7 @@ void thaw_all(const std::vector<std::string>& mounts) {
     _exit(0);
   }
   thaw_all(o.freeze);
-  run_hook("post-hook", o.post, now_ms() + 30000);
+  run_hook("post-hook", o.post, int64_t(mono_ms()) + 30000);
   char t = 't';
   ssize_t w = write(to_parent, &t, 1);
   (void)w;
@@ -85,7 +80,7 @@ void thaw_all(const std::vector<std::string>& mounts) {
 
 QuiesceResult quiesced_split(const QuiesceOptions& o, const std::function<std::string()>& split) {
   QuiesceResult res;
-  int64_t deadline = now_ms() + int64_t(o.timeout_s) * 1000;
+  int64_t deadline = int64_t(mono_ms()) + int64_t(o.timeout_s) * 1000;
   int to_guard[2], from_guard[2];
   if (pipe2(to_guard, O_CLOEXEC) < 0 || pipe2(from_guard, O_CLOEXEC) < 0) {
     res.message = std::string("pipe: ") + strerror(errno);
@@ -123,7 +118,7 @@ QuiesceResult quiesced_split(const QuiesceOptions& o, const std::function<std::s
       frozen.push_back(m);
     }
   }
-  if (err.empty() && now_ms() < deadline) {
+  if (err.empty() && int64_t(mono_ms()) < deadline) {
     res.split_attempted = true;
     err = split();
   } else if (err.empty()) {
@@ -141,7 +136,7 @@ QuiesceResult quiesced_split(const QuiesceOptions& o, const std::function<std::s
   bool guard_stepped_in = n != 1 || verdict != 'k';
   if (!guard_stepped_in) {
     thaw_all(frozen);
-    std::string post_err = run_hook("post-hook", o.post, now_ms() + 30000);
+    std::string post_err = run_hook("post-hook", o.post, int64_t(mono_ms()) + 30000);
     if (!post_err.empty()) err = err.empty() ? post_err : err + "; " + post_err;
   } else {
     std::string t = "the timeout (" + std::to_string(o.timeout_s) +

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "auth.h"
+#include "clock.h"
 #include "log.h"
 
 namespace mirror {
@@ -20,11 +21,6 @@ constexpr uint64_t kKoCount = 7;
 
 bool overlap(uint64_t a, uint64_t al, uint64_t b, uint64_t bl) { return a < b + bl && b < a + al; }
 
-uint64_t clock_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // vDSO: cheap enough per request
-  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 }  // namespace
 
 struct Replicator::Op final : IoDone {
@@ -65,7 +61,7 @@ struct Replicator::Op final : IoDone {
 
 Replicator::Replicator(Loop& loop, Backend& local, Bitmap& bitmap, const VolumeConfig& cfg)
     : loop_(loop), local_(local), bitmap_(bitmap), cfg_(cfg), size_(cfg.size),
-      now_ms_(clock_ms()) {}
+      now_ms_(coarse_ms()) {}
 
 Replicator::~Replicator() = default;
 
@@ -300,7 +296,7 @@ void Replicator::send_to_peer(Op* op) {
   op->peer_id = h.id;
   op->peer_pending = true;
   op->sent_to_peer = true;
-  op->sent_ms = clock_ms();
+  op->sent_ms = coarse_ms();
   outstanding_[h.id] = op;
   link_->send(h, data);
 }
@@ -491,7 +487,7 @@ void Replicator::finish(Op* op, int err) {
 
 void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
   link_ = link;
-  now_ms_ = clock_ms();
+  now_ms_ = coarse_ms();
   last_error_.clear();
   sync_done_sent_ = false;
   last_ping_ms_ = now_ms_;
@@ -514,7 +510,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
     rate_window_ms_ = now_ms_;
     rate_window_bytes_ = 0;
     tokens_ = 0;
-    tokens_ms_ = clock_ms();
+    tokens_ms_ = coarse_ms();
     MLOG_INFO("resync started: %llu bytes to copy",
               static_cast<unsigned long long>(resync_total_));
   }
@@ -524,7 +520,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
 
 void Replicator::attach_split(LinkConn* link) {
   link_ = link;
-  now_ms_ = clock_ms();
+  now_ms_ = coarse_ms();
   last_ping_ms_ = now_ms_;
   ping_outstanding_ = false;
   state_ = LinkState::kSplit;
@@ -690,7 +686,7 @@ void Replicator::resync_pump() {
     }
     if (cfg_.resync_rate) {
       // Token bucket: at most one second (or one chunk) of burst.
-      uint64_t now = clock_ms();
+      uint64_t now = coarse_ms();
       double rate = double(cfg_.resync_rate);
       double cap = std::max(rate, double(kResyncChunk));
       tokens_ = std::min(cap, tokens_ + rate * double(now - tokens_ms_) / 1000.0);

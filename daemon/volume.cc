@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "clock.h"
 #include "log.h"
 
 namespace mirror {
@@ -18,24 +19,6 @@ constexpr uint64_t kHandshakeTimeoutMs = 10000;
 constexpr uint32_t kDialTimeoutMs = 3000;
 constexpr uint32_t kMaxBackoffMs = 1000;  // a returning peer resyncs within a second
 constexpr size_t kMaxHandshakes = 8;
-
-uint64_t now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-uint64_t now_us() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
-
-uint64_t unix_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 // What an operator reads when a split brain stops a command.
 constexpr const char* kSplitBrainHelp =
@@ -286,7 +269,7 @@ Status Volume::start() {
   dialer_->addr_len = res->ai_addrlen;
   freeaddrinfo(res);
 
-  now_ms_ = now_ms();
+  now_ms_ = mono_ms();
   tick_timer_.arm(100);
   dial();
   return {};
@@ -783,7 +766,7 @@ void Volume::on_dial(int res) {
 }
 
 void Volume::tick() {
-  now_ms_ = now_ms();
+  now_ms_ = mono_ms();
   if (replicator_) replicator_->tick(now_ms_);
   if (demote_) demote_poll();
   if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
@@ -911,12 +894,12 @@ void Volume::split(Done done) {
     case Replicator::LinkState::kSynced:
       break;
   }
-  uint64_t t0 = now_us();
+  uint64_t t0 = mono_us();
   split_unix_ms_ = unix_ms();
   bitmap_->set_flags(bitmap_->flags() | kFlagSplit);
   MLOG_INFO("volume '%s': splitting the mirror", cfg_.name.c_str());
   replicator_->freeze([this, t0, done = std::move(done)](int err) {
-    split_drain_us_ = now_us() - t0;
+    split_drain_us_ = mono_us() - t0;
     if (err) {
       return done(-err, std::string("the peer failed during the split (") + strerror(-err) +
                             "); the secondary may miss recent writes: rejoin to resync");
@@ -964,7 +947,7 @@ void Volume::rejoin(Done done) {
 void Volume::hold(uint32_t timeout_ms, Done done) {
   if (role_ != Role::kPrimary) return done(EINVAL, "hold runs on the primary");
   replicator_->hold();
-  hold_deadline_ms_ = now_ms() + timeout_ms;
+  hold_deadline_ms_ = mono_ms() + timeout_ms;
   done(0, "holding new writes");
 }
 

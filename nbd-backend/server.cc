@@ -6,18 +6,13 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "clock.h"
 #include "connection.h"
 #include "log.h"
 
 namespace mirror {
 
 namespace {
-uint64_t now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
 std::string peer_name(int fd, bool tcp) {
   if (!tcp) return "unix:" + std::to_string(fd);
   sockaddr_storage ss{};
@@ -121,7 +116,7 @@ void NbdServer::on_accept(bool tcp, UniqueFd fd) {
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   std::string peer = peer_name(fd.get(), tcp);
-  auto* c = new Connection(*this, std::move(fd), std::move(peer), now_ms());
+  auto* c = new Connection(*this, std::move(fd), std::move(peer), mono_ms());
   connections_.insert(c);
   c->start();
 }
@@ -130,7 +125,7 @@ Status NbdServer::adopt(UniqueFd fd, std::string_view name, std::string peer) {
   const nbd::ExportInfo* info = find(name);
   if (info == nullptr) return Error{EINVAL, "no export named '" + std::string(name) + "'"};
   if (shutting_down_) return Error{EINVAL, "the NBD server is shutting down"};
-  auto* c = new Connection(*this, std::move(fd), std::move(peer), now_ms());
+  auto* c = new Connection(*this, std::move(fd), std::move(peer), mono_ms());
   connections_.insert(c);
   c->start_transmission(info, backend_for(info));
   return {};
@@ -142,7 +137,7 @@ uint16_t NbdServer::kernel_flags(std::string_view name) const {
 }
 
 void NbdServer::tick() {
-  uint64_t now = now_ms();
+  uint64_t now = mono_ms();
   std::vector<Connection*> stale;
   for (Connection* c : connections_) {
     if (c->in_handshake() && now - c->started_ms() > limits_.handshake_timeout_ms)
