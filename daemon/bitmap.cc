@@ -375,11 +375,8 @@ Result<std::unique_ptr<Bitmap>> Bitmap::open(Loop& loop, const std::string& path
     r.created = fd.valid();
   }
   if (!fd.valid()) return errno_error("open metadata " + path);
-  if (flock_patiently(fd.get(), LOCK_EX) < 0) {
-    if (errno == EWOULDBLOCK)
-      return Error{EBUSY, "metadata " + path + " is in use by another process"};
-    return errno_error("flock " + path);
-  }
+  auto lock = FileLock::acquire(path, fd.get(), LOCK_EX, "metadata");
+  if (!lock.ok()) return lock.error();
   struct stat st {};
   if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path);
   uint64_t file_size = 0;
@@ -392,6 +389,7 @@ Result<std::unique_ptr<Bitmap>> Bitmap::open(Loop& loop, const std::string& path
   }
 
   std::unique_ptr<Bitmap> bm(new Bitmap(loop, std::move(fd), path, id));
+  bm->lock_ = std::move(lock).value();
   uint64_t max_sequence = 0;
   LoadOutcome outcome = LoadOutcome::kFullResync;
   if (r.created) {

@@ -16,6 +16,7 @@
 
 #include "backend.h"  // IoDone
 #include "buffer.h"
+#include "file_lock.h"
 #include "power_loss.h"
 #include "result.h"
 #include "unique_fd.h"
@@ -169,6 +170,7 @@ class Bitmap {
   void set_sticky(int err, const char* what);
 
   Loop& loop_;
+  FileLock lock_;  // before fd_: released after the data descriptor closes
   UniqueFd fd_;
   std::string path_;
   MetaIdentity id_;

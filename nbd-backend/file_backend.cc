@@ -58,11 +58,8 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   if (opts.direct) flags |= O_DIRECT;
   UniqueFd fd(::open(path.c_str(), flags));
   if (!fd.valid()) return errno_error("open backing file " + path);
-  if (flock_patiently(fd.get(), opts.read_only ? LOCK_SH : LOCK_EX) < 0) {
-    if (errno == EWOULDBLOCK)
-      return Error{EBUSY, "backing file " + path + " is in use by another process"};
-    return errno_error("flock " + path);
-  }
+  auto lock = FileLock::acquire(path, fd.get(), opts.read_only ? LOCK_SH : LOCK_EX, "backing file");
+  if (!lock.ok()) return lock.error();
   struct stat st {};
   if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path);
   uint64_t size = 0;
@@ -84,6 +81,7 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   }
   std::unique_ptr<FileBackend> be(new FileBackend(loop, std::move(fd), path, size, opts));
   be->is_block_device_ = blk;
+  be->lock_ = std::move(lock).value();
   return be;
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "file_lock.h"
 #include "result.h"
 #include "uring.h"
 #include "unique_fd.h"
@@ -64,6 +65,7 @@ class FileBackend final : public Backend {
   void on_sync(int res, uint32_t flags);
 
   Loop& loop_;
+  FileLock lock_;  // before fd_: released after the data descriptor closes
   UniqueFd fd_;
   std::string path_;
   uint64_t size_;
