@@ -341,6 +341,7 @@ Bitmap::Bitmap(Loop& loop, UniqueFd fd, std::string path, const MetaIdentity& id
   dm_->words.assign(g.dm_blocks * kWordsPerBlock, 0);
   al_durable_.assign(al_->words.size(), 0);
   changed_.assign(g.al_blocks + g.dm_blocks, 0);
+  block_commit_.assign(g.al_blocks + g.dm_blocks, 0);
 }
 
 Bitmap::~Bitmap() {
@@ -716,6 +717,19 @@ bool Bitmap::is_active_durable(uint64_t off, uint64_t len) const {
          al_->all_set(first, end, &al_durable_);
 }
 
+uint64_t Bitmap::dirty_durable_after(uint64_t off, uint64_t len) const {
+  uint64_t first, end, n = 0;
+  if (!dm_->touched(id_.volume_size, off, len, &first, &end)) return 0;
+  const uint64_t bits_per_block = kWordsPerBlock * 64;
+  for (uint64_t i = first / bits_per_block; i <= (end - 1) / bits_per_block; ++i) {
+    uint32_t b = dm_->change_base + uint32_t(i);
+    // A changed block goes into the next commit to start; an encoded one is
+    // on disk once the commit that encoded it completes.
+    n = std::max(n, changed_[b] ? stats_.commits_started + 1 : block_commit_[b]);
+  }
+  return n;
+}
+
 uint64_t Bitmap::active_to_dirty() {
   uint64_t before = dirty_bytes();
   for (uint64_t e = al_->next_set(0); e < al_->nbits; e = al_->next_set(e + 1))
@@ -770,6 +784,7 @@ void Bitmap::encode_changes() {
   }
   for (uint32_t idx : changed_list_) {
     changed_[idx] = 0;
+    block_commit_[idx] = stats_.commits_started;
     bool activity = idx < dm_->change_base;
     const Map& m = activity ? *al_ : *dm_;
     uint64_t i = idx - m.change_base;

@@ -80,6 +80,13 @@ class Bitmap {
   void set_all_dirty();
   void clear_all_dirty();
   bool any_dirty(uint64_t off, uint64_t len) const;
+  // The number of the commit after which the dirty bits of the range, as
+  // they are in memory now, are on stable storage (0: they already are).
+  // Compare with committed(): a write acknowledged before its bit is durable
+  // is safe only while something else covers it (an active extent).
+  uint64_t dirty_durable_after(uint64_t off, uint64_t len) const;
+  // True once commit number `n` (and so every commit before it) completed.
+  bool committed(uint64_t n) const { return stats_.commits_completed >= n; }
   // Bytes covered by set bits (the short last region counts its real size). O(1).
   uint64_t dirty_bytes() const;
   // The first run of consecutive dirty regions in regions at or after the one
@@ -119,6 +126,8 @@ class Bitmap {
   // with the same error.
   void commit(IoDone* waiter);
   bool commit_running() const { return running_; }
+  // A write or sync failed: nothing more reaches the disk (sticky).
+  bool failed() const { return sticky_error_ != 0; }
   // Synchronous write of every change + fdatasync, for a clean exit (not the
   // data path). EBUSY while a commit runs; the sticky error if one happened.
   Status flush_sync();
@@ -191,6 +200,8 @@ class Bitmap {
 
   // Changed blocks, indexed in one space: activity blocks first, then dirty.
   std::vector<uint8_t> changed_;
+  // Per block, the number of the last commit that encoded it.
+  std::vector<uint64_t> block_commit_;
   std::vector<uint32_t> changed_list_;
 
   // The running commit.

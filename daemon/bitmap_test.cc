@@ -504,6 +504,48 @@ TEST_F(BitmapTest, ChangesDuringACommitGoIntoTheNext) {
   EXPECT_EQ(bm->stats().commits_completed, 2u);
 }
 
+// A write acknowledged before its dirty bit is durable (covered by an active
+// extent) needs to know which commit makes the bit durable, so the extent
+// leaves the activity log only after it.
+TEST_F(BitmapTest, DirtyDurableAfterNamesTheCommitThatPersistsTheBit) {
+  auto bm = open_clean(*loop_, path_, ident());
+  const uint64_t g = 64 * kKiB;
+  EXPECT_TRUE(bm->committed(bm->dirty_durable_after(0, g))) << "a clean start is durable";
+  bm->set_dirty(1 * g, 1);
+  const uint64_t first = bm->dirty_durable_after(1 * g, 1);
+  EXPECT_FALSE(bm->committed(first));
+  bool checked = false;
+  Waiter second([&](int err) {
+    EXPECT_EQ(err, 0);
+    loop_->stop();
+  });
+  Waiter w([&](int err) {
+    EXPECT_EQ(err, 0);
+    EXPECT_TRUE(bm->committed(first));
+    DiskView d(path_);
+    EXPECT_TRUE(d.dirty(1));
+    checked = true;
+  });
+  bm->commit(&w);
+  // While that commit runs: the bit is in its snapshot, but the block is not
+  // durable until it completes; a bit set now needs the next commit.
+  EXPECT_EQ(bm->dirty_durable_after(1 * g, 1), first);
+  EXPECT_FALSE(bm->committed(first));
+  bm->set_dirty(2 * g, 1);  // same map block
+  const uint64_t next = bm->dirty_durable_after(2 * g, 1);
+  EXPECT_GT(next, first);
+  EXPECT_EQ(bm->dirty_durable_after(1 * g, 1), next) << "its block changed again";
+  bm->commit(&second);
+  run(*loop_);
+  EXPECT_TRUE(checked);
+  EXPECT_TRUE(bm->committed(next));
+  DiskView d(path_);
+  EXPECT_TRUE(d.dirty(2));
+  // Setting a bit that is already durable changes nothing and needs nothing.
+  bm->set_dirty(2 * g, 1);
+  EXPECT_TRUE(bm->committed(bm->dirty_durable_after(2 * g, 1)));
+}
+
 TEST_F(BitmapTest, BackgroundCommitPersists) {
   auto bm = open_clean(*loop_, path_, ident());
   bm->set_dirty(0, 1);
