@@ -185,16 +185,6 @@ link_fault() {
 
 # ----------------------------------------------------------- disk faults --
 
-# start_with_faults NODE SPEC: start NODE with MIRRORD_FAULTS=SPEC.
-start_with_faults() {
-    local node=$1 spec=$2 rc
-    export MIRRORD_FAULTS=$spec
-    start_node "$node"; rc=$?
-    unset MIRRORD_FAULTS
-    [ $rc -eq 0 ] || die "$node did not start with MIRRORD_FAULTS=$spec"
-    grep -q "TEST FAULTS" "${NODE_LOG[$node]}" && pass "$node runs with injected faults: $spec" \
-        || fail "$node does not log its injected faults ($spec)"
-}
 
 # power_loss NODE: SIGUSR2 (MIRRORD_FAULTS=power-loss): the node drops its
 # unsynced writes and dies; waits for it.

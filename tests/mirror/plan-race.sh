@@ -21,11 +21,7 @@ check_identical "a clean stop in sync"
 
 # Alpha alone, in sync with beta's copy: the next plan is "in sync" unless a
 # write the peer lacks is marked first.
-export MIRRORD_FAULTS=meta-delay-ms=$DELAY_MS
-must_start alpha
-unset MIRRORD_FAULTS
-grep -q "TEST FAULTS" "$(node_log alpha)" && pass "alpha runs with slow metadata commits" \
-    || fail "alpha does not log its injected fault"
+start_with_faults alpha "meta-delay-ms=$DELAY_MS"
 "${NBDTOOL[@]}" pattern "$(nbd_unix_uri alpha)" $((8 * MiB)) $((1 * MiB)) 11 &
 WPID=$!
 BG_PIDS+=("$WPID")
