@@ -318,9 +318,9 @@ Result<Bytes> Parser::get_bytes(const toml::node& n, std::string_view key) const
 Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
   if (auto st = check_keys(t, "volume",
                            {"name", "size", "secret", "secret-file", "ack-timeout",
-                            "bitmap-granularity", "activity-extent", "on-peer-loss", "resync-rate",
-                            "resync-max-inflight", "initial-sync", "primary", "control-group",
-                            "tls", "tls-ca", "tls-cert", "tls-key"});
+                            "bitmap-granularity", "activity-extent", "activity-log-extents",
+                            "on-peer-loss", "resync-rate", "resync-max-inflight", "initial-sync",
+                            "primary", "control-group", "tls", "tls-ca", "tls-cert", "tls-key"});
       !st)
     return st;
 
@@ -411,6 +411,15 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
       return fail("volume.resync-max-inflight",
                   std::to_string(i->get()) + " is out of range (1 to 1024)");
     cfg->resync_max_inflight = uint32_t(i->get());
+  }
+
+  if (const auto* n = t.get("activity-log-extents")) {
+    const auto* i = n->as_integer();
+    if (i == nullptr) return wrong_type("volume.activity-log-extents", *n, "an integer");
+    if (i->get() < 1 || i->get() > 65534)
+      return fail("volume.activity-log-extents",
+                  std::to_string(i->get()) + " is out of range (1 to 65534)");
+    cfg->al_extents = uint32_t(i->get());
   }
 
   if (const auto* n = t.get("initial-sync")) {

@@ -62,6 +62,7 @@ struct VolumeConfig {
   uint32_t ack_timeout_ms = 5000;
   uint32_t granularity = 64 << 10;  // bitmap bytes per bit
   uint32_t al_extent = 4 << 20;     // activity-log extent
+  uint32_t al_extents = 1237;       // extents the activity log keeps active (DRBD's al-extents)
   OnPeerLoss on_peer_loss = OnPeerLoss::kContinue;
   uint64_t resync_rate = 0;  // bytes per second; 0 = unlimited
   uint32_t resync_max_inflight = 8;

@@ -88,6 +88,7 @@ secret-file = ")" + secret_file +
 ack-timeout = "750ms"
 bitmap-granularity = "128K"
 activity-extent = "16M"
+activity-log-extents = 64
 on-peer-loss = "fail-stop"
 resync-rate = "200M"
 resync-max-inflight = 16
@@ -125,6 +126,7 @@ control = "/run/db.ctl"
   EXPECT_EQ(c.ack_timeout_ms, 750u);
   EXPECT_EQ(c.granularity, 128u << 10);
   EXPECT_EQ(c.al_extent, 16u << 20);
+  EXPECT_EQ(c.al_extents, 64u);
   EXPECT_EQ(c.on_peer_loss, OnPeerLoss::kFailStop);
   EXPECT_EQ(c.resync_rate, 200ull << 20);
   EXPECT_EQ(c.resync_max_inflight, 16u);
@@ -167,6 +169,7 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.ack_timeout_ms, 5000u);
   EXPECT_EQ(c.granularity, 64u << 10);
   EXPECT_EQ(c.al_extent, 4u << 20);
+  EXPECT_EQ(c.al_extents, 1237u);
   EXPECT_EQ(c.on_peer_loss, OnPeerLoss::kContinue);
   EXPECT_EQ(c.resync_rate, 0u);
   EXPECT_EQ(c.resync_max_inflight, 8u);
@@ -266,6 +269,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "volume.resync-rate: \"fast\" is not a size"},
         ErrorCase{"primary", "resync-max-inflight = 0\nprimary",
                   "volume.resync-max-inflight: 0 is out of range (1 to 1024)"},
+        ErrorCase{"primary", "activity-log-extents = 0\nprimary",
+                  "volume.activity-log-extents: 0 is out of range (1 to 65534)"},
         ErrorCase{"primary", "resync-max-inflight = \"8\"\nprimary",
                   "volume.resync-max-inflight: must be an integer, not a string"},
         ErrorCase{"primary", "control-group = \"a b\"\nprimary",

@@ -307,12 +307,33 @@ void Replicator::mark_dirty_and_wait(Op* op) {
   // and plan "in sync" without copying it: a primary that started while its
   // peer was down never went through diverge().
   auto g = bitmap_.generation();
-  if (g.bitmap == 0) {
+  const bool moves_generation = g.bitmap == 0;
+  if (moves_generation) {
     g.bitmap = g.current;
     g.current = random_id();
     bitmap_.set_generation(g);
   }
   bitmap_.set_dirty(op->off, op->len);
+  if (!moves_generation && !bitmap_.failed() && bitmap_.is_active_durable(op->off, op->len)) {
+    // Rule 2 without a metadata sync on the write path: the extent is
+    // durably active, and crash recovery marks an active extent dirty
+    // whole, so the bit is already as good as on disk. It must be durable
+    // before the extent leaves the activity log (evict_extents waits for
+    // that commit) and at a clean stop (Volume::stop commits it first).
+    // Metadata that failed can never persist the bit: then the write waits
+    // for the commit, and fails with it, as every untrackable write must.
+    uint64_t n = bitmap_.dirty_durable_after(op->off, op->len);
+    if (!bitmap_.committed(n)) {
+      uint64_t e0 = op->off / bitmap_.al_extent(),
+               e1 = (op->off + op->len - 1) / bitmap_.al_extent();
+      for (uint64_t e = e0; e <= e1; ++e) {
+        Extent& x = extents_[e];
+        x.dirty_commit = std::max(x.dirty_commit, n);
+      }
+      bitmap_.commit(nullptr);
+    }
+    return;
+  }
   op->meta_pending = true;
   bitmap_.commit(&op->meta);
 }
@@ -559,7 +580,7 @@ void Replicator::release_held() {
 void Replicator::diverge() {
   // Rule 3: whatever the peer had not flushed may be gone; from here on the
   // bitmap records every difference, relative to the generation we share.
-  uint64_t marked = bitmap_.active_to_dirty();
+  uint64_t marked = mark_unflushed_dirty();
   ++dirty_epoch_;
   auto g = bitmap_.generation();
   if (g.bitmap == 0) {
@@ -568,7 +589,8 @@ void Replicator::diverge() {
     bitmap_.set_generation(g);
   }
   bitmap_.commit(nullptr);
-  MLOG_INFO("tracking changes for the peer (%llu bytes marked from the activity log)",
+  MLOG_INFO("tracking changes for the peer (%llu bytes marked: extents written since the "
+            "last flush of both copies)",
             static_cast<unsigned long long>(marked));
 }
 
@@ -755,17 +777,37 @@ ResyncProgress Replicator::progress() const {
 // ----------------------------------------------------- housekeeping tick --
 
 void Replicator::evict_extents(uint64_t flush_tick) {
-  bool changed = false;
-  for (auto it = extents_.begin(); it != extents_.end();) {
-    if (it->second.in_flight == 0 && it->second.last_done < flush_tick) {
-      bitmap_.clear_active(it->first * bitmap_.al_extent(), bitmap_.al_extent());
-      it = extents_.erase(it);
-      changed = true;
-    } else {
-      ++it;
-    }
+  flushed_tick_ = std::max(flushed_tick_, flush_tick);
+  // The activity log keeps up to al_extents extents active, like DRBD's:
+  // a write to an active extent needs no metadata sync, mirrored or not
+  // (after a split, that is the difference between a stall and none). Past
+  // that, the least recently written extents leave first, once idle, flushed
+  // on both copies, and with their dirty bits durable: the clear goes into a
+  // later commit than those bits, never the same one (a commit is not
+  // atomic across blocks).
+  if (extents_.size() <= cfg_.al_extents) return;
+  std::vector<std::pair<uint64_t, uint64_t>> idle;  // (last_done, extent)
+  for (const auto& [e, x] : extents_) {
+    if (x.in_flight == 0 && x.last_done < flush_tick && bitmap_.committed(x.dirty_commit))
+      idle.emplace_back(x.last_done, e);
   }
-  if (changed) bitmap_.commit(nullptr);
+  size_t n = std::min(idle.size(), extents_.size() - cfg_.al_extents);
+  if (n == 0) return;
+  std::nth_element(idle.begin(), idle.begin() + (n - 1), idle.end());
+  for (size_t i = 0; i < n; ++i) {
+    bitmap_.clear_active(idle[i].second * bitmap_.al_extent(), bitmap_.al_extent());
+    extents_.erase(idle[i].second);
+  }
+  bitmap_.commit(nullptr);
+}
+
+uint64_t Replicator::mark_unflushed_dirty() {
+  uint64_t before = bitmap_.dirty_bytes();
+  for (const auto& [e, x] : extents_) {
+    if (x.in_flight > 0 || x.last_done >= flushed_tick_)
+      bitmap_.set_dirty(e * bitmap_.al_extent(), bitmap_.al_extent());
+  }
+  return bitmap_.dirty_bytes() - before;
 }
 
 void Replicator::start_internal_flush() { flush(nullptr); }

@@ -111,6 +111,12 @@ class Replicator final : public Backend {
   void tick(uint64_t now_ms);
   // Clean stop: flush both copies; `done(ok)` once finished.
   void quiesce(std::function<void(bool clean)> done);
+  // Marks dirty every extent written since both copies last flushed (what
+  // the peer may lack if it lost power); returns the bytes newly marked.
+  uint64_t mark_unflushed_dirty();
+  // Extents the activity log holds now (they are marked dirty whole if this
+  // node crashes).
+  size_t active_extents() const { return extents_.size(); }
   // Called when the resync finished and the peer adopted our generation.
   std::function<void()> on_synced;
   // Called when the replicator wants the link closed (timeout, peer error).
@@ -170,9 +176,15 @@ class Replicator final : public Backend {
   struct Extent {
     uint32_t in_flight = 0;
     uint64_t last_done = 0;
+    // Dirty bits set here are durable once this bitmap commit completed;
+    // until then the extent's activity bit covers them and must stay.
+    uint64_t dirty_commit = 0;
   };
   std::unordered_map<uint64_t, Extent> extents_;
   uint64_t tick_ = 1;
+  // Writes that finished before this tick are on stable storage on both
+  // copies, or tracked by dirty bits (the last covering flush's tick).
+  uint64_t flushed_tick_ = 0;
   bool internal_flush_running_ = false;
   uint64_t last_flush_ms_ = 0;
   uint64_t writes_since_flush_ = 0;

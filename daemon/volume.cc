@@ -792,20 +792,32 @@ void Volume::stop(std::function<void()> done) {
   tick_timer_.cancel();
   if (acceptor_) acceptor_->stop();
   auto finish = [this, done = std::move(done)](bool synced) {
-    if (role_ == Role::kPrimary && !synced) bitmap_->active_to_dirty();
-    bitmap_->clear_active(0, cfg_.size);
-    bitmap_->set_flags(bitmap_->flags() | kFlagCleanShutdown);
-    // Through the group commit: it waits for a commit already running.
+    if (role_ == Role::kPrimary && !synced && replicator_) replicator_->mark_unflushed_dirty();
     auto close_all = [this, done] {
       for (auto& s : sessions_) s->conn->close("node stopping");
       done();
     };
-    bitmap_->commit(FnDone::make([this, close_all](int err) {
-      if (err) MLOG_ERROR("metadata at stop: %s: the next start recovers", strerror(-err));
+    auto then_changes = [this, close_all] {
       if (!changes_) return close_all();
       changes_->commit(FnDone::make([this, close_all](int e) {
         if (e) MLOG_ERROR("%s at stop: %s", changes_->path().c_str(), strerror(-e));
         close_all();
+      }));
+    };
+    // Two commits, through the group commit (each waits for one already
+    // running): the dirty map first, then the activity log's clear and the
+    // clean-shutdown flag. In one commit a crash could persist the clear
+    // and the flag without the dirty bits the activity log was covering.
+    bitmap_->commit(FnDone::make([this, then_changes](int err) {
+      if (err) {
+        MLOG_ERROR("metadata at stop: %s: the next start recovers", strerror(-err));
+        return then_changes();
+      }
+      bitmap_->clear_active(0, cfg_.size);
+      bitmap_->set_flags(bitmap_->flags() | kFlagCleanShutdown);
+      bitmap_->commit(FnDone::make([then_changes](int err2) {
+        if (err2) MLOG_ERROR("metadata at stop: %s: the next start recovers", strerror(-err2));
+        then_changes();
       }));
     }));
   };

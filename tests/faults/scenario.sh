@@ -286,11 +286,15 @@ eio-primary)
     ;;
 meta-eio-primary)
     # alpha's metadata file fails (every commit after the first N gets EIO).
-    # With beta gone every write needs its dirty bit on disk first: those
-    # writes must fail for the client, never be acknowledged untracked.
-    # (Writes that need a new activity extent fail too, so errors may start
-    # before beta is gone.)
-    rand n 2 12
+    # With beta gone every write needs its dirty bit on disk, or its extent
+    # durably active (crash recovery marks it dirty whole) while the
+    # metadata still works: once a commit failed, no bit can be persisted
+    # any more, and every write must fail for the client, never be
+    # acknowledged untracked. (Writes that need a new activity extent fail
+    # too, so errors may start before beta is gone.) The activity log keeps
+    # extents active, so few commits happen: N stays small enough that one
+    # fails within w2's first writes to its new window.
+    rand n 2 5
     setup_pair
     start_with_faults alpha "meta-eio-after=$n"
     must_start beta
