@@ -76,6 +76,9 @@ std::string render_status(const nlohmann::json& s, bool bar) {
                             (point ? " (backup point " + std::to_string(point) + ")"
                                    : " (no backup point yet)"));
   }
+  if (uint64_t n = s.value("local_io_errors", uint64_t(0)))
+    row("disk errors", std::to_string(n) + " failed request" + (n == 1 ? "" : "s") +
+                           " on this node's disk since start");
   if (!s.value("last_error", std::string()).empty()) row("last error", s["last_error"]);
   return o.str();
 }

@@ -342,6 +342,7 @@ void Replicator::mark_dirty_and_wait(Op* op) {
 
 void Replicator::on_local(Op* op, int err) {
   op->local_pending = false;
+  if (err) ++local_errors_;
   // A failed dirty-bit commit (on_meta) may have come first: its error must
   // survive a successful local write, or the write is acknowledged
   // untracked (rule 2). Resync ops run two local steps; the last one counts.
@@ -393,6 +394,7 @@ void Replicator::on_reply(const link::Header& h) {
   outstanding_.erase(it);
   op->peer_pending = false;
   int err = int(h.length);
+  if (err) peer_io_error_ = true;
   switch (op->kind) {
     case Kind::kPing:
       ping_outstanding_ = false;
@@ -408,6 +410,7 @@ void Replicator::on_reply(const link::Header& h) {
       bitmap_.set_flags(bitmap_.flags() & ~kFlagFullSyncNeeded);
       bitmap_.commit(nullptr);
       resync_active_ = false;
+      peer_io_error_ = false;
       state_ = LinkState::kSynced;
       MLOG_INFO("resync complete: the peer is up to date");
       if (on_synced) on_synced();

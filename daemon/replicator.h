@@ -105,6 +105,11 @@ class Replicator final : public Backend {
   uint64_t writes_in_flight() const { return running_.size(); }
   // Bytes copied by resyncs since this process started.
   uint64_t resynced_bytes_total() const { return resynced_total_; }
+  // The peer answered a request with an error (its disk failed) since the
+  // last completed resync: a new session would likely fail the same way.
+  bool peer_io_error() const { return peer_io_error_; }
+  // Client requests and resync reads the local disk failed, since start.
+  uint64_t local_errors() const { return local_errors_; }
 
   // Periodic work (timeouts, rate limiting, activity-log eviction): call
   // every ~100 ms.
@@ -160,6 +165,8 @@ class Replicator final : public Backend {
   LinkState state_ = LinkState::kDisconnected;
   LinkConn* link_ = nullptr;
   std::string last_error_;
+  uint64_t local_errors_ = 0;
+  bool peer_io_error_ = false;
   uint64_t now_ms_;
 
   // Requests with a range that are running (for the overlap interlock), and

@@ -1,5 +1,8 @@
 #include "secondary.h"
 
+#include <cstdio>
+#include <cstring>
+
 #include "log.h"
 
 namespace mirror {
@@ -9,6 +12,9 @@ struct SecondaryApplier::Apply final : IoDone {
   uint64_t id = 0, seq = 0, epoch = 0;
   bool is_flush = false;
   bool is_sync_done = false;
+  link::Type type = link::Type::kWrite;
+  uint64_t off = 0;
+  uint32_t len = 0;
   Buffer buf;
   void io_done(int err) override { s->done(this, err); }
 };
@@ -106,6 +112,9 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
   a->id = h.id;
   a->epoch = epoch_;
   a->seq = next_seq_++;
+  a->type = h.type;
+  a->off = h.offset;
+  a->len = h.length;
   in_flight_.insert(a->seq);
   bool fua = h.flags & link::kFlagFua;
   switch (h.type) {
@@ -140,6 +149,7 @@ void SecondaryApplier::done(Apply* a, int err) {
     put(a);
     if (!err) {
       MLOG_INFO("resync complete: this copy is consistent again");
+      last_local_error_.clear();
       if (on_sync_done) on_sync_done();
     }
     return reply(epoch, id, err);
@@ -149,14 +159,32 @@ void SecondaryApplier::done(Apply* a, int err) {
     put(a);
     return reply(epoch, id, err);
   }
-  if (err) {
-    MLOG_WARN("replication: applying a request failed: %s", strerror(-err));
-  }
+  if (err) local_failed(a, err);
   in_flight_.erase(a->seq);
   uint64_t epoch = a->epoch, id = a->id;
   put(a);
   reply(epoch, id, err);
   check_flushes();
+}
+
+void SecondaryApplier::local_failed(const Apply* a, int err) {
+  ++local_errors_;
+  const char* what = a->type == link::Type::kWrite  ? "writing"
+                     : a->type == link::Type::kTrim ? "trimming"
+                                                    : "zeroing";
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "local disk: %s %llu+%u failed: %s; the primary keeps that region and "
+                "resyncs it once this disk works again",
+                what, static_cast<unsigned long long>(a->off), a->len, strerror(-err));
+  last_local_error_ = buf;
+  MLOG_ERROR("replication: %s", buf);
+  // This copy now lacks a write the primary acknowledged (it goes on
+  // alone): never a usable image, nor promotable, until a resync ends.
+  if (!(bitmap_.flags() & kFlagInconsistent)) {
+    bitmap_.set_flags(bitmap_.flags() | kFlagInconsistent);
+    bitmap_.commit(nullptr);
+  }
 }
 
 void SecondaryApplier::check_flushes() {

@@ -7,6 +7,11 @@
 // Thread: the Loop's. The applier outlives links; a link that closes while
 // requests are being applied just gets no replies (the primary has already
 // marked those regions dirty).
+//
+// A request the local disk fails (EIO, ENOSPC) is answered with that error,
+// never acknowledged: the primary then marks the region dirty, drops the
+// link and goes on alone (DRBD's on-io-error=detach); this copy is flagged
+// inconsistent until a resync completes.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "backend.h"
@@ -44,6 +50,10 @@ class SecondaryApplier {
 
   uint64_t bytes_applied() const { return bytes_applied_; }
   uint64_t resync_bytes_received() const { return resync_bytes_; }
+  // Requests the local disk failed since start, and the last one's
+  // description ("" once a resync made this copy whole again).
+  uint64_t local_errors() const { return local_errors_; }
+  const std::string& last_local_error() const { return last_local_error_; }
   std::function<void()> on_sync_done;  // the primary declared us up to date
   std::function<void(uint64_t unix_ms)> on_split;  // the primary split the mirror
 
@@ -51,6 +61,7 @@ class SecondaryApplier {
   struct Apply;
   void reply(uint64_t epoch, uint64_t id, int err);
   void done(Apply* a, int err);
+  void local_failed(const Apply* a, int err);
   void check_flushes();
   Apply* get();
   void put(Apply* a);
@@ -68,6 +79,8 @@ class SecondaryApplier {
   std::deque<PendingFlush> flushes_;
   std::vector<std::unique_ptr<Apply>> free_;
   uint64_t bytes_applied_ = 0, resync_bytes_ = 0;
+  uint64_t local_errors_ = 0;
+  std::string last_local_error_;
 };
 
 }  // namespace mirror

@@ -18,6 +18,10 @@ namespace {
 constexpr uint64_t kHandshakeTimeoutMs = 10000;
 constexpr uint32_t kDialTimeoutMs = 3000;
 constexpr uint32_t kMaxBackoffMs = 1000;  // a returning peer resyncs within a second
+// After a disk failed a mirrored write (the secondary's: EIO, ENOSPC) a new
+// session fails the same way at once: retry ever more slowly, up to this,
+// until the operator fixes the disk or frees space.
+constexpr uint32_t kDiskRetryMaxBackoffMs = 10000;
 constexpr size_t kMaxHandshakes = 8;
 
 // What an operator reads when a split brain stops a command.
@@ -468,7 +472,7 @@ void Volume::enter_standby(Session* s, const link::State& st) {
   // what promote checks; nothing is copied.
   active_ = s;
   s->phase = Session::Phase::kActive;
-  dialer_->backoff_ms = 100;
+  if (!disk_retry()) dialer_->backoff_ms = 100;
   last_error_.clear();
   bool same = st.gen.current == bitmap_->generation().current;
   MLOG_INFO("volume '%s': peer '%s' connected, both secondary (%s)", cfg_.name.c_str(),
@@ -657,7 +661,7 @@ void Volume::send_dirty_ranges(Session* s) {
 void Volume::activate(Session* s) {
   active_ = s;
   s->phase = Session::Phase::kActive;
-  dialer_->backoff_ms = 100;
+  if (!disk_retry()) dialer_->backoff_ms = 100;
   last_error_.clear();
   if (s->plan == link::Plan::kInSync && bitmap_->dirty_bytes() != 0) {
     // Never claim "synchronized" over regions the peer lacks: a change
@@ -753,16 +757,23 @@ void Volume::dial() {
 
 void Volume::on_dial(int res) {
   dialer_->busy = false;
+  uint32_t cap = disk_retry() ? kDiskRetryMaxBackoffMs : kMaxBackoffMs;
+  dialer_->backoff_ms = std::min(dialer_->backoff_ms, cap);
   if (res < 0 || stopping_) {
     MLOG_DEBUG("replication: connecting to %s: %s", peer_.address.c_str(), strerror(-res));
     dialer_->fd.reset();
     dialer_->next_ms = now_ms_ + dialer_->backoff_ms;
-    dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, kMaxBackoffMs);
+    dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, cap);
     return;
   }
   new_session(std::move(dialer_->fd), true, peer_.address);
   dialer_->next_ms = now_ms_ + dialer_->backoff_ms;
-  dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, kMaxBackoffMs);
+  dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, cap);
+}
+
+bool Volume::disk_retry() const {
+  return (replicator_ && replicator_->peer_io_error()) ||
+         (applier_ && !applier_->last_local_error().empty());
 }
 
 void Volume::tick() {
@@ -854,8 +865,12 @@ VolumeStatus Volume::status() const {
   if (replicator_) {
     st.resync = replicator_->progress();
     st.resynced_bytes_total = replicator_->resynced_bytes_total();
+    st.local_io_errors = replicator_->local_errors();
   } else {
     st.resynced_bytes_total = applier_->resync_bytes_received();
+    st.local_io_errors = applier_->local_errors();
+    // Until a resync heals it, the failing disk is what the operator must see.
+    if (!applier_->last_local_error().empty()) st.last_error = applier_->last_local_error();
   }
   if (split_brain_) {
     st.state = "split-brain";

@@ -55,6 +55,7 @@ struct VolumeStatus {
   ResyncProgress resync;
   uint64_t resynced_bytes_total = 0;  // sent (primary) or received (secondary)
   std::string last_error;
+  uint64_t local_io_errors = 0;  // requests this node's disk failed, since start
   uint64_t generation = 0;
   bool split = false;
   uint64_t split_unix_ms = 0;   // when the last split happened
@@ -185,6 +186,10 @@ class Volume final : public LinkConn::Handler {
   void dial();
   void on_dial(int res);
   void tick();
+  // A disk failed a mirrored write since the last completed resync: the
+  // dialer backs off further (kDiskRetryMaxBackoffMs) instead of retrying
+  // a doomed session every 100 ms.
+  bool disk_retry() const;
 
   Loop& loop_;
   const VolumeConfig& cfg_;
