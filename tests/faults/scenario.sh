@@ -12,6 +12,7 @@
 SCENARIOS=(kill-primary-write kill-secondary-write kill-primary-resync kill-secondary-resync
            kill-primary-split kill-secondary-split kill-primary-rejoin kill-secondary-rejoin
            link-partition link-partition-netns link-delay link-lossy link-flap enospc-primary eio-primary meta-eio-primary
+           enospc-secondary eio-secondary meta-eio-secondary
            bitmap-damage power-loss-primary power-loss-secondary)
 if [ "${1:-}" = --list ]; then printf '%s\n' "${SCENARIOS[@]}"; exit 0; fi
 [ $# -eq 4 ] || { echo "usage: $0 NAME SEED RUN RESULT_FILE | --list" >&2; exit 2; }
@@ -126,6 +127,32 @@ rejoin_then_kill() {
     if [ "$(status_get alpha .state)" = split ]; then
         ctl alpha rejoin --wait >/dev/null || fail "second rejoin failed"
     fi
+}
+
+# secondary_fault_check W WHAT: the secondary's disk is failing under
+# writer W's mirrored writes (DRBD's on-io-error=detach): the client of the
+# primary sees no error, the primary keeps serving and tracks what beta
+# lacks, beta says so in its log and status and no longer calls its copy
+# consistent (it lacks acknowledged writes).
+secondary_fault_check() {
+    local w=$1 what=$2
+    wait_log beta "$what" 90 >/dev/null && pass "beta logs its failing disk" \
+        || fail "beta does not log the failure of its disk ($what)"
+    some_acks "$w" 200 1000
+    check_eq "no client write failed with the secondary's disk failing" 0 "$(grep -c '^E ' "$T/$w.acks")"
+    node_alive alpha && pass "alpha keeps serving" || die "alpha died when beta's disk failed"
+    node_alive beta && pass "beta survives its failing disk" || fail "beta died on its disk failure"
+    local st
+    st=$(status_get alpha .state)
+    [ "$st" != synchronized ] && pass "alpha does not call the pair synchronized ($st)" \
+        || fail "alpha reports synchronized while beta cannot store writes"
+    [ "$(status_get alpha .out_of_sync_bytes)" -gt 0 ] && pass "alpha tracks what beta lacks" \
+        || fail "alpha has nothing out of sync although beta failed writes"
+    [ "$(status_get beta .local_io_errors)" -gt 0 ] && pass "beta's status counts its failed writes" \
+        || fail "beta's status shows no local I/O errors"
+    check_eq "beta's status: its copy is not consistent" false "$(status_get beta .consistent)"
+    status_get beta .last_error | grep -q "local disk" && pass "beta's last_error names its disk" \
+        || fail "beta's last_error does not name its disk: $(status_get beta .last_error)"
 }
 
 case $NAME in
@@ -324,6 +351,75 @@ meta-eio-primary)
     kill_node alpha
     restart alpha
     restart beta
+    ;;
+enospc-secondary)
+    # beta's 128M image on a 12M filesystem: its writes to new blocks fail
+    # once the filesystem is full. Then the operator frees space (the tmpfs
+    # grows) WITHOUT restarting anything: the next resync must succeed.
+    tmpfs_for beta 12
+    start_synced_pair
+    add_writer w1 "$(nbd_uri alpha)" $W1 $((32 * MiB))
+    WRITERS[-1]="w1 $W1 $((32 * MiB))"
+    secondary_fault_check w1 "No space left"
+    mount -o remount,size=256m "$T/fs-beta" || fail "cannot grow the tmpfs"
+    pass "space freed on beta (tmpfs grown), nothing restarted"
+    wait_state alpha synchronized 120 >/dev/null && pass "the pair resynchronized once beta had space" \
+        || fail "not synchronized 120 s after beta got space back (alpha: $(status_get alpha .state))"
+    check_eq "beta's copy is consistent again" true "$(status_get beta .consistent)"
+    some_acks w1 200 1000
+    ;;
+eio-secondary)
+    # A bad region of beta's disk, or (by seed) a disk failing after N
+    # writes; fixed by restarting beta without faults (disk replaced).
+    rand which 0 1
+    rand boff 0 15
+    if [ "$which" = 0 ]; then
+        spec="write-eio=$((W1 + boff * MiB)):$MiB"
+    else
+        rand after 500 3000
+        spec="eio-after=$after"
+    fi
+    setup_pair
+    must_start alpha
+    start_with_faults beta "$spec"
+    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    secondary_fault_check w1 "Input/output error"
+    stop_node beta
+    restart beta
+    some_acks w1 200 1000
+    ;;
+meta-eio-secondary)
+    # beta's metadata file fails after N commits (N = 1-2). It commits at
+    # each handshake (the plan), at a split and at the end of a resync; a
+    # split and a rejoin take it past N. A secondary that cannot record its
+    # state refuses the session or the end of the resync: the primary goes
+    # on alone, the client sees no error. Fixed by restarting beta without
+    # faults.
+    rand n 1 2
+    setup_pair
+    must_start alpha
+    start_with_faults beta "meta-eio-after=$n"
+    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    some_acks w1 300 2000
+    ctl alpha split >/dev/null 2>&1
+    some_acks w1 300 1000
+    ctl alpha rejoin >/dev/null 2>&1
+    wait_log beta "metadata .*failed" 60 >/dev/null && pass "beta logs its metadata failure" \
+        || fail "beta does not log its metadata failure"
+    some_acks w1 300 1000
+    check_eq "no client write failed with beta's metadata failing" 0 "$(grep -c '^E ' "$T/w1.acks")"
+    node_alive alpha && pass "alpha keeps serving" || die "alpha died when beta's metadata failed"
+    st=$(status_get alpha .state)
+    [ "$st" != synchronized ] && pass "alpha does not call the pair synchronized ($st)" \
+        || fail "alpha reports synchronized while beta cannot record its state"
+    stop_node beta
+    restart beta
+    # The rejoin above is still under way (its resync runs now), or was
+    # refused if the split itself never reached beta; either way the pair
+    # must end synchronized (converge_and_check).
+    [ "$(status_get alpha .state)" = split ] && ctl alpha rejoin >/dev/null 2>&1
     ;;
 bitmap-damage)
     # alpha holds writes beta never saw (beta down), stops; its metadata is
