@@ -99,11 +99,13 @@ end_writer() {
     fi
 }
 
-# count_verify LABEL NAME --image|--uri SRC OFF WIN: verify_writes, and add
-# the writer's acknowledged writes to CHECKED and its bad blocks to LOST.
+# count_verify LABEL NAME --image|--uri SRC OFF WIN [VERIFY ARGS]:
+# verify_writes, and add the writer's acknowledged writes to CHECKED and its
+# bad blocks to LOST.
 count_verify() {
     local label=$1 name=$2 how=$3 src=$4 off=$5 win=$6 out rc n bad
-    out=$("${NBDTOOL[@]}" verify "$how" "$src" --log "$T/$name.acks" --offset "$off" --window "$win" 2>&1)
+    shift 6
+    out=$("${NBDTOOL[@]}" verify "$how" "$src" --log "$T/$name.acks" --offset "$off" --window "$win" "$@" 2>&1)
     rc=$?
     n=$(sed -nE 's/.* ([0-9]+) acknowledged writes,.*/\1/p' <<<"$out" | head -n 1)
     bad=$(sed -nE 's/.* ([0-9]+) bad$/\1/p' <<<"$out" | head -n 1)
@@ -223,4 +225,15 @@ tmpfs_for() {
 # for blocks starting inside [OFF, OFF+LEN).
 in_range_count() {
     awk -v k="$1" -v lo="$2" -v hi="$(($2 + $3))" '$1 == k && $3 >= lo && $3 < hi { n++ } END { print n + 0 }' "$T/$4.acks"
+}
+
+# log_line_ms LINE: a mirrord log line's time as Unix ms (as the writers'
+# acknowledgement times). Lines carry only the local time of day: today's,
+# or yesterday's if that would be in the future (a run across midnight).
+log_line_ms() {
+    local ms day
+    ms=$(log_ms "$1")
+    day=$(($(date -d "today 00:00" +%s) * 1000))
+    [ $((day + ms)) -le $(($(date +%s%3N) + 1000)) ] || day=$((day - 86400000))
+    echo $((day + ms))
 }

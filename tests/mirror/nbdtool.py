@@ -4,7 +4,7 @@
   nbdtool.py write   --uri URI --log LOG --offset O --window W [--bs 4096] [--qd 16]
                      [--seed S] [--stop-file F] [--duration SEC] [--fua]
   nbdtool.py verify  (--image PATH | --uri URI) --log LOG --offset O --window W [--bs 4096]
-                     [--seed S]
+                     [--seed S] [--acked-before UNIX_MS]
   nbdtool.py flush   URI
   nbdtool.py ro-check URI          the export is read-only and refuses writes
   nbdtool.py sha     URI           sha256 of the whole export
@@ -16,8 +16,9 @@ header with seed, sequence number and offset, and a body derived from it), so
 the verifier can tell which write a block holds. It records in LOG:
 
   S SEED BS          first line: the data pattern's seed, the block size
-  A SEQ OFF          the server acknowledged write SEQ (one line per write,
-                     flushed as it happens)
+  A SEQ OFF MS       the server acknowledged write SEQ (one line per write,
+                     flushed as it happens); MS: when the writer saw it (Unix
+                     time in ms, wall clock; absent in older logs)
   E SEQ OFF ERRNO    the server failed write SEQ, or the connection broke
                      while it was in flight (it may or may not have landed)
   U SEQ OFF          still in flight when the writer gave up
@@ -27,6 +28,9 @@ the verifier can tell which write a block holds. It records in LOG:
 The verifier then checks that every block holds the last acknowledged write
 to it, or a later write that was never acknowledged (E or U); a block never
 acknowledged holds zeroes or such a write. Nothing else is acceptable.
+With --acked-before T, writes acknowledged at T or later only may be there
+(as if unacknowledged): the copy is checked for what was acknowledged before
+T, e.g. a secondary for what its primary acknowledged before it went on alone.
 
 write exits 0 when it stopped on request with no failed write, 1 if any write
 failed, 2 if the connection was lost (nothing failed before). A JSON summary
@@ -148,7 +152,7 @@ def cmd_write(a):
                 busy.discard(off)
                 acked += 1
                 max_lat = max(max_lat, now - t0)
-                log.write(f"A {s} {off}\n")
+                log.write(f"A {s} {off} {int(time.time() * 1000)}\n")
                 last_progress = now
         if inflight:
             max_stall = max(max_stall, now - last_progress)
@@ -179,10 +183,10 @@ def cmd_write(a):
     return 2 if lost is not None else 0
 
 
-def load_log(path):
+def load_log(path, acked_before=None):
     last_ack = {}      # off -> highest acknowledged seq
     maybe = {}         # off -> set of seqs that may or may not have landed
-    n_ack = 0
+    n_ack = n_late = 0
     seed_bs = None
     with open(path) as f:
         for line in f:
@@ -193,16 +197,21 @@ def load_log(path):
                 seed_bs = int(p[1]), int(p[2])
                 continue
             seq, off = int(p[1]), int(p[2])
-            if p[0] == "A":
+            late = (acked_before is not None and p[0] == "A" and len(p) > 3
+                    and int(p[3]) >= acked_before)
+            if late:
+                n_late += 1
+                maybe.setdefault(off, set()).add(seq)
+            elif p[0] == "A":
                 n_ack += 1
                 last_ack[off] = max(last_ack.get(off, 0), seq)
             elif p[0] in ("E", "U"):
                 maybe.setdefault(off, set()).add(seq)
-    return last_ack, maybe, n_ack, seed_bs
+    return last_ack, maybe, n_ack, n_late, seed_bs
 
 
 def cmd_verify(a):
-    last_ack, maybe, n_ack, seed_bs = load_log(a.log)
+    last_ack, maybe, n_ack, n_late, seed_bs = load_log(a.log, a.acked_before)
     if seed_bs:
         a.seed, a.bs = seed_bs
     if a.image:
@@ -242,6 +251,8 @@ def cmd_verify(a):
     print(f"{src}: {n_blocks} blocks checked, {n_ack} acknowledged writes, "
           f"{len(last_ack)} blocks acknowledged, {n_holding} hold their last acknowledged write, "
           f"{len(bad)} bad")
+    if a.acked_before is not None:
+        print(f"  {n_late} writes acknowledged at or after {a.acked_before} not required")
     for b in bad[:10]:
         print("  " + b)
     return 1 if bad else 0
@@ -316,6 +327,7 @@ def main():
         q.add_argument("--window", type=int, required=True)
         q.add_argument("--bs", type=int, default=4096)
         q.add_argument("--seed", type=int, default=1)
+    v.add_argument("--acked-before", type=int)
     w.add_argument("--qd", type=int, default=16)
     w.add_argument("--stop-file")
     w.add_argument("--duration", type=float, default=0)
