@@ -29,6 +29,16 @@ std::string render_status(const nlohmann::json& s, bool bar) {
   o << "volume " << s.value("volume", "?") << " on " << s.value("node", "?") << " ("
     << s.value("role", "?") << ")\n";
   row("peer", s.value("peer", "?") + " (" + s.value("link", "?") + ")");
+  if (s.contains("link_security") && s["link_security"].is_object()) {
+    const auto& l = s["link_security"];
+    if (l.value("encrypted", false)) {
+      row("link security", l.value("protocol", "?") + " " + l.value("cipher", "?") + ", peer " +
+                               l.value("peer_certificate", "?") +
+                               "; authenticated by certificate and shared secret");
+    } else {
+      row("link security", "NOT encrypted (tls = false); authenticated by the shared secret only");
+    }
+  }
   row("state", s.value("state", "?") +
                    (s.value("consistent", true) ? "" : ", this copy is INCONSISTENT"));
   row("size", human_bytes(s.value("size", uint64_t(0))));

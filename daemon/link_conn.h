@@ -58,6 +58,8 @@ class LinkConn {
   // Closed, or closing once the queue is sent: nothing more goes out.
   bool closing() const { return closing_ || close_when_sent_; }
   const std::string& peer() const { return peer_; }
+  // The TLS session, or null for a plaintext link.
+  const TlsChannel* tls() const { return tls_.get(); }
   size_t queued() const { return queue_.size(); }
   // Receiving pauses while the handler says it holds too much (backpressure).
   void pause_receive(bool paused);

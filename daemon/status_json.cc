@@ -40,6 +40,23 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
   } else {
     j["backup"] = nullptr;
   }
+  if (!st.link_up) {
+    j["link_security"] = nullptr;
+  } else if (st.link_tls) {
+    // Both ends proved their name twice: a certificate from the volume's CA
+    // (TLS) and the shared secret (HMAC, inside the TLS session).
+    j["link_security"] = {{"encrypted", true},
+                          {"protocol", st.tls.protocol},
+                          {"cipher", st.tls.cipher},
+                          {"peer_certificate", st.tls.peer_subject},
+                          {"authentication", "certificate+hmac"}};
+  } else {
+    j["link_security"] = {{"encrypted", false},
+                          {"protocol", nullptr},
+                          {"cipher", nullptr},
+                          {"peer_certificate", nullptr},
+                          {"authentication", "hmac"}};
+  }
   if (st.split_unix_ms) {
     j["last_split"] = {{"unix_ms", st.split_unix_ms}, {"drain_us", st.split_drain_us}};
   } else {

@@ -228,9 +228,14 @@ size_t TlsChannel::take_output(uint8_t* out, size_t max) {
   return r > 0 ? size_t(r) : 0;
 }
 
+TlsInfo TlsChannel::info() const {
+  return {SSL_get_version(ssl_), SSL_get_cipher_name(ssl_),
+          subject_of(SSL_get0_peer_certificate(ssl_))};
+}
+
 std::string TlsChannel::describe() const {
-  return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_) + ", peer " +
-         subject_of(SSL_get0_peer_certificate(ssl_));
+  TlsInfo i = info();
+  return i.protocol + " " + i.cipher + ", peer " + i.peer_subject;
 }
 
 }  // namespace mirror

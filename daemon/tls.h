@@ -22,6 +22,13 @@ typedef struct bio_st BIO;
 
 namespace mirror {
 
+// What an established session uses, for `mirrorctl status`.
+struct TlsInfo {
+  std::string protocol;      // "TLSv1.3"
+  std::string cipher;        // "TLS_AES_256_GCM_SHA384"
+  std::string peer_subject;  // the peer certificate's subject, "CN = beta"
+};
+
 struct TlsFiles {
   std::string ca;    // PEM: the CA that signs both nodes' certificates
   std::string cert;  // PEM: this node's certificate (chain)
@@ -68,6 +75,8 @@ class TlsChannel {
   size_t pending_output() const;
   // Moves up to `max` bytes of it to `out`; returns how many.
   size_t take_output(uint8_t* out, size_t max);
+  // Only once established().
+  TlsInfo info() const;
   // "TLSv1.3 TLS_AES_256_GCM_SHA384, peer CN = beta": for the log.
   std::string describe() const;
 

@@ -851,6 +851,12 @@ VolumeStatus Volume::status() const {
   st.consistent = !(bitmap_->flags() & (kFlagInconsistent | kFlagFullSyncNeeded)) ||
                   role_ == Role::kPrimary;
   st.link = active_ ? "connected" : (sessions_.empty() ? "disconnected" : "connecting");
+  if (active_) {
+    st.link_up = true;
+    const TlsChannel* tls = active_->conn->tls();
+    st.link_tls = tls && tls->established();
+    if (st.link_tls) st.tls = tls->info();
+  }
   st.last_error = last_error_;
   st.split = bitmap_->flags() & kFlagSplit;
   st.split_unix_ms = split_unix_ms_;

@@ -56,6 +56,11 @@ struct VolumeStatus {
   uint64_t resynced_bytes_total = 0;  // sent (primary) or received (secondary)
   std::string last_error;
   uint64_t local_io_errors = 0;  // requests this node's disk failed, since start
+  // The replication link in use (only while connected): encrypted or not,
+  // and how the peer proved who it is.
+  bool link_up = false;
+  bool link_tls = false;  // false: plaintext, authenticated by the HMAC only
+  TlsInfo tls;
   uint64_t generation = 0;
   bool split = false;
   uint64_t split_unix_ms = 0;   // when the last split happened

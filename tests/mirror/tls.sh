@@ -10,6 +10,8 @@
 #     another node; a plaintext peer either way round; a wrong secret inside
 #     TLS (the HMAC is still required);
 #   - a missing certificate or a group-readable key stops mirrord at start;
+#   - mirrorctl status (JSON and table) shows the session: protocol, cipher,
+#     peer certificate, certificate+hmac; a plaintext pair shows hmac only;
 #   - no log holds the secret or a byte of a private key.
 . "$(dirname "$0")/pairlib.sh"
 require openssl dd
@@ -154,6 +156,20 @@ for n in alpha beta; do
     fi
 done
 check_eq "alpha's image unchanged by the full sync" "$sa" "$(sha_of "${NODE_IMG[alpha]}")"
+# What the operator sees: mirrorctl status says the link is encrypted, with
+# what, whose certificate, and that the secret was checked too.
+for n in alpha beta; do
+    other=alpha; [ "$n" = alpha ] && other=beta
+    check_eq "[$n status] link encrypted" true "$(status_get $n .link_security.encrypted)"
+    check_eq "[$n status] protocol" TLSv1.3 "$(status_get $n .link_security.protocol)"
+    cipher=$(status_get $n .link_security.cipher)
+    [[ "$cipher" =~ ^TLS_[A-Z0-9_]+$ ]] && pass "[$n status] cipher $cipher" || fail "[$n status] cipher '$cipher'"
+    check_eq "[$n status] peer certificate" "CN = $other" "$(status_get $n .link_security.peer_certificate)"
+    check_eq "[$n status] authentication" certificate+hmac "$(status_get $n .link_security.authentication)"
+done
+table=$("$MIRRORCTL" --socket "${NODE_CTL[alpha]}" status)
+grep -qE "link security +TLSv1\.3 TLS_[A-Z0-9_]+, peer CN = beta; authenticated by certificate and shared secret" <<<"$table" \
+    && pass "mirrorctl status (table) shows the TLS session" || fail "mirrorctl status lacks the TLS line: $table"
 
 # Outside the random data written into the images above.
 start_writer w1 "$(nbd_unix_uri alpha)" $((64 * MiB)) $((32 * MiB)) --duration 8 --qd 16
@@ -169,6 +185,24 @@ nbd_flush alpha
 stop_pair
 check_identical "TLS pair after the writes"
 verify_writes "every acknowledged write is on beta's copy" w1 --image "${NODE_IMG[beta]}" $((64 * MiB)) $((32 * MiB))
+
+# ------------------------------------ a plaintext pair, for comparison --
+
+A_MODE=plain B_MODE=plain; new_pair
+start_pair
+wait_state alpha synchronized 120 >/dev/null || die "the plaintext pair did not synchronize"
+for n in alpha beta; do
+    check_eq "[plaintext, $n status] link not encrypted" false "$(status_get $n .link_security.encrypted)"
+    check_eq "[plaintext, $n status] authentication by the secret only" hmac "$(status_get $n .link_security.authentication)"
+    check_eq "[plaintext, $n status] no peer certificate" null "$(status_get $n .link_security.peer_certificate)"
+done
+"$MIRRORCTL" --socket "${NODE_CTL[beta]}" status | grep -q "link security *NOT encrypted" \
+    && pass "mirrorctl status (table) says the plaintext link is not encrypted" \
+    || fail "mirrorctl status does not say the link is not encrypted"
+stop_pair
+check_eq "[stopped] no link, no link_security" null "$(start_node beta >/dev/null; status_get beta .link_security)"
+stop_node beta
+A_MODE=tls B_MODE=tls
 
 # ------------------------------------------------------------ secrets --
 
