@@ -60,6 +60,10 @@ const std::vector<CommandSpec>& commands() {
         {"post", T::kString, "Command run after the split, even if it failed", false, true},
         {"timeout", T::kInt, "Seconds before thawing and running --post (default 30)", false,
          true}}},
+      {"reload-tls",
+       "Read tls-ca, tls-cert and tls-key again (certificate rotation without a restart): "
+       "the link session running goes on, the next one uses the new files",
+       true, {}},
       {"backup-mark",
        "While split: the secondary's changed-regions map restarts at this backup point "
        "(mirrorctl backup does this after copying)",

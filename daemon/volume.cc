@@ -236,15 +236,21 @@ void Volume::changed_extents(uint64_t offset, uint32_t length, uint32_t max_exte
   mirror::changed_extents(*changes_, offset, length, max_extents, out);
 }
 
+Result<std::shared_ptr<TlsContext>> Volume::load_tls(std::string* warning) const {
+  auto ctx = TlsContext::create({cfg_.tls_ca, self_.tls_cert, self_.tls_key}, warning);
+  if (!ctx)
+    return Error{ctx.error().code,
+                 cfg_.file + ": node '" + self_.name + "': " + ctx.error().message};
+  if (!warning->empty()) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), warning->c_str());
+  return *ctx;
+}
+
 Status Volume::start() {
   if (cfg_.tls) {
     std::string warning;
-    auto ctx = TlsContext::create({cfg_.tls_ca, self_.tls_cert, self_.tls_key}, &warning);
-    if (!ctx)
-      return Error{ctx.error().code,
-                   cfg_.file + ": node '" + self_.name + "': " + ctx.error().message};
-    if (!warning.empty()) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), warning.c_str());
-    tls_ = std::move(*ctx);
+    auto ctx = load_tls(&warning);
+    if (!ctx) return ctx.error();
+    tls_ = *ctx;
   }
   auto addr = ListenAddr::parse(self_.address);
   if (!addr) return addr.error();
@@ -774,6 +780,24 @@ void Volume::on_dial(int res) {
 bool Volume::disk_retry() const {
   return (replicator_ && replicator_->peer_io_error()) ||
          (applier_ && !applier_->last_local_error().empty());
+}
+
+void Volume::reload_tls(Done done) {
+  if (!tls_) return done(EINVAL, "tls is off for volume '" + cfg_.name + "': nothing to reload");
+  std::string warning;
+  auto ctx = load_tls(&warning);
+  if (!ctx) {
+    MLOG_WARN("volume '%s': reload-tls refused: %s; the files loaded before stay in use",
+              cfg_.name.c_str(), ctx.error().message.c_str());
+    return done(ctx.error().code,
+                ctx.error().message + "; the files loaded before stay in use");
+  }
+  // Sessions hold their own reference: the one running keeps its context.
+  tls_ = *ctx;
+  MLOG_INFO("volume '%s': tls-ca, tls-cert and tls-key reloaded; the next link session uses them",
+            cfg_.name.c_str());
+  done(0, "reloaded tls-ca, tls-cert and tls-key; the next link session uses them" +
+              (warning.empty() ? std::string() : " (warning: " + warning + ")"));
 }
 
 void Volume::tick() {

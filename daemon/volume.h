@@ -150,6 +150,10 @@ class Volume final : public LinkConn::Handler {
   // Split secondary: serve the stable image read-write; every change is
   // tracked and copied back from the primary at rejoin.
   void open_rw(Done done);
+  // Reads tls-ca, tls-cert and tls-key again (certificate rotation without a
+  // restart); the link session running goes on with the old ones, the next
+  // one uses the new. Bad files are refused and the old ones stay in use.
+  void reload_tls(Done done);
   // Backup point: the secondary's map of regions changed since the last
   // backup restarts empty, remembering `point` (an id, non-zero). Refused
   // (ESTALE) unless the current point is `expect` (0: any). point == 0 only
@@ -195,6 +199,8 @@ class Volume final : public LinkConn::Handler {
   // dialer backs off further (kDiskRetryMaxBackoffMs) instead of retrying
   // a doomed session every 100 ms.
   bool disk_retry() const;
+  // The TLS context from the configured files (logs a validity warning).
+  Result<std::shared_ptr<TlsContext>> load_tls(std::string* warning) const;
 
   Loop& loop_;
   const VolumeConfig& cfg_;

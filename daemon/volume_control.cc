@@ -67,6 +67,7 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
     return volume_.demote(uint32_t(s * 1000), reply);
   }
   if (cmd == "open-rw") return volume_.open_rw(reply);
+  if (cmd == "reload-tls") return volume_.reload_tls(reply);
   if (cmd == "backup-mark") {
     int64_t point = req.args["point"].get<int64_t>();
     int64_t expect = req.args.value("expect", int64_t(0));
