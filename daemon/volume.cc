@@ -11,8 +11,11 @@
 
 #include "clock.h"
 #include "log.h"
+#include "volume_internal.h"
 
 namespace mirror {
+
+using volume_internal::kControlIdBit;
 
 namespace {
 constexpr uint64_t kHandshakeTimeoutMs = 10000;
@@ -23,16 +26,6 @@ constexpr uint32_t kMaxBackoffMs = 1000;  // a returning peer resyncs within a s
 // until the operator fixes the disk or frees space.
 constexpr uint32_t kDiskRetryMaxBackoffMs = 10000;
 constexpr size_t kMaxHandshakes = 8;
-
-// What an operator reads when a split brain stops a command.
-constexpr const char* kSplitBrainHelp =
-    "split brain: both nodes changed the data since they last agreed, and nothing was "
-    "overwritten. Choose the survivor: on the other node (the victim, whose changes are lost) "
-    "stop mirrord and start it once with `mirrord --discard-my-data`; it becomes secondary "
-    "and takes a full copy from the survivor";
-
-// Ids of the Volume's own requests on the link (the Replicator's are small).
-constexpr uint64_t kControlIdBit = uint64_t(1) << 63;
 
 link::Generation to_link(const Generation& g) {
   return {g.current, g.bitmap, g.history[0], g.history[1]};
@@ -50,21 +43,6 @@ const char* plan_name(link::Plan::Kind k) {
   return "?";
 }
 }  // namespace
-
-struct Volume::Session {
-  std::unique_ptr<LinkConn> conn;
-  bool outbound = false;
-  enum class Phase { kHello, kAuth, kState, kPlan, kActive } phase = Phase::kHello;
-  Nonce nonce{};
-  link::Hello hello;
-  uint64_t started_ms = 0;
-  uint64_t plan_id = 0;
-  link::Plan::Kind plan = link::Plan::kInSync;
-  // The replicator whose new writes wait from the plan's decision until
-  // activate() (or until this session ends): see begin_plan_hold().
-  Replicator* plan_hold = nullptr;
-  bool gone = false;  // closed: pending callbacks must not touch it
-};
 
 struct Volume::Dialer final : Completion {
   Volume* v = nullptr;
@@ -928,168 +906,6 @@ VolumeStatus Volume::status() const {
   }
   return st;
 }
-
-}  // namespace mirror
-
-namespace mirror {
-
-// --------------------------------------------------------------- control --
-
-void Volume::split(Done done) {
-  if (role_ != Role::kPrimary)
-    return done(EINVAL, "split runs on the primary ('" + peer_.name + "')");
-  if (split_brain_) return done(EBUSY, kSplitBrainHelp);
-  switch (replicator_->state()) {
-    case Replicator::LinkState::kSplit:
-      return done(EALREADY, "already split");
-    case Replicator::LinkState::kDisconnected:
-      return done(ENOTCONN,
-                  "the peer is not connected: its copy is already behind, a split now "
-                  "would not be a point in time");
-    case Replicator::LinkState::kResyncing:
-      return done(EBUSY, "a resync is running: the secondary is not consistent yet");
-    case Replicator::LinkState::kSynced:
-      break;
-  }
-  uint64_t t0 = mono_us();
-  split_unix_ms_ = unix_ms();
-  bitmap_->set_flags(bitmap_->flags() | kFlagSplit);
-  MLOG_INFO("volume '%s': splitting the mirror", cfg_.name.c_str());
-  replicator_->freeze([this, t0, done = std::move(done)](int err) {
-    split_drain_us_ = mono_us() - t0;
-    if (err) {
-      return done(-err, std::string("the peer failed during the split (") + strerror(-err) +
-                            "); the secondary may miss recent writes: rejoin to resync");
-    }
-    if (!active_) return done(ECONNRESET, "the link was lost during the split");
-    uint64_t id = kControlIdBit | next_control_id_++;
-    uint64_t when = split_unix_ms_;
-    control_waiters_[id] = [this, done, when](int e, const std::string& m) {
-      if (e) return done(e, "the secondary did not confirm the split: " + m);
-      bitmap_->commit(FnDone::make([this, done](int ce) {
-        if (ce) return done(-ce, "cannot record the split in the metadata");
-        MLOG_INFO("volume '%s': split; mirrored writes drained in %llu us", cfg_.name.c_str(),
-                  static_cast<unsigned long long>(split_drain_us_));
-        done(0, "split");
-      }));
-      (void)when;
-    };
-    link::Header h;
-    h.type = link::Type::kSplit;
-    h.id = id;
-    h.offset = when;
-    active_->conn->send(h);
-  });
-}
-
-void Volume::rejoin(Done done) {
-  if (split_brain_)
-    return done(EBUSY, std::string(kSplitBrainHelp));
-  if (role_ != Role::kPrimary)
-    return done(EINVAL, "rejoin runs on the primary ('" + peer_.name + "')");
-  if (!(bitmap_->flags() & kFlagSplit)) return done(EALREADY, "not split");
-  bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
-  bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
-    if (err) return done(-err, "cannot write the metadata");
-    MLOG_INFO("volume '%s': rejoin: resyncing %llu bytes changed since the split",
-              cfg_.name.c_str(), static_cast<unsigned long long>(bitmap_->dirty_bytes()));
-    // Answered first: a rejoin relayed from the secondary gets its reply
-    // out before the link closes. A fresh handshake computes the plan from
-    // both sides' current state (the secondary may have changes of its own).
-    done(0, "rejoining");
-    if (active_) active_->conn->close_when_sent("rejoin: reconnecting to resync");
-  }));
-}
-
-void Volume::hold(uint32_t timeout_ms, Done done) {
-  if (role_ != Role::kPrimary) return done(EINVAL, "hold runs on the primary");
-  replicator_->hold();
-  hold_deadline_ms_ = mono_ms() + timeout_ms;
-  done(0, "holding new writes");
-}
-
-void Volume::release(Done done) {
-  if (role_ != Role::kPrimary) return done(EINVAL, "release runs on the primary");
-  hold_deadline_ms_ = 0;
-  replicator_->release();
-  done(0, "released");
-}
-
-void Volume::open_rw(Done done) {
-  if (role_ != Role::kSecondary)
-    return done(EINVAL, "open-rw runs on the secondary ('" + peer_.name + "'); the primary "
-                        "is read-write already");
-  if (!(bitmap_->flags() & kFlagSplit))
-    return done(EBUSY, "not split: the secondary's image is mirrored; split first");
-  if (local_->writable()) return done(EALREADY, "already read-write");
-  // From here on this copy diverges from the split instant: a generation of
-  // its own, the shared one kept as the base both sides' changes count from.
-  Generation g = bitmap_->generation();
-  if (g.bitmap == 0) {
-    g.bitmap = g.current;
-    g.current = random_id();
-    bitmap_->set_generation(g);
-  }
-  bitmap_->set_flags(bitmap_->flags() | kFlagDisposableLocalWrites);
-  bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
-    if (err) return done(-err, "cannot write the metadata");
-    if (role_ != Role::kSecondary) return done(EBUSY, "promoted meanwhile");
-    local_->set_writable(true);
-    gate_.set_writable(true);
-    if (on_export_mode) on_export_mode(false);
-    MLOG_INFO("volume '%s': the split image is read-write; its changes are undone at rejoin",
-              cfg_.name.c_str());
-    done(0, "read-write until rejoin (changes are tracked and replaced by the primary's data "
-            "at rejoin)");
-  }));
-}
-
-int Volume::apply_backup_mark(uint64_t point, uint64_t expect, std::function<void(int)> done) {
-  if (!(bitmap_->flags() & kFlagSplit)) return EBUSY;
-  uint64_t current = changes_->generation().current;
-  if (expect != 0 && current != expect) return ESTALE;
-  if (point == 0) {
-    loop_.defer([done] { done(0); });
-    return 0;
-  }
-  // The image is the split instant's (only local read-write changes differ,
-  // and rejoin rewrites those, marking them again): the map restarts empty.
-  changes_->clear_all_dirty();
-  Generation g = changes_->generation();
-  g.current = point;
-  changes_->set_generation(g);
-  changes_->set_flags(changes_->flags() & ~kFlagFullSyncNeeded);
-  changes_->commit(FnDone::make([this, point, done](int err) {
-    if (!err)
-      MLOG_INFO("volume '%s': backup point %llu: tracking changes from here", cfg_.name.c_str(),
-                static_cast<unsigned long long>(point));
-    done(err < 0 ? -err : err);
-  }));
-  return 0;
-}
-
-void Volume::backup_mark(uint64_t point, uint64_t expect, Done done) {
-  auto say = [point, expect, done](int err) {
-    switch (err) {
-      case 0: return done(0, point ? "backup point " + std::to_string(point) : "checked");
-      case EBUSY: return done(EBUSY, "not split: a backup point is the split instant");
-      case ESTALE:
-        return done(ESTALE, "the secondary's last backup point is not " +
-                                std::to_string(expect) + ": take a full backup");
-      default: return done(err, std::string("the secondary failed: ") + strerror(err));
-    }
-  };
-  // The primary keeps no such map: VolumeControl relays the command to the
-  // secondary; reaching here, the primary has no secondary to ask.
-  if (role_ != Role::kSecondary)
-    return done(ENOTCONN, "the changed-regions map is the secondary's, and '" + peer_.name +
-                              "' is not connected");
-  if (int err = apply_backup_mark(point, expect, say)) say(err);
-}
-
-}  // namespace mirror
-
-namespace mirror {
 
 // ------------------------------------------------------------ relaying --
 

@@ -1,0 +1,43 @@
+// What volume.cc and its companions (volume_commands.cc, volume_failover.cc)
+// share and nobody else needs. Not part of the Volume's interface.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "volume.h"
+
+namespace mirror::volume_internal {
+
+// What an operator reads when a split brain stops a command.
+inline constexpr const char* kSplitBrainHelp =
+    "split brain: both nodes changed the data since they last agreed, and nothing was "
+    "overwritten. Choose the survivor: on the other node (the victim, whose changes are lost) "
+    "stop mirrord and start it once with `mirrord --discard-my-data`; it becomes secondary "
+    "and takes a full copy from the survivor";
+
+// Ids of the Volume's own requests on the link (the Replicator's are small).
+inline constexpr uint64_t kControlIdBit = uint64_t(1) << 63;
+
+}  // namespace mirror::volume_internal
+
+namespace mirror {
+
+// One connection with the peer, from HELLO to its end (the active one is
+// Volume::active_).
+struct Volume::Session {
+  std::unique_ptr<LinkConn> conn;
+  bool outbound = false;
+  enum class Phase { kHello, kAuth, kState, kPlan, kActive } phase = Phase::kHello;
+  Nonce nonce{};
+  link::Hello hello;
+  uint64_t started_ms = 0;
+  uint64_t plan_id = 0;
+  link::Plan::Kind plan = link::Plan::kInSync;
+  // The replicator whose new writes wait from the plan's decision until
+  // activate() (or until this session ends): see begin_plan_hold().
+  Replicator* plan_hold = nullptr;
+  bool gone = false;  // closed: pending callbacks must not touch it
+};
+
+}  // namespace mirror
