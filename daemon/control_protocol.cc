@@ -41,6 +41,10 @@ const std::vector<CommandSpec>& commands() {
        true,
        {{"force", T::kBool, "Promote even though this copy may be behind (the peer is lost); "
                             "its later writes become a split brain", false, false}}},
+      {"discard-my-data",
+       "Split brain only: discard this node's changes (the victim); it becomes secondary and "
+       "takes a full copy from the peer (DRBD: connect --discard-my-data)",
+       true, {}},
       {"open-rw",
        "Secondary, while split: serve the stable image read-write (fsck, a test restore); "
        "rejoin copies the changed regions back from the primary",

@@ -33,6 +33,7 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"holding_writes", st.holding},
       {"peer_role", st.peer_role.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.peer_role)},
       {"demoting", st.demoting},
+      {"discarding", st.discarding},
       {"writable", st.role == Role::kPrimary || st.writable},
   };
   if (st.role == Role::kSecondary) {

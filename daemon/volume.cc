@@ -163,8 +163,7 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   if (opts_.discard_my_data) {
     // Persisted: a restart before the copy finished still takes the copy.
     role_ = Role::kSecondary;
-    flags |= kFlagFullSyncNeeded | kFlagInconsistent;
-    flags &= ~(kFlagSplit | kFlagDisposableLocalWrites);
+    flags = volume_internal::discard_my_data_flags(flags);
     MLOG_WARN("volume '%s': --discard-my-data: this node is secondary and its data will be "
               "overwritten by a full copy from '%s'",
               cfg_.name.c_str(), peer_.name.c_str());
@@ -440,7 +439,7 @@ void Volume::on_peer_state(Session* s, const link::State& st) {
     if (st.role == link::State::kPrimary) {
       split_brain_ = true;
       MLOG_ERROR("split brain: both '%s' and '%s' are primary; nothing was overwritten. "
-                 "Choose the survivor: start the other node once with --discard-my-data",
+                 "Choose the survivor: run `mirrorctl discard-my-data` on the other node",
                  self_.name.c_str(), peer_.name.c_str());
       return session_error(s, "split brain: both nodes are primary", false);
     }
@@ -501,8 +500,8 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   if (!refuse.empty()) {
     if (refuse.starts_with("split brain")) split_brain_ = true;
     MLOG_ERROR("volume '%s': %s; nothing was overwritten. Choose the survivor: on the node "
-               "whose data is discarded, stop mirrord and start it once with "
-               "--discard-my-data",
+               "whose data is discarded, run `mirrorctl discard-my-data` (or restart it "
+               "once with --discard-my-data)",
                cfg_.name.c_str(), refuse.c_str());
     return session_error(s, refuse, false);
   }
@@ -616,6 +615,7 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
     if (err) return session_error(s, "cannot write metadata");
     active_ = s;
     s->phase = Session::Phase::kActive;
+    split_brain_ = false;  // the primary's plan resolves it (after discard-my-data)
     applier_->attach(s->conn.get());
     s->conn->send(r);
   }));
@@ -782,6 +782,7 @@ void Volume::tick() {
   now_ms_ = mono_ms();
   if (replicator_) replicator_->tick(now_ms_);
   if (demote_) demote_poll();
+  if (discard_) discard_poll();
   if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
     // Whoever held the writes is gone or stuck: never block the application.
     hold_deadline_ms_ = 0;
@@ -865,6 +866,7 @@ VolumeStatus Volume::status() const {
   st.split_drain_us = split_drain_us_;
   st.holding = replicator_ && replicator_->held();
   st.demoting = demote_ != nullptr;
+  st.discarding = discard_ != nullptr;
   if (active_ && peer_known_)
     st.peer_role = peer_state_.role == link::State::kPrimary ? "primary" : "secondary";
   st.writable = gate_.writable();

@@ -68,6 +68,7 @@ struct VolumeStatus {
   bool holding = false;
   std::string peer_role;  // primary / secondary, as of the last handshake; "" if unknown
   bool demoting = false;  // demote running: NBD writes are refused
+  bool discarding = false;  // discard-my-data running: NBD writes are refused
   bool writable = false;              // NBD writes accepted (a split secondary after open-rw)
   uint64_t backup_point = 0;          // id of the last backup point (0: none)
   uint64_t changed_since_backup = 0;  // bytes (secondary)
@@ -147,6 +148,12 @@ class Volume final : public LinkConn::Handler {
   bool peer_is_primary() const;
   // A session with the peer is active (a command can be relayed to it).
   bool peer_connected() const { return active_ != nullptr; }
+  // Resolves a split brain on the node whose changes lose (DRBD's `connect
+  // --discard-my-data`), without a restart: refuses new writes, waits for
+  // those in flight, records "secondary, full sync needed" in the metadata
+  // and becomes secondary; the next handshake copies everything from the
+  // peer (which must be primary). Refused (EINVAL) unless in a split brain.
+  void discard_my_data(Done done);
   // Split secondary: serve the stable image read-write; every change is
   // tracked and copied back from the primary at rejoin.
   void open_rw(Done done);
@@ -186,6 +193,8 @@ class Volume final : public LinkConn::Handler {
   void make_replicator();
   void make_applier();
   void demote_poll();
+  void discard_poll();
+  void discard_finish(int err, const std::string& why);
   void demote_finish(int err, const std::string& why);
   std::string behind_reason() const;
   void become(Role role);
@@ -231,6 +240,13 @@ class Volume final : public LinkConn::Handler {
     bool flushing = false;
   };
   std::unique_ptr<Demote> demote_;
+  struct Discard {
+    Done done;
+    uint64_t deadline_ms = 0;
+    uint32_t old_flags = 0;
+    bool committing = false;
+  };
+  std::unique_ptr<Discard> discard_;  // discard-my-data running
 
   std::vector<std::shared_ptr<Session>> sessions_;
   Session* active_ = nullptr;

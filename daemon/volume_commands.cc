@@ -1,5 +1,5 @@
 // The operator's commands on a Volume (docs/control-protocol.md): split,
-// rejoin, hold, release, open-rw, backup-mark. Planned failover (promote,
+// rejoin, hold, release, open-rw, backup-mark, discard-my-data. Planned failover (promote,
 // demote) is in volume_failover.cc; the handshake and sessions in volume.cc.
 #include <cstring>
 
@@ -12,6 +12,11 @@ namespace mirror {
 
 using volume_internal::kControlIdBit;
 using volume_internal::kSplitBrainHelp;
+
+namespace {
+// How long discard-my-data waits for the writes already running here.
+constexpr uint64_t kDiscardDrainMs = 30000;
+}  // namespace
 
 // --------------------------------------------------------------- control --
 
@@ -165,6 +170,87 @@ void Volume::backup_mark(uint64_t point, uint64_t expect, Done done) {
     return done(ENOTCONN, "the changed-regions map is the secondary's, and '" + peer_.name +
                               "' is not connected");
   if (int err = apply_backup_mark(point, expect, say)) say(err);
+}
+
+void Volume::discard_my_data(Done done) {
+  if (!split_brain_)
+    return done(EINVAL, "not in a split brain: discard-my-data would throw this copy away for "
+                        "nothing (to recopy a healthy pair, restart the primary with "
+                        "--force-full-sync)");
+  if (discard_) return done(EBUSY, "discard-my-data is already running");
+  if (demote_) return done(EBUSY, "a demote is running");
+  discard_ = std::make_unique<Discard>();
+  discard_->done = std::move(done);
+  discard_->deadline_ms = now_ms_ + kDiscardDrainMs;
+  discard_->old_flags = bitmap_->flags();
+  // From here the export refuses writes: this copy's data is about to be
+  // replaced by the survivor's, and nothing written now may land after the
+  // copy started. A hold would keep writes from ever finishing: let them go.
+  gate_.set_writable(false);
+  local_->set_writable(false);
+  if (on_export_mode) on_export_mode(true);
+  if (replicator_) {
+    hold_deadline_ms_ = 0;
+    replicator_->release();
+  }
+  MLOG_WARN("volume '%s': discard-my-data: new writes are refused; this node becomes secondary "
+            "and takes a full copy from '%s'",
+            cfg_.name.c_str(), peer_.name.c_str());
+  discard_poll();
+}
+
+// Runs from discard_my_data() and every tick until the writes already
+// running here have finished: none of them may land on the copy the
+// survivor is about to send.
+void Volume::discard_poll() {
+  if (!discard_ || discard_->committing) return;
+  uint64_t busy = replicator_ ? replicator_->writes_in_flight() : local_->changes_in_flight();
+  if (busy) {
+    if (now_ms_ < discard_->deadline_ms) return;
+    return discard_finish(ETIMEDOUT, std::to_string(busy) + " writes still in flight after " +
+                                         std::to_string(kDiscardDrainMs / 1000) +
+                                         " s (on-peer-loss = fail-stop holds them); nothing "
+                                         "changed");
+  }
+  discard_->committing = true;
+  bitmap_->set_flags(volume_internal::discard_my_data_flags(bitmap_->flags()));
+  // Every region will be rewritten by the copy: the next incremental backup
+  // must copy everything. Durable before the role, as in promote.
+  changes_->set_all_dirty();
+  changes_->commit(FnDone::make([this](int ce) {
+    if (ce) return discard_finish(-ce, "cannot write " + changes_->path() + "; nothing changed");
+    bitmap_->commit(FnDone::make([this](int err) {
+      if (err) return discard_finish(-err, "cannot record it in the metadata; nothing changed");
+      split_brain_ = false;
+      last_error_.clear();
+      if (role_ == Role::kPrimary) {
+        become(Role::kSecondary);  // also answers the export's mode
+      } else if (on_export_mode) {
+        on_export_mode(true);
+      }
+      // A handshake under way still carries the old STATE: start afresh.
+      for (auto& s : std::vector<std::shared_ptr<Session>>(sessions_))
+        if (!s->conn->closing()) s->conn->close("discard-my-data: reconnecting");
+      discard_finish(0, "secondary; this node's changes are discarded and a full copy from '" +
+                            peer_.name + "' starts when it connects");
+    }));
+  }));
+}
+
+void Volume::discard_finish(int err, const std::string& why) {
+  if (err) {
+    MLOG_WARN("volume '%s': discard-my-data failed: %s", cfg_.name.c_str(), why.c_str());
+    bitmap_->set_flags(discard_->old_flags);
+    if (role_ == Role::kPrimary) {
+      gate_.set_writable(true);
+      if (on_export_mode) on_export_mode(false);
+    }
+  } else {
+    MLOG_INFO("volume '%s': discard-my-data: %s", cfg_.name.c_str(), why.c_str());
+  }
+  Done d = std::move(discard_->done);
+  discard_.reset();
+  d(err, why);
 }
 
 }  // namespace mirror

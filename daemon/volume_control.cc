@@ -68,6 +68,7 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
   }
   if (cmd == "open-rw") return volume_.open_rw(reply);
   if (cmd == "reload-tls") return volume_.reload_tls(reply);
+  if (cmd == "discard-my-data") return volume_.discard_my_data(reply);
   if (cmd == "backup-mark") {
     int64_t point = req.args["point"].get<int64_t>();
     int64_t expect = req.args.value("expect", int64_t(0));

@@ -13,8 +13,18 @@ namespace mirror::volume_internal {
 inline constexpr const char* kSplitBrainHelp =
     "split brain: both nodes changed the data since they last agreed, and nothing was "
     "overwritten. Choose the survivor: on the other node (the victim, whose changes are lost) "
-    "stop mirrord and start it once with `mirrord --discard-my-data`; it becomes secondary "
-    "and takes a full copy from the survivor";
+    "run `mirrorctl discard-my-data` (or restart it once with `mirrord --discard-my-data`); "
+    "it becomes secondary and takes a full copy from the survivor";
+
+// The metadata flags of a node whose data lost a split brain (the operator
+// ran discard-my-data): secondary, and nothing of its own kept; the peer
+// sends a full copy. Persisted, so a restart before the copy ends still
+// takes it.
+inline uint32_t discard_my_data_flags(uint32_t flags) {
+  flags |= kFlagFullSyncNeeded | kFlagInconsistent;
+  flags &= ~(kFlagSplit | kFlagDisposableLocalWrites | kFlagPrimary);
+  return flags;
+}
 
 // Ids of the Volume's own requests on the link (the Replicator's are small).
 inline constexpr uint64_t kControlIdBit = uint64_t(1) << 63;

@@ -27,17 +27,6 @@ start_pair
 have_ctl || die "failover needs mirrorctl"
 wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
 
-ctl() { local n=$1; shift; timeout 120 "$MIRRORCTL" --socket "${NODE_CTL[$n]}" "$@" 2>&1; }
-# refused_ctl LABEL NODE ERE CMD...: the command fails (exit 1), says ERE.
-refused_ctl() {
-    local label=$1 node=$2 re=$3 out rc; shift 3
-    out=$(ctl "$node" "$@"); rc=$?
-    if [ $rc -eq 1 ] && grep -qE -- "$re" <<<"$out"; then
-        pass "$label: refused: $out"
-    else
-        fail "$label: expected a refusal matching /$re/ (exit 1), got exit $rc: $out"
-    fi
-}
 roles() { echo "$(status_get alpha .role)/$(status_get beta .role)"; }
 
 # A backup point on beta (backup-mark sent to alpha, relayed to beta): its

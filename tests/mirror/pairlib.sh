@@ -61,6 +61,18 @@ if [ -z "$MIRRORCTL" ] && [ -x "$(dirname "$MIRRORD")/mirrorctl" ]; then
     MIRRORCTL=$(dirname "$MIRRORD")/mirrorctl
 fi
 have_ctl() { [ -n "$MIRRORCTL" ] && [ -x "$MIRRORCTL" ]; }
+# ctl NODE ARGS...: mirrorctl on NODE's control socket, its output on stdout.
+ctl() { local n=$1; shift; timeout 120 "$MIRRORCTL" --socket "${NODE_CTL[$n]}" "$@" 2>&1; }
+# refused_ctl LABEL NODE ERE CMD...: the command fails (exit 1), says ERE.
+refused_ctl() {
+    local label=$1 node=$2 re=$3 out rc; shift 3
+    out=$(ctl "$node" "$@"); rc=$?
+    if [ $rc -eq 1 ] && grep -qE -- "$re" <<<"$out"; then
+        pass "$label: refused: $out"
+    else
+        fail "$label: expected a refusal matching /$re/ (exit 1), got exit $rc: $out"
+    fi
+}
 
 # node_status NODE: mirrorctl's status JSON (fails without mirrorctl or if
 # the node does not answer).
