@@ -5,7 +5,8 @@
 // validation never disagree.
 //
 // Exit codes: 0 success, 1 the daemon refused or the command failed,
-// 2 usage error, 3 the daemon could not be reached.
+// 2 usage error, 3 the daemon could not be reached, 4 timed out (ETIMEDOUT:
+// a command relayed to the peer got no answer, or demote's wait ran out).
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,6 +36,13 @@ using control::ArgSpec;
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
+constexpr int kExitTimedOut = 4;
+
+// The exit code of a refusal: a timeout is told apart, since the command
+// may still run on a peer that resumes later (a script checks and retries).
+int refusal_exit(const json& reply) {
+  return reply.value("code", std::string()) == "ETIMEDOUT" ? kExitTimedOut : kExitFailed;
+}
 
 // A connection to the daemon: one JSON line out, one line back.
 class ControlClient {
@@ -95,16 +103,20 @@ json make_request(const std::string& command, json args = json::object()) {
   return {{"version", control::kVersion}, {"command", command}, {"args", std::move(args)}};
 }
 
-// "" when the reply is ok, else its error text.
-std::string reply_error(const Result<json>& r, const std::string& socket) {
+// "" when the reply is ok, else its error text; *exit_code (if given) is
+// set to the exit code that error deserves.
+std::string reply_error(const Result<json>& r, const std::string& socket,
+                        int* exit_code = nullptr) {
   if (!r) return socket + ": " + r.error().to_string();
   if ((*r)["ok"].get<bool>()) return "";
+  if (exit_code) *exit_code = refusal_exit(*r);
   return socket + ": " + (*r)["error"].get<std::string>();
 }
 
 // Split one volume, or several at one instant (a consistency group): hold new
 // writes on every volume, split each, release all.
 int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions& q) {
+  int rc = kExitFailed;
   auto do_split = [&]() -> std::string {
     std::vector<std::string> held;
     std::string err;
@@ -117,7 +129,7 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
     }
     if (err.empty()) {
       for (const auto& s : sockets) {
-        err = reply_error(call(s, make_request("split")), s);
+        err = reply_error(call(s, make_request("split")), s, &rc);
         if (!err.empty()) break;
       }
     }
@@ -131,7 +143,7 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
   if (!r.ok) {
     std::fprintf(stderr, "mirrorctl split: %s%s\n", r.message.c_str(),
                  r.split_attempted ? "" : " (no split was made)");
-    return kExitFailed;
+    return rc;
   }
   std::printf("split%s\n", sockets.size() > 1 ? " (consistency group)" : "");
   return 0;
@@ -427,7 +439,7 @@ int run(int argc, char** argv) {
       std::fprintf(stderr, "mirrorctl %s: %s (%s)\n", spec->name.c_str(),
                    (*reply)["error"].get<std::string>().c_str(),
                    (*reply)["code"].get<std::string>().c_str());
-      return kExitFailed;
+      return refusal_exit(*reply);
     }
     const json& result = (*reply)["result"];
     if (spec->name == "events") {

@@ -685,8 +685,8 @@ void Volume::on_link_closed(LinkConn* c, const std::string& why) {
     if (replicator_) replicator_->link_lost(why);
     if (applier_) applier_->detach();
     for (auto& [id, d] : std::exchange(control_waiters_, {})) d(ECONNRESET, "the link was lost");
-    for (auto& [id, d] : std::exchange(relay_waiters_, {}))
-      d(ECONNRESET, "the link to '" + peer_.name + "' was lost before it answered");
+    for (auto& [id, w] : std::exchange(relay_waiters_, {}))
+      w.done(ECONNRESET, "the link to '" + peer_.name + "' was lost before it answered");
   } else if (why.find("TLS") != std::string::npos) {
     // A refused or failed TLS handshake: who, and why (never key material).
     MLOG_WARN("replication with %s: %s", c->peer().c_str(), why.c_str());
@@ -783,6 +783,7 @@ void Volume::tick() {
   if (replicator_) replicator_->tick(now_ms_);
   if (demote_) demote_poll();
   if (discard_) discard_poll();
+  if (!relay_waiters_.empty()) expire_relays();
   if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
     // Whoever held the writes is gone or stuck: never block the application.
     hold_deadline_ms_ = 0;
@@ -918,12 +919,34 @@ bool Volume::peer_is_primary() const {
 void Volume::relay(const std::string& request, RelayDone done) {
   if (!active_) return done(ENOTCONN, "the peer '" + peer_.name + "' is not connected");
   uint64_t id = next_control_id_++;
-  relay_waiters_[id] = std::move(done);
+  relay_waiters_[id] = {std::move(done), mono_ms() + relay_timeout_ms()};
   link::Header h;
   h.type = link::Type::kRelay;
   h.id = id;
   auto payload = link::encode_relay(request);
   active_->conn->send_owned(link::encode_message(h, payload));
+}
+
+void Volume::expire_relays() {
+  std::vector<RelayDone> expired;
+  for (auto it = relay_waiters_.begin(); it != relay_waiters_.end();) {
+    if (now_ms_ < it->second.deadline_ms) {
+      ++it;
+      continue;
+    }
+    expired.push_back(std::move(it->second.done));
+    it = relay_waiters_.erase(it);
+  }
+  for (auto& d : expired) {
+    // The reply, if it ever comes, is dropped (its id is gone).
+    MLOG_WARN("volume '%s': a command relayed to '%s' got no answer in %llu ms",
+              cfg_.name.c_str(), peer_.name.c_str(),
+              static_cast<unsigned long long>(relay_timeout_ms()));
+    d(ETIMEDOUT, "'" + peer_.name + "' did not answer within " +
+                     std::to_string(relay_timeout_ms() / 1000) +
+                     " s (its daemon is stopped or hung, or the link stalls); the command may "
+                     "still run there when it resumes: check its status there");
+  }
 }
 
 void Volume::on_relay_message(LinkConn* c, const link::Header& h, Buffer& payload) {
@@ -932,7 +955,7 @@ void Volume::on_relay_message(LinkConn* c, const link::Header& h, Buffer& payloa
   if (h.type == link::Type::kRelayReply) {
     auto it = relay_waiters_.find(h.id);
     if (it == relay_waiters_.end()) return;  // answered after we gave up
-    RelayDone d = std::move(it->second);
+    RelayDone d = std::move(it->second.done);
     relay_waiters_.erase(it);
     return d(0, *text);
   }

@@ -137,7 +137,8 @@ class Volume final : public LinkConn::Handler {
   // Control relay over the replication link (RELAY / RELAY_REPLY): relay()
   // sends a control request (JSON text) to the peer's daemon and calls
   // `done(0, reply)` with its JSON reply, or `done(errno, why)` if the link
-  // is down or lost first. on_relay handles the peer's requests; it must
+  // is down or lost first, or ETIMEDOUT if the peer did not answer within
+  // relay_timeout_ms() (a stopped or hung daemon: the link may stay up). on_relay handles the peer's requests; it must
   // call `reply` exactly once (the reply is dropped if the link is gone).
   using RelayDone = std::function<void(int err, const std::string& reply_or_why)>;
   void relay(const std::string& request, RelayDone done);
@@ -146,6 +147,9 @@ class Volume final : public LinkConn::Handler {
   // The peer is connected and primary (a command needing the primary can
   // be relayed to it).
   bool peer_is_primary() const;
+  // The ack timeout (a split relayed to the primary may wait that long for
+  // its mirrored writes to drain) plus 10 s for the round trip.
+  uint64_t relay_timeout_ms() const { return uint64_t(cfg_.ack_timeout_ms) + 10000; }
   // A session with the peer is active (a command can be relayed to it).
   bool peer_connected() const { return active_ != nullptr; }
   // Resolves a split brain on the node whose changes lose (DRBD's `connect
@@ -261,7 +265,12 @@ class Volume final : public LinkConn::Handler {
   uint64_t split_drain_us_ = 0;
   uint64_t next_control_id_ = 1;
   std::unordered_map<uint64_t, Done> control_waiters_;  // link replies to our own requests
-  std::unordered_map<uint64_t, RelayDone> relay_waiters_;  // RELAY_REPLY, by id
+  struct RelayWaiter {
+    RelayDone done;
+    uint64_t deadline_ms = 0;
+  };
+  std::unordered_map<uint64_t, RelayWaiter> relay_waiters_;  // RELAY_REPLY, by id
+  void expire_relays();
   void on_relay_message(LinkConn* c, const link::Header& h, Buffer& payload);
   uint64_t hold_deadline_ms_ = 0;  // 0: not holding
   std::string last_error_;

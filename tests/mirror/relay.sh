@@ -4,7 +4,9 @@
 # (RELAY / RELAY_REPLY) to the primary, whose answer comes back; the split is
 # the primary's (its write log cut is checked as in split-rejoin); refusals
 # come back with the primary's reason; `status --peer` shows the other
-# node's own view.
+# node's own view. A primary that stops answering (SIGSTOP: the link stays
+# up) makes relayed commands fail after the relay timeout (ack-timeout +
+# 10 s) with exit 4 and a clear error, not hang; SIGCONT and all is well.
 . "$(dirname "$0")/pairlib.sh"
 
 VOL_SIZE=128M
@@ -51,6 +53,36 @@ nbd_flush alpha
 stop_pair
 verify_writes "alpha holds every acknowledged write" w --image "${NODE_IMG[alpha]}" $WIN_OFF $WIN
 check_identical "after the relayed split and rejoin"
+
+# A stopped primary: relayed commands time out (exit 4), nothing hangs.
+start_pair
+wait_state beta synchronized 30 >/dev/null || fail "the restarted pair did not synchronize"
+limit=$(( ${VOL_ACK%s} + 10 ))   # the relay timeout in s (VOL_ACK is "2s")
+kill -STOP "${NODE_PID[alpha]}"
+t0=$SECONDS
+ctl beta status --peer >"$T/peer.out" 2>&1 & p1=$!
+ctl beta rejoin >"$T/rejoin.out" 2>&1 & p2=$!
+wait $p1; rc1=$?
+wait $p2; rc2=$?
+took=$((SECONDS - t0))
+check_eq "status --peer and rejoin on beta with alpha stopped: exit 4 (timed out)" "4 4" "$rc1 $rc2"
+grep -q "'alpha' did not answer within $limit s" "$T/peer.out" \
+    && pass "the error says who did not answer and how long we waited: $(cat "$T/peer.out")" \
+    || fail "status --peer with alpha stopped: $(cat "$T/peer.out")"
+grep -q "ETIMEDOUT" "$T/rejoin.out" && pass "rejoin: $(cat "$T/rejoin.out")" \
+    || fail "rejoin with alpha stopped: $(cat "$T/rejoin.out")"
+[ $took -ge $((limit - 1)) ] && [ $took -le $((limit + 5)) ] \
+    && pass "both gave up after $took s (relay timeout $limit s)" \
+    || fail "the relayed commands took $took s, expected about $limit s"
+node_alive beta && pass "beta's daemon is fine" || fail "beta died"
+kill -CONT "${NODE_PID[alpha]}"
+wait_state alpha synchronized 60 >/dev/null && wait_state beta synchronized 60 >/dev/null \
+    && pass "after SIGCONT the pair is synchronized again" \
+    || fail "after SIGCONT: $(status_get alpha .state)/$(status_get beta .state)"
+check_eq "the late relayed rejoin changed nothing (alpha primary, not split)" \
+    primary/synchronized "$(status_get alpha .role)/$(status_get alpha .state)"
+check_eq "status --peer answers again" alpha "$(ctl beta status --peer --json | jq -r .node)"
+stop_pair
 
 # The peer down: nothing to relay to; a clear error, no state change.
 must_start beta
