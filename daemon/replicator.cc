@@ -69,6 +69,7 @@ Replicator::~Replicator() = default;
 
 Replicator::Op* Replicator::new_op(Kind kind, uint64_t off, uint32_t len, IoDone* upper) {
   Op* op;
+  ++live_ops_;
   if (free_ops_.empty()) {
     op = new Op();
   } else {
@@ -88,6 +89,7 @@ Replicator::Op* Replicator::new_op(Kind kind, uint64_t off, uint32_t len, IoDone
 }
 
 void Replicator::free_op(Op* op) {
+  --live_ops_;
   op->payload.clear();
   free_ops_.emplace_back(op);
 }
@@ -732,7 +734,11 @@ void Replicator::resync_pump() {
     resync_cursor_ = 0;
     resync_scan_done_ = false;
     batch_epoch_ = dirty_epoch_;
-    loop_.defer([this] { resync_pump(); });
+    ++deferred_;
+    loop_.defer([this] {
+      --deferred_;
+      resync_pump();
+    });
     return;
   }
   if (sync_done_sent_) return;
@@ -847,6 +853,22 @@ void Replicator::tick(uint64_t now_ms) {
     rate_window_bytes_ = 0;
   }
   resync_pump();
+}
+
+void Replicator::retire() {
+  on_link_failure = nullptr;
+  on_synced = nullptr;
+  bool only_pings = true;
+  for (const auto& [id, op] : outstanding_)
+    only_pings = only_pings && (op->kind == Kind::kPing || op->kind == Kind::kSyncDone);
+  // Unanswered data requests: their regions are marked dirty, as for any
+  // lost link (conservative; a clean demote leaves none).
+  if (link_ && !only_pings) link_lost("the role changed");
+  for (auto& [id, op] : std::exchange(outstanding_, {})) free_op(op);
+  link_ = nullptr;
+  state_ = LinkState::kDisconnected;
+  ping_outstanding_ = false;
+  resync_active_ = false;
 }
 
 void Replicator::quiesce(std::function<void(bool clean)> done) {

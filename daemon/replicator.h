@@ -114,6 +114,15 @@ class Replicator final : public Backend {
   // Periodic work (timeouts, rate limiting, activity-log eviction): call
   // every ~100 ms.
   void tick(uint64_t now_ms);
+  // The role changed (demote, discard-my-data): no new request comes, and
+  // the Volume closes the link. Forgets the link (so a late completion never
+  // touches it) and the pings waiting on it, and calls back no more; what
+  // still runs finishes on the local copy. Requests the peer never answered
+  // (none after a clean demote) are handled as on a lost link.
+  void retire();
+  // Nothing of this replicator is in flight (no I/O, metadata commit or peer
+  // request names it): a retired one may be destroyed.
+  bool idle() const { return live_ops_ == 0 && deferred_ == 0; }
   // Clean stop: flush both copies; `done(ok)` once finished.
   void quiesce(std::function<void(bool clean)> done);
   // Marks dirty every extent written since both copies last flushed (what
@@ -176,6 +185,8 @@ class Replicator final : public Backend {
   std::unordered_map<uint64_t, Op*> outstanding_;  // sent to the peer, by id
   uint64_t next_id_ = 1;
   std::vector<std::unique_ptr<Op>> free_ops_;
+  uint64_t live_ops_ = 0;  // handed out by new_op, not yet back in free_ops_
+  uint32_t deferred_ = 0;  // Loop::defer callbacks that name this replicator
 
   // Activity log bookkeeping: per active extent, writes in flight and the
   // tick of the last completion; a flush started at tick T covers every

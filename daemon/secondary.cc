@@ -37,6 +37,7 @@ void SecondaryApplier::detach() {
 
 SecondaryApplier::Apply* SecondaryApplier::get() {
   Apply* a;
+  ++live_;
   if (free_.empty()) {
     a = new Apply();
     a->s = this;
@@ -48,7 +49,10 @@ SecondaryApplier::Apply* SecondaryApplier::get() {
   return a;
 }
 
-void SecondaryApplier::put(Apply* a) { free_.emplace_back(a); }
+void SecondaryApplier::put(Apply* a) {
+  --live_;
+  free_.emplace_back(a);
+}
 
 void SecondaryApplier::reply(uint64_t epoch, uint64_t id, int err) {
   if (!link_ || epoch != epoch_) return;

@@ -48,6 +48,8 @@ class SecondaryApplier {
   // A data message (WRITE, TRIM, ZERO, FLUSH, PING, SYNC_DONE).
   void on_message(const link::Header& h, Buffer& payload);
 
+  // Nothing is being applied (a detached applier may be destroyed).
+  bool idle() const { return live_ == 0; }
   uint64_t bytes_applied() const { return bytes_applied_; }
   uint64_t resync_bytes_received() const { return resync_bytes_; }
   // Requests the local disk failed since start, and the last one's
@@ -78,6 +80,7 @@ class SecondaryApplier {
   };
   std::deque<PendingFlush> flushes_;
   std::vector<std::unique_ptr<Apply>> free_;
+  uint64_t live_ = 0;  // handed out by get(), not yet put() back
   uint64_t bytes_applied_ = 0, resync_bytes_ = 0;
   uint64_t local_errors_ = 0;
   std::string last_local_error_;

@@ -784,6 +784,7 @@ void Volume::tick() {
   if (demote_) demote_poll();
   if (discard_) discard_poll();
   if (!relay_waiters_.empty()) expire_relays();
+  if (!retired_replicators_.empty() || !retired_appliers_.empty()) release_retired();
   if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
     // Whoever held the writes is gone or stuck: never block the application.
     hold_deadline_ms_ = 0;

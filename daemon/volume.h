@@ -230,10 +230,11 @@ class Volume final : public LinkConn::Handler {
   std::unique_ptr<LocalWriteGate> local_;  // the secondary's NBD path (open-rw)
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<SecondaryApplier> applier_;
-  // Halves left behind by a role change. Kept, not destroyed: a late
-  // completion (an apply finishing, a ping's reply) may still name them.
+  // Halves left behind by a role change, until nothing in flight names
+  // them (an apply or a write finishing late): then tick() destroys them.
   std::vector<std::unique_ptr<Replicator>> retired_replicators_;
   std::vector<std::unique_ptr<SecondaryApplier>> retired_appliers_;
+  void release_retired();
   RoleGate gate_;
   // The peer's STATE from the last handshake (valid while peer_known_).
   link::State peer_state_;

@@ -3,6 +3,7 @@
 // (kFlagPrimary), so a restart keeps what the last promote or demote chose.
 #include "log.h"
 #include "volume.h"
+#include "volume_internal.h"
 
 namespace mirror {
 
@@ -151,8 +152,28 @@ void Volume::promote(bool force, Done done) {
   changes_->commit(FnDone::make(std::move(record_role)));
 }
 
+void Volume::release_retired() {
+  auto drop_idle = [this](auto& list, const char* what) {
+    for (auto it = list.begin(); it != list.end();) {
+      if (!(*it)->idle()) {
+        ++it;
+        continue;
+      }
+      it = list.erase(it);
+      MLOG_DEBUG("volume '%s': released the %s of the previous role", cfg_.name.c_str(), what);
+    }
+  };
+  drop_idle(retired_replicators_, "replicator");
+  drop_idle(retired_appliers_, "applier");
+}
+
 void Volume::become(Role role) {
   if (role == Role::kSecondary) {
+    // A handshake still holding its writes would otherwise release them
+    // into a retired replicator later.
+    for (auto& s : sessions_)
+      if (s->plan_hold == replicator_.get()) end_plan_hold(s.get());
+    replicator_->retire();
     retired_replicators_.push_back(std::move(replicator_));
     role_ = Role::kSecondary;
     make_applier();
