@@ -25,6 +25,9 @@ LinkConn::LinkConn(Loop& loop, UniqueFd fd, Handler* handler, std::string peer,
       tls_(std::move(tls)) {
   in_.resize(kInputBuffer);
   if (tls_) {
+    tls_->set_plaintext_hint(link::kMagic,
+                             "the peer speaks the plaintext link protocol (tls is off on its "
+                             "side; set tls = true on both nodes)");
     cipher_in_.resize(kInputBuffer);
     cipher_out_.resize(kTlsBacklog);  // allocated once: no zero-fill per send
   }

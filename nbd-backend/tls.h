@@ -57,6 +57,9 @@ class TlsChannel {
   // `client`: this side dialled. `peer_name`: the name the peer's
   // certificate must carry (a DNS subjectAltName, or the CN without one).
   TlsChannel(std::shared_ptr<TlsContext> ctx, bool client, const std::string& peer_name);
+  // A peer whose first four bytes are `magic` speaks the plaintext protocol:
+  // a failed handshake then says `message` rather than OpenSSL's reason.
+  void set_plaintext_hint(uint32_t magic, std::string message);
   ~TlsChannel();
   TlsChannel(const TlsChannel&) = delete;
   TlsChannel& operator=(const TlsChannel&) = delete;
@@ -92,6 +95,8 @@ class TlsChannel {
   bool established_ = false;
   uint8_t first_bytes_[4] = {};
   size_t first_len_ = 0;
+  uint32_t plaintext_magic_ = 0;
+  std::string plaintext_message_;
 };
 
 }  // namespace mirror

@@ -11,7 +11,6 @@
 
 #include <cstring>
 
-#include "link_codec.h"
 #include "unique_fd.h"
 
 namespace mirror {
@@ -152,6 +151,11 @@ TlsChannel::TlsChannel(std::shared_ptr<TlsContext> ctx, bool client, const std::
 
 TlsChannel::~TlsChannel() { SSL_free(ssl_); }
 
+void TlsChannel::set_plaintext_hint(uint32_t magic, std::string message) {
+  plaintext_magic_ = magic;
+  plaintext_message_ = std::move(message);
+}
+
 void TlsChannel::feed(const uint8_t* p, size_t n) {
   // Kept to recognise a plaintext peer (failure()).
   for (size_t i = 0; first_len_ < sizeof first_bytes_ && i < n; ++i) first_bytes_[first_len_++] = p[i];
@@ -179,10 +183,9 @@ std::string TlsChannel::failure(int) {
     magic = uint32_t(first_bytes_[0]) << 24 | uint32_t(first_bytes_[1]) << 16 |
             uint32_t(first_bytes_[2]) << 8 | first_bytes_[3];
   }
-  if (magic == link::kMagic) {
+  if (!plaintext_message_.empty() && magic == plaintext_magic_) {
     ERR_clear_error();
-    return "TLS handshake failed: the peer speaks the plaintext link protocol (tls is off on its "
-           "side; set tls = true on both nodes)";
+    return "TLS handshake failed: " + plaintext_message_;
   }
   long v = SSL_get_verify_result(ssl_);
   if (v != X509_V_OK) {
