@@ -62,15 +62,15 @@ std::string time_text(const ASN1_TIME* t) {
 
 // The private key file: a regular file only its owner can read, as the
 // shared secret's file must be (docs/configuration.md).
-Status check_key_file(const std::string& path) {
+Status check_key_file(const std::string& key_name, const std::string& path) {
+  std::string what = key_name + " \"" + path + "\"";
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
-  if (!fd.valid()) return errno_error("tls-key \"" + path + "\": cannot open");
+  if (!fd.valid()) return errno_error(what + ": cannot open");
   struct stat st {};
-  if (::fstat(fd.get(), &st) < 0) return errno_error("tls-key \"" + path + "\": cannot stat");
-  if (!S_ISREG(st.st_mode)) return Error{EINVAL, "tls-key \"" + path + "\": not a regular file"};
+  if (::fstat(fd.get(), &st) < 0) return errno_error(what + ": cannot stat");
+  if (!S_ISREG(st.st_mode)) return Error{EINVAL, what + ": not a regular file"};
   if (st.st_mode & (S_IRGRP | S_IROTH))
-    return Error{EPERM, "tls-key \"" + path +
-                            "\" is readable by group or others; run chmod 600 " + path};
+    return Error{EPERM, what + " is readable by group or others; run chmod 600 " + path};
   return {};
 }
 
@@ -87,39 +87,46 @@ std::string explain(const std::string& reason) {
 }  // namespace
 
 Result<std::shared_ptr<TlsContext>> TlsContext::create(const TlsFiles& files,
-                                                       std::string* warning) {
+                                                       std::string* warning,
+                                                       const TlsOptions& options) {
+  const std::string ca_key = options.key_prefix + "-ca";
+  const std::string cert_key = options.key_prefix + "-cert";
+  const std::string key_key = options.key_prefix + "-key";
   ERR_clear_error();
   SSL_CTX* raw = SSL_CTX_new(TLS_method());
   if (!raw) return Error{ENOMEM, "TLS: cannot create a context: " + openssl_reason()};
   std::shared_ptr<TlsContext> ctx(new TlsContext(raw));
-  // TLS 1.3 only: forward secrecy and AEAD ciphers without configuration.
-  SSL_CTX_set_min_proto_version(raw, TLS1_3_VERSION);
-  // One long-lived connection per pair: no session resumption to get wrong.
+  // Forward secrecy and AEAD ciphers without configuration from 1.3; 1.2
+  // only where a protocol asks for it, with OpenSSL's default ciphers.
+  SSL_CTX_set_min_proto_version(raw, options.min_version);
+  // Long-lived connections: no session resumption to get wrong.
   SSL_CTX_set_num_tickets(raw, 0);
   SSL_CTX_set_session_cache_mode(raw, SSL_SESS_CACHE_OFF);
-  // Both sides prove who they are, in both directions.
-  SSL_CTX_set_verify(raw, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
-
-  if (SSL_CTX_load_verify_locations(raw, files.ca.c_str(), nullptr) != 1)
-    return Error{EINVAL, "tls-ca \"" + files.ca + "\": cannot load the CA: " + openssl_reason()};
+  if (!files.ca.empty()) {
+    // Both sides prove who they are, in both directions.
+    SSL_CTX_set_verify(raw, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
+    if (SSL_CTX_load_verify_locations(raw, files.ca.c_str(), nullptr) != 1)
+      return Error{EINVAL, ca_key + " \"" + files.ca + "\": cannot load the CA: " + openssl_reason()};
+  }
   if (SSL_CTX_use_certificate_chain_file(raw, files.cert.c_str()) != 1)
-    return Error{EINVAL,
-                 "tls-cert \"" + files.cert + "\": cannot load the certificate: " + openssl_reason()};
-  if (auto st = check_key_file(files.key); !st) return st.error();
+    return Error{EINVAL, cert_key + " \"" + files.cert +
+                             "\": cannot load the certificate: " + openssl_reason()};
+  if (auto st = check_key_file(key_key, files.key); !st) return st.error();
   if (SSL_CTX_use_PrivateKey_file(raw, files.key.c_str(), SSL_FILETYPE_PEM) != 1)
-    return Error{EINVAL, "tls-key \"" + files.key + "\": cannot load the private key: " +
+    return Error{EINVAL, key_key + " \"" + files.key + "\": cannot load the private key: " +
                              openssl_reason()};
   if (SSL_CTX_check_private_key(raw) != 1)
-    return Error{EINVAL, "tls-key \"" + files.key + "\" does not belong to the certificate in \"" +
-                             files.cert + "\""};
+    return Error{EINVAL, key_key + " \"" + files.key +
+                             "\" does not belong to the certificate in \"" + files.cert + "\""};
   X509* own = SSL_CTX_get0_certificate(raw);
   if (own && warning) {
     if (X509_cmp_current_time(X509_get0_notAfter(own)) < 0) {
-      *warning = "tls-cert \"" + files.cert + "\" (" + subject_of(own) + ") expired on " +
-                 time_text(X509_get0_notAfter(own)) + ": the peer will refuse this node";
+      *warning = cert_key + " \"" + files.cert + "\" (" + subject_of(own) + ") expired on " +
+                 time_text(X509_get0_notAfter(own)) + ": peers will refuse it";
     } else if (X509_cmp_current_time(X509_get0_notBefore(own)) > 0) {
-      *warning = "tls-cert \"" + files.cert + "\" (" + subject_of(own) + ") is not valid before " +
-                 time_text(X509_get0_notBefore(own)) + ": the peer will refuse this node";
+      *warning = cert_key + " \"" + files.cert + "\" (" + subject_of(own) +
+                 ") is not valid before " + time_text(X509_get0_notBefore(own)) +
+                 ": peers will refuse it";
     }
   }
   return ctx;
@@ -139,8 +146,10 @@ TlsChannel::TlsChannel(std::shared_ptr<TlsContext> ctx, bool client, const std::
   SSL_set_bio(ssl_, rbio_, wbio_);
   SSL_set_app_data(ssl_, &refused_subject_);
   // The peer's certificate must name the peer node, whichever side dialled.
-  SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  SSL_set1_host(ssl_, peer_name_.c_str());
+  if (!peer_name_.empty()) {
+    SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    SSL_set1_host(ssl_, peer_name_.c_str());
+  }
   if (client) {
     SSL_set_tlsext_host_name(ssl_, peer_name_.c_str());
     SSL_set_connect_state(ssl_);
@@ -220,6 +229,10 @@ Status TlsChannel::write(const uint8_t* p, size_t n) {
     n -= size_t(r);
   }
   return {};
+}
+
+bool TlsChannel::has_buffered_input() const {
+  return SSL_pending(ssl_) > 0 || BIO_ctrl_pending(rbio_) > 0;
 }
 
 size_t TlsChannel::pending_output() const { return BIO_ctrl_pending(wbio_); }

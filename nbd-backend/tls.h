@@ -1,8 +1,8 @@
-// TLS 1.3 for the replication link (docs/replication-protocol.md, "TLS"),
-// with OpenSSL driven through memory BIOs: the socket stays LinkConn's, read
-// and written by io_uring; a TlsChannel only turns ciphertext into plaintext
-// and back. Both ends present a certificate signed by the volume's CA that
-// names the node (its `name`); the HMAC authentication runs inside, unchanged.
+// TLS with OpenSSL driven through memory BIOs, for the replication link
+// (docs/replication-protocol.md, "TLS") and the NBD exports (docs/nbd-server.md,
+// "TLS"): the socket stays the connection's, read and written by io_uring; a
+// TlsChannel only turns ciphertext into plaintext and back, so no thread and
+// no blocking call is involved.
 //
 // Errors are values and safe to log: they never hold key material.
 // Thread: one TlsChannel is used by one thread (the Loop's); a TlsContext may
@@ -30,9 +30,19 @@ struct TlsInfo {
 };
 
 struct TlsFiles {
-  std::string ca;    // PEM: the CA that signs both nodes' certificates
+  std::string ca;    // PEM: the CA peers' certificates must chain to; empty: peers unverified
   std::string cert;  // PEM: this node's certificate (chain)
   std::string key;   // PEM: its private key; must not be readable by group or others
+};
+
+// How a context is used; the defaults are the replication link's.
+struct TlsOptions {
+  // The configuration keys of TlsFiles' members are KEY_PREFIX-ca, -cert and
+  // -key: errors name them so the operator knows which line to fix.
+  std::string key_prefix = "tls";
+  // Oldest protocol accepted. The link is TLS 1.3 only; NBD clients must be
+  // offered TLS 1.2 too (the NBD spec's "TLS versions").
+  int min_version = 0x0304;  // TLS1_3_VERSION
 };
 
 class TlsContext {
@@ -40,7 +50,10 @@ class TlsContext {
   // Loads and checks the files. `warning` gets a line to log when this
   // node's own certificate is expired or not yet valid: that is not fatal
   // (the primary keeps serving its clients), but the peer will refuse it.
-  static Result<std::shared_ptr<TlsContext>> create(const TlsFiles& files, std::string* warning);
+  // With `files.ca` set, the peer must present a certificate that chains to
+  // it (both directions: mutual TLS); without, the peer is not asked for one.
+  static Result<std::shared_ptr<TlsContext>> create(const TlsFiles& files, std::string* warning,
+                                                    const TlsOptions& options = {});
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -55,7 +68,8 @@ class TlsContext {
 class TlsChannel {
  public:
   // `client`: this side dialled. `peer_name`: the name the peer's
-  // certificate must carry (a DNS subjectAltName, or the CN without one).
+  // certificate must carry (a DNS subjectAltName, or the CN without one);
+  // empty: any certificate the CA signed will do.
   TlsChannel(std::shared_ptr<TlsContext> ctx, bool client, const std::string& peer_name);
   // A peer whose first four bytes are `magic` speaks the plaintext protocol:
   // a failed handshake then says `message` rather than OpenSSL's reason.
@@ -74,6 +88,9 @@ class TlsChannel {
   Result<size_t> read(uint8_t* p, size_t n);
   // Encrypts all of p (memory BIOs never block).
   Status write(const uint8_t* p, size_t n);
+  // Received bytes not yet returned by read() (decrypted or not): read()
+  // may have more to give without another receive.
+  bool has_buffered_input() const;
   // Ciphertext waiting to be sent.
   size_t pending_output() const;
   // Moves up to `max` bytes of it to `out`; returns how many.
