@@ -83,7 +83,10 @@ Handshake::Status Handshake::step(std::span<const uint8_t> in, size_t& used,
       skip_left_ -= n;
       if (skip_left_ > 0) return Status::kNeedMore;
       phase_ = Phase::kOptions;
-      encode_option_error(out, skip_opt_, kRepErrTooBig, "option data too long");
+      if (tls_required())
+        encode_option_error(out, skip_opt_, kRepErrTlsReqd, "TLS is required: send NBD_OPT_STARTTLS");
+      else
+        encode_option_error(out, skip_opt_, kRepErrTooBig, "option data too long");
       return Status::kNeedMore;
     }
     case Phase::kOptions: {
@@ -130,6 +133,14 @@ void Handshake::finish(const ExportInfo* e) {
 
 Handshake::Status Handshake::handle_option(uint32_t opt, std::span<const uint8_t> data,
                                            std::vector<uint8_t>& out) {
+  // FORCEDTLS: nothing but STARTTLS and ABORT before TLS. EXPORT_NAME cannot
+  // be refused with an error, so the spec says terminate.
+  if (tls_required() && opt != kOptStartTls && opt != kOptAbort) {
+    if (opt == kOptExportName) return close("client chose an export without TLS, which is required");
+    encode_option_error(out, opt, kRepErrTlsReqd,
+                        "TLS is required on this server: send NBD_OPT_STARTTLS first");
+    return Status::kNeedMore;
+  }
   switch (opt) {
     case kOptExportName: {
       std::string_view name(reinterpret_cast<const char*>(data.data()), data.size());
@@ -172,12 +183,36 @@ Handshake::Status Handshake::handle_option(uint32_t opt, std::span<const uint8_t
     case kOptListMetaContext:
     case kOptSetMetaContext:
       return handle_meta(opt, data, out);
+    case kOptStartTls:
+      if (tls_mode_ != TlsMode::kOff) return handle_starttls(data, out);
+      [[fallthrough]];  // NOTLS: the spec allows NBD_REP_ERR_UNSUP
     default:
-      // STARTTLS, EXTENDED_HEADERS and anything unknown: not supported, and
-      // the session stays usable.
+      // EXTENDED_HEADERS, anything unknown, and STARTTLS with TLS off: not
+      // supported, and the session stays usable.
       encode_option_error(out, opt, kRepErrUnsup, "option not supported by this server");
       return Status::kNeedMore;
   }
+}
+
+Handshake::Status Handshake::handle_starttls(std::span<const uint8_t> data,
+                                             std::vector<uint8_t>& out) {
+  if (!data.empty()) {
+    encode_option_error(out, kOptStartTls, kRepErrInvalid, "NBD_OPT_STARTTLS takes no data");
+    return Status::kNeedMore;
+  }
+  // The spec: a second STARTTLS gets NBD_REP_ERR_INVALID.
+  if (tls_) {
+    encode_option_error(out, kOptStartTls, kRepErrInvalid, "TLS is already running");
+    return Status::kNeedMore;
+  }
+  encode_option_reply(out, kOptStartTls, kRepAck);
+  tls_ = true;
+  // What was negotiated in plaintext could have been altered by anyone on
+  // the path: the client negotiates again, under TLS.
+  result_.structured_replies = false;
+  meta_export_.clear();
+  meta_ids_.clear();
+  return Status::kStartTls;
 }
 
 Handshake::Status Handshake::handle_info_go(uint32_t opt, std::span<const uint8_t> data,

@@ -54,20 +54,36 @@ struct Negotiated {
   uint16_t transmission_flags = 0;
 };
 
+// The server's TLS mode, in the spec's terms ("TLS support"):
+//   kOff      NOTLS: NBD_OPT_STARTTLS is answered NBD_REP_ERR_UNSUP.
+//   kOptional SELECTIVETLS with no TLS-only export: STARTTLS is accepted,
+//             and every export is served without it too.
+//   kRequire  FORCEDTLS: before STARTTLS every option but ABORT is answered
+//             NBD_REP_ERR_TLS_REQD, and EXPORT_NAME (which cannot be
+//             answered with an error) ends the session.
+enum class TlsMode { kOff, kOptional, kRequire };
+
 // Server side of fixed-newstyle negotiation as a state machine. The caller
 // sends greeting() first, then appends every received byte to its input
 // buffer and calls feed(); feed consumes whole messages only and appends the
 // server's replies to `out`. No state is kept outside this object.
+//
+// STARTTLS: feed returns kStartTls right after the NBD_OPT_STARTTLS it
+// acknowledged. The caller sends `out` in plaintext, runs the TLS handshake
+// on the bytes that follow (they are ciphertext: the consumed count stops at
+// the option) and then keeps calling feed with the decrypted stream; option
+// haggling restarts, with nothing negotiated before TLS kept.
 class Handshake {
  public:
-  enum class Status { kNeedMore, kDone, kClose };
+  enum class Status { kNeedMore, kDone, kClose, kStartTls };
   // Options longer than this are skipped and answered NBD_REP_ERR_TOO_BIG;
   // longer than kMaxOptionSkip the connection is dropped as abusive.
   static constexpr uint32_t kMaxOptionLen = 64 * 1024;
   static constexpr uint64_t kMaxOptionSkip = 16 << 20;
   static constexpr int kMaxOptions = 4096;  // per session, then drop
 
-  explicit Handshake(const ExportCatalog& catalog) : catalog_(catalog) {}
+  explicit Handshake(const ExportCatalog& catalog, TlsMode tls = TlsMode::kOff)
+      : catalog_(catalog), tls_mode_(tls) {}
 
   static void greeting(std::vector<uint8_t>& out);
 
@@ -77,6 +93,8 @@ class Handshake {
   Status feed(std::span<const uint8_t> in, size_t& consumed, std::vector<uint8_t>& out);
 
   const Negotiated& result() const { return result_; }
+  // STARTTLS was acknowledged: everything after it runs over TLS.
+  bool tls() const { return tls_; }
   const std::string& close_reason() const { return close_reason_; }
 
  private:
@@ -85,10 +103,14 @@ class Handshake {
   Status handle_option(uint32_t opt, std::span<const uint8_t> data, std::vector<uint8_t>& out);
   Status handle_info_go(uint32_t opt, std::span<const uint8_t> data, std::vector<uint8_t>& out);
   Status handle_meta(uint32_t opt, std::span<const uint8_t> data, std::vector<uint8_t>& out);
+  Status handle_starttls(std::span<const uint8_t> data, std::vector<uint8_t>& out);
+  bool tls_required() const { return tls_mode_ == TlsMode::kRequire && !tls_; }
   Status close(std::string why);
   void finish(const ExportInfo* e);
 
   const ExportCatalog& catalog_;
+  const TlsMode tls_mode_;
+  bool tls_ = false;
   Phase phase_ = Phase::kClientFlags;
   bool fixed_newstyle_ = false;
   uint32_t skip_opt_ = 0;

@@ -29,7 +29,8 @@ namespace mirror::nbd {
 inline void PrintTo(Handshake::Status s, std::ostream* os) {
   *os << (s == Handshake::Status::kNeedMore ? "kNeedMore"
           : s == Handshake::Status::kDone   ? "kDone"
-                                            : "kClose");
+          : s == Handshake::Status::kClose  ? "kClose"
+                                            : "kStartTls");
 }
 
 namespace codec_test {
@@ -219,7 +220,7 @@ class FakeCatalog : public ExportCatalog {
 // server's receive buffer does, and collects the server's output.
 class Client {
  public:
-  explicit Client(const ExportCatalog& c) : hs_(c) {}
+  explicit Client(const ExportCatalog& c, TlsMode tls = TlsMode::kOff) : hs_(c, tls) {}
   Status Send(const Bytes& b) {
     pending_.insert(pending_.end(), b.begin(), b.end());
     size_t consumed = ~size_t(0);
