@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "codec.h"
 #include "result.h"
 
 namespace mirror {
@@ -52,6 +53,10 @@ struct NodeConfig {
   DeviceConfig device;
   bool nbd_allow_remote = false;        // TCP nbd-listen beyond loopback is allowed
   std::string tls_cert, tls_key;        // with tls: this node's (or the volume's) PEM files
+  // NBD_OPT_STARTTLS on this node's exports (docs/nbd-server.md, "TLS").
+  nbd::TlsMode nbd_tls = nbd::TlsMode::kOff;
+  std::string nbd_tls_cert, nbd_tls_key;  // required unless nbd_tls is off
+  std::string nbd_tls_ca;                 // set: clients must present a certificate it signed
 };
 
 struct VolumeConfig {

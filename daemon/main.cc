@@ -118,6 +118,16 @@ int run(int argc, char** argv) {
   app.add_option("--device-api", device_api,
                  "auto (netlink, else the ioctls), netlink or ioctl: how to attach the device")
       ->check(CLI::IsMember({"auto", "netlink", "ioctl"}));
+  std::string nbd_tls_mode = "off";
+  TlsFiles nbd_tls_files;
+  app.add_option("--nbd-tls", nbd_tls_mode,
+                 "off, optional or require: TLS (NBD_OPT_STARTTLS) on the exports of --export "
+                 "(with --config: the node's nbd-tls key)")
+      ->check(CLI::IsMember({"off", "optional", "require"}));
+  app.add_option("--nbd-tls-cert", nbd_tls_files.cert, "PEM certificate (chain) of this server");
+  app.add_option("--nbd-tls-key", nbd_tls_files.key, "PEM private key of --nbd-tls-cert (mode 600)");
+  app.add_option("--nbd-tls-ca", nbd_tls_files.ca,
+                 "PEM CA: clients must present a certificate it signed (mutual TLS)");
   bool detach_in_use = false;
   app.add_flag("--detach-in-use", detach_in_use,
                "At stop, detach the --device even while it is mounted or in use (its users "
@@ -240,6 +250,22 @@ int run(int argc, char** argv) {
   }
   std::unique_ptr<PowerLoss> power_loss;
   if (faults.power_loss) power_loss = std::make_unique<PowerLoss>();
+  nbd::TlsMode nbd_tls = nbd::TlsMode::kOff;
+  nbd::parse_tls_mode(nbd_tls_mode, &nbd_tls);  // CLI11 checked the spelling
+  if (self) {
+    if (nbd_tls_mode != "off" || !nbd_tls_files.cert.empty() || !nbd_tls_files.key.empty() ||
+        !nbd_tls_files.ca.empty()) {
+      std::fprintf(stderr, "mirrord: --nbd-tls* are for --export; a volume's node has nbd-tls keys\n");
+      return 2;
+    }
+    nbd_tls = self->nbd_tls;
+    nbd_tls_files = {self->nbd_tls_ca, self->nbd_tls_cert, self->nbd_tls_key};
+  } else if (nbd_tls != nbd::TlsMode::kOff &&
+             (nbd_tls_files.cert.empty() || nbd_tls_files.key.empty())) {
+    std::fprintf(stderr, "mirrord: --nbd-tls %s needs --nbd-tls-cert and --nbd-tls-key\n",
+                 nbd_tls_mode.c_str());
+    return 2;
+  }
   if (listen_args.empty()) listen_args.push_back("127.0.0.1:10809");
   std::vector<ListenAddr> addrs;
   for (const auto& l : listen_args) {
@@ -321,6 +347,20 @@ int run(int argc, char** argv) {
     MLOG_INFO("export '%s': %s, %llu bytes%s", s.name.c_str(), s.path.c_str(),
               static_cast<unsigned long long>((*be)->size()), s.read_only ? ", read-only" : "");
     backends.push_back(std::move(*be));
+  }
+  if (nbd_tls != nbd::TlsMode::kOff) {
+    std::string warning;
+    auto ctx = TlsContext::create(nbd_tls_files, &warning,
+                                  {.key_prefix = "nbd-tls", .min_version = 0x0303});  // TLS 1.2
+    if (!ctx) {
+      MLOG_ERROR("%s%s", self ? (cfg.file + ": node '" + self->name + "': ").c_str() : "",
+                 ctx.error().message.c_str());
+      return 1;
+    }
+    if (!warning.empty()) MLOG_WARN("%s", warning.c_str());
+    server.set_tls(nbd_tls, std::move(*ctx));
+    MLOG_INFO("NBD TLS %s%s", std::string(nbd::to_string(nbd_tls)).c_str(),
+              nbd_tls_files.ca.empty() ? "" : ", client certificates verified");
   }
   std::vector<std::string> ready_lines;
   for (const auto& a : addrs) {

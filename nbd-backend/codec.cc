@@ -28,6 +28,25 @@ uint16_t ExportInfo::transmission_flags(bool structured_replies) const {
 
 // ------------------------------------------------------------- handshake --
 
+std::string_view to_string(TlsMode m) {
+  switch (m) {
+    case TlsMode::kOff: return "off";
+    case TlsMode::kOptional: return "optional";
+    case TlsMode::kRequire: return "require";
+  }
+  return "off";
+}
+
+bool parse_tls_mode(std::string_view s, TlsMode* out) {
+  for (TlsMode m : {TlsMode::kOff, TlsMode::kOptional, TlsMode::kRequire}) {
+    if (s == to_string(m)) {
+      *out = m;
+      return true;
+    }
+  }
+  return false;
+}
+
 void Handshake::greeting(std::vector<uint8_t>& out) {
   Writer(out).u64(kNbdMagic).u64(kIHaveOpt).u16(kFlagFixedNewstyle | kFlagNoZeroes);
 }
@@ -139,6 +158,7 @@ Handshake::Status Handshake::handle_option(uint32_t opt, std::span<const uint8_t
     if (opt == kOptExportName) return close("client chose an export without TLS, which is required");
     encode_option_error(out, opt, kRepErrTlsReqd,
                         "TLS is required on this server: send NBD_OPT_STARTTLS first");
+    told_tls_required_ = true;
     return Status::kNeedMore;
   }
   switch (opt) {
@@ -155,7 +175,10 @@ Handshake::Status Handshake::handle_option(uint32_t opt, std::span<const uint8_t
     }
     case kOptAbort:
       encode_option_reply(out, opt, kRepAck);
-      return close("client sent NBD_OPT_ABORT");
+      // The log line an operator looks for when a client without TLS gives up.
+      return close(told_tls_required_ && !tls_ ? "client sent NBD_OPT_ABORT after being told TLS "
+                                                 "is required (NBD_REP_ERR_TLS_REQD)"
+                                               : "client sent NBD_OPT_ABORT");
     case kOptList: {
       if (!data.empty()) {
         encode_option_error(out, opt, kRepErrInvalid, "NBD_OPT_LIST takes no data");

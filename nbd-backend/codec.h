@@ -62,6 +62,9 @@ struct Negotiated {
 //             NBD_REP_ERR_TLS_REQD, and EXPORT_NAME (which cannot be
 //             answered with an error) ends the session.
 enum class TlsMode { kOff, kOptional, kRequire };
+// "off", "optional", "require": the configuration's spelling.
+std::string_view to_string(TlsMode m);
+bool parse_tls_mode(std::string_view s, TlsMode* out);
 
 // Server side of fixed-newstyle negotiation as a state machine. The caller
 // sends greeting() first, then appends every received byte to its input
@@ -111,6 +114,7 @@ class Handshake {
   const ExportCatalog& catalog_;
   const TlsMode tls_mode_;
   bool tls_ = false;
+  bool told_tls_required_ = false;
   Phase phase_ = Phase::kClientFlags;
   bool fixed_newstyle_ = false;
   uint32_t skip_opt_ = 0;

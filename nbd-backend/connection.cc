@@ -18,6 +18,10 @@ constexpr uint32_t kHoleScanMin = 64 * 1024;  // reads this big report holes
 constexpr uint32_t kMaxExtents = 1024;        // per block-status reply
 constexpr size_t kMaxSendIov = 64;
 constexpr size_t kKeepBuffer = 2 << 20;  // larger request buffers are freed
+constexpr size_t kTlsReceive = 64 * 1024;   // ciphertext per receive
+// Plaintext encrypted per send: bounds the ciphertext held, while large
+// enough that a 1 MiB read goes out in one send.
+constexpr size_t kTlsBatch = (1 << 20) + 4096;
 }  // namespace
 
 struct Connection::Request final : IoDone {
@@ -45,7 +49,7 @@ Connection::Connection(NbdServer& server, UniqueFd fd, std::string peer, uint64_
 Connection::~Connection() = default;
 
 void Connection::start() {
-  handshake_ = std::make_unique<nbd::Handshake>(server_);
+  handshake_ = std::make_unique<nbd::Handshake>(server_, server_.tls_mode());
   nbd::Handshake::greeting(hs_out_);
   send_handshake();
 }
@@ -64,7 +68,14 @@ void Connection::post_recv() {
   if (recv_posted_ || phase_ == Phase::kClosing || phase_ == Phase::kDraining) return;
   void* target;
   size_t len;
-  if (phase_ == Phase::kTransmission && payload_req_ && in_start_ == in_end_) {
+  if (tls_) {
+    if (phase_ == Phase::kTransmission && !payload_req_ && !can_accept_request()) return;
+    // Bytes already received may hold whole records: use them first.
+    if (!tls_handshaking_ && tls_->has_buffered_input() && tls_pull_and_dispatch()) return;
+    target = tls_in_.data();
+    len = tls_in_.size();
+    recv_into_payload_ = false;
+  } else if (phase_ == Phase::kTransmission && payload_req_ && in_start_ == in_end_) {
     // The rest of a write payload goes straight into its buffer.
     target = payload_req_->buf.data() + payload_have_;
     len = payload_req_->req.length - payload_have_;
@@ -110,13 +121,112 @@ void Connection::on_recv(int res, uint32_t) {
     MLOG_WARN("%s: receive failed: %s", peer_.c_str(), strerror(-res));
     return close("receive error");
   }
+  if (tls_) {
+    tls_->feed(tls_in_.data(), size_t(res));
+    if (tls_handshaking_) return tls_step();
+    if (!tls_pull_and_dispatch()) post_recv();  // a record is still incomplete
+    return;
+  }
   if (recv_into_payload_) {
     payload_have_ += res;
   } else {
     in_end_ += res;
   }
+  dispatch_input();
+}
+
+void Connection::dispatch_input() {
   if (phase_ == Phase::kHandshake) return handshake_input();
   transmission_input();
+}
+
+// ------------------------------------------------------------------ TLS --
+
+void Connection::begin_tls() {
+  tls_ = std::make_unique<TlsChannel>(server_.tls_context(), false, std::string());
+  tls_handshaking_ = true;
+  tls_in_.resize(kTlsReceive);
+  // Whatever followed STARTTLS is the client's first TLS bytes.
+  if (in_end_ > in_start_) tls_->feed(&in_[in_start_], in_end_ - in_start_);
+  in_start_ = in_end_ = 0;
+  tls_step();
+}
+
+// Advances the TLS handshake and sends what it produced; once it is done,
+// option haggling resumes over TLS.
+void Connection::tls_step() {
+  if (tls_handshaking_ && !hs_close_after_send_) {
+    auto done = tls_->handshake();
+    if (!done) {
+      MLOG_INFO("%s: %s", peer_.c_str(), done.error().message.c_str());
+      hs_close_after_send_ = true;  // after the alert, if there is one
+    } else if (*done) {
+      tls_handshaking_ = false;
+      MLOG_INFO("%s: NBD over %s", peer_.c_str(), tls_->describe().c_str());
+    }
+  }
+  if (tls_->pending_output() > 0) {
+    tls_encrypt(nullptr, 0, 0);
+    sending_tls_only_ = true;
+    return send_cipher();
+  }
+  if (hs_close_after_send_) return close("TLS handshake failed");
+  if (tls_handshaking_) return post_recv();
+  if (!tls_pull_and_dispatch()) post_recv();
+}
+
+// Decrypts what the channel holds into the input buffer. `got`: bytes added.
+Status Connection::tls_fill_input(size_t* got) {
+  *got = 0;
+  compact_input();
+  while (in_end_ < in_.size()) {
+    auto n = tls_->read(&in_[in_end_], in_.size() - in_end_);
+    if (!n) return n.error();
+    if (*n == 0) break;
+    in_end_ += *n;
+    *got += *n;
+  }
+  return {};
+}
+
+// Decrypts and, if that produced anything, hands it to the phase's parser
+// (which posts the next receive itself). False if there was nothing to hand.
+bool Connection::tls_pull_and_dispatch() {
+  size_t got = 0;
+  if (auto st = tls_fill_input(&got); !st) {
+    MLOG_DEBUG("%s: %s", peer_.c_str(), st.error().message.c_str());
+    close(st.error().code == ECONNRESET ? "client disconnected" : "TLS error");
+    return true;
+  }
+  if (got == 0) return false;
+  dispatch_input();
+  return true;
+}
+
+// Encrypts up to `max_plain` bytes of `iov` into tls_out_ (with any record
+// the channel produced on its own); tls_plain_ says how many went in.
+void Connection::tls_encrypt(const iovec* iov, size_t n, size_t max_plain) {
+  tls_plain_ = 0;
+  for (size_t i = 0; i < n && tls_plain_ < max_plain; ++i) {
+    size_t len = std::min(iov[i].iov_len, max_plain - tls_plain_);
+    if (auto st = tls_->write(static_cast<const uint8_t*>(iov[i].iov_base), len); !st) {
+      // Only out of memory: OpenSSL does not fail writes to a memory BIO.
+      MLOG_WARN("%s: %s", peer_.c_str(), st.error().message.c_str());
+      break;
+    }
+    tls_plain_ += len;
+  }
+  tls_out_.resize(tls_->pending_output());
+  tls_out_.resize(tls_->take_output(tls_out_.data(), tls_out_.size()));
+  tls_out_sent_ = 0;
+}
+
+void Connection::send_cipher() {
+  send_posted_ = true;
+  ++uring_ops_;
+  io_uring_prep_send(server_.loop().sqe(&send_completion_), fd_.get(),
+                     tls_out_.data() + tls_out_sent_, tls_out_.size() - tls_out_sent_,
+                     MSG_NOSIGNAL);
 }
 
 // ------------------------------------------------------------ handshake --
@@ -128,6 +238,8 @@ void Connection::handshake_input() {
   if (st == nbd::Handshake::Status::kClose) {
     MLOG_INFO("%s: handshake ended: %s", peer_.c_str(), handshake_->close_reason().c_str());
     hs_close_after_send_ = true;
+  } else if (st == nbd::Handshake::Status::kStartTls) {
+    hs_starttls_after_send_ = true;  // the ACK goes out in plaintext
   } else if (st == nbd::Handshake::Status::kDone) {
     negotiated_ = handshake_->result();
     backend_ = server_.backend_for(negotiated_.export_info);
@@ -141,6 +253,11 @@ void Connection::handshake_input() {
 
 void Connection::send_handshake() {
   sending_handshake_ = true;
+  if (tls_) {
+    iovec v{hs_out_.data() + hs_sent_, hs_out_.size() - hs_sent_};
+    tls_encrypt(&v, 1, v.iov_len);
+    return send_cipher();
+  }
   send_posted_ = true;
   ++uring_ops_;
   io_uring_prep_send(server_.loop().sqe(&send_completion_), fd_.get(), hs_out_.data() + hs_sent_,
@@ -376,10 +493,14 @@ void Connection::kick_send() {
     }
     if (send_iov_.size() >= kMaxSendIov) break;
   }
+  sending_handshake_ = false;
+  if (tls_) {
+    tls_encrypt(send_iov_.data(), send_iov_.size(), kTlsBatch);
+    return send_cipher();
+  }
   send_msg_ = msghdr{};
   send_msg_.msg_iov = send_iov_.data();
   send_msg_.msg_iovlen = send_iov_.size();
-  sending_handshake_ = false;
   send_posted_ = true;
   ++uring_ops_;
   io_uring_prep_sendmsg(server_.loop().sqe(&send_completion_), fd_.get(), &send_msg_,
@@ -397,12 +518,21 @@ void Connection::on_send(int res, uint32_t) {
     return maybe_destroy();
   }
   if (res == -EAGAIN || res == -EINTR) {
+    if (tls_) return send_cipher();  // the same ciphertext: it is encrypted once
     if (sending_handshake_) return send_handshake();
     return kick_send();
   }
   if (res < 0) {
     MLOG_DEBUG("%s: send failed: %s", peer_.c_str(), strerror(-res));
     return close("send failed");
+  }
+  if (tls_) {
+    tls_out_sent_ += size_t(res);
+    if (tls_out_sent_ < tls_out_.size()) return send_cipher();
+    tls_out_.clear();
+    tls_out_sent_ = 0;
+    if (std::exchange(sending_tls_only_, false)) return tls_step();
+    res = int(tls_plain_);  // what the plaintext bookkeeping below sent
   }
   if (sending_handshake_) {
     hs_sent_ += res;
@@ -412,6 +542,7 @@ void Connection::on_send(int res, uint32_t) {
     sending_handshake_ = false;
     if (hs_close_after_send_) return close("handshake ended");
     if (hs_done_after_send_) return enter_transmission();
+    if (std::exchange(hs_starttls_after_send_, false)) return begin_tls();
     return handshake_input();
   }
   size_t left = res;

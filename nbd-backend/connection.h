@@ -8,6 +8,13 @@
 // too many requests are in flight or too many payload bytes are held (say, a
 // client that never reads its replies), the connection stops reading.
 //
+// TLS: after an acknowledged NBD_OPT_STARTTLS every byte on the socket is
+// ciphertext. Received ciphertext is fed to a TlsChannel and the plaintext
+// lands in the same input buffer the codec and the request parser read
+// (never straight into a write's buffer); replies are encrypted in batches of
+// at most kTlsBatch bytes and the ciphertext sent with one send at a time.
+// Everything stays on the Loop: a TlsChannel only transforms memory.
+//
 // Lifetime: owned by NbdServer. close() shuts the socket down; the object is
 // destroyed once no io_uring operation and no backend request is pending.
 #pragma once
@@ -24,6 +31,7 @@
 #include "backend.h"
 #include "buffer.h"
 #include "codec.h"
+#include "tls.h"
 #include "uring.h"
 #include "unique_fd.h"
 
@@ -74,6 +82,14 @@ class Connection {
   void enter_transmission();
   void check_drained();
   void compact_input();
+  // TLS.
+  void begin_tls();
+  void tls_step();
+  Status tls_fill_input(size_t* got);
+  bool tls_pull_and_dispatch();
+  void tls_encrypt(const iovec* iov, size_t n, size_t max_plain);
+  void send_cipher();
+  void dispatch_input();
 
   NbdServer& server_;
   UniqueFd fd_;
@@ -87,6 +103,7 @@ class Connection {
   size_t hs_sent_ = 0;
   bool hs_done_after_send_ = false;
   bool hs_close_after_send_ = false;
+  bool hs_starttls_after_send_ = false;
   nbd::Negotiated negotiated_;
   Backend* backend_ = nullptr;
 
@@ -105,6 +122,15 @@ class Connection {
   std::vector<iovec> send_iov_;
   msghdr send_msg_{};
   bool sending_handshake_ = false;
+
+  // TLS, once STARTTLS was acknowledged.
+  std::unique_ptr<TlsChannel> tls_;
+  bool tls_handshaking_ = false;
+  std::vector<uint8_t> tls_in_;   // ciphertext received
+  std::vector<uint8_t> tls_out_;  // ciphertext being sent
+  size_t tls_out_sent_ = 0;
+  size_t tls_plain_ = 0;          // plaintext bytes tls_out_ carries
+  bool sending_tls_only_ = false;  // tls_out_ is TLS's own (handshake, alert)
 
   // Accounting.
   uint32_t requests_in_flight_ = 0;  // started and not yet replied

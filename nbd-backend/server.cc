@@ -47,6 +47,11 @@ void NbdServer::add_export(nbd::ExportInfo info, Backend* backend) {
   exports_.push_back(std::make_unique<Export>(Export{std::move(info), backend}));
 }
 
+void NbdServer::set_tls(nbd::TlsMode mode, std::shared_ptr<TlsContext> ctx) {
+  tls_mode_ = ctx ? mode : nbd::TlsMode::kOff;
+  tls_ctx_ = std::move(ctx);
+}
+
 void NbdServer::add_meta_context(std::string_view export_name, std::string context,
                                  MetaSource source) {
   for (auto& e : exports_) {

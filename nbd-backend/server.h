@@ -13,6 +13,7 @@
 #include "codec.h"
 #include "listen_addr.h"
 #include "result.h"
+#include "tls.h"
 #include "unique_fd.h"
 #include "uring.h"
 
@@ -42,6 +43,13 @@ class NbdServer final : public nbd::ExportCatalog {
   // The source of context `id` (1-based, as negotiated); nullptr for the
   // Backend's base:allocation.
   const MetaSource* meta_source(const nbd::ExportInfo* e, uint32_t id) const;
+  // NBD_OPT_STARTTLS (docs/nbd-server.md, "TLS"): `mode` applies to every
+  // listener; `ctx` (this server's certificate, and the CA client
+  // certificates must chain to, if any) is required unless mode is kOff.
+  // Set before serving.
+  void set_tls(nbd::TlsMode mode, std::shared_ptr<TlsContext> ctx);
+  nbd::TlsMode tls_mode() const { return tls_mode_; }
+  const std::shared_ptr<TlsContext>& tls_context() const { return tls_ctx_; }
   // Takes a bound listening socket and starts accepting on it.
   void add_listener(BoundSocket sock);
   // Serves export `name` on `fd`, a connected stream socket whose peer skips
@@ -92,6 +100,8 @@ class NbdServer final : public nbd::ExportCatalog {
   std::unordered_set<Connection*> connections_;
   Timer tick_timer_;
   bool shutting_down_ = false;
+  nbd::TlsMode tls_mode_ = nbd::TlsMode::kOff;
+  std::shared_ptr<TlsContext> tls_ctx_;
   std::function<void()> shutdown_done_;
 };
 

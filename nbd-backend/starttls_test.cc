@@ -62,8 +62,12 @@ TEST_F(StartTlsTest, RequireEndsTheSessionOnExportNameWithoutTls) {
 TEST_F(StartTlsTest, RequireStillAcknowledgesAbort) {
   Client c(cat_, TlsMode::kRequire);
   Start(c);
+  EXPECT_EQ(c.Send(Opt(kOptGo, InfoData("disk"))), Status::kNeedMore);
+  c.Take();
   EXPECT_EQ(c.Send(Opt(kOptAbort)), Status::kClose);
   EXPECT_EQ(Hex(c.Take()), N("0003e889045565a9 00000002 00000001 00000000"));
+  EXPECT_THAT(c.hs().close_reason(), ::testing::HasSubstr("TLS is required"))
+      << "the log says why the client gave up";
 }
 
 TEST_F(StartTlsTest, RequireServesEverythingAfterStartTls) {

@@ -17,7 +17,7 @@ have_ctl || skip "needs mirrorctl"
 mkca ca "mirrord test CA"
 mkcert alpha alpha ca 2
 mkcert beta-v1 beta ca 2
-mkcert beta-v2 beta ca 2 "/O=rotated/CN=beta"
+mkcert beta-v2 beta ca 2 DNS:beta "/O=rotated/CN=beta"
 # beta's configured files: rotated by copying over them.
 cp -p "$PKI/beta-v1.pem" "$PKI/beta.pem"
 cp -p "$PKI/beta-v1.key" "$PKI/beta.key"
