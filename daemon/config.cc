@@ -257,6 +257,8 @@ class Parser {
   Status parse_node(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,
                     NodeConfig* node) const;
   Status parse_device(const toml::table& t, const std::string& prefix, DeviceConfig* dev) const;
+  Status parse_node_nbd_tls(const toml::table& t, const std::string& prefix,
+                           NodeConfig* node) const;
   Status parse_node_tls(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,
                         NodeConfig* node) const;
   Status parse_nodes(const toml::table& root, VolumeConfig* cfg) const;
@@ -571,7 +573,8 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
   if (auto st = check_keys(t, prefix,
                            {"name", "address", "backing", "metadata", "nbd-listen", "nbd-allow-remote",
                             "control", "device", "device-connections", "device-timeout",
-                            "dead-connection-timeout", "tls-cert", "tls-key"});
+                            "dead-connection-timeout", "tls-cert", "tls-key", "nbd-tls",
+                            "nbd-tls-cert", "nbd-tls-key", "nbd-tls-ca"});
       !st)
     return st;
   auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
@@ -630,8 +633,14 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
 
   if (const auto* n = t.get("nbd-allow-remote")) {
     const auto* b = n->as_boolean();
-    if (b == nullptr) return wrong_type(key("nbd-allow-remote"), *n, "true or false");
-    node->nbd_allow_remote = b->get();
+    const auto* s = n->as_string();
+    if (s != nullptr && s->get() == "tls") {
+      node->nbd_allow_remote = node->nbd_remote_needs_tls = true;
+    } else if (b == nullptr) {
+      return wrong_type(key("nbd-allow-remote"), *n, "true, false or \"tls\"");
+    } else {
+      node->nbd_allow_remote = b->get();
+    }
   }
 
   if (const auto* l = t.get("nbd-listen")) {
@@ -658,7 +667,7 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
                            " is not a loopback address, and NBD clients are not authenticated: "
                            "anyone who can reach it could read and overwrite the volume; listen "
                            "on 127.0.0.1, [::1] or a unix: socket, or set nbd-allow-remote = "
-                           "true in this [[node]] table");
+                           "true in this [[node]] table (or \"tls\", with nbd-tls = \"require\")");
       node->nbd_listen.push_back(a->to_string());
     }
   } else {
@@ -667,7 +676,47 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
       return fail(key("control"), quote(node->control) + " is also the default nbd-listen socket");
   }
   if (auto st = parse_device(t, prefix, &node->device); !st) return st;
+  if (auto st = parse_node_nbd_tls(t, prefix, node); !st) return st;
   return parse_node_tls(t, prefix, cfg, node);
+}
+
+// TLS on the node's NBD exports: a mode, and the files it needs.
+Status Parser::parse_node_nbd_tls(const toml::table& t, const std::string& prefix,
+                                  NodeConfig* node) const {
+  auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
+  if (const auto* n = t.get("nbd-tls")) {
+    auto mode = get_string(*n, key("nbd-tls"));
+    if (!mode) return mode.error();
+    if (!nbd::parse_tls_mode(*mode, &node->nbd_tls))
+      return fail(key("nbd-tls"), quote(*mode) + " is not \"off\", \"optional\" or \"require\"");
+  }
+  for (auto [k, dst] : {std::pair{"nbd-tls-cert", &node->nbd_tls_cert},
+                        std::pair{"nbd-tls-key", &node->nbd_tls_key},
+                        std::pair{"nbd-tls-ca", &node->nbd_tls_ca}}) {
+    if (const auto* n = t.get(k)) {
+      auto path = get_path(*n, key(k));
+      if (!path) return path.error();
+      *dst = std::move(*path);
+      if (node->nbd_tls == nbd::TlsMode::kOff)
+        return fail(key(k), "set, but nbd-tls is off: the exports would run in plaintext; set "
+                            "nbd-tls = \"require\" (or \"optional\") in this [[node]] table");
+    }
+  }
+  if (node->nbd_tls != nbd::TlsMode::kOff) {
+    if (node->nbd_tls_cert.empty())
+      return fail(key("nbd-tls-cert"),
+                  "missing: nbd-tls = \"" + std::string(nbd::to_string(node->nbd_tls)) +
+                      "\" needs the certificate the exports present, e.g. nbd-tls-cert = "
+                      "\"/etc/mirrord/nbd-cert.pem\"");
+    if (node->nbd_tls_key.empty())
+      return fail(key("nbd-tls-key"), "missing: nbd-tls = \"" +
+                                          std::string(nbd::to_string(node->nbd_tls)) +
+                                          "\" needs the private key of nbd-tls-cert");
+  }
+  if (node->nbd_remote_needs_tls && node->nbd_tls != nbd::TlsMode::kRequire)
+    return fail(key("nbd-tls"), "must be \"require\": nbd-allow-remote = \"tls\" allows remote "
+                                "NBD listeners only when every client must use TLS");
+  return {};
 }
 
 Status Parser::parse_device(const toml::table& t, const std::string& prefix,

@@ -52,6 +52,7 @@ struct NodeConfig {
   std::vector<std::string> nbd_listen;  // "HOST:PORT", "[V6]:PORT" or "unix:/PATH"
   DeviceConfig device;
   bool nbd_allow_remote = false;        // TCP nbd-listen beyond loopback is allowed
+  bool nbd_remote_needs_tls = false;    // nbd-allow-remote = "tls": only with nbd-tls = require
   std::string tls_cert, tls_key;        // with tls: this node's (or the volume's) PEM files
   // NBD_OPT_STARTTLS on this node's exports (docs/nbd-server.md, "TLS").
   nbd::TlsMode nbd_tls = nbd::TlsMode::kOff;

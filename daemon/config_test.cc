@@ -338,7 +338,7 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"name = \"beta\"", "name = \"beta\"\nnbd-listen = [\"localhost:1\", \"localhost:1\"]",
                   "node[2].nbd-listen[2]: \"localhost:1\" is listed twice"},
         ErrorCase{"name = \"beta\"", "name = \"beta\"\nnbd-allow-remote = \"yes\"",
-                  "node[2].nbd-allow-remote: must be true or false, not a string"},
+                  "node[2].nbd-allow-remote: must be true, false or \"tls\", not a string"},
         ErrorCase{"name = \"beta\"", "name = \"beta\"\nnbd-listen = [1]",
                   "node[2].nbd-listen[1]: must be a string, not an integer"},
         ErrorCase{"name = \"beta\"", "name = \"beta\"\ncontrol = \"/run/mirrord/db.nbd\"",
@@ -375,6 +375,51 @@ TEST(Config, RemoteNbdListenerNeedsExplicitConsent) {
     auto r = parse_volume_config(
         with("name = \"beta\"", "name = \"beta\"\nnbd-listen = [\"" + addr + "\"]"), kFile);
     ASSERT_TRUE(r.ok()) << addr << ": " << r.error().to_string();
+  }
+}
+
+// TLS on the NBD exports: per node, every mistake names its key.
+TEST(Config, NbdTlsKeys) {
+  auto r = parse_volume_config(
+      with("name = \"beta\"", R"(name = "beta"
+nbd-tls = "require"
+nbd-tls-cert = "/etc/mirrord/nbd.pem"
+nbd-tls-key = "/etc/mirrord/nbd.key"
+nbd-tls-ca = "/etc/mirrord/clients-ca.pem"
+nbd-allow-remote = "tls"
+nbd-listen = ["0.0.0.0:10809"])"),
+      kFile);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  const NodeConfig& b = r->nodes[1];
+  EXPECT_EQ(b.nbd_tls, nbd::TlsMode::kRequire);
+  EXPECT_EQ(b.nbd_tls_cert, "/etc/mirrord/nbd.pem");
+  EXPECT_EQ(b.nbd_tls_key, "/etc/mirrord/nbd.key");
+  EXPECT_EQ(b.nbd_tls_ca, "/etc/mirrord/clients-ca.pem");
+  EXPECT_TRUE(b.nbd_allow_remote);
+  EXPECT_TRUE(b.nbd_remote_needs_tls);
+  EXPECT_EQ(r->nodes[0].nbd_tls, nbd::TlsMode::kOff) << "off unless asked for, per node";
+}
+
+TEST(Config, NbdTlsErrors) {
+  const std::string cert = "nbd-tls-cert = \"/c.pem\"\nnbd-tls-key = \"/c.key\"\n";
+  struct Case {
+    std::string lines, error;
+  } cases[] = {
+      {"nbd-tls = \"on\"", "node[2].nbd-tls: \"on\" is not \"off\", \"optional\" or \"require\""},
+      {"nbd-tls = true", "node[2].nbd-tls: must be a string, not a boolean"},
+      {"nbd-tls = \"require\"", "node[2].nbd-tls-cert: missing: nbd-tls = \"require\" needs"},
+      {"nbd-tls = \"optional\"\nnbd-tls-cert = \"/c.pem\"",
+       "node[2].nbd-tls-key: missing: nbd-tls = \"optional\" needs the private key"},
+      {cert, "node[2].nbd-tls-cert: set, but nbd-tls is off"},
+      {"nbd-tls = \"require\"\n" + cert + "nbd-tls-ca = \"ca.pem\"",
+       "node[2].nbd-tls-ca: \"ca.pem\" must be an absolute path"},
+      {"nbd-allow-remote = \"tls\"", "node[2].nbd-tls: must be \"require\": nbd-allow-remote = \"tls\""},
+      {"nbd-allow-remote = \"tls\"\nnbd-tls = \"optional\"\n" + cert,
+       "node[2].nbd-tls: must be \"require\""},
+  };
+  for (const Case& c : cases) {
+    std::string msg = parse_error(with("name = \"beta\"", "name = \"beta\"\n" + c.lines));
+    EXPECT_THAT(msg, HasSubstr(std::string(kFile) + ": " + c.error)) << c.lines;
   }
 }
 

@@ -85,7 +85,14 @@ std::string render(const VolumeConfig& c) {
          "\ncontrol = " + toml_string(n.control) + "\nnbd-listen = [";
     for (const auto& l : n.nbd_listen) t += toml_string(l) + ",";
     t += "]\n";
-    if (n.nbd_allow_remote) t += "nbd-allow-remote = true\n";
+    if (n.nbd_allow_remote)
+      t += n.nbd_remote_needs_tls ? "nbd-allow-remote = \"tls\"\n" : "nbd-allow-remote = true\n";
+    if (n.nbd_tls != mirror::nbd::TlsMode::kOff) {
+      t += "nbd-tls = " + toml_string(std::string(mirror::nbd::to_string(n.nbd_tls))) + "\n";
+      t += "nbd-tls-cert = " + toml_string(n.nbd_tls_cert) + "\n";
+      t += "nbd-tls-key = " + toml_string(n.nbd_tls_key) + "\n";
+      if (!n.nbd_tls_ca.empty()) t += "nbd-tls-ca = " + toml_string(n.nbd_tls_ca) + "\n";
+    }
     if (!n.device.path.empty()) {
       t += "device = " + toml_string(n.device.path) + "\n";
       t += "device-connections = " + std::to_string(n.device.connections) + "\n";
@@ -115,7 +122,10 @@ bool same(const VolumeConfig& a, const VolumeConfig& b) {
         x.nbd_allow_remote != y.nbd_allow_remote || x.device.path != y.device.path ||
         x.device.connections != y.device.connections || x.device.timeout_s != y.device.timeout_s ||
         x.device.dead_conn_timeout_s != y.device.dead_conn_timeout_s ||
-        x.tls_cert != y.tls_cert || x.tls_key != y.tls_key)
+        x.tls_cert != y.tls_cert || x.tls_key != y.tls_key ||
+        x.nbd_remote_needs_tls != y.nbd_remote_needs_tls || x.nbd_tls != y.nbd_tls ||
+        x.nbd_tls_cert != y.nbd_tls_cert || x.nbd_tls_key != y.nbd_tls_key ||
+        x.nbd_tls_ca != y.nbd_tls_ca)
       return false;
   }
   return true;
