@@ -35,6 +35,9 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"demoting", st.demoting},
       {"discarding", st.discarding},
       {"writable", st.role == Role::kPrimary || st.writable},
+      {"nbd",
+       {{"tls", nbd::to_string(st.nbd_tls)},
+        {"client_certificates", st.nbd_tls_client_certs}}},
   };
   if (st.role == Role::kSecondary) {
     j["backup"] = {{"point", st.backup_point}, {"changed_bytes", st.changed_since_backup}};

@@ -849,6 +849,8 @@ VolumeStatus Volume::status() const {
   st.volume = cfg_.name;
   st.node = self_.name;
   st.peer = peer_.name;
+  st.nbd_tls = self_.nbd_tls;
+  st.nbd_tls_client_certs = !self_.nbd_tls_ca.empty();
   st.role = role_;
   st.size = cfg_.size;
   st.dirty_bytes = bitmap_->dirty_bytes();

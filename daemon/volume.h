@@ -46,6 +46,8 @@ inline constexpr const char* kChangedContext = "mirrord:dirty-since-backup";
 // What `mirrorctl status` shows for a volume.
 struct VolumeStatus {
   std::string volume, node, peer;
+  nbd::TlsMode nbd_tls = nbd::TlsMode::kOff;  // this node's exports (nbd-tls)
+  bool nbd_tls_client_certs = false;          // nbd-tls-ca set: clients must present one
   Role role = Role::kSecondary;
   std::string link;          // connected / connecting / disconnected
   std::string state;         // synchronized, resyncing, degraded, split, split-brain, ...
