@@ -14,7 +14,9 @@
 #              client on CPU 0; none: no pinning
 #   SCHED      other (default) or fifo: run servers and client as SCHED_FIFO 10
 #   TRANSPORT  tcp (default, 127.0.0.1) or unix
-#   SERVERS    subset/order of: mirrord nbdkit qemu-nbd nbd-server
+#   SERVERS    subset/order of: mirrord nbdkit qemu-nbd nbd-server mirrord-base
+#              (mirrord-base: the mirrord binary MIRRORD_BASE, say a build of main,
+#              measured in the same run for a before/after; never counted as a peer)
 #   ROWS       subset/order of: w4k-qd1 w4k-qd32 r4k-qd1 r4k-qd32 w1m-qd8 fua4k-qd1 fua4k-qd32
 #   SIZE       backing file size (1G)     BENCH_DIR  where backing files go (/var/tmp/mirrord-bench)
 #   BUILD_DIR  where mirrord and nbdload are (<repo>/build); MIRRORD, NBDLOAD override each
@@ -38,6 +40,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
 NBDLOAD=${NBDLOAD:-$BUILD_DIR/nbdload}
 MIRRORD=${MIRRORD:-$BUILD_DIR/mirrord}
+MIRRORD_BASE=${MIRRORD_BASE:-}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/mirrord-bench}
 RESULTS_DIR=$REPO/bench/results
 
@@ -170,11 +173,12 @@ start_server() {
   port=$(free_port)
   local -a cmd where
   case $s in
-    mirrord)
-      local listen="127.0.0.1:0"; [[ $TRANSPORT == unix ]] && listen="unix:$sock"
-      rm -f "$WORK/mirrord.ready"
+    mirrord|mirrord-base)
+      local listen="127.0.0.1:0" bin=$MIRRORD; [[ $TRANSPORT == unix ]] && listen="unix:$sock"
+      [[ $s == mirrord-base ]] && bin=$MIRRORD_BASE
+      rm -f "$WORK/$s.ready"
       # shellcheck disable=SC2206
-      cmd=("$MIRRORD" --export "bench=$disk" --listen "$listen" --ready-file "$WORK/mirrord.ready" $MIRRORD_ARGS)
+      cmd=("$bin" --export "bench=$disk" --listen "$listen" --ready-file "$WORK/$s.ready" $MIRRORD_ARGS)
       ;;
     nbdkit)
       where=(-i 127.0.0.1 -p "$port"); [[ $TRANSPORT == unix ]] && where=(-U "$sock")
@@ -203,11 +207,11 @@ start_server() {
   CMD[$s]="${SRV_PIN[*]} ${cmd[*]}"
   "${SRV_PIN[@]}" "${cmd[@]}" >>"$WORK/$s.log" 2>&1 </dev/null &
   PID[$s]=$!
-  if [[ $s == mirrord ]]; then
-    wait_ready "$s" file "$WORK/mirrord.ready" || return 1
+  if [[ $s == mirrord* ]]; then
+    wait_ready "$s" file "$WORK/$s.ready" || return 1
     local line kind=tcp
     [[ $TRANSPORT == unix ]] && kind=unix
-    line=$(grep -m1 "^$kind " "$WORK/mirrord.ready") ||
+    line=$(grep -m1 "^$kind " "$WORK/$s.ready") ||
       { log "no $kind line in mirrord's ready file"; return 1; }
     if [[ $kind == tcp ]]; then URI[$s]="nbd://${line#tcp }/bench"
     else URI[$s]="nbd+unix:///bench?socket=${line#unix }"; fi
@@ -238,7 +242,9 @@ make_disk() {
 
 version_of() {
   case $1 in
-    mirrord) "$MIRRORD" --version 2>/dev/null | head -1 ||
+    mirrord|mirrord-base)
+      local bin=$MIRRORD; [[ $1 == mirrord-base ]] && bin=$MIRRORD_BASE
+      "$bin" --version 2>/dev/null | head -1 ||
                echo "mirrord $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '(no commit)')" ;;
     nbdkit) nbdkit --version | head -1 ;;
     qemu-nbd) qemu-nbd --version | head -1 ;;
@@ -259,6 +265,8 @@ for s in $SERVERS; do
   case $s in
     mirrord)
       if [[ -x $MIRRORD ]]; then active+=("$s"); else log "skipping mirrord: no $MIRRORD"; fi ;;
+    mirrord-base)
+      if [[ -x $MIRRORD_BASE ]]; then active+=("$s"); else log "skipping mirrord-base: set MIRRORD_BASE"; fi ;;
     nbdkit|qemu-nbd|nbd-server)
       if command -v "$s" >/dev/null; then active+=("$s"); else log "skipping $s: not installed"; fi ;;
     *) echo "unknown server $s" >&2; exit 2 ;;
@@ -417,7 +425,7 @@ awk -F'\t' -v servers="${active[*]}" -v rows="$ROWS" -v labels="$row_labels" '
         lat[S[j], r] = sprintf("%.0f / %.0f", p50[key, med_idx], p99[key, med_idx])
         line = line " " fmt(med, unit) " |"
         if (S[j] == "mirrord") mv = med
-        else if (med > best) { best = med; bestname = S[j] }
+        else if (S[j] != "mirrord-base" && med > best) { best = med; bestname = S[j] }
       }
       if (has_m) {
         if (mv > 0 && best > 0) line = line sprintf(" %.2f× (vs %s) |", mv / best, bestname)
