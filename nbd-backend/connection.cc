@@ -22,6 +22,10 @@ constexpr size_t kTlsReceive = 64 * 1024;   // ciphertext per receive
 // Plaintext encrypted per send: bounds the ciphertext held, while large
 // enough that a 1 MiB read goes out in one send.
 constexpr size_t kTlsBatch = (1 << 20) + 4096;
+// After a write this big, the next receive asks for one request header only,
+// so that a following big payload lands straight in its request's buffer
+// instead of filling the input buffer and being copied out of it.
+constexpr uint32_t kBigPayload = 64 * 1024;
 }  // namespace
 
 struct Connection::Request final : IoDone {
@@ -68,6 +72,7 @@ void Connection::post_recv() {
   if (recv_posted_ || phase_ == Phase::kClosing || phase_ == Phase::kDraining) return;
   void* target;
   size_t len;
+  int flags = 0;
   if (tls_) {
     if (phase_ == Phase::kTransmission && !payload_req_ && !can_accept_request()) return;
     // Bytes already received may hold whole records: use them first.
@@ -77,19 +82,25 @@ void Connection::post_recv() {
     recv_into_payload_ = false;
   } else if (phase_ == Phase::kTransmission && payload_req_ && in_start_ == in_end_) {
     // The rest of a write payload goes straight into its buffer.
+    // MSG_WAITALL: one completion for the whole payload, not one per
+    // segment the socket happened to hold.
     target = payload_req_->buf.data() + payload_have_;
     len = payload_req_->req.length - payload_have_;
     recv_into_payload_ = true;
+    flags = MSG_WAITALL;
   } else {
     if (phase_ == Phase::kTransmission && !payload_req_ && !can_accept_request()) return;
     compact_input();
     target = &in_[in_end_];
     len = in_.size() - in_end_;
+    size_t have = in_end_ - in_start_;
+    if (big_payload_last_ && !payload_req_ && have < nbd::kRequestHeaderSize)
+      len = nbd::kRequestHeaderSize - have;
     recv_into_payload_ = false;
   }
   recv_posted_ = true;
   ++uring_ops_;
-  io_uring_prep_recv(server_.loop().sqe(&recv_completion_), fd_.get(), target, len, 0);
+  io_uring_prep_recv(server_.loop().sqe(&recv_completion_), fd_.get(), target, len, flags);
 }
 
 void Connection::compact_input() {
@@ -316,6 +327,7 @@ void Connection::transmission_input() {
     r->req = req;
     r->pre_error = v.error;
     ++requests_in_flight_;
+    big_payload_last_ = v.payload >= kBigPayload;
     if (v.payload) {
       r->buf.reserve(v.payload);
       r->held = v.payload;

@@ -2,7 +2,9 @@
 // io_uring completions on the server's Loop.
 //
 // Transmission: requests are parsed from a receive buffer (write payloads
-// that do not fit are received straight into the request's buffer), handed
+// that do not fit are received straight into the request's buffer, and
+// after a big write only the next header is, so a run of big writes is never
+// copied out of the receive buffer), handed
 // to the export's Backend, and replied to in completion order. Replies are
 // queued and sent with one sendmsg at a time, batched. Backpressure: when
 // too many requests are in flight or too many payload bytes are held (say, a
@@ -114,6 +116,7 @@ class Connection {
   uint32_t payload_have_ = 0;
   bool recv_posted_ = false;
   bool recv_into_payload_ = false;
+  bool big_payload_last_ = false;  // the last request carried >= kBigPayload bytes
   bool disc_received_ = false;
 
   // Output.
