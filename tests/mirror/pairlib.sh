@@ -667,6 +667,9 @@ _pair_cleanup() {
         [ -n "$p" ] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
     for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    # Any daemon of this test whose pid was not recorded (started in a
+    # subshell) still names this test's directory in its command line.
+    [ -n "${T:-}" ] && pkill -KILL -f -- "--config $T/" 2>/dev/null
     for h in "${CLEANUP_HOOKS[@]}"; do eval "$h" >/dev/null 2>&1; done
     if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then dump_mirrord_log; fi
     (exit $rc)

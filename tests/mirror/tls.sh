@@ -177,7 +177,10 @@ done
     && pass "mirrorctl status (table) says the plaintext link is not encrypted" \
     || fail "mirrorctl status does not say the link is not encrypted"
 stop_pair
-check_eq "[stopped] no link, no link_security" null "$(start_node beta >/dev/null; status_get beta .link_security)"
+# Started here, not inside $(...): a subshell's start_node would record the
+# pid only there, and stop_node could not stop it.
+must_start beta
+check_eq "[stopped] no link, no link_security" null "$(status_get beta .link_security)"
 stop_node beta
 A_MODE=tls B_MODE=tls
 
