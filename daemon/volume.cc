@@ -674,8 +674,10 @@ void Volume::on_link_closed(LinkConn* c, const std::string& why) {
   auto* s = static_cast<Session*>(c->context);
   s->gone = true;
   end_plan_hold(s);  // the handshake failed after its plan
-  if (s == active_ && stopping_) {
-    // Our own stop, after both copies were flushed: nothing to mark.
+  if (s == active_ && quiesced_) {
+    // Our own stop, after both copies were flushed: nothing to mark. A link
+    // that ends before (the peer stopping at the same moment) is a loss
+    // like any other: the stop's flush waits for link_lost to answer it.
     active_ = nullptr;
     if (applier_) applier_->detach();
   } else if (s == active_) {
@@ -808,6 +810,7 @@ void Volume::stop(std::function<void()> done) {
   tick_timer_.cancel();
   if (acceptor_) acceptor_->stop();
   auto finish = [this, done = std::move(done)](bool synced) {
+    quiesced_ = true;
     if (role_ == Role::kPrimary && !synced && replicator_) replicator_->mark_unflushed_dirty();
     auto close_all = [this, done] {
       for (auto& s : sessions_) s->conn->close("node stopping");

@@ -263,6 +263,7 @@ class Volume final : public LinkConn::Handler {
   Timer tick_timer_;
   uint64_t now_ms_ = 0;
   bool stopping_ = false;
+  bool quiesced_ = false;  // stopping, and both copies flushed (or the peer gone)
   bool split_brain_ = false;
   uint64_t split_unix_ms_ = 0;
   uint64_t split_drain_us_ = 0;
