@@ -14,71 +14,28 @@
 #include <cstdio>
 #include <cstring>
 
-#include "crc32c.h"
 #include "file_lock.h"
 #include "log.h"
-#include "wire.h"
 
 namespace mirror {
 
 namespace {
 
-// docs/bitmap-format.md is the specification of everything in this block.
-constexpr uint64_t kBlock = 4096;
-constexpr size_t kMapHeader = 32;
-constexpr uint64_t kWordsPerBlock = (kBlock - kMapHeader) / 8;  // 508
-constexpr uint64_t kBitsPerBlock = kWordsPerBlock * 64;         // 32512
-constexpr char kSuperMagic[8] = {'M', 'I', 'R', 'R', 'B', 'M', 'P', '1'};
-constexpr uint32_t kMapMagic = 0x4D4D4150;  // "MMAP"
-constexpr uint32_t kVersion = 1;
-constexpr uint8_t kKindActivity = 1;
-constexpr uint8_t kKindDirty = 2;
-constexpr size_t kNameLen = 64;
-constexpr uint64_t kMaxMapBytes = 4ull << 30;
+using bitmap_format::div_up;
+using bitmap_format::for_words;
+using bitmap_format::Geometry;
+using bitmap_format::geometry;
+using bitmap_format::kBitsPerBlock;
+using bitmap_format::kBlock;
+using bitmap_format::kKindActivity;
+using bitmap_format::kKindDirty;
+using bitmap_format::kMaxMapBytes;
+using bitmap_format::kNameLen;
+using bitmap_format::kWordsPerBlock;
+using bitmap_format::map_name;
+using bitmap_format::valid_unit;
+
 constexpr uint64_t kIoChunkBlocks = 256;  // 1 MiB per read or write
-
-namespace sb {  // superblock field offsets
-constexpr size_t kMagic = 0, kVersion = 8, kCrc = 12, kSequence = 16, kSlot = 24, kFlags = 28,
-                 kInstance = 32, kVolumeSize = 40, kGranularity = 48, kAlExtent = 52, kGen = 56,
-                 kCursor = 88, kAlOffset = 96, kAlBlocks = 104, kDmOffset = 112, kDmBlocks = 120,
-                 kVolume = 128, kNode = 192, kPeer = 256;
-}  // namespace sb
-namespace mb {  // map block field offsets
-constexpr size_t kMagic = 0, kKind = 4, kCrc = 8, kBlockNo = 16, kInstance = 24, kBits = 32;
-}  // namespace mb
-
-uint64_t div_up(uint64_t a, uint64_t b) {
-  return a / b + (a % b != 0);
-}
-
-bool valid_unit(uint64_t v) {
-  return v >= 4096 && v <= (1ull << 31) && std::has_single_bit(v);
-}
-
-// CRC of a whole block with its 4-byte CRC field at `at` read as zero.
-uint32_t block_crc(const uint8_t* blk, size_t at) {
-  static constexpr uint8_t kZero[4] = {};
-  uint32_t c = crc32c(blk, at);
-  c = crc32c_extend(c, kZero, 4);
-  return crc32c_extend(c, blk + at + 4, kBlock - at - 4);
-}
-
-// The layout version 1 derives from a geometry.
-struct Geometry {
-  uint64_t al_bits, al_blocks, dm_bits, dm_blocks;
-  uint64_t al_offset() const { return 2; }
-  uint64_t dm_offset() const { return 2 + al_blocks; }
-  uint64_t total_blocks() const { return 2 + al_blocks + dm_blocks; }
-};
-
-Geometry geometry(uint64_t size, uint64_t granularity, uint64_t al_extent) {
-  Geometry g{};
-  g.al_bits = div_up(size, al_extent);
-  g.al_blocks = div_up(g.al_bits, kBitsPerBlock);
-  g.dm_bits = div_up(size, granularity);
-  g.dm_blocks = div_up(g.dm_bits, kBitsPerBlock);
-  return g;
-}
 
 // Names and other recorded bytes may be garbage: quote them printable.
 std::string quoted(std::string_view s) {
@@ -93,24 +50,6 @@ std::string quoted(std::string_view s) {
     }
   }
   return out + "\"";
-}
-
-void put_name(uint8_t* p, const std::string& name) {
-  std::memset(p, 0, kNameLen);
-  std::memcpy(p, name.data(), name.size());
-}
-
-// A recorded name field: the bytes before the first NUL (anything after it
-// makes the field differ from every name we would write).
-std::string_view get_name(const uint8_t* p) {
-  const auto* c = reinterpret_cast<const char*>(p);
-  return {c, strnlen(c, kNameLen)};
-}
-
-bool same_name(const uint8_t* p, const std::string& name) {
-  uint8_t want[kNameLen];
-  put_name(want, name);
-  return std::memcmp(p, want, kNameLen) == 0;
 }
 
 Status pread_full(int fd, uint8_t* buf, size_t n, uint64_t off, const std::string& path) {
@@ -144,19 +83,6 @@ uint64_t random_instance() {
   return v ? v : 1;
 }
 
-// Iterates the 64-bit words holding bits [first, end) (end > first): f(word
-// index, mask of the bits in range); stops early when f returns false.
-template <typename F>
-void for_words(uint64_t first, uint64_t end, F f) {
-  uint64_t w0 = first / 64, w1 = (end - 1) / 64;
-  for (uint64_t w = w0; w <= w1; ++w) {
-    uint64_t mask = ~0ull;
-    if (w == w0) mask &= ~0ull << (first % 64);
-    if (w == w1) mask &= ~0ull >> (63 - (end - 1) % 64);
-    if (!f(w, mask)) return;
-  }
-}
-
 void fill_ones(std::vector<uint64_t>& words, uint64_t first, uint64_t end) {
   if (first < end)
     for_words(first, end, [&](uint64_t w, uint64_t m) { return words[w] |= m, true; });
@@ -170,43 +96,6 @@ struct MapShape {
   uint64_t offset, blocks;
 };
 
-const char* map_name(uint8_t kind) {
-  return kind == kKindDirty ? "dirty" : "activity";
-}
-
-// Decodes map block `index` (file block `file_block`) into 508 words, or says
-// what is wrong with it.
-bool decode_map_block(const uint8_t* blk, const MapShape& s, uint64_t index, uint64_t instance,
-                      uint64_t* words, std::string* defect) {
-  uint64_t file_block = s.offset + index;
-  if (wire::get_u32(blk + mb::kCrc) != block_crc(blk, mb::kCrc)) {
-    *defect = "checksum mismatch";
-  } else if (wire::get_u32(blk + mb::kMagic) != kMapMagic) {
-    *defect = "wrong magic";
-  } else if (blk[mb::kKind] != s.kind) {
-    *defect = "map kind " + std::to_string(blk[mb::kKind]) + " in a " + map_name(s.kind) + " block";
-  } else if (uint64_t n = wire::get_u64(blk + mb::kBlockNo); n != file_block) {
-    *defect = "holds block number " + std::to_string(n) + " (misdirected write)";
-  } else if (wire::get_u64(blk + mb::kInstance) != instance) {
-    *defect = "instance id of another metadata file";
-  } else {
-    const uint8_t* p = blk + mb::kBits;
-    for (uint64_t i = 0; i < kWordsPerBlock; ++i, p += 8) {
-      uint64_t w = 0;
-      for (int b = 7; b >= 0; --b) w = w << 8 | p[b];  // bit order: LSB-first bytes
-      words[i] = w;
-    }
-    uint64_t first = index * kBitsPerBlock;
-    if (first + kBitsPerBlock <= s.nbits) return true;
-    bool stray = false;  // bits past the end of the map must be zero
-    for_words(s.nbits - first, kBitsPerBlock,
-              [&](uint64_t w, uint64_t m) { return !(stray = (words[w] & m) != 0); });
-    if (!stray) return true;
-    *defect = "bits set past the end of the map";
-  }
-  return false;
-}
-
 // Reads a whole map. A block that does not verify gets all its bits set and
 // a warning; its index is appended to `bad`.
 Status read_map(int fd, const std::string& path, const MapShape& s, uint64_t volume_size,
@@ -219,10 +108,11 @@ Status read_map(int fd, const std::string& path, const MapShape& s, uint64_t vol
     if (Status st = pread_full(fd, buf.data(), n * kBlock, (s.offset + i0) * kBlock, path); !st)
       return st;
     for (uint64_t i = i0; i < i0 + n; ++i) {
-      std::string defect;
       const uint8_t* blk = buf.data() + (i - i0) * kBlock;
-      if (decode_map_block(blk, s, i, instance, &words[i * kWordsPerBlock], &defect)) continue;
       uint64_t first = i * kBitsPerBlock, end = std::min(first + kBitsPerBlock, s.nbits);
+      std::string defect = bitmap_format::decode_map_block(blk, {s.kind, s.offset + i, instance},
+                                                           end - first, &words[i * kWordsPerBlock]);
+      if (defect.empty()) continue;
       std::fill_n(&words[i * kWordsPerBlock], kWordsPerBlock, 0);
       fill_ones(words, first, end);
       bad->push_back(i);
@@ -234,19 +124,6 @@ Status read_map(int fd, const std::string& path, const MapShape& s, uint64_t vol
     }
   }
   return {};
-}
-
-// Why a superblock slot is unusable ("" if it is fine).
-std::string check_slot(const uint8_t* blk, uint64_t slot) {
-  if (std::memcmp(blk + sb::kMagic, kSuperMagic, 8) != 0) return "wrong magic";
-  if (uint32_t v = wire::get_u32(blk + sb::kVersion); v != kVersion)
-    return "unsupported format version " + std::to_string(v);
-  if (wire::get_u32(blk + sb::kCrc) != block_crc(blk, sb::kCrc))
-    return "superblock checksum mismatch";
-  uint32_t s = wire::get_u32(blk + sb::kSlot);
-  if (s != slot || wire::get_u64(blk + sb::kSequence) % 2 != slot)
-    return "superblock of slot " + std::to_string(s) + " (misdirected write)";
-  return "";
 }
 
 }  // namespace
@@ -423,22 +300,22 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   }
   Buffer sbuf(2 * kBlock);
   if (Status st = pread_full(fd_.get(), sbuf.data(), 2 * kBlock, 0, path_); !st) return st.error();
+  bitmap_format::Superblock slot[2];
   std::string defect[2];
   int best = -1;
   for (int i = 0; i < 2; ++i) {
-    defect[i] = check_slot(sbuf.data() + i * kBlock, i);
+    defect[i] = bitmap_format::decode_superblock(sbuf.data() + i * kBlock, i, &slot[i]);
     if (!defect[i].empty()) continue;
-    uint64_t seq = wire::get_u64(sbuf.data() + i * kBlock + sb::kSequence);
-    *max_sequence = std::max(*max_sequence, seq);
-    if (best < 0 || seq > wire::get_u64(sbuf.data() + best * kBlock + sb::kSequence)) best = i;
+    *max_sequence = std::max(*max_sequence, slot[i].sequence);
+    if (best < 0 || slot[i].sequence > slot[best].sequence) best = i;
   }
   if (best < 0) {
     return full(defect[0] == defect[1]
                     ? defect[0] + " in both slots"
                     : "superblock slot 0: " + defect[0] + "; slot 1: " + defect[1]);
   }
-  const uint8_t* b = sbuf.data() + best * kBlock;
-  uint64_t seq = wire::get_u64(b + sb::kSequence);
+  const bitmap_format::Superblock& b = slot[best];
+  const uint64_t seq = b.sequence;
   if (!defect[1 - best].empty()) {
     r.warnings.push_back(pre + "superblock slot " + std::to_string(1 - best) + ": " +
                          defect[1 - best] + "; using slot " + std::to_string(best) + " (sequence " +
@@ -450,27 +327,23 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   auto foreign = [&](const char* field, const std::string& got, const std::string& want) {
     return full(std::string("foreign metadata: ") + field + " is " + got + ", expected " + want);
   };
-  if (!same_name(b + sb::kVolume, id_.volume))
-    return foreign("volume name", quoted(get_name(b + sb::kVolume)), quoted(id_.volume));
-  uint64_t size = wire::get_u64(b + sb::kVolumeSize);
+  if (!b.volume.is(id_.volume))
+    return foreign("volume name", quoted(b.volume.text()), quoted(id_.volume));
+  const uint64_t size = b.volume_size;
   if (size != id_.volume_size)
     return foreign("volume size", std::to_string(size), std::to_string(id_.volume_size));
-  if (!same_name(b + sb::kNode, id_.node))
-    return foreign("node name", quoted(get_name(b + sb::kNode)), quoted(id_.node));
-  if (!same_name(b + sb::kPeer, id_.peer))
-    return foreign("peer name", quoted(get_name(b + sb::kPeer)), quoted(id_.peer));
-  uint32_t gran = wire::get_u32(b + sb::kGranularity);
+  if (!b.node.is(id_.node)) return foreign("node name", quoted(b.node.text()), quoted(id_.node));
+  if (!b.peer.is(id_.peer)) return foreign("peer name", quoted(b.peer.text()), quoted(id_.peer));
+  const uint32_t gran = b.granularity;
   if (gran != id_.granularity)
     return foreign("granularity", std::to_string(gran), std::to_string(id_.granularity));
 
   // Geometry and layout (a verified checksum over impossible contents).
-  uint32_t al_extent = wire::get_u32(b + sb::kAlExtent);
+  const uint32_t al_extent = b.al_extent;
   if (!valid_unit(al_extent)) return full("invalid al_extent " + std::to_string(al_extent));
   Geometry g = geometry(size, gran, al_extent);
-  if (wire::get_u64(b + sb::kAlOffset) != g.al_offset() ||
-      wire::get_u64(b + sb::kAlBlocks) != g.al_blocks ||
-      wire::get_u64(b + sb::kDmOffset) != g.dm_offset() ||
-      wire::get_u64(b + sb::kDmBlocks) != g.dm_blocks) {
+  if (b.al_offset != g.al_offset() || b.al_blocks != g.al_blocks || b.dm_offset != g.dm_offset() ||
+      b.dm_blocks != g.dm_blocks) {
     return full("map layout does not match the volume geometry");
   }
   if (file_size < g.total_blocks() * kBlock) {
@@ -478,13 +351,10 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
                 std::to_string(g.total_blocks() * kBlock));
   }
 
-  instance_ = wire::get_u64(b + sb::kInstance);
-  flags_ = wire::get_u32(b + sb::kFlags);
-  gen_.current = wire::get_u64(b + sb::kGen);
-  gen_.bitmap = wire::get_u64(b + sb::kGen + 8);
-  gen_.history[0] = wire::get_u64(b + sb::kGen + 16);
-  gen_.history[1] = wire::get_u64(b + sb::kGen + 24);
-  cursor_ = wire::get_u64(b + sb::kCursor);
+  instance_ = b.instance;
+  flags_ = b.flags;
+  gen_ = b.gen;
+  cursor_ = b.cursor;
   sequence_ = seq;
 
   std::vector<uint64_t> bad;
@@ -583,43 +453,28 @@ Status Bitmap::rewrite_all(uint64_t min_sequence, bool created) {
 }
 
 void Bitmap::encode_superblock(uint8_t* blk, uint64_t sequence) const {
-  std::memset(blk, 0, kBlock);
-  std::memcpy(blk + sb::kMagic, kSuperMagic, 8);
-  wire::put_u32(blk + sb::kVersion, kVersion);
-  wire::put_u64(blk + sb::kSequence, sequence);
-  wire::put_u32(blk + sb::kSlot, uint32_t(sequence % 2));
-  wire::put_u32(blk + sb::kFlags, flags_);
-  wire::put_u64(blk + sb::kInstance, instance_);
-  wire::put_u64(blk + sb::kVolumeSize, id_.volume_size);
-  wire::put_u32(blk + sb::kGranularity, id_.granularity);
-  wire::put_u32(blk + sb::kAlExtent, id_.al_extent);
-  wire::put_u64(blk + sb::kGen, gen_.current);
-  wire::put_u64(blk + sb::kGen + 8, gen_.bitmap);
-  wire::put_u64(blk + sb::kGen + 16, gen_.history[0]);
-  wire::put_u64(blk + sb::kGen + 24, gen_.history[1]);
-  wire::put_u64(blk + sb::kCursor, cursor_);
-  wire::put_u64(blk + sb::kAlOffset, al_->offset);
-  wire::put_u64(blk + sb::kAlBlocks, al_->blocks);
-  wire::put_u64(blk + sb::kDmOffset, dm_->offset);
-  wire::put_u64(blk + sb::kDmBlocks, dm_->blocks);
-  put_name(blk + sb::kVolume, id_.volume);
-  put_name(blk + sb::kNode, id_.node);
-  put_name(blk + sb::kPeer, id_.peer);
-  wire::put_u32(blk + sb::kCrc, block_crc(blk, sb::kCrc));
+  bitmap_format::Superblock s;
+  s.sequence = sequence;
+  s.flags = flags_;
+  s.instance = instance_;
+  s.volume_size = id_.volume_size;
+  s.granularity = id_.granularity;
+  s.al_extent = id_.al_extent;
+  s.gen = gen_;
+  s.cursor = cursor_;
+  s.al_offset = al_->offset;
+  s.al_blocks = al_->blocks;
+  s.dm_offset = dm_->offset;
+  s.dm_blocks = dm_->blocks;
+  s.volume = bitmap_format::NameField::of(id_.volume);
+  s.node = bitmap_format::NameField::of(id_.node);
+  s.peer = bitmap_format::NameField::of(id_.peer);
+  bitmap_format::encode_superblock(s, blk);
 }
 
 void Bitmap::encode_map_block(const Map& m, uint64_t index, uint8_t* blk) const {
-  std::memset(blk, 0, kMapHeader);
-  wire::put_u32(blk + mb::kMagic, kMapMagic);
-  blk[mb::kKind] = m.kind;
-  wire::put_u64(blk + mb::kBlockNo, m.offset + index);
-  wire::put_u64(blk + mb::kInstance, instance_);
-  uint8_t* p = blk + mb::kBits;
-  const uint64_t* w = &m.words[index * kWordsPerBlock];
-  for (uint64_t i = 0; i < kWordsPerBlock; ++i, p += 8) {
-    for (int b = 0; b < 8; ++b) p[b] = uint8_t(w[i] >> (8 * b));  // LSB-first bytes
-  }
-  wire::put_u32(blk + mb::kCrc, block_crc(blk, mb::kCrc));
+  bitmap_format::encode_map_block({m.kind, m.offset + index, instance_},
+                                  &m.words[index * kWordsPerBlock], blk);
 }
 
 // ---- bit operations ----

@@ -1,7 +1,8 @@
 // Bitmap: the per-volume metadata of one node (docs/bitmap-format.md): the
 // header (identity, generation ids, flags, resync cursor), the coarse
 // activity map and the fine dirty map, held in memory and persisted to one
-// file by group commits on the io_uring Loop.
+// file by group commits on the io_uring Loop. The file's bytes are
+// bitmap_format.h's business.
 //
 // Thread and lifetime contract: a Bitmap belongs to the thread of its Loop and
 // is used only there. It must outlive every commit it started: destroy it
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "backend.h"  // IoDone
+#include "bitmap_format.h"  // Generation
 #include "buffer.h"
 #include "file_lock.h"
 #include "power_loss.h"
@@ -38,11 +40,6 @@ struct MetaIdentity {
   std::string node, peer;
   uint32_t granularity = 65536;
   uint32_t al_extent = 4 << 20;
-};
-
-struct Generation {
-  uint64_t current = 0, bitmap = 0, history[2] = {0, 0};
-  bool operator==(const Generation&) const = default;
 };
 
 struct BitmapOpenReport {
