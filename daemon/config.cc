@@ -244,10 +244,16 @@ class Parser {
   Error wrong_type(std::string_view key, const toml::node& n, std::string_view want) const {
     return fail(key, "must be " + std::string(want) + ", not " + std::string(type_name(n)));
   }
+  // The dotted path of key `k` in the table at `prefix` ("node[2].device"),
+  // as errors name it.
+  static std::string key(std::string_view prefix, std::string_view k);
 
   Status check_keys(const toml::table& t, std::string_view prefix,
                     std::initializer_list<std::string_view> known) const;
   Result<std::string> get_string(const toml::node& n, std::string_view key) const;
+  // t[k] read by get_string, nullopt when the key is absent.
+  Result<std::optional<std::string>> optional_string(const toml::table& t, std::string_view prefix,
+                                                     std::string_view k) const;
   Result<std::string> get_path(const toml::node& n, std::string_view key) const;
   Result<Bytes> get_bytes(const toml::node& n, std::string_view key) const;
 
@@ -267,6 +273,10 @@ class Parser {
   const std::string& file_;
   std::optional<mode_t> file_mode_;
 };
+
+std::string Parser::key(std::string_view prefix, std::string_view k) {
+  return std::string(prefix) + "." + std::string(k);
+}
 
 // Unknown keys are errors: a typo must not silently fall back to a default.
 // The first unknown key in file order is reported, with a near match.
@@ -295,6 +305,16 @@ Result<std::string> Parser::get_string(const toml::node& n, std::string_view key
   if (s == nullptr) return wrong_type(key, n, "a string");
   if (s->get().find('\0') != std::string::npos) return fail(key, "contains a NUL character");
   return s->get();
+}
+
+Result<std::optional<std::string>> Parser::optional_string(const toml::table& t,
+                                                           std::string_view prefix,
+                                                           std::string_view k) const {
+  const toml::node* n = t.get(k);
+  if (n == nullptr) return std::optional<std::string>();
+  auto s = get_string(*n, key(prefix, k));
+  if (!s) return s.error();
+  return std::optional<std::string>(std::move(*s));
 }
 
 Result<std::string> Parser::get_path(const toml::node& n, std::string_view key) const {
@@ -478,22 +498,22 @@ Status Parser::parse_node_tls(const toml::table& t, const std::string& prefix,
                               const VolumeConfig& cfg, NodeConfig* node) const {
   for (auto [k, dst, dflt] : {std::tuple{"tls-cert", &node->tls_cert, &cfg.tls_cert},
                               std::tuple{"tls-key", &node->tls_key, &cfg.tls_key}}) {
-    std::string key = prefix + "." + k;
+    const std::string at = key(prefix, k);
     if (const auto* n = t.get(k)) {
-      auto path = get_path(*n, key);
+      auto path = get_path(*n, at);
       if (!path) return path.error();
       *dst = std::move(*path);
     } else {
       *dst = *dflt;
     }
     if (!cfg.tls && !dst->empty())
-      return fail(t.get(k) ? key : "volume." + std::string(k),
+      return fail(t.get(k) ? at : key("volume", k),
                   "set, but volume.tls is not true: the link would run in plaintext; set "
                   "tls = true in [volume] (or remove the tls keys)");
     if (cfg.tls && dst->empty())
-      return fail(key, "missing: tls = true needs this node's " +
-                           std::string(dst == &node->tls_cert ? "certificate" : "private key") +
-                           "; set " + k + " in this [[node]] table or in [volume]");
+      return fail(at, "missing: tls = true needs this node's " +
+                          std::string(dst == &node->tls_cert ? "certificate" : "private key") +
+                          "; set " + k + " in this [[node]] table or in [volume]");
   }
   return {};
 }
@@ -570,66 +590,70 @@ Status Parser::read_secret_file(const std::string& path, VolumeConfig* cfg) cons
 
 Status Parser::parse_node(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,
                           NodeConfig* node) const {
-  if (auto st = check_keys(t, prefix,
-                           {"name", "address", "backing", "metadata", "nbd-listen", "nbd-allow-remote",
-                            "control", "device", "device-connections", "device-timeout",
-                            "dead-connection-timeout", "tls-cert", "tls-key", "nbd-tls",
-                            "nbd-tls-cert", "nbd-tls-key", "nbd-tls-ca"});
+  if (auto st = check_keys(
+          t, prefix,
+          {"name", "address", "backing", "metadata", "nbd-listen", "nbd-allow-remote", "control",
+           "device", "device-connections", "device-timeout", "dead-connection-timeout", "tls-cert",
+           "tls-key", "nbd-tls", "nbd-tls-cert", "nbd-tls-key", "nbd-tls-ca"});
       !st)
     return st;
-  auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
   auto required = [&](std::string_view k, std::string_view example) -> Result<const toml::node*> {
     const toml::node* n = t.get(k);
-    if (n == nullptr) return fail(key(k), "missing (required), e.g. " + std::string(example));
+    if (n == nullptr)
+      return fail(key(prefix, k), "missing (required), e.g. " + std::string(example));
     return n;
   };
 
   auto n = required("name", "name = \"alpha\" (this host's name)");
   if (!n) return n.error();
-  auto name = get_string(**n, key("name"));
+  auto name = get_string(**n, key(prefix, "name"));
   if (!name) return name.error();
   if (!valid_name(*name, kMaxNodeNameBytes, false))
-    return fail(key("name"), quote(*name) +
-                                 " is not a node name: 1 to 64 letters, digits, '-', '_' or '.', "
-                                 "starting with a letter or digit");
+    return fail(key(prefix, "name"),
+                quote(*name) +
+                    " is not a node name: 1 to 64 letters, digits, '-', '_' or '.', "
+                    "starting with a letter or digit");
   node->name = std::move(*name);
 
   n = required("address", "address = \"10.0.0.1:7788\"");
   if (!n) return n.error();
-  auto address = get_string(**n, key("address"));
+  auto address = get_string(**n, key(prefix, "address"));
   if (!address) return address.error();
   auto la = ListenAddr::parse(*address);
-  if (!la) return fail(key("address"), quote(*address) + " is not HOST:PORT");
+  if (!la) return fail(key(prefix, "address"), quote(*address) + " is not HOST:PORT");
   if (la->kind != ListenAddr::Kind::kTcp)
-    return fail(key("address"), quote(*address) + " is not HOST:PORT: replication runs over TCP");
+    return fail(key(prefix, "address"),
+                quote(*address) + " is not HOST:PORT: replication runs over TCP");
   if (la->port == 0)
-    return fail(key("address"), quote(*address) + " is not HOST:PORT: port 0 cannot be dialled");
+    return fail(key(prefix, "address"),
+                quote(*address) + " is not HOST:PORT: port 0 cannot be dialled");
   if (auto why = host_problem(*la, *address); !why.empty())
-    return fail(key("address"), quote(*address) + " is not HOST:PORT: " + why);
+    return fail(key(prefix, "address"), quote(*address) + " is not HOST:PORT: " + why);
   node->address = la->to_string();
 
   n = required("backing", "backing = \"/dev/vg0/NAME\"");
   if (!n) return n.error();
-  auto backing = get_path(**n, key("backing"));
+  auto backing = get_path(**n, key(prefix, "backing"));
   if (!backing) return backing.error();
   node->backing = std::move(*backing);
 
   n = required("metadata", "metadata = \"/var/lib/mirrord/NAME.meta\"");
   if (!n) return n.error();
-  auto metadata = get_path(**n, key("metadata"));
+  auto metadata = get_path(**n, key(prefix, "metadata"));
   if (!metadata) return metadata.error();
   if (*metadata == node->backing)
-    return fail(key("metadata"), quote(*metadata) + " is also the backing device");
+    return fail(key(prefix, "metadata"), quote(*metadata) + " is also the backing device");
   node->metadata = std::move(*metadata);
 
   node->control = "/run/mirrord/" + cfg.name + ".ctl";
   if (const auto* c = t.get("control")) {
-    auto control = get_path(*c, key("control"));
+    auto control = get_path(*c, key(prefix, "control"));
     if (!control) return control.error();
     node->control = std::move(*control);
   }
   if (node->control.size() >= sizeof(sockaddr_un::sun_path))
-    return fail(key("control"), quote(node->control) + " is too long for a socket path (max 107)");
+    return fail(key(prefix, "control"),
+                quote(node->control) + " is too long for a socket path (max 107)");
 
   if (const auto* n = t.get("nbd-allow-remote")) {
     const auto* b = n->as_boolean();
@@ -637,7 +661,7 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
     if (s != nullptr && s->get() == "tls") {
       node->nbd_allow_remote = node->nbd_remote_needs_tls = true;
     } else if (b == nullptr) {
-      return wrong_type(key("nbd-allow-remote"), *n, "true, false or \"tls\"");
+      return wrong_type(key(prefix, "nbd-allow-remote"), *n, "true, false or \"tls\"");
     } else {
       node->nbd_allow_remote = b->get();
     }
@@ -645,9 +669,9 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
 
   if (const auto* l = t.get("nbd-listen")) {
     const auto* arr = l->as_array();
-    if (arr == nullptr) return wrong_type(key("nbd-listen"), *l, "an array of strings");
+    if (arr == nullptr) return wrong_type(key(prefix, "nbd-listen"), *l, "an array of strings");
     for (size_t i = 0; i < arr->size(); ++i) {
-      std::string k = key("nbd-listen") + "[" + std::to_string(i + 1) + "]";
+      std::string k = key(prefix, "nbd-listen") + "[" + std::to_string(i + 1) + "]";
       auto s = get_string(*arr->get(i), k);
       if (!s) return s.error();
       auto a = ListenAddr::parse(*s);
@@ -673,7 +697,8 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
   } else {
     node->nbd_listen.push_back("unix:/run/mirrord/" + cfg.name + ".nbd");
     if (node->nbd_listen.back() == "unix:" + node->control)
-      return fail(key("control"), quote(node->control) + " is also the default nbd-listen socket");
+      return fail(key(prefix, "control"),
+                  quote(node->control) + " is also the default nbd-listen socket");
   }
   if (auto st = parse_device(t, prefix, &node->device); !st) return st;
   if (auto st = parse_node_nbd_tls(t, prefix, node); !st) return st;
@@ -683,56 +708,57 @@ Status Parser::parse_node(const toml::table& t, const std::string& prefix, const
 // TLS on the node's NBD exports: a mode, and the files it needs.
 Status Parser::parse_node_nbd_tls(const toml::table& t, const std::string& prefix,
                                   NodeConfig* node) const {
-  auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
-  if (const auto* n = t.get("nbd-tls")) {
-    auto mode = get_string(*n, key("nbd-tls"));
-    if (!mode) return mode.error();
-    if (!nbd::parse_tls_mode(*mode, &node->nbd_tls))
-      return fail(key("nbd-tls"), quote(*mode) + " is not \"off\", \"optional\" or \"require\"");
-  }
-  for (auto [k, dst] : {std::pair{"nbd-tls-cert", &node->nbd_tls_cert},
-                        std::pair{"nbd-tls-key", &node->nbd_tls_key},
-                        std::pair{"nbd-tls-ca", &node->nbd_tls_ca}}) {
+  auto mode = optional_string(t, prefix, "nbd-tls");
+  if (!mode) return mode.error();
+  if (*mode && !nbd::parse_tls_mode(**mode, &node->nbd_tls))
+    return fail(key(prefix, "nbd-tls"),
+                quote(**mode) + " is not \"off\", \"optional\" or \"require\"");
+  for (auto [k, dst] :
+       {std::pair{"nbd-tls-cert", &node->nbd_tls_cert},
+        std::pair{"nbd-tls-key", &node->nbd_tls_key}, std::pair{"nbd-tls-ca", &node->nbd_tls_ca}}) {
     if (const auto* n = t.get(k)) {
-      auto path = get_path(*n, key(k));
+      auto path = get_path(*n, key(prefix, k));
       if (!path) return path.error();
       *dst = std::move(*path);
       if (node->nbd_tls == nbd::TlsMode::kOff)
-        return fail(key(k), "set, but nbd-tls is off: the exports would run in plaintext; set "
-                            "nbd-tls = \"require\" (or \"optional\") in this [[node]] table");
+        return fail(key(prefix, k),
+                    "set, but nbd-tls is off: the exports would run in plaintext; set "
+                    "nbd-tls = \"require\" (or \"optional\") in this [[node]] table");
     }
   }
   if (node->nbd_tls != nbd::TlsMode::kOff) {
     if (node->nbd_tls_cert.empty())
-      return fail(key("nbd-tls-cert"),
+      return fail(key(prefix, "nbd-tls-cert"),
                   "missing: nbd-tls = \"" + std::string(nbd::to_string(node->nbd_tls)) +
                       "\" needs the certificate the exports present, e.g. nbd-tls-cert = "
                       "\"/etc/mirrord/nbd-cert.pem\"");
     if (node->nbd_tls_key.empty())
-      return fail(key("nbd-tls-key"), "missing: nbd-tls = \"" +
-                                          std::string(nbd::to_string(node->nbd_tls)) +
-                                          "\" needs the private key of nbd-tls-cert");
+      return fail(key(prefix, "nbd-tls-key"), "missing: nbd-tls = \"" +
+                                                  std::string(nbd::to_string(node->nbd_tls)) +
+                                                  "\" needs the private key of nbd-tls-cert");
   }
   if (node->nbd_remote_needs_tls && node->nbd_tls != nbd::TlsMode::kRequire)
-    return fail(key("nbd-tls"), "must be \"require\": nbd-allow-remote = \"tls\" allows remote "
-                                "NBD listeners only when every client must use TLS");
+    return fail(key(prefix, "nbd-tls"),
+                "must be \"require\": nbd-allow-remote = \"tls\" allows remote "
+                "NBD listeners only when every client must use TLS");
   return {};
 }
 
 Status Parser::parse_device(const toml::table& t, const std::string& prefix,
                             DeviceConfig* dev) const {
-  auto key = [&](std::string_view k) { return prefix + "." + std::string(k); };
-  if (const auto* n = t.get("device")) {
-    auto s = get_string(*n, key("device"));
-    if (!s) return s.error();
-    if (auto idx = knbd::parse_device(*s); !idx) return fail(key("device"), idx.error().message);
-    dev->path = std::move(*s);
+  auto path = optional_string(t, prefix, "device");
+  if (!path) return path.error();
+  if (*path) {
+    if (auto idx = knbd::parse_device(**path); !idx)
+      return fail(key(prefix, "device"), idx.error().message);
+    dev->path = std::move(**path);
   }
   if (const auto* n = t.get("device-connections")) {
     const auto* i = n->as_integer();
-    if (i == nullptr) return wrong_type(key("device-connections"), *n, "an integer");
+    if (i == nullptr) return wrong_type(key(prefix, "device-connections"), *n, "an integer");
     if (i->get() < 1 || i->get() > int64_t(kMaxDeviceConnections))
-      return fail(key("device-connections"), std::to_string(i->get()) + " is out of range (1 to 16)");
+      return fail(key(prefix, "device-connections"),
+                  std::to_string(i->get()) + " is out of range (1 to 16)");
     dev->connections = uint32_t(i->get());
   }
   // The kernel counts both timeouts in whole seconds.
@@ -741,16 +767,17 @@ Status Parser::parse_device(const toml::table& t, const std::string& prefix,
     const auto* n = t.get(k);
     if (n == nullptr) continue;
     const auto* s = n->as_string();
-    if (s == nullptr) return wrong_type(key(k), *n, "a duration string like \"30s\"");
+    if (s == nullptr) return wrong_type(key(prefix, k), *n, "a duration string like \"30s\"");
     auto ms = parse_duration_ms(s->get());
-    if (!ms) return fail(key(k), ms.error().message);
+    if (!ms) return fail(key(prefix, k), ms.error().message);
     if (*ms % 1000 != 0 || *ms == 0 || *ms / 1000 > kMaxDeviceTimeoutS)
-      return fail(key(k), quote(s->get()) + " must be whole seconds from 1s to 1h");
+      return fail(key(prefix, k), quote(s->get()) + " must be whole seconds from 1s to 1h");
     *out = *ms / 1000;
   }
-  if (dev->path.empty() && (t.get("device-connections") || t.get("device-timeout") ||
-                            t.get("dead-connection-timeout")))
-    return fail(key("device"), "missing: the device-* keys need device = \"/dev/nbdN\" or \"auto\"");
+  if (dev->path.empty() &&
+      (t.get("device-connections") || t.get("device-timeout") || t.get("dead-connection-timeout")))
+    return fail(key(prefix, "device"),
+                "missing: the device-* keys need device = \"/dev/nbdN\" or \"auto\"");
   return {};
 }
 
