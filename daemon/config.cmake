@@ -2,14 +2,15 @@
 # validator, its unit tests. Included at the end of daemon/CMakeLists.txt.
 find_package(tomlplusplus REQUIRED)
 
-add_library(mirror_config STATIC ${CMAKE_CURRENT_LIST_DIR}/config.cc)
+add_library(mirror_config STATIC ${CMAKE_CURRENT_LIST_DIR}/config.cc
+                               ${CMAKE_CURRENT_LIST_DIR}/config_node.cc)
 target_include_directories(mirror_config PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 # nbd_server for ListenAddr::parse (it also brings nbd_codec's result.h).
 target_link_libraries(mirror_config PUBLIC nbd_server)
 if(CMAKE_BUILD_TYPE STREQUAL "Fuzz")
   # Compile toml++ into the fuzzer, instrumented, instead of linking the
   # distribution's uninstrumented shared library: libFuzzer then sees the
-  # parser's coverage, not only ours. toml++ stays private to config.cc.
+  # parser's coverage, not only ours. toml++ stays private to mirror_config.
   get_target_property(_toml_inc tomlplusplus::tomlplusplus INTERFACE_INCLUDE_DIRECTORIES)
   target_include_directories(mirror_config SYSTEM PRIVATE ${_toml_inc})
   target_compile_definitions(mirror_config PRIVATE TOML_HEADER_ONLY=1 MIRROR_TOML_AS_SHIPPED=1)
