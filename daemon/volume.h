@@ -189,6 +189,7 @@ class Volume final : public LinkConn::Handler {
   std::shared_ptr<Session> find_session(Session* s);
   void session_message(Session* s, const link::Header& h, Buffer& payload);
   void session_error(Session* s, const std::string& why, bool log_warn = true);
+  // The resync plan, from the peer's STATE to the active session (volume_plan.cc).
   void on_peer_state(Session* s, const link::State& st);
   void plan_as_primary(Session* s, const link::State& st);
   void on_plan(Session* s, const link::Header& h, const link::Plan& plan);
@@ -214,6 +215,9 @@ class Volume final : public LinkConn::Handler {
   // dialer backs off further (kDiskRetryMaxBackoffMs) instead of retrying
   // a doomed session every 100 ms.
   bool disk_retry() const;
+  // A session with the peer became active: the dialer's backoff starts over
+  // (unless disk_retry()), and the last connection error is history.
+  void peer_reached();
   // The TLS context from the configured files (logs a validity warning).
   Result<std::shared_ptr<TlsContext>> load_tls(std::string* warning) const;
 

@@ -1,6 +1,7 @@
 // The operator's commands on a Volume (docs/control-protocol.md): split,
 // rejoin, hold, release, open-rw, backup-mark, discard-my-data. Planned failover (promote,
-// demote) is in volume_failover.cc; the handshake and sessions in volume.cc.
+// demote) is in volume_failover.cc; the handshake and sessions in volume.cc,
+// the resync plan in volume_plan.cc.
 #include <cstring>
 
 #include "clock.h"

@@ -1,5 +1,5 @@
-// What volume.cc and its companions (volume_commands.cc, volume_failover.cc)
-// share and nobody else needs. Not part of the Volume's interface.
+// What volume.cc and its companions (volume_commands.cc, volume_failover.cc,
+// volume_plan.cc) share and nobody else needs. Not part of the Volume's interface.
 #pragma once
 
 #include <cstdint>

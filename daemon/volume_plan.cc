@@ -1,0 +1,284 @@
+// The resync plan (docs/replication-protocol.md, "Generations and the
+// plan"): once both nodes have sent STATE, the primary compares generations
+// and decides what to copy (or refuses: split brain, unrelated data), the
+// secondary adopts the plan, and the session becomes the active one.
+// Sessions, dialing and the message dispatch that leads here are in
+// volume.cc.
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "log.h"
+#include "volume.h"
+#include "volume_internal.h"
+
+namespace mirror {
+
+namespace {
+
+link::Generation to_link(const Generation& g) {
+  return {g.current, g.bitmap, g.history[0], g.history[1]};
+}
+
+const char* plan_name(link::Plan::Kind k) {
+  switch (k) {
+    case link::Plan::kInSync: return "in sync";
+    case link::Plan::kBitmap: return "bitmap resync";
+    case link::Plan::kFull: return "full sync";
+    case link::Plan::kUnion: return "resync of both sides' changes";
+    case link::Plan::kAdopt: return "no sync (initial-sync = skip)";
+    case link::Plan::kStandby: return "standby";
+  }
+  return "?";
+}
+
+}  // namespace
+
+link::State Volume::my_state() const {
+  link::State st;
+  st.role = role_ == Role::kPrimary ? link::State::kPrimary : link::State::kSecondary;
+  st.flags = bitmap_->flags();
+  st.gen = to_link(bitmap_->generation());
+  st.dirty_bytes = bitmap_->dirty_bytes();
+  return st;
+}
+
+void Volume::on_peer_state(Session* s, const link::State& st) {
+  if (active_) return session_error(s, "a replication session is already active", false);
+  peer_state_ = st;
+  peer_known_ = true;
+  if (role_ == Role::kPrimary) {
+    if (st.role == link::State::kPrimary) {
+      split_brain_ = true;
+      MLOG_ERROR("split brain: both '%s' and '%s' are primary; nothing was overwritten. "
+                 "Choose the survivor: run `mirrorctl discard-my-data` on the other node",
+                 self_.name.c_str(), peer_.name.c_str());
+      return session_error(s, "split brain: both nodes are primary", false);
+    }
+    return plan_as_primary(s, st);
+  }
+  if (st.role != link::State::kPrimary) return enter_standby(s, st);
+  s->phase = Session::Phase::kPlan;
+}
+
+void Volume::enter_standby(Session* s, const link::State& st) {
+  // Neither node is primary (after a demote, before a promote): stay
+  // connected so each side knows the other's role and generation, which is
+  // what promote checks; nothing is copied.
+  active_ = s;
+  s->phase = Session::Phase::kActive;
+  peer_reached();
+  bool same = st.gen.current == bitmap_->generation().current;
+  MLOG_INFO("volume '%s': peer '%s' connected, both secondary (%s)", cfg_.name.c_str(),
+            peer_.name.c_str(), same ? "same generation" : "generations differ");
+}
+
+void Volume::plan_as_primary(Session* s, const link::State& st) {
+  Generation my = bitmap_->generation();
+  uint32_t flags = bitmap_->flags();
+  const link::Generation& peer = st.gen;
+  bool peer_disposable = st.flags & kFlagDisposableLocalWrites;
+  link::Plan::Kind kind = link::Plan::kFull;
+  std::string refuse;
+  if (flags & kFlagFullSyncNeeded) {
+    kind = link::Plan::kFull;
+  } else if (peer.current == 0 || (st.flags & kFlagFullSyncNeeded)) {
+    bool both_new = peer.current == 0 && my.bitmap == 0 && my.history[0] == 0 &&
+                    bitmap_->dirty_bytes() == 0 && cfg_.initial_sync == InitialSync::kSkip;
+    kind = both_new ? link::Plan::kAdopt : link::Plan::kFull;
+  } else if (peer.current == my.current && my.bitmap == 0) {
+    kind = link::Plan::kInSync;
+  } else if (my.bitmap != 0 && peer.current == my.bitmap) {
+    if (peer.bitmap == 0) {
+      kind = link::Plan::kBitmap;
+    } else if (peer_disposable) {
+      kind = link::Plan::kUnion;
+    } else {
+      refuse = "split brain: both nodes changed the data since they last agreed";
+    }
+  } else if (my.bitmap != 0 && peer.bitmap == my.bitmap) {
+    if (peer_disposable) {
+      kind = link::Plan::kUnion;
+    } else {
+      refuse = "split brain: both nodes changed the data since they last agreed";
+    }
+  } else if (peer.bitmap != 0 && peer.bitmap == my.current) {
+    refuse = "split brain: the peer holds changes this primary does not have";
+  } else {
+    refuse = "the two copies share no generation (unrelated data); "
+             "restart the primary with --force-full-sync to overwrite the peer";
+  }
+  if (!refuse.empty()) {
+    if (refuse.starts_with("split brain")) split_brain_ = true;
+    MLOG_ERROR("volume '%s': %s; nothing was overwritten. Choose the survivor: on the node "
+               "whose data is discarded, run `mirrorctl discard-my-data` (or restart it "
+               "once with --discard-my-data)",
+               cfg_.name.c_str(), refuse.c_str());
+    return session_error(s, refuse, false);
+  }
+  split_brain_ = false;
+  // From here until activate(), new writes wait: one marked dirty after this
+  // decision (a kernel device re-attached at start retries its writes at
+  // once) would move the generation under a plan already decided, and an
+  // "in sync" plan would never copy it to the peer.
+  replicator_->begin_plan_hold();
+  s->plan_hold = replicator_.get();
+  if ((flags & kFlagSplit) && kind != link::Plan::kFull && kind != link::Plan::kAdopt) {
+    // Split until the operator rejoins: connected, nothing copied.
+    kind = link::Plan::kStandby;
+  }
+  if (kind == link::Plan::kFull) {
+    // The peer becomes a copy of an unknown base: everything is dirty
+    // relative to a fresh base id, which the peer adopts now, so an
+    // interrupted full sync resumes as a bitmap resync.
+    bitmap_->set_all_dirty();
+    if (my.bitmap != 0) my.history[0] = my.bitmap;
+    my.bitmap = random_id();
+    bitmap_->set_generation(my);
+    bitmap_->set_flags(flags & ~kFlagFullSyncNeeded);
+  }
+  if (kind == link::Plan::kAdopt) {
+    bitmap_->clear_all_dirty();
+    bitmap_->set_flags(flags & ~kFlagFullSyncNeeded);
+  }
+  s->plan = kind;
+  s->phase = Session::Phase::kPlan;
+  MLOG_INFO("volume '%s': peer '%s' connected: %s (%llu bytes to copy)", cfg_.name.c_str(),
+            peer_.name.c_str(), plan_name(kind),
+            static_cast<unsigned long long>(bitmap_->dirty_bytes()));
+  // The plan goes out once what it implies here is durable.
+  std::weak_ptr<Session> weak = find_session(s);
+  bitmap_->commit(FnDone::make([this, weak](int err) {
+    auto sp = weak.lock();
+    if (!sp || sp->gone) return;
+    Session* s = sp.get();
+    if (err) return session_error(s, "cannot write metadata");
+    link::Plan plan;
+    plan.kind = s->plan;
+    plan.gen = to_link(bitmap_->generation());
+    plan.bytes = bitmap_->dirty_bytes();
+    s->plan_id = 1;
+    s->conn->send_owned(link::encode_message({.type = link::Type::kPlan, .id = s->plan_id},
+                                             link::encode_plan(plan)));
+  }));
+}
+
+void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
+  if (plan.kind != link::Plan::kStandby && local_->writable()) {
+    // The split ends: local clients may no longer change the image the
+    // resync is about to overwrite.
+    local_->set_writable(false);
+    gate_.set_writable(false);
+    if (on_export_mode) on_export_mode(true);
+    MLOG_INFO("volume '%s': rejoin: the NBD export is read-only again", cfg_.name.c_str());
+  }
+  if (plan.kind != link::Plan::kStandby && local_->changes_in_flight())
+    return session_error(s, "local writes still in flight; retrying the handshake");
+  Generation g = bitmap_->generation();
+  uint32_t flags = bitmap_->flags();
+  switch (plan.kind) {
+    case link::Plan::kInSync:
+      flags &= ~kFlagSplit;
+      break;
+    case link::Plan::kStandby:
+      flags |= kFlagSplit;  // the primary is split: keep our image as it is
+      break;
+    case link::Plan::kAdopt:
+      g.current = plan.gen.current;
+      g.bitmap = 0;
+      flags &= ~(kFlagFullSyncNeeded | kFlagInconsistent);
+      break;
+    case link::Plan::kBitmap:
+      // A resync of a read-write split interrupted earlier: our changes
+      // are still to be copied back.
+      send_dirty_ranges(s);
+      flags |= kFlagInconsistent;
+      flags &= ~kFlagSplit;
+      break;
+    case link::Plan::kUnion:
+      // Our own changes since the split are copied over from the primary.
+      // They stay marked here until SYNC_DONE, so an interrupted resync
+      // sends them again.
+      send_dirty_ranges(s);
+      [[fallthrough]];
+    case link::Plan::kFull:
+      if (g.current != 0) g.history[0] = g.current;
+      g.current = plan.gen.bitmap;
+      g.bitmap = 0;
+      flags |= kFlagInconsistent;
+      flags &= ~(kFlagFullSyncNeeded | kFlagSplit);
+      break;
+  }
+  bitmap_->set_generation(g);
+  bitmap_->set_flags(flags);
+  MLOG_INFO("volume '%s': primary '%s' connected: %s", cfg_.name.c_str(), peer_.name.c_str(),
+            plan_name(plan.kind));
+  uint64_t id = h.id;
+  std::weak_ptr<Session> weak = find_session(s);
+  bitmap_->commit(FnDone::make([this, weak, id](int err) {
+    auto sp = weak.lock();
+    if (!sp || sp->gone) return;
+    Session* s = sp.get();
+    link::Header r;
+    r.type = link::Type::kReply;
+    r.id = id;
+    r.length = err ? uint32_t(-err) : 0;
+    if (err) return session_error(s, "cannot write metadata");
+    active_ = s;
+    s->phase = Session::Phase::kActive;
+    split_brain_ = false;  // the primary's plan resolves it (after discard-my-data)
+    applier_->attach(s->conn.get());
+    s->conn->send(r);
+  }));
+}
+
+void Volume::end_plan_hold(Session* s) {
+  if (s->plan_hold == nullptr) return;
+  std::exchange(s->plan_hold, nullptr)->end_plan_hold();
+}
+
+void Volume::send_dirty_ranges(Session* s) {
+  std::vector<link::Range> ranges;
+  uint64_t off = 0, len = 0, from = 0;
+  auto send = [&] {
+    s->conn->send_owned(
+        link::encode_message({.type = link::Type::kDirtyRanges}, link::encode_ranges(ranges)));
+    ranges.clear();
+  };
+  while (bitmap_->next_dirty(from, uint64_t(1) << 40, &off, &len)) {
+    ranges.push_back({off, len});
+    from = off + len;
+    if (ranges.size() == 4096) send();
+  }
+  if (!ranges.empty()) send();
+}
+
+void Volume::activate(Session* s) {
+  active_ = s;
+  s->phase = Session::Phase::kActive;
+  peer_reached();
+  if (s->plan == link::Plan::kInSync && bitmap_->dirty_bytes() != 0) {
+    // Never claim "synchronized" over regions the peer lacks: a change
+    // marked after this plan was decided. Reconnect; the moved generation
+    // makes the next plan a resync of exactly those regions.
+    end_plan_hold(s);
+    active_ = nullptr;
+    MLOG_WARN("volume '%s': %llu bytes changed while the handshake with '%s' ran; "
+              "reconnecting to resync them",
+              cfg_.name.c_str(), static_cast<unsigned long long>(bitmap_->dirty_bytes()),
+              peer_.name.c_str());
+    return session_error(s, "changes arrived during the handshake; reconnecting to resync them");
+  }
+  if (s->plan == link::Plan::kStandby) {
+    replicator_->attach_split(s->conn.get());
+  } else {
+    replicator_->attach(s->conn.get(), s->plan);
+  }
+  // Only now: released before attach, the held writes would be issued
+  // while not mirroring, marked dirty under an "in sync" plan and never
+  // copied, with the pair reporting synchronized.
+  end_plan_hold(s);
+}
+
+}  // namespace mirror
