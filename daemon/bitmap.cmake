@@ -5,6 +5,7 @@ add_library(mirror_meta STATIC
   ${CMAKE_CURRENT_LIST_DIR}/crc32c.cc
   ${CMAKE_CURRENT_LIST_DIR}/bitmap_format.cc
   ${CMAKE_CURRENT_LIST_DIR}/bitmap.cc
+  ${CMAKE_CURRENT_LIST_DIR}/bitmap_load.cc
 )
 target_include_directories(mirror_meta PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(mirror_meta PUBLIC nbd_server)
