@@ -22,6 +22,8 @@
 #   PREWRITE   1 (default): write every backing file once (dd oflag=direct) after fallocate,
 #              so nobody pays for unwritten-extent conversion; 0: fallocate only
 #   QEMU_PEER_CACHE  cache mode of the qemu-nbd peer: none (default; --aio=native) or writeback
+#   QEMU_SRC_CACHE   cache mode of the mirror's local copy: none (default: cache.direct=on,
+#              aio=native) or writeback (page cache, aio=threads)
 #   DROP_CACHES 1 (default): sync + drop the page cache before the servers start and before
 #              each resync / raw copy
 #   LINK_TLS   1: the mirrored pair's replication link runs over TLS 1.3 (certificates made
@@ -44,6 +46,7 @@ RESYNC_STRIDE_MIB=${RESYNC_STRIDE_MIB:-16}
 SIZE=${SIZE:-1G}
 PREWRITE=${PREWRITE:-1}
 QEMU_PEER_CACHE=${QEMU_PEER_CACHE:-none}
+QEMU_SRC_CACHE=${QEMU_SRC_CACHE:-none}
 DROP_CACHES=${DROP_CACHES:-1}
 LINK_TLS=${LINK_TLS:-0}
 
@@ -72,6 +75,11 @@ case $QEMU_PEER_CACHE in
   none) QEMU_PEER_ARGS=(--cache=none --aio=native) ;;
   writeback) QEMU_PEER_ARGS=(--cache=writeback --aio=threads) ;;
   *) echo "QEMU_PEER_CACHE must be none or writeback" >&2; exit 2 ;;
+esac
+case $QEMU_SRC_CACHE in
+  none) QEMU_SRC_OPTS=cache.direct=on,aio=native ;;
+  writeback) QEMU_SRC_OPTS=cache.direct=off,aio=threads ;;
+  *) echo "QEMU_SRC_CACHE must be none or writeback" >&2; exit 2 ;;
 esac
 [[ $RUN_SECONDS =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "bad SECONDS: $RUN_SECONDS" >&2; exit 2; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "bad RUNS: $RUNS" >&2; exit 2; }
@@ -267,7 +275,7 @@ start_qemu_mirror() {
   spawn qemu-peer qemu-nbd -f raw "${QEMU_PEER_ARGS[@]}" --persistent -k "$WORK/peer.sock" -x peer "$WORK/q-b.img"
   wait_for qemu-peer 30 test -S "$WORK/peer.sock"
   spawn qemu-mirror qemu-storage-daemon \
-    --blockdev "file,filename=$WORK/q-a.img,node-name=src-file,cache.direct=on,aio=native" \
+    --blockdev "file,filename=$WORK/q-a.img,node-name=src-file,$QEMU_SRC_OPTS" \
     --blockdev raw,file=src-file,node-name=src \
     --blockdev "nbd,server.type=unix,server.path=$WORK/peer.sock,export=peer,node-name=tgt" \
     --nbd-server "addr.type=inet,addr.host=127.0.0.1,addr.port=$port" \
@@ -433,7 +441,7 @@ pin_desc="every server process and the client on CPU 1 (taskset -c 1)"
 echo "## Mirrored mirrord vs unmirrored mirrord vs QEMU active mirror, $pin_desc$([[ $LINK_TLS == 1 ]] && echo ", replication link over TLS 1.3")"
 echo
 echo "- date: $STAMP; CPU: $CPU_MODEL ($(nproc) CPUs); kernel: $KERNEL; load avg start/end: $LOAD_START / $LOAD_END"
-echo "- one fresh $SIZE file per copy on $FS (fallocate$([[ $PREWRITE == 1 ]] && echo ' + written once with dd oflag=direct')); the QEMU peer is qemu-nbd --cache=$QEMU_PEER_CACHE"
+echo "- one fresh $SIZE file per copy on $FS (fallocate$([[ $PREWRITE == 1 ]] && echo ' + written once with dd oflag=direct')); the QEMU mirror's local copy is cache=$QEMU_SRC_CACHE, its peer qemu-nbd --cache=$QEMU_PEER_CACHE"
 echo "- each cell: median of $RUNS runs of ${RUN_SECONDS} s after ${WARMUP} s warm-up, servers taking turns; one TCP loopback connection; client: build/nbdload"
 echo "- $MIRRORD_VER; $QEMU_VER"
 for s in "${active[@]}"; do echo "- $s: \`${CMD[$s]:-}\`"; done
