@@ -26,10 +26,29 @@ const uint8_t* zero_chunk() {
   }();
   return z;
 }
+
+// The file's direct-I/O alignment (0 when it has no direct I/O, or the
+// kernel cannot tell).
+struct DioAlign {
+  uint32_t mem = 0, offset = 0;
+};
+DioAlign dio_alignment(int fd, bool block_device) {
+  struct statx stx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+      (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_mem_align && stx.stx_dio_offset_align)
+    return {stx.stx_dio_mem_align, stx.stx_dio_offset_align};
+  // Block devices report it only since Linux 6.11: their logical block size
+  // is what direct I/O needs (a safe bound for the memory, too).
+  int lbs = 0;
+  if (block_device && ::ioctl(fd, BLKSSZGET, &lbs) == 0 && lbs > 0)
+    return {uint32_t(lbs), uint32_t(lbs)};
+  return {};
+}
 }  // namespace
 
 // One operation in flight. Short transfers are re-queued from where they
-// stopped; a FUA write continues with a group sync before completing.
+// stopped; a FUA modification not written with RWF_DSYNC continues with a
+// group sync before completing.
 struct FileBackend::Op final : Completion {
   enum class Kind { kRead, kWrite, kZeroWrite, kFallocate, kTrim, kFadvise };
   FileBackend* be = nullptr;
@@ -41,6 +60,11 @@ struct FileBackend::Op final : Completion {
   bool fua = false;
   bool fast_only = false;
   bool syncing = false;
+  bool dsync = false;       // written with RWF_DSYNC: durable on completion
+  bool direct = false;      // a direct write: no other write may share its pages
+  bool via_direct = false;  // the last submission went through the O_DIRECT fd
+  bool tracked = false;     // in mods_
+  bool fua_counted = false; // in fua_in_flight_
   IoDone* done = nullptr;
 
   // The sync of a FUA op completes through this adapter.
@@ -82,13 +106,36 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   std::unique_ptr<FileBackend> be(new FileBackend(loop, std::move(fd), path, size, opts));
   be->is_block_device_ = blk;
   be->lock_ = std::move(lock).value();
+  if (long ps = ::sysconf(_SC_PAGESIZE); ps > 0) be->page_size_ = uint64_t(ps);
+  if (!opts.read_only) {
+    // The O_DIRECT path for FUA writes. No lock on the second descriptor:
+    // fd_'s lock covers the file (and a second flock would conflict with it).
+    DioAlign a = dio_alignment(be->fd_.get(), blk);
+    if (a.offset && !opts.direct) {
+      be->direct_fd_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_DIRECT));
+      if (!be->direct_fd_.valid()) {
+        MLOG_INFO("%s: no O_DIRECT (%s): FUA writes go through the page cache", path.c_str(),
+                  strerror(errno));
+        a = {};
+      }
+    }
+    be->dio_mem_align_ = a.mem;
+    be->dio_offset_align_ = a.offset;
+  }
   return be;
 }
 
 FileBackend::FileBackend(Loop& loop, UniqueFd fd, std::string path, uint64_t size, Options opts)
     : loop_(loop), fd_(std::move(fd)), path_(std::move(path)), size_(size), opts_(opts) {}
 
-FileBackend::~FileBackend() = default;
+FileBackend::~FileBackend() {
+  const FuaStats& f = fua_stats_;
+  if (f.direct + f.dsync + f.group) {
+    MLOG_INFO("%s: FUA writes: %llu direct+dsync, %llu buffered+dsync, %llu group-committed",
+              path_.c_str(), static_cast<unsigned long long>(f.direct),
+              static_cast<unsigned long long>(f.dsync), static_cast<unsigned long long>(f.group));
+  }
+}
 
 FileBackend::Op* FileBackend::get_op(IoDone* done) {
   Op* op;
@@ -121,9 +168,15 @@ void FileBackend::submit(Op* op) {
     case Op::Kind::kRead:
       io_uring_prep_read(s, fd_.get(), op->buf, op->left, op->offset);
       break;
-    case Op::Kind::kWrite:
-      io_uring_prep_write(s, fd_.get(), op->buf, op->left, op->offset);
+    case Op::Kind::kWrite: {
+      // A direct write whose rest (after a short transfer) lost its
+      // alignment goes on buffered; it keeps its pages to itself meanwhile.
+      op->via_direct = op->direct && dio_aligned(op->buf, op->offset, op->left);
+      int fd = op->via_direct && direct_fd_.valid() ? direct_fd_.get() : fd_.get();
+      io_uring_prep_write(s, fd, op->buf, op->left, op->offset);
+      if (op->dsync) s->rw_flags = RWF_DSYNC;
       break;
+    }
     case Op::Kind::kZeroWrite:
       io_uring_prep_write(s, fd_.get(), zero_chunk(), std::min(op->left, kZeroChunk), op->offset);
       break;
@@ -153,7 +206,21 @@ void FileBackend::on_op(Op* op, int res) {
       return finish(op, 0);
     case Op::Kind::kWrite:
     case Op::Kind::kZeroWrite:
-      if (res < 0) return finish(op, res);
+      if (res == -EINVAL && op->via_direct) {
+        // The filesystem refused a direct write statx promised: buffered
+        // from now on (the page lock stays until this op ends).
+        MLOG_WARN("%s: direct write refused (EINVAL): FUA writes go through the page cache",
+                  path_.c_str());
+        dio_offset_align_ = 0;
+        return submit(op);
+      }
+      if (res < 0) {
+        // The sync half of RWF_DSYNC may have failed, dropping dirty pages
+        // like a failed fdatasync. A full disk drops nothing.
+        if (op->dsync && res != -ENOSPC && res != -EDQUOT)
+          set_sticky(-res, "write with RWF_DSYNC");
+        return finish(op, res);
+      }
       if (res == 0) return finish(op, -EIO);
       if (op->kind == Op::Kind::kWrite) op->buf += res;
       op->offset += res;
@@ -177,8 +244,10 @@ void FileBackend::on_op(Op* op, int res) {
     case Op::Kind::kFadvise:
       return finish(op, 0);  // a hint: its failure is no error for the client
   }
-  // A completed modification: FUA waits for a sync covering it.
-  if (op->fua && !op->syncing) {
+  // A completed modification: FUA waits for a sync covering it, unless
+  // RWF_DSYNC made it durable already.
+  end_mod(op);
+  if (op->fua && !op->dsync && !op->syncing) {
     op->syncing = true;
     return flush(&op->sync_done);
   }
@@ -190,9 +259,75 @@ void FileBackend::finish(Op* op, int err) {
     MLOG_WARN("%s: write at offset %llu failed: %s", path_.c_str(),
               static_cast<unsigned long long>(op->offset), strerror(-err));
   }
+  end_mod(op);
+  if (op->fua_counted) --fua_in_flight_;
   IoDone* done = op->done;
   put_op(op);
   done->io_done(err);
+}
+
+bool FileBackend::dio_aligned(const uint8_t* buf, uint64_t offset, uint32_t length) const {
+  return dio_offset_align_ && reinterpret_cast<uintptr_t>(buf) % dio_mem_align_ == 0 &&
+         offset % dio_offset_align_ == 0 && length % dio_offset_align_ == 0;
+}
+
+bool FileBackend::shares_page(const Op* a, const Op* b) const {
+  auto lo = [&](const Op* o) { return o->offset / page_size_ * page_size_; };
+  auto hi = [&](const Op* o) { return (o->offset + o->left + page_size_ - 1) / page_size_ * page_size_; };
+  return lo(a) < hi(b) && lo(b) < hi(a);
+}
+
+// Page-cache coherence: a direct write flushes and invalidates the cached
+// pages of its range, before and after the I/O. A buffered modification of
+// one of those pages meanwhile can fill the page from disk before the direct
+// data lands and later write that stale copy back over it (the kernel warns
+// of "stale pagecache"), losing the direct write, even when the two touch
+// different bytes of the page. So a direct write starts only when no
+// modification in flight shares a page with it, and a modification sharing
+// a page with a direct write in flight waits for it.
+void FileBackend::start_mod(Op* op) {
+  if (sticky_error_) {  // it waited, and a sync failed meanwhile
+    IoDone* done = op->done;
+    put_op(op);
+    return complete_later(done, -sticky_error_);
+  }
+  for (const Op* m : mods_) {
+    if (m->direct && shares_page(op, m)) {
+      blocked_.push_back(op);
+      return;
+    }
+  }
+  if (op->kind == Op::Kind::kWrite && op->fua) {
+    // Alone, RWF_DSYNC saves the second hop of a separate sync. At depth
+    // one group sync covering many writes costs less than a cache flush
+    // per write, so a FUA write joins the group when others are in flight.
+    if (fua_in_flight_ == 0 && !sync_running_) {
+      op->dsync = true;
+      op->direct = dio_aligned(op->buf, op->offset, op->left) &&
+                   std::none_of(mods_.begin(), mods_.end(),
+                                [&](const Op* m) { return shares_page(op, m); });
+      ++(op->direct ? fua_stats_.direct : fua_stats_.dsync);
+    } else {
+      ++fua_stats_.group;
+    }
+  }
+  if (op->fua) {
+    op->fua_counted = true;
+    ++fua_in_flight_;
+  }
+  op->tracked = true;
+  mods_.push_back(op);
+  submit(op);
+}
+
+void FileBackend::end_mod(Op* op) {
+  if (!op->tracked) return;
+  op->tracked = false;
+  mods_.erase(std::find(mods_.begin(), mods_.end(), op));
+  if (!op->direct || blocked_.empty()) return;
+  std::vector<Op*> waiting;
+  waiting.swap(blocked_);
+  for (Op* b : waiting) start_mod(b);  // blocks again behind another direct write
 }
 
 void FileBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
@@ -213,7 +348,7 @@ void FileBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, bo
   op->left = length;
   op->buf = const_cast<uint8_t*>(buf);  // only read from for a write
   op->fua = fua;
-  submit(op);
+  start_mod(op);
 }
 
 void FileBackend::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
@@ -224,7 +359,7 @@ void FileBackend::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done)
   op->left = length;
   op->mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
   op->fua = fua;
-  submit(op);
+  start_mod(op);
 }
 
 void FileBackend::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) {
@@ -238,7 +373,7 @@ void FileBackend::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone
   op->mode = (flags.may_trim ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE) | FALLOC_FL_KEEP_SIZE;
   op->fua = flags.fua;
   op->fast_only = flags.fast_only;
-  submit(op);
+  start_mod(op);
 }
 
 void FileBackend::cache(uint64_t offset, uint32_t length, IoDone* done) {
@@ -262,14 +397,17 @@ void FileBackend::start_sync() {
   io_uring_prep_fsync(loop_.sqe(&sync_completion_), fd_.get(), IORING_FSYNC_DATASYNC);
 }
 
+void FileBackend::set_sticky(int err, const char* what) {
+  if (sticky_error_) return;
+  sticky_error_ = err;
+  MLOG_ERROR("%s: %s failed: %s; refusing further writes until restart", path_.c_str(), what,
+             strerror(err));
+}
+
 void FileBackend::on_sync(int res, uint32_t) {
   --in_flight_;
   sync_running_ = false;
-  if (res < 0 && !sticky_error_) {
-    sticky_error_ = -res;
-    MLOG_ERROR("%s: fdatasync failed: %s; refusing further writes until restart",
-               path_.c_str(), strerror(-res));
-  }
+  if (res < 0) set_sticky(-res, "fdatasync");
   int err = sticky_error_ ? -sticky_error_ : 0;
   std::vector<IoDone*> done;
   done.swap(sync_current_);

@@ -1,11 +1,20 @@
 // FileBackend: a volume stored in a regular file or a block device, all I/O
-// through io_uring. Writes go to the page cache; FLUSH and FUA are made
-// durable with fdatasync, group-committed: writers that arrive while a sync
-// is running share the next one.
+// through io_uring. Writes go to the page cache; FLUSH is made durable with
+// fdatasync, group-committed: flushes that arrive while a sync is running
+// share the next one.
+//
+// A FUA write alone in flight is one WRITE with RWF_DSYNC (durable when it
+// completes: no second io_uring hop), through an O_DIRECT descriptor of the
+// same file when the buffer, offset and length meet the file's direct-I/O
+// alignment and no other modification in flight shares one of its pages
+// (page-cache coherence: see docs/nbd-server.md, "FUA"). A FUA write that
+// arrives while other FUA writes or a sync are in flight joins the group
+// commit instead, which is cheaper per write at depth.
 //
 // A failed fdatasync is sticky: after it the kernel may have dropped the
 // dirty pages, so every later write and flush fails with EIO until restart
-// (see docs/nbd-server.md, "fsync errors").
+// (see docs/nbd-server.md, "fsync errors"). So is a failed RWF_DSYNC write,
+// except ENOSPC/EDQUOT (nothing was dropped).
 #pragma once
 
 #include <memory>
@@ -52,6 +61,16 @@ class FileBackend final : public Backend {
   // Outstanding operations (for a clean stop).
   size_t in_flight() const { return in_flight_; }
 
+  // How FUA writes were made durable (tests, and the log at close).
+  struct FuaStats {
+    uint64_t direct = 0;  // O_DIRECT + RWF_DSYNC
+    uint64_t dsync = 0;   // buffered + RWF_DSYNC
+    uint64_t group = 0;   // buffered, then the group-committed fdatasync
+  };
+  const FuaStats& fua_stats() const { return fua_stats_; }
+  // Whether FUA writes can take the O_DIRECT path at all on this file.
+  bool has_direct_path() const { return dio_offset_align_ != 0; }
+
  private:
   struct Op;
   FileBackend(Loop& loop, UniqueFd fd, std::string path, uint64_t size, Options opts);
@@ -63,6 +82,12 @@ class FileBackend final : public Backend {
   void complete_later(IoDone* done, int err);
   void start_sync();
   void on_sync(int res, uint32_t flags);
+  void set_sticky(int err, const char* what);
+  // Modifications (write, zero, trim) and the page-cache coherence rule.
+  void start_mod(Op* op);
+  void end_mod(Op* op);
+  bool dio_aligned(const uint8_t* buf, uint64_t offset, uint32_t length) const;
+  bool shares_page(const Op* a, const Op* b) const;
 
   Loop& loop_;
   FileLock lock_;  // before fd_: released after the data descriptor closes
@@ -71,9 +96,20 @@ class FileBackend final : public Backend {
   uint64_t size_;
   Options opts_;
   bool is_block_device_ = false;
-  int sticky_error_ = 0;  // set by a failed fdatasync
+  int sticky_error_ = 0;  // set by a failed fdatasync or RWF_DSYNC write
   size_t in_flight_ = 0;
   std::vector<std::unique_ptr<Op>> free_ops_;
+
+  // The O_DIRECT path for FUA writes: the same file opened again (invalid
+  // when opts_.direct: fd_ is direct already), and its alignment (0: none).
+  UniqueFd direct_fd_;
+  uint32_t dio_mem_align_ = 0;
+  uint32_t dio_offset_align_ = 0;
+  uint64_t page_size_ = 4096;
+  std::vector<Op*> mods_;     // modifications whose I/O is in flight
+  std::vector<Op*> blocked_;  // wait for a direct write sharing a page
+  size_t fua_in_flight_ = 0;  // FUA modifications not yet completed
+  FuaStats fua_stats_;
 
   // Group commit of fdatasync.
   MemberCompletion<FileBackend, &FileBackend::on_sync> sync_completion_{this};

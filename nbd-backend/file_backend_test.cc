@@ -1,0 +1,228 @@
+// Tests of FileBackend's FUA paths: which path a FUA write takes (O_DIRECT
+// + RWF_DSYNC, buffered + RWF_DSYNC, or the group-committed fdatasync), that
+// every path leaves the right bytes both in the page cache and on disk, and
+// the page-cache coherence rule for writes that share a page.
+#include "file_backend.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "buffer.h"
+
+namespace mirror {
+namespace {
+
+constexpr uint64_t kSize = 1 << 20;
+
+std::string make_file(const std::string& dir) {
+  std::string tmpl = dir + "/file_backend_test.XXXXXX";
+  int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) return {};
+  bool ok = ::ftruncate(fd, kSize) == 0;
+  ::close(fd);
+  if (!ok) ::unlink(tmpl.c_str());
+  return ok ? tmpl : std::string();
+}
+
+struct FileBackendFixture : ::testing::Test {
+  std::unique_ptr<Loop> loop = Loop::create(64).value();
+  std::string path;
+  std::unique_ptr<FileBackend> be;
+  int pending = 0;
+
+  // A directory on a filesystem with direct I/O (TMPDIR, else /var/tmp).
+  static std::string disk_dir() {
+    const char* t = std::getenv("TMPDIR");
+    return t && *t ? t : "/var/tmp";
+  }
+  void open_in(const std::string& dir) {
+    path = make_file(dir);
+    ASSERT_FALSE(path.empty()) << "cannot create a file in " << dir;
+    auto r = FileBackend::open(*loop, path, {});
+    ASSERT_TRUE(r) << r.error().message;
+    be = std::move(r).value();
+  }
+  void TearDown() override {
+    be.reset();
+    if (!path.empty()) ::unlink(path.c_str());
+  }
+
+  // Starts an operation; run() waits for all started ones.
+  void start(const std::function<void(IoDone*)>& op, int* result) {
+    ++pending;
+    op(FnDone::make([this, result](int err) {
+      *result = err;
+      if (--pending == 0) loop->stop();
+    }));
+  }
+  void run() {
+    if (pending) loop->run();
+  }
+  int write(uint64_t off, const uint8_t* buf, uint32_t len, bool fua) {
+    int res = 1;
+    start([&](IoDone* d) { be->write(off, len, buf, fua, d); }, &res);
+    run();
+    return res;
+  }
+  int flush() {
+    int res = 1;
+    start([&](IoDone* d) { be->flush(d); }, &res);
+    run();
+    return res;
+  }
+  std::vector<uint8_t> read(uint64_t off, uint32_t len) {
+    std::vector<uint8_t> out(len);
+    int res = 1;
+    start([&](IoDone* d) { be->read(off, len, out.data(), d); }, &res);
+    run();
+    EXPECT_EQ(res, 0);
+    return out;
+  }
+  // The bytes on disk, bypassing the page cache (when the file allows it).
+  std::vector<uint8_t> read_disk(uint64_t off, uint32_t len) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT);
+    if (fd < 0) fd = ::open(path.c_str(), O_RDONLY);
+    uint64_t lo = off / 4096 * 4096, hi = (off + len + 4095) / 4096 * 4096;
+    Buffer b(hi - lo);
+    EXPECT_EQ(::pread(fd, b.data(), hi - lo, lo), ssize_t(hi - lo));
+    ::close(fd);
+    return {b.data() + (off - lo), b.data() + (off - lo) + len};
+  }
+  // What a read returns, and what is on disk after a flush.
+  void expect_read_then_flushed(uint64_t off, const std::vector<uint8_t>& want) {
+    uint32_t len = uint32_t(want.size());
+    EXPECT_EQ(read(off, len), want);
+    EXPECT_EQ(flush(), 0);
+    EXPECT_EQ(read_disk(off, len), want);
+  }
+  static Buffer filled(uint32_t len, uint8_t byte) {
+    Buffer b(len + 4096);
+    std::memset(b.data(), byte, len + 4096);
+    return b;
+  }
+};
+
+std::vector<uint8_t> bytes(uint32_t len, uint8_t byte) { return std::vector<uint8_t>(len, byte); }
+// `first` bytes of a, then b up to `len`.
+std::vector<uint8_t> halves(uint32_t first, uint8_t a, uint32_t len, uint8_t b) {
+  std::vector<uint8_t> v(first, a);
+  v.resize(len, b);
+  return v;
+}
+
+TEST_F(FileBackendFixture, AlignedFuaWriteIsOneDirectDsyncWrite) {
+  open_in(disk_dir());
+  if (!be->has_direct_path()) GTEST_SKIP() << disk_dir() << " has no direct I/O";
+  Buffer b = filled(4096, 0x5a);
+  ASSERT_EQ(write(8192, b.data(), 4096, true), 0);
+  EXPECT_EQ(be->fua_stats().direct, 1u);
+  EXPECT_EQ(be->fua_stats().dsync + be->fua_stats().group, 0u);
+  EXPECT_EQ(read(8192, 4096), bytes(4096, 0x5a));
+  EXPECT_EQ(read_disk(8192, 4096), bytes(4096, 0x5a));
+}
+
+TEST_F(FileBackendFixture, UnalignedFuaWritesGoBufferedWithDsync) {
+  open_in(disk_dir());
+  Buffer b = filled(4096, 0x11);
+  ASSERT_EQ(write(100, b.data(), 1000, true), 0) << "unaligned offset and length";
+  ASSERT_EQ(write(16384, b.data() + 1, 4096, true), 0) << "unaligned buffer";
+  EXPECT_EQ(be->fua_stats().direct, 0u);
+  EXPECT_EQ(be->fua_stats().dsync, 2u);
+  EXPECT_EQ(read(100, 1000), bytes(1000, 0x11));
+  EXPECT_EQ(read(16384, 4096), bytes(4096, 0x11));
+  EXPECT_EQ(read_disk(100, 1000), bytes(1000, 0x11));
+  EXPECT_EQ(read_disk(16384, 4096), bytes(4096, 0x11));
+  EXPECT_EQ(read(0, 100), bytes(100, 0)) << "nothing around the range";
+  EXPECT_EQ(read(1100, 100), bytes(100, 0));
+}
+
+TEST_F(FileBackendFixture, FuaWriteThenBufferedReadSeesNewData) {
+  open_in(disk_dir());
+  Buffer old = filled(4096, 0x01), fresh = filled(4096, 0x02);
+  ASSERT_EQ(write(0, old.data(), 4096, false), 0);
+  EXPECT_EQ(read(0, 4096), bytes(4096, 0x01)) << "the old data is now cached";
+  ASSERT_EQ(write(0, fresh.data(), 4096, true), 0);
+  EXPECT_EQ(read(0, 4096), bytes(4096, 0x02)) << "the cached copy was invalidated";
+  EXPECT_EQ(read_disk(0, 4096), bytes(4096, 0x02));
+}
+
+TEST_F(FileBackendFixture, FuaWriteSharingAPageWithAWriteInFlightIsNotDirect) {
+  open_in(disk_dir());
+  if (!be->has_direct_path()) GTEST_SKIP() << disk_dir() << " has no direct I/O";
+  Buffer a = filled(4096, 0xaa), f = filled(4096, 0xff);
+  int ra = 1, rf = 1;
+  // A buffered write of the page's first half, then a FUA write of the
+  // other half, aligned for direct I/O but sharing the page.
+  start([&](IoDone* d) { be->write(0, 2048, a.data(), false, d); }, &ra);
+  start([&](IoDone* d) { be->write(2048, 2048, f.data(), true, d); }, &rf);
+  run();
+  ASSERT_EQ(ra + rf, 0);
+  EXPECT_EQ(be->fua_stats().direct, 0u);
+  EXPECT_EQ(be->fua_stats().dsync, 1u);
+  expect_read_then_flushed(0, halves(2048, 0xaa, 4096, 0xff));
+}
+
+TEST_F(FileBackendFixture, WriteSharingAPageWithADirectWriteWaitsForIt) {
+  open_in(disk_dir());
+  if (!be->has_direct_path()) GTEST_SKIP() << disk_dir() << " has no direct I/O";
+  Buffer f = filled(4096, 0xff), a = filled(4096, 0xaa), z = filled(4096, 0);
+  ASSERT_EQ(write(0, z.data(), 4096, false), 0);
+  EXPECT_EQ(read(0, 4096), bytes(4096, 0)) << "the page is cached";
+  // The direct FUA write of the first half, then buffered writes of the
+  // second half and of the next page: neither may leave a stale copy of
+  // the first half in the page cache, to be written back over the direct
+  // data later.
+  int rf = 1, ra = 1, rb = 1;
+  start([&](IoDone* d) { be->write(0, 2048, f.data(), true, d); }, &rf);
+  start([&](IoDone* d) { be->write(2048, 2048, a.data(), false, d); }, &ra);
+  start([&](IoDone* d) { be->write(4096, 4096, a.data(), false, d); }, &rb);
+  run();
+  ASSERT_EQ(rf + ra + rb, 0);
+  EXPECT_EQ(be->fua_stats().direct, 1u);
+  expect_read_then_flushed(0, halves(2048, 0xff, 8192, 0xaa));
+}
+
+TEST_F(FileBackendFixture, FuaWritesAtDepthShareAGroupSync) {
+  open_in(disk_dir());
+  Buffer b = filled(4096, 0x33);
+  int r[8];
+  for (int i = 0; i < 8; ++i) {
+    r[i] = 1;
+    start([&](IoDone* d) { be->write(uint64_t(i) * 8192, 4096, b.data(), true, d); }, &r[i]);
+  }
+  run();
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(r[i], 0);
+  const auto& s = be->fua_stats();
+  EXPECT_EQ(s.direct + s.dsync, 1u) << "only the first write was alone";
+  EXPECT_EQ(s.group, 7u);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(read_disk(uint64_t(i) * 8192, 4096), bytes(4096, 0x33));
+}
+
+TEST_F(FileBackendFixture, TmpfsHasNoDirectPath) {
+  if (::access("/dev/shm", W_OK) != 0) GTEST_SKIP() << "no /dev/shm";
+  open_in("/dev/shm");
+  EXPECT_FALSE(be->has_direct_path()) << "tmpfs reports no direct-I/O alignment";
+  Buffer b = filled(4096, 0x77);
+  ASSERT_EQ(write(4096, b.data(), 4096, true), 0);
+  EXPECT_EQ(be->fua_stats().direct, 0u);
+  EXPECT_EQ(be->fua_stats().dsync, 1u);
+  EXPECT_EQ(read(4096, 4096), bytes(4096, 0x77));
+}
+
+TEST_F(FileBackendFixture, ReadOnlyFileHasNoDirectPath) {
+  path = make_file(disk_dir());
+  ASSERT_FALSE(path.empty());
+  auto r = FileBackend::open(*loop, path, {.read_only = true});
+  ASSERT_TRUE(r) << r.error().message;
+  be = std::move(r).value();
+  EXPECT_FALSE(be->has_direct_path());
+  EXPECT_EQ(read(0, 4096), bytes(4096, 0));
+}
+
+}  // namespace
+}  // namespace mirror
