@@ -301,7 +301,18 @@ void FileBackend::start_mod(Op* op) {
     // Alone, RWF_DSYNC saves the second hop of a separate sync. At depth
     // one group sync covering many writes costs less than a cache flush
     // per write, so a FUA write joins the group when others are in flight.
-    if (fua_in_flight_ == 0 && !sync_running_) {
+    // A closed loop at depth empties now and then (a group completes, its
+    // clients have not sent the next writes yet): a write arriving then
+    // would pay a flush of its own beside the group's, so the group path
+    // holds for kGroupHold lone writes after the last write at depth.
+    bool alone = fua_in_flight_ == 0 && !sync_running_;
+    if (!alone) {
+      group_hold_ = kGroupHold;
+    } else if (group_hold_ > 0) {
+      --group_hold_;
+      alone = false;
+    }
+    if (alone) {
       op->dsync = true;
       op->direct = dio_aligned(op->buf, op->offset, op->left) &&
                    std::none_of(mods_.begin(), mods_.end(),

@@ -9,7 +9,8 @@
 // alignment and no other modification in flight shares one of its pages
 // (page-cache coherence: see docs/nbd-server.md, "FUA"). A FUA write that
 // arrives while other FUA writes or a sync are in flight joins the group
-// commit instead, which is cheaper per write at depth.
+// commit instead, which is cheaper per write at depth (and so do the next
+// kGroupHold lone ones: a loop at depth empties now and then).
 //
 // A failed fdatasync is sticky: after it the kernel may have dropped the
 // dirty pages, so every later write and flush fails with EIO until restart
@@ -68,6 +69,8 @@ class FileBackend final : public Backend {
     uint64_t group = 0;   // buffered, then the group-committed fdatasync
   };
   const FuaStats& fua_stats() const { return fua_stats_; }
+  // After a FUA write at depth, this many lone ones still join the group.
+  static constexpr uint32_t kGroupHold = 64;
   // Whether FUA writes can take the O_DIRECT path at all on this file.
   bool has_direct_path() const { return dio_offset_align_ != 0; }
 
@@ -109,6 +112,7 @@ class FileBackend final : public Backend {
   std::vector<Op*> mods_;     // modifications whose I/O is in flight
   std::vector<Op*> blocked_;  // wait for a direct write sharing a page
   size_t fua_in_flight_ = 0;  // FUA modifications not yet completed
+  uint32_t group_hold_ = 0;   // lone FUA writes still to take the group path
   FuaStats fua_stats_;
 
   // Group commit of fdatasync.

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -92,6 +93,14 @@ struct FileBackendFixture : ::testing::Test {
     EXPECT_EQ(::pread(fd, b.data(), hi - lo, lo), ssize_t(hi - lo));
     ::close(fd);
     return {b.data() + (off - lo), b.data() + (off - lo) + len};
+  }
+  // n 4 KiB FUA writes, `stride` apart, all in flight at once; all succeed?
+  bool fua_writes_at_once(int n, uint64_t stride, const uint8_t* buf) {
+    std::vector<int> r(n, 1);
+    for (int i = 0; i < n; ++i)
+      start([&](IoDone* d) { be->write(uint64_t(i) * stride, 4096, buf, true, d); }, &r[i]);
+    run();
+    return std::all_of(r.begin(), r.end(), [](int e) { return e == 0; });
   }
   // What a read returns, and what is on disk after a flush.
   void expect_read_then_flushed(uint64_t off, const std::vector<uint8_t>& want) {
@@ -190,17 +199,28 @@ TEST_F(FileBackendFixture, WriteSharingAPageWithADirectWriteWaitsForIt) {
 TEST_F(FileBackendFixture, FuaWritesAtDepthShareAGroupSync) {
   open_in(disk_dir());
   Buffer b = filled(4096, 0x33);
-  int r[8];
-  for (int i = 0; i < 8; ++i) {
-    r[i] = 1;
-    start([&](IoDone* d) { be->write(uint64_t(i) * 8192, 4096, b.data(), true, d); }, &r[i]);
-  }
-  run();
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(r[i], 0);
+  ASSERT_TRUE(fua_writes_at_once(8, 8192, b.data()));
   const auto& s = be->fua_stats();
   EXPECT_EQ(s.direct + s.dsync, 1u) << "only the first write was alone";
   EXPECT_EQ(s.group, 7u);
   for (int i = 0; i < 8; ++i) EXPECT_EQ(read_disk(uint64_t(i) * 8192, 4096), bytes(4096, 0x33));
+}
+
+TEST_F(FileBackendFixture, LoneFuaWritesRightAfterDepthStayInTheGroup) {
+  open_in(disk_dir());
+  Buffer b = filled(4096, 0x44);
+  ASSERT_TRUE(fua_writes_at_once(4, 4096, b.data()));
+  const auto& s = be->fua_stats();
+  uint64_t alone_before = s.direct + s.dsync;
+  // A loop at depth that empties for a moment: its next writes, each alone,
+  // still share group syncs, until enough lone writes say the depth is gone.
+  for (uint32_t i = 0; i < FileBackend::kGroupHold; ++i)
+    ASSERT_EQ(write(65536, b.data(), 4096, true), 0);
+  EXPECT_EQ(s.direct + s.dsync, alone_before);
+  EXPECT_EQ(s.group, 3u + FileBackend::kGroupHold);
+  ASSERT_EQ(write(65536, b.data(), 4096, true), 0);
+  EXPECT_EQ(s.direct + s.dsync, alone_before + 1) << "alone long enough: RWF_DSYNC again";
+  EXPECT_EQ(read_disk(65536, 4096), bytes(4096, 0x44));
 }
 
 TEST_F(FileBackendFixture, TmpfsHasNoDirectPath) {
