@@ -60,7 +60,7 @@ std::pair<uint8_t*, size_t> LinkConn::recv_target() {
     in_start_ = 0;
   }
   recv_direct_ = false;
-  return {&in_[in_end_], in_.size() - in_end_};
+  return {in_.data() + in_end_, in_.size() - in_end_};
 }
 
 void LinkConn::received(size_t n) {
@@ -145,7 +145,7 @@ void LinkConn::parse() {
     if (!have_header_) {
       if (in_end_ - in_start_ < link::kHeaderSize) break;
       auto h = link::decode_header(
-          std::span<const uint8_t, link::kHeaderSize>(&in_[in_start_], link::kHeaderSize));
+          std::span<const uint8_t, link::kHeaderSize>(in_.data() + in_start_, link::kHeaderSize));
       if (!h) return close(h.error().message);
       in_start_ += link::kHeaderSize;
       cur_ = *h;
@@ -154,7 +154,7 @@ void LinkConn::parse() {
       payload_.reserve(std::max<uint32_t>(cur_.payload, 1));
     }
     size_t n = std::min<size_t>(cur_.payload - payload_have_, in_end_ - in_start_);
-    std::memcpy(payload_.data() + payload_have_, &in_[in_start_], n);
+    std::memcpy(payload_.data() + payload_have_, in_.data() + in_start_, n);
     in_start_ += n;
     payload_have_ += n;
     if (payload_have_ < cur_.payload) break;
