@@ -12,6 +12,7 @@ struct SecondaryApplier::Apply final : IoDone {
   uint64_t id = 0, seq = 0, epoch = 0;
   bool is_flush = false;
   bool is_sync_done = false;
+  bool resync = false;  // a resync copy: its writeback starts once it is applied
   link::Type type = link::Type::kWrite;
   uint64_t off = 0;
   uint32_t len = 0;
@@ -45,7 +46,7 @@ SecondaryApplier::Apply* SecondaryApplier::get() {
     a = free_.back().release();
     free_.pop_back();
   }
-  a->is_flush = a->is_sync_done = false;
+  a->is_flush = a->is_sync_done = a->resync = false;
   return a;
 }
 
@@ -125,7 +126,10 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
     case link::Type::kWrite:
       std::swap(a->buf, payload);  // keep the data, give the link a buffer back
       bytes_applied_ += h.length;
-      if (h.flags & link::kFlagResync) resync_bytes_ += h.length;
+      if (h.flags & link::kFlagResync) {
+        resync_bytes_ += h.length;
+        a->resync = true;
+      }
       local_.write(h.offset, h.length, a->buf.data(), fua, a);
       break;
     case link::Type::kTrim:
@@ -164,6 +168,10 @@ void SecondaryApplier::done(Apply* a, int err) {
     return reply(epoch, id, err);
   }
   if (err) local_failed(a, err);
+  // A resync streams the primary's regions here, then flushes them in
+  // batches before the primary may clear their bits: written back from now
+  // on, while the link carries the next ones, instead of all at that flush.
+  if (!err && a->resync) local_.start_writeback(a->off, a->len);
   in_flight_.erase(a->seq);
   uint64_t epoch = a->epoch, id = a->id;
   put(a);

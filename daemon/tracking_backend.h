@@ -43,6 +43,9 @@ class ForwardingBackend : public Backend {
   void cache(uint64_t offset, uint32_t length, IoDone* done) override {
     inner_.cache(offset, length, done);
   }
+  void start_writeback(uint64_t offset, uint32_t length) override {
+    inner_.start_writeback(offset, length);
+  }
   void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
                     std::vector<nbd::Extent>* out, IoDone* done) override {
     inner_.block_status(offset, length, max_extents, out, done);

@@ -65,6 +65,11 @@ class Backend {
   virtual void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) = 0;
   virtual void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) = 0;
   virtual void cache(uint64_t offset, uint32_t length, IoDone* done) = 0;
+  // A hint: start writing this range's cached changes to stable storage now,
+  // so a later flush() has less left to wait for. Nothing waits for it and
+  // it promises nothing (errors surface at that flush); a backend without a
+  // write-back cache ignores it.
+  virtual void start_writeback(uint64_t /*offset*/, uint32_t /*length*/) {}
   // Appends at most max_extents extents describing [offset, offset+length)
   // from the start (they may cover less than length).
   virtual void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,

@@ -50,7 +50,7 @@ DioAlign dio_alignment(int fd, bool block_device) {
 // stopped; a FUA modification not written with RWF_DSYNC continues with a
 // group sync before completing.
 struct FileBackend::Op final : Completion {
-  enum class Kind { kRead, kWrite, kZeroWrite, kFallocate, kTrim, kFadvise };
+  enum class Kind { kRead, kWrite, kZeroWrite, kFallocate, kTrim, kFadvise, kWriteback };
   FileBackend* be = nullptr;
   Kind kind = Kind::kRead;
   uint64_t offset = 0;
@@ -187,6 +187,9 @@ void FileBackend::submit(Op* op) {
     case Op::Kind::kFadvise:
       io_uring_prep_fadvise(s, fd_.get(), op->offset, op->left, POSIX_FADV_WILLNEED);
       break;
+    case Op::Kind::kWriteback:
+      io_uring_prep_sync_file_range(s, fd_.get(), op->left, op->offset, SYNC_FILE_RANGE_WRITE);
+      break;
   }
 }
 
@@ -242,6 +245,7 @@ void FileBackend::on_op(Op* op, int res) {
       if (res < 0 && res != -EOPNOTSUPP && res != -ENOTSUP) return finish(op, res);
       break;
     case Op::Kind::kFadvise:
+    case Op::Kind::kWriteback:
       return finish(op, 0);  // a hint: its failure is no error for the client
   }
   // A completed modification: FUA waits for a sync covering it, unless
@@ -263,7 +267,7 @@ void FileBackend::finish(Op* op, int err) {
   if (op->fua_counted) --fua_in_flight_;
   IoDone* done = op->done;
   put_op(op);
-  done->io_done(err);
+  if (done) done->io_done(err);  // hints (start_writeback) have nobody waiting
 }
 
 bool FileBackend::dio_aligned(const uint8_t* buf, uint64_t offset, uint32_t length) const {
@@ -390,6 +394,15 @@ void FileBackend::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone
 void FileBackend::cache(uint64_t offset, uint32_t length, IoDone* done) {
   Op* op = get_op(done);
   op->kind = Op::Kind::kFadvise;
+  op->offset = offset;
+  op->left = length;
+  submit(op);
+}
+
+void FileBackend::start_writeback(uint64_t offset, uint32_t length) {
+  if (sticky_error_ || opts_.read_only) return;
+  Op* op = get_op(nullptr);
+  op->kind = Op::Kind::kWriteback;
   op->offset = offset;
   op->left = length;
   submit(op);

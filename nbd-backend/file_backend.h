@@ -54,6 +54,10 @@ class FileBackend final : public Backend {
   void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
   void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
   void cache(uint64_t offset, uint32_t length, IoDone* done) override;
+  // sync_file_range(SYNC_FILE_RANGE_WRITE): queues the range's dirty pages
+  // for writeback without waiting, and without consuming a writeback error
+  // (the next fdatasync still reports it).
+  void start_writeback(uint64_t offset, uint32_t length) override;
   void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
                     std::vector<nbd::Extent>* out, IoDone* done) override;
 
