@@ -14,6 +14,9 @@ namespace mirror {
 namespace {
 constexpr uint32_t kResyncChunk = 1 << 20;       // one resync copy at most
 constexpr uint64_t kResyncBatch = 64ull << 20;   // peer flush, then clear bits
+// How far past the copies in flight the local copy reads ahead (unlimited
+// resync rate only): a few regions' worth keeps its disk queue full.
+constexpr uint64_t kResyncReadAhead = 16ull << 20;
 constexpr uint64_t kInternalFlushMs = 5000;      // activity-log turnover
 // A peer that answers pings is alive; a request it leaves unanswered for
 // this many ack timeouts means its storage is stuck (DRBD's ko-count).
@@ -61,7 +64,9 @@ struct Replicator::Op final : IoDone {
 
 Replicator::Replicator(Loop& loop, Backend& local, Bitmap& bitmap, const VolumeConfig& cfg)
     : loop_(loop), local_(local), bitmap_(bitmap), cfg_(cfg), size_(cfg.size),
-      now_ms_(coarse_ms()) {}
+      now_ms_(coarse_ms()) {
+  readahead_done_.rep = this;
+}
 
 Replicator::~Replicator() = default;
 
@@ -525,6 +530,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
     state_ = LinkState::kResyncing;
     resync_active_ = true;
     resync_cursor_ = 0;
+    readahead_cursor_ = 0;
     resync_scan_done_ = false;
     resync_total_ = bitmap_.dirty_bytes();
     resync_done_ = 0;
@@ -727,12 +733,14 @@ void Replicator::resync_pump() {
     ++resync_in_flight_;
     submit(op);
   }
+  if (!resync_scan_done_) resync_read_ahead();
   if (resync_in_flight_ > 0 || resync_flushing_) return;
   if (!resync_batch_.empty()) return resync_batch_flush();
   if (!resync_scan_done_) return;
   if (bitmap_.dirty_bytes() > 0) {
     // Bits set again behind the cursor (a failed write): scan again.
     resync_cursor_ = 0;
+    readahead_cursor_ = 0;
     resync_scan_done_ = false;
     batch_epoch_ = dirty_epoch_;
     ++deferred_;
@@ -749,6 +757,23 @@ void Replicator::resync_pump() {
   auto g = bitmap_.generation();
   op->payload = link::encode_generation({g.current, 0, g.history[0], g.history[1]});
   send_to_peer(op);
+}
+
+void Replicator::resync_read_ahead() {
+  if (cfg_.resync_rate) return;  // a limited resync has time to read on demand
+  if (!resync_active_ || readahead_drained_) return;
+  readahead_cursor_ = std::max(readahead_cursor_, resync_cursor_);
+  // Bounded like the copies: a few hints of up to 4 chunks each.
+  while (readahead_in_flight_ < 4 && readahead_cursor_ < resync_cursor_ + kResyncReadAhead) {
+    uint64_t off, len;
+    if (!bitmap_.next_dirty(readahead_cursor_, 4 * kResyncChunk, &off, &len)) {
+      readahead_cursor_ = size_;  // nothing dirty past here
+      return;
+    }
+    readahead_cursor_ = off + len;
+    ++readahead_in_flight_;
+    local_.cache(off, uint32_t(len), &readahead_done_);
+  }
 }
 
 void Replicator::resync_copy_done(Op* op, int) {
@@ -881,7 +906,14 @@ void Replicator::quiesce(std::function<void(bool clean)> done) {
       bool clean = err == 0 && rep->state_ == LinkState::kSynced && rep->link_ &&
                    rep->running_.empty();
       auto d = std::move(done);
+      Replicator* r = rep;
       delete this;
+      // The caller may destroy the replicator next: no read-ahead hint may
+      // still be due to complete into it.
+      if (r->readahead_in_flight_ > 0) {
+        r->readahead_drained_ = [d = std::move(d), clean] { d(clean); };
+        return;
+      }
       d(clean);
     }
   };

@@ -28,6 +28,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "backend.h"
@@ -122,7 +123,7 @@ class Replicator final : public Backend {
   void retire();
   // Nothing of this replicator is in flight (no I/O, metadata commit or peer
   // request names it): a retired one may be destroyed.
-  bool idle() const { return live_ops_ == 0 && deferred_ == 0; }
+  bool idle() const { return live_ops_ == 0 && deferred_ == 0 && readahead_in_flight_ == 0; }
   // Clean stop: flush both copies; `done(ok)` once finished.
   void quiesce(std::function<void(bool clean)> done);
   // Marks dirty every extent written since both copies last flushed (what
@@ -160,6 +161,7 @@ class Replicator final : public Backend {
   void resync_pump();
   void resync_copy_done(Op* op, int err);
   void resync_batch_flush();
+  void resync_read_ahead();
   void evict_extents(uint64_t flush_tick);
   void start_internal_flush();
   bool mirroring() const {
@@ -225,6 +227,19 @@ class Replicator final : public Backend {
   uint64_t tokens_ms_ = 0;
   uint64_t rate_window_ms_ = 0, rate_window_bytes_ = 0, rate_bps_ = 0;
   std::vector<Buffer> resync_buffers_;
+  // Read-ahead of the dirty runs past the copies in flight (a hint to the
+  // local copy's page cache, so its disk reads the next regions while the
+  // link and the peer's disk take the current ones).
+  uint64_t readahead_cursor_ = 0;
+  uint32_t readahead_in_flight_ = 0;
+  std::function<void()> readahead_drained_;  // quiesce waits for the hints too
+  struct ReadAheadDone final : IoDone {
+    Replicator* rep = nullptr;
+    void io_done(int) override {
+      if (--rep->readahead_in_flight_ == 0 && rep->readahead_drained_)
+        std::exchange(rep->readahead_drained_, nullptr)();
+    }
+  } readahead_done_;
   uint64_t resynced_total_ = 0;
   uint64_t dirty_epoch_ = 0;  // bumped when a failure sets dirty bits
   uint64_t batch_epoch_ = 0;
