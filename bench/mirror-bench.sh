@@ -173,6 +173,10 @@ status_field() {  # status_field CTL FIELD -> value (resync.X allowed)
 for k in sys.argv[1].split("."): d=d[k]
 print(d)' "$2"
 }
+# clock_diff A B: seconds from wall-clock time of day A to B (HH:MM:SS.fff, as in the logs)
+clock_diff() {
+  awk -v a="$1" -v b="$2" 'BEGIN{split(a,x,":"); split(b,y,":"); d=(y[1]*3600+y[2]*60+y[3])-(x[1]*3600+x[2]*60+x[3]); if (d < 0) d += 86400; printf "%.3f", d}'
+}
 is_state() { [[ $(status_field "$1" state 2>/dev/null) == "$2" ]]; }
 
 make_disk() {
@@ -369,6 +373,7 @@ if [[ $RESYNC == 1 && " ${active[*]} " == *" mirrored "* ]]; then
     before=$(status_field "$WORK/a.ctl" resynced_bytes_total)
     drop_caches
     t0=$(date +%s.%N)
+    t0_clock=$(date +%T.%N)
     start_beta
     # Poll the primary until it is synchronized (tc: first time the link reads connected; unused).
     tc=""; t1=""
@@ -389,11 +394,20 @@ if [[ $RESYNC == 1 && " ${active[*]} " == *" mirrored "* ]]; then
     # started" to "resync complete" (copy + peer flushes; no process start, no handshake).
     ls_=$(grep 'resync started' "$WORK/alpha.log" | tail -1 | cut -d' ' -f1)
     le_=$(grep 'resync complete' "$WORK/alpha.log" | tail -1 | cut -d' ' -f1)
-    csecs=$(awk -v a="$ls_" -v b="$le_" 'BEGIN{split(a,x,":"); split(b,y,":"); d=(y[1]*3600+y[2]*60+y[3])-(x[1]*3600+x[2]*60+x[3]); if (d < 0) d += 86400; printf "%.3f", d}')
+    csecs=$(clock_diff "$ls_" "$le_")
+    # The same end from the secondary's start (t0, wall clock like the log): what a user
+    # waits for. "seconds" above also holds the poll loop's own lag (a mirrorctl and a
+    # python per poll); the phases split it: start to "replication on" (process start,
+    # metadata open), to "resync started" (the primary's dial, handshake, plan commits),
+    # then the copy phase.
+    lr_=$(grep 'replication on' "$WORK/beta.log" | tail -1 | cut -d' ' -f1)
+    dsecs=$(clock_diff "$t0_clock" "$le_")
+    ssecs=$(clock_diff "$t0_clock" "$lr_")
+    hsecs=$(clock_diff "$lr_" "$ls_")
     bytes=$((after - before))
-    mbs=$(awk -v b="$bytes" -v s="$secs" 'BEGIN{printf "%.1f", b / s / 1e6}')
+    mbs=$(awk -v b="$bytes" -v s="$dsecs" 'BEGIN{printf "%.1f", b / s / 1e6}')
     cmbs=$(awk -v b="$bytes" -v s="$csecs" 'BEGIN{printf "%.1f", (s > 0) ? b / s / 1e6 : 0}')
-    j="{\"written\":$w,\"out_of_sync_bytes\":$oos,\"resynced_bytes\":$bytes,\"seconds\":$secs,\"seconds_copy_phase\":$csecs,\"mb_s\":$mbs,\"mb_s_copy_phase\":$cmbs,\"copies_equal\":$same}"
+    j="{\"written\":$w,\"out_of_sync_bytes\":$oos,\"resynced_bytes\":$bytes,\"seconds\":$dsecs,\"seconds_polled\":$secs,\"seconds_process_start\":$ssecs,\"seconds_connect\":$hsecs,\"seconds_copy_phase\":$csecs,\"mb_s\":$mbs,\"mb_s_copy_phase\":$cmbs,\"copies_equal\":$same}"
     printf 'resync\t%s\t%s\n' "$i" "$j" >>"$RS"
     log "resync run $i: $j"
     # The raw capability, same bytes, same disk: O_DIRECT file-to-file copy, then TCP.
@@ -525,7 +539,7 @@ if [[ -s $RS ]]; then
       for (i = 2; i <= n; i++) for (j = i; j > 1 && arr[j-1] > arr[j]; j--) { t = arr[j]; arr[j] = arr[j-1]; arr[j-1] = t }
       return arr[int((n + 1) / 2)]
     }
-    $1 == "resync" { nr++; R[nr] = field($3, "mb_s") + 0; RC[nr] = field($3, "mb_s_copy_phase") + 0; SC[nr] = field($3, "seconds_copy_phase") + 0; B = field($3, "resynced_bytes"); S[nr] = field($3, "seconds") + 0; if (field($3, "copies_equal") != "true") bad++ }
+    $1 == "resync" { nr++; R[nr] = field($3, "mb_s") + 0; RC[nr] = field($3, "mb_s_copy_phase") + 0; SC[nr] = field($3, "seconds_copy_phase") + 0; B = field($3, "resynced_bytes"); S[nr] = field($3, "seconds") + 0; SP[nr] = field($3, "seconds_process_start") + 0; SH[nr] = field($3, "seconds_connect") + 0; SQ[nr] = field($3, "seconds_polled") + 0; if (field($3, "copies_equal") != "true") bad++ }
     $1 == "copy" { nc++; C[nc] = field($3, "mb_s") + 0 }
     $1 == "tcp" { nt++; T[nt] = field($3, "mb_s") + 0 }
     END {
@@ -533,6 +547,7 @@ if [[ -s $RS ]]; then
       print "| resync (bytes; s from secondary start / copy phase) | mirrord resync (from start / copy phase) | raw O_DIRECT file copy, same bytes | loopback TCP | resync / min(copy, TCP) (from start / copy phase) | goal |"
       print "|---|---:|---:|---:|---:|---:|"
       printf "| %.0f MiB; %.2f s / %.2f s | %.0f / %.0f MB/s | %.0f MB/s | %.0f MB/s | %.0f%% / %.0f%% | ≥ 80%% %s |\n", B / 1048576, median(S, nr), sc, r, rc, c, t, 100 * r / lim, 100 * rc / lim, (rc / lim >= 0.8) ? "met" : "**missed**"
+      printf "\nFrom the secondary'"'"'s start to the primary'"'"'s \"resync complete\" (medians): process start to listening %.2f s, to \"resync started\" (dial, handshake) %.2f s, copy phase %.2f s; the status poll saw synchronized after %.2f s.\n", median(SP, nr), median(SH, nr), sc, median(SQ, nr)
       if (bad) print "\n**copies differ after resync in " bad " run(s)**"
       else print "\nAfter every resync the region set is byte-identical on both copies."
     }' "$RS"
