@@ -415,6 +415,10 @@ if [[ $RESYNC == 1 && " ${active[*]} " == *" mirrored "* ]]; then
     c=$("${PINC[@]}" "$PY" "$REGIONS_PY" copy "$WORK/m-a.img" "$WORK/u.img" "${RG[@]}")
     printf 'copy\t%s\t%s\n' "$i" "$c" >>"$RS"
     log "raw copy run $i: $c"
+    drop_caches
+    c=$("${PINC[@]}" "$PY" "$REGIONS_PY" copy-overlapped "$WORK/m-a.img" "$WORK/u.img" "${RG[@]}")
+    printf 'copy2\t%s\t%s\n' "$i" "$c" >>"$RS"
+    log "raw overlapped copy run $i: $c"
     t=$("${PINC[@]}" "$PY" "$REGIONS_PY" tcp 2048)
     printf 'tcp\t%s\t%s\n' "$i" "$t" >>"$RS"
     log "loopback tcp run $i: $t"
@@ -541,12 +545,14 @@ if [[ -s $RS ]]; then
     }
     $1 == "resync" { nr++; R[nr] = field($3, "mb_s") + 0; RC[nr] = field($3, "mb_s_copy_phase") + 0; SC[nr] = field($3, "seconds_copy_phase") + 0; B = field($3, "resynced_bytes"); S[nr] = field($3, "seconds") + 0; SP[nr] = field($3, "seconds_process_start") + 0; SH[nr] = field($3, "seconds_connect") + 0; SQ[nr] = field($3, "seconds_polled") + 0; if (field($3, "copies_equal") != "true") bad++ }
     $1 == "copy" { nc++; C[nc] = field($3, "mb_s") + 0 }
+    $1 == "copy2" { no++; O[no] = field($3, "mb_s") + 0 }
     $1 == "tcp" { nt++; T[nt] = field($3, "mb_s") + 0 }
     END {
-      r = median(R, nr); rc = median(RC, nr); sc = median(SC, nr); c = median(C, nc); t = median(T, nt); lim = (c < t) ? c : t
-      print "| resync (bytes; s from secondary start / copy phase) | mirrord resync (from start / copy phase) | raw O_DIRECT file copy, same bytes | loopback TCP | resync / min(copy, TCP) (from start / copy phase) | goal |"
+      r = median(R, nr); rc = median(RC, nr); sc = median(SC, nr); c = median(C, nc); o = (no ? median(O, no) : 0); t = median(T, nt)
+      disk = (o > c) ? o : c; lim = (disk < t) ? disk : t
+      print "| resync (bytes; s from secondary start / copy phase) | mirrord resync (from start / copy phase) | raw O_DIRECT file copy, same bytes (serial / reads and writes overlapped) | loopback TCP | resync / min(best copy, TCP) (from start / copy phase) | goal |"
       print "|---|---:|---:|---:|---:|---:|"
-      printf "| %.0f MiB; %.2f s / %.2f s | %.0f / %.0f MB/s | %.0f MB/s | %.0f MB/s | %.0f%% / %.0f%% | ≥ 80%% %s |\n", B / 1048576, median(S, nr), sc, r, rc, c, t, 100 * r / lim, 100 * rc / lim, (rc / lim >= 0.8) ? "met" : "**missed**"
+      printf "| %.0f MiB; %.2f s / %.2f s | %.0f / %.0f MB/s | %.0f / %.0f MB/s | %.0f MB/s | %.0f%% / %.0f%% | ≥ 80%% %s |\n", B / 1048576, median(S, nr), sc, r, rc, c, o, t, 100 * r / lim, 100 * rc / lim, (r / lim >= 0.8) ? "met" : "**missed**"
       printf "\nFrom the secondary'"'"'s start to the primary'"'"'s \"resync complete\" (medians): process start to listening %.2f s, to \"resync started\" (dial, handshake) %.2f s, copy phase %.2f s; the status poll saw synchronized after %.2f s.\n", median(SP, nr), median(SH, nr), sc, median(SQ, nr)
       if (bad) print "\n**copies differ after resync in " bad " run(s)**"
       else print "\nAfter every resync the region set is byte-identical on both copies."
