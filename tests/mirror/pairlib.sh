@@ -390,11 +390,21 @@ stop_node() {
 
 # kill_node NODE: SIGKILL (a crash), and reap it.
 kill_node() {
-    local p=${NODE_PID[$1]:-}
+    local p=${NODE_PID[$1]:-} path i
     [ -n "$p" ] || return 0
     kill -KILL "$p" 2>/dev/null
     wait "$p" 2>/dev/null
     NODE_PID[$1]=""
+    # The kernel tears a dead process's io_uring down asynchronously, and its
+    # listening sockets with it: a restart within those milliseconds would be
+    # refused as "another server is listening". Wait until they are closed.
+    for path in "${NODE_SOCK[$1]:-}" "${NODE_CTL[$1]:-}"; do
+        [ -n "$path" ] || continue
+        for i in $(seq 100); do
+            grep -qF " $path" /proc/net/unix || break
+            sleep 0.05
+        done
+    done
 }
 
 # start_with_faults NODE SPEC: start NODE with MIRRORD_FAULTS=SPEC.
