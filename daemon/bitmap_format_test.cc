@@ -136,7 +136,7 @@ TEST(BitmapFormat, SuperblockIsWrittenAsTheDocLaysItOut) {
   name.assign(64, 0);
   std::memcpy(name.data(), "beta", 4);
   EXPECT_EQ(Block(&b[256], &b[320]), name);
-  EXPECT_EQ(Block(&b[320], &b[kBlock]), Block(kBlock - 320, 0));
+  EXPECT_EQ(Block(b.begin() + 320, b.end()), Block(kBlock - 320, 0));
 }
 
 TEST(BitmapFormat, HandBuiltSuperblockDecodes) {
