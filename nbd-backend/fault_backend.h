@@ -62,6 +62,10 @@ class FaultBackend final : public Backend {
   void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
   void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
   void cache(uint64_t offset, uint32_t length, IoDone* done) override;
+  // The hint passes through: fault runs must write back as production does.
+  void start_writeback(uint64_t offset, uint32_t length) override {
+    inner_.start_writeback(offset, length);
+  }
   void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
                     std::vector<nbd::Extent>* out, IoDone* done) override;
 
