@@ -319,30 +319,14 @@ server_pids() {
   esac
 }
 
-# cpu_snapshot PID...: "server_ticks server_ctxsw cpu1_busy cpu1_softirq cpu1_idle" where
-# server_ticks is utime+stime of the processes (all threads, exited ones included) and
-# server_ctxsw the context switches of their live threads; cpu1_* are /proc/stat ticks.
-cpu_snapshot() {
-  local ticks=0 cs=0 p f line rest
-  for p in "$@"; do
-    line=$(<"/proc/$p/stat"); rest=${line##*) }
-    read -r -a F <<<"$rest"
-    ticks=$((ticks + F[11] + F[12]))   # fields 14 and 15 of stat(5), after pid and comm
-    for f in /proc/"$p"/task/*/status; do
-      cs=$((cs + $(awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n + 0}' "$f" 2>/dev/null || echo 0)))
-    done
-  done
-  read -r _ u n sy id io irq sirq st _ < <(grep '^cpu1 ' /proc/stat)
-  echo "$ticks $cs $((u + n + sy + irq + sirq + st)) $((irq + sirq)) $((id + io))"
-}
-
 # --- main -------------------------------------------------------------------------------------
 mkdir -p "$BENCH_DIR" "$RESULTS_DIR"
 WORK=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW=$RESULTS_DIR/mirror-$STAMP.json
 RES=$WORK/results.tsv
-CPU_RES=$WORK/cpu.tsv   # server row run snapshot-before snapshot-after nbdload-json
+# shellcheck source=bench/cpu-cost.sh
+source "$REPO/bench/cpu-cost.sh"
 : >"$RES"
 read -r -a active <<<"$SERVERS"
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
@@ -378,18 +362,12 @@ for r in $ROWS; do
         if ((PREFILLED[$s])); then args+=" --no-prefill"; else PREFILLED[$s]=1; fi
       fi
       # shellcheck disable=SC2086
-      "${PINC[@]}" "$NBDLOAD" --uri "${URI[$s]}" $args --seconds "$RUN_SECONDS" \
-        --warmup "$WARMUP" --seed "$i" >"$WORK/nbdload.out" 2>"$WORK/nbdload.err" &
-      load_pid=$!
-      if [[ $CPU_COST == 1 ]]; then
-        # shellcheck disable=SC2046
-        { sleep "$WARMUP"; c0=$(cpu_snapshot $(server_pids "$s")); sleep "$RUN_SECONDS"
-          c1=$(cpu_snapshot $(server_pids "$s")); }
-      fi
-      if wait "$load_pid"; then out=$(<"$WORK/nbdload.out"); else
+      if measured_run "$s" "$r" "$i" "$(server_pids "$s")" "${PINC[@]}" "$NBDLOAD" --uri "${URI[$s]}" \
+           $args --seconds "$RUN_SECONDS" --warmup "$WARMUP" --seed "$i"; then
+        out=$(<"$WORK/nbdload.out")
+      else
         log "nbdload failed on $s / $r: $(cat "$WORK/nbdload.err")"; out='{"error":true}'
       fi
-      [[ $CPU_COST == 1 ]] && printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$r" "$i" "$c0" "$c1" "$out" >>"$CPU_RES"
       printf '%s\t%s\t%s\t%s\n' "$s" "$r" "$i" "$out" >>"$RES"
       log "$r run $i $s: $out"
     done
@@ -571,42 +549,7 @@ awk -F'\t' -v servers="${active[*]}" -v rows="$ROWS" -v labels="$row_labels" '
       print line
     }
   }' "$RES"
-if [[ -s $CPU_RES ]]; then
-  echo
-  echo "CPU cost per request on CPU 1 over the measured seconds (CPU_COST=1; median run by requests/s; \
-/proc ticks of $(getconf CLK_TCK) Hz): server = every thread of the server's processes; rest = the \
-client, softirq (the loopback TCP stack) and kernel threads; context switches of the server's threads:"
-  echo
-  awk -F'\t' -v hz="$(getconf CLK_TCK)" -v secs="$RUN_SECONDS" '
-    function field(json, key,   m) {
-      if (match(json, "\"" key "\":[-0-9.eE+]+")) { m = substr(json, RSTART, RLENGTH); sub(/^[^:]*:/, "", m); return m + 0 }
-      return -1
-    }
-    {
-      split($4, a, " "); split($5, b, " "); ops = field($6, "iops") * secs
-      if (ops <= 0) next
-      key = $2 SUBSEP $1; n[key]++; k = n[key]
-      IOPS[key, k] = ops / secs
-      SRV[key, k] = (b[1] - a[1]) / hz * 1e6 / ops
-      CS[key, k] = (b[2] - a[2]) / ops
-      busy = b[3] - a[3]; idle = b[5] - a[5]
-      REST[key, k] = busy / hz * 1e6 / ops - SRV[key, k]
-      SIRQ[key, k] = (b[4] - a[4]) / hz * 1e6 / ops
-      IDLE[key, k] = (busy + idle > 0) ? 100 * idle / (busy + idle) : 0
-      if (!((key) in seen)) { seen[key] = 1; order[++no] = key }
-    }
-    END {
-      print "| load | server | requests/s | server CPU (us/request) | rest of CPU 1 (us/request; softirq) | CPU 1 idle | context switches/request |"
-      print "|---|---|---:|---:|---:|---:|---:|"
-      for (o = 1; o <= no; o++) {
-        key = order[o]; m = n[key]; split(key, kk, SUBSEP)
-        best = 1  # the median run by requests/s
-        for (i = 1; i <= m; i++) { below = 0; for (j = 1; j <= m; j++) if (IOPS[key, j] < IOPS[key, i]) below++
-          if (below == int((m - 1) / 2)) best = i }
-        printf "| %s | %s | %.0f | %.1f | %.1f; %.1f | %.0f%% | %.1f |\n", kk[1], kk[2], IOPS[key, best], SRV[key, best], REST[key, best], SIRQ[key, best], IDLE[key, best], CS[key, best]
-      }
-    }' "$CPU_RES"
-fi
+cpu_cost_table
 if [[ -s $RS ]]; then
   echo
   echo "Resync of a region set ($RESYNC_REGIONS regions of $RESYNC_REGION_MIB MiB, one every $RESYNC_STRIDE_MIB MiB), median of $RUNS:"

@@ -22,6 +22,9 @@
 #   BUILD_DIR  where mirrord and nbdload are (<repo>/build); MIRRORD, NBDLOAD override each
 #   NBDKIT_ARGS, QEMU_NBD_ARGS, NBD_SERVER_OPTS, MIRRORD_ARGS  override a server's tuning
 #   DROP_CACHES  1 (default): sync and drop the page cache before each server
+#   CPU_COST   1: also print what each request costs CPU 1: the server's processes (all
+#              threads, children included) and the rest (client, softirq), in us per request,
+#              with context switches per request (bench/cpu-cost.sh); 0 (default): off
 set -euo pipefail
 
 # SECONDS is bash's own clock: take the caller's value before anything else runs.
@@ -35,6 +38,7 @@ ROWS=${ROWS:-w4k-qd1 w4k-qd32 r4k-qd1 r4k-qd32 w1m-qd8 fua4k-qd1 fua4k-qd32}
 SIZE=${SIZE:-1G}
 DROP_CACHES=${DROP_CACHES:-1}
 SCHED=${SCHED:-other}
+CPU_COST=${CPU_COST:-0}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$REPO/build}
@@ -258,6 +262,8 @@ WORK=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW=$RESULTS_DIR/$STAMP.json
 RES=$WORK/results.tsv   # server row run json
+# shellcheck source=bench/cpu-cost.sh
+source "$REPO/bench/cpu-cost.sh"
 : >"$RES"
 
 active=()
@@ -309,8 +315,10 @@ for r in $ROWS; do
         if ((PREFILLED[$s])); then args+=" --no-prefill"; else PREFILLED[$s]=1; fi
       fi
       # shellcheck disable=SC2086
-      if ! out=$("${CLI_PIN[@]}" "$NBDLOAD" --uri "${URI[$s]}" $args --seconds "$RUN_SECONDS" \
-                   --warmup "$WARMUP" --seed "$i" 2>"$WORK/nbdload.err"); then
+      if measured_run "$s" "$r" "$i" "${PID[$s]}" "${CLI_PIN[@]}" "$NBDLOAD" --uri "${URI[$s]}" \
+           $args --seconds "$RUN_SECONDS" --warmup "$WARMUP" --seed "$i"; then
+        out=$(<"$WORK/nbdload.out")
+      else
         log "nbdload failed on $s / $r: $(cat "$WORK/nbdload.err")"
         out='{"error":true}'
       fi
@@ -445,5 +453,6 @@ awk -F'\t' -v servers="${active[*]}" -v rows="$ROWS" -v labels="$row_labels" '
       print line
     }
   }' "$RES"
+cpu_cost_table
 echo
 log "raw results: $RAW"
