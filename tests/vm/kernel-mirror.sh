@@ -4,6 +4,8 @@
 # CASE: ext4 | split-freeze | kill-secondary  (runs tests/vm/guest/mirror-CASE.sh)
 #       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl
 #       (tests/vm/guest/CASE.sh: mirrord attaches /dev/nbdX itself, no nbd-client)
+#       sync-error (tests/vm/guest/sync-error.sh: ONE unmirrored mirrord over a device-mapper
+#       disk that fails writes, driven by qemu-io; the host kernel has no device-mapper)
 #
 # Both daemons run INSIDE the guest (tests/vm/run-vm.sh, Debian's kernel under qemu): alpha
 # (primary) and beta (secondary) on the guest's own loopback, their backing images in guest
@@ -36,7 +38,9 @@ case "$CASE" in
   # 2 CPUs: the kernel queues per connection only up to the CPU count, and with one queue it
   # would send everything down the first connection
   attach-multi-ro) SCRIPT=$HERE/guest/$CASE.sh; export SMP=${SMP:-2} ;;
-  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl" >&2
+  sync-error) SCRIPT=$HERE/guest/$CASE.sh; GUEST_TOOLS="qemu-io dmsetup losetup filefrag"
+              export EXTRA_MODULES="loop dm_mod" ;;
+  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|sync-error" >&2
      exit 2 ;;
 esac
 
@@ -46,6 +50,11 @@ if ! compgen -G "/lib/modules/*/kernel/drivers/block/nbd.ko" >/dev/null ||
   skip "no Debian kernel with nbd.ko in /boot and /lib/modules (apt-get install linux-image-amd64)"
 fi
 DEBUGFS=$(command -v debugfs) || fail "missing tool: debugfs (scripts/install-deps.sh)"
+TOOLS=
+for t in ${GUEST_TOOLS:-}; do
+  p=$(command -v "$t") || fail "missing tool: $t (scripts/install-deps.sh)"
+  TOOLS="$TOOLS $p"
+done
 for b in "$MIRRORD" "$MIRRORCTL"; do
   [ -x "$b" ] || fail "$b not found (build it, or set MIRRORD= / MIRRORCTL=)"
 done
@@ -61,7 +70,7 @@ case "$WORK$HERE" in *\ *) fail "paths must not contain spaces: $WORK $HERE";; e
 rc=0
 SERVER_CMD=none WORK=$WORK MEM=${MEM:-512} \
   GUEST_TEST=$SCRIPT \
-  EXTRA_BINS="$MIRRORD $MIRRORCTL $DEBUGFS $HERE/guest/mirror-lib.sh" \
+  EXTRA_BINS="$MIRRORD $MIRRORCTL $DEBUGFS $HERE/guest/mirror-lib.sh$TOOLS" \
   GUEST_ENV="VOL_SIZE=$VOL_SIZE ${MIRROR_GUEST_ENV:-}" \
   "$HERE/run-vm.sh" || rc=$?
 if [ "$rc" = 77 ]; then exit 77; fi
