@@ -108,6 +108,11 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   be->lock_ = std::move(lock).value();
   if (long ps = ::sysconf(_SC_PAGESIZE); ps > 0) be->page_size_ = uint64_t(ps);
   if (!opts.read_only) {
+    // Buffered RWF_DSYNC writes get a descriptor of their own: the kernel
+    // reports a writeback error once per open file, so their sync half must
+    // not be the one that takes it from fd_ (see dsync_fd_).
+    be->dsync_fd_ = UniqueFd(::open(path.c_str(), flags));
+    if (!be->dsync_fd_.valid()) return errno_error("open backing file " + path + " again");
     // The O_DIRECT path for FUA writes. No lock on the second descriptor:
     // fd_'s lock covers the file (and a second flock would conflict with it).
     DioAlign a = dio_alignment(be->fd_.get(), blk);
@@ -172,7 +177,13 @@ void FileBackend::submit(Op* op) {
       // A direct write whose rest (after a short transfer) lost its
       // alignment goes on buffered; it keeps its pages to itself meanwhile.
       op->via_direct = op->direct && dio_aligned(op->buf, op->offset, op->left);
-      int fd = op->via_direct && direct_fd_.valid() ? direct_fd_.get() : fd_.get();
+      // RWF_DSYNC never through fd_: only fdatasync takes its errors.
+      int fd = fd_.get();
+      if (op->via_direct && direct_fd_.valid()) {
+        fd = direct_fd_.get();
+      } else if (op->dsync) {
+        fd = dsync_fd_.get();
+      }
       io_uring_prep_write(s, fd, op->buf, op->left, op->offset);
       if (op->dsync) s->rw_flags = RWF_DSYNC;
       break;
@@ -219,7 +230,10 @@ void FileBackend::on_op(Op* op, int res) {
       }
       if (res < 0) {
         // The sync half of RWF_DSYNC may have failed, dropping dirty pages
-        // like a failed fdatasync. A full disk drops nothing.
+        // like a failed fdatasync. ENOSPC/EDQUOT may be a full disk refusing
+        // the write (nothing dropped), or a writeback that failed with them
+        // (thin provisioning, NFS): that error was taken from dsync_fd_ or
+        // direct_fd_ only, so fd_'s next fdatasync still reports it.
         if (op->dsync && res != -ENOSPC && res != -EDQUOT)
           set_sticky(-res, "write with RWF_DSYNC");
         return finish(op, res);

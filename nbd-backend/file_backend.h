@@ -15,7 +15,9 @@
 // A failed fdatasync is sticky: after it the kernel may have dropped the
 // dirty pages, so every later write and flush fails with EIO until restart
 // (see docs/nbd-server.md, "fsync errors"). So is a failed RWF_DSYNC write,
-// except ENOSPC/EDQUOT (nothing was dropped).
+// except ENOSPC/EDQUOT, which fail that write only; RWF_DSYNC writes go
+// through descriptors of their own, so a writeback error behind such an
+// ENOSPC still fails the next fdatasync (dsync_fd_).
 #pragma once
 
 #include <memory>
@@ -107,6 +109,14 @@ class FileBackend final : public Backend {
   size_t in_flight_ = 0;
   std::vector<std::unique_ptr<Op>> free_ops_;
 
+  // The same file opened again for buffered RWF_DSYNC writes (FUA writes
+  // alone in flight that cannot go direct). The kernel reports a writeback
+  // error to each open file once, at its first fsync since the error (the
+  // sync half of RWF_DSYNC counts). Through fd_, a dsync write failing with
+  // ENOSPC (not sticky) would take the error of an earlier write's failed
+  // writeback, and the next FLUSH's fdatasync would succeed over lost data.
+  // So fd_'s errors are only ever taken by fdatasync. Invalid when read-only.
+  UniqueFd dsync_fd_;
   // The O_DIRECT path for FUA writes: the same file opened again (invalid
   // when opts_.direct: fd_ is direct already), and its alignment (0: none).
   UniqueFd direct_fd_;

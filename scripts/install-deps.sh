@@ -29,6 +29,7 @@ PACKAGES=(
   # --- kernel-VM tests (tests/vm): Debian's kernel under qemu, busybox initramfs --------------
   qemu-system-x86 linux-image-amd64 busybox-static cpio kmod socat
   e2fsprogs                         # mke2fs/e2fsck in the guest, e2fsck/debugfs on the host
+  dmsetup xfsprogs                  # vm.sync_error: device-mapper and XFS in the guest
   # --- base tools the scripts use ---------------------------------------------------------------
   iproute2 util-linux procps
   jq                                # tests read `mirrorctl status --json`

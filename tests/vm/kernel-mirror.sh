@@ -38,8 +38,8 @@ case "$CASE" in
   # 2 CPUs: the kernel queues per connection only up to the CPU count, and with one queue it
   # would send everything down the first connection
   attach-multi-ro) SCRIPT=$HERE/guest/$CASE.sh; export SMP=${SMP:-2} ;;
-  sync-error) SCRIPT=$HERE/guest/$CASE.sh; GUEST_TOOLS="qemu-io dmsetup losetup filefrag"
-              export EXTRA_MODULES="loop dm_mod" ;;
+  sync-error) SCRIPT=$HERE/guest/$CASE.sh; GUEST_TOOLS="qemu-io dmsetup losetup filefrag mkfs.xfs"
+              export EXTRA_MODULES="loop dm_mod dm_thin_pool xfs" ;;
   *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|sync-error" >&2
      exit 2 ;;
 esac

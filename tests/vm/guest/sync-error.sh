@@ -23,6 +23,9 @@
 #      writes and flushes still fail until restart.
 # Without the stickiness both "STILL fail" checks fail: the page cache forgot the failed
 # pages and the next fdatasync has nothing left to report.
+#   3. ENOSPC from a sync half: XFS on a full dm-thin pool; a FUA write reports ENOSPC (not
+#      sticky) for a page an acknowledged plain write had dirtied; the next FLUSH must fail.
+#      It succeeded while buffered RWF_DSYNC writes shared the descriptor fdatasync uses.
 . /lib/vmtest.sh
 
 W=/tmp/syncerr
@@ -241,4 +244,72 @@ stop_mirrord
 run umount /mnt
 run dmsetup remove "$DM"
 run losetup -d "$LOOP"
+rm -f "$W/lower.img"   # guest RAM, for the next stack
+
+# ------------------------------------------- 3. ENOSPC reported by an RWF_DSYNC write ----
+# Thin provisioning: XFS on a dm-thin volume with a snapshot, in a full pool
+# ("error_if_no_space"): an overwrite of a block shared with the snapshot needs a new pool
+# block and fails with ENOSPC. A plain write of one page of the backing file is acknowledged
+# from the page cache. A lone unaligned FUA write into the same page (buffered + RWF_DSYNC)
+# writes the page back; that fails with ENOSPC and the kernel forgets the page, the plain
+# write's bytes with it. ENOSPC is no sticky error (the client is told this FUA write
+# failed), but the plain write acknowledged before is lost: a later FLUSH must fail, never
+# report it durable. XFS, not ext4: the guest's ext4 (6.1) records every writeback error as
+# EIO, which is sticky anyway; XFS keeps the ENOSPC. Its log is on a device of its own, out
+# of the full pool.
+run truncate -s 8M "$W/tmeta.img"
+run truncate -s 32M "$W/tdata.img"
+run truncate -s 64M "$W/xlog.img"
+TMETA=$(losetup -f) || die "no free loop device"
+run losetup "$TMETA" "$W/tmeta.img"
+TDATA=$(losetup -f) || die "no free loop device"
+run losetup "$TDATA" "$W/tdata.img"
+XLOG=$(losetup -f) || die "no free loop device"
+run losetup "$XLOG" "$W/xlog.img"
+run dd if=/dev/zero of="$TMETA" bs=4096 count=1 2>/dev/null   # a new pool's metadata
+# 64 KiB pool blocks, no low-water mark, fail (not queue) writes when full
+run dmsetup create syncerr-pool \
+  --table "0 $(blockdev --getsz "$TDATA") thin-pool $TMETA $TDATA 128 0 1 error_if_no_space"
+run dmsetup message syncerr-pool 0 "create_thin 0"
+run dmsetup message syncerr-pool 0 "create_thin 2"
+run dmsetup create syncerr-thin --table "0 655360 thin /dev/mapper/syncerr-pool 0"   # 320 MiB
+run dmsetup create syncerr-fill --table "0 655360 thin /dev/mapper/syncerr-pool 2"
+# 320 MiB: mkfs.xfs's minimum. -K: no discard.
+run mkfs.xfs -q -K -l logdev="$XLOG",size=64m /dev/mapper/syncerr-thin
+run mount -t xfs -o logdev="$XLOG" /dev/mapper/syncerr-thin /mnt
+run dd if=/dev/zero of="$IMG" bs=1M count=$IMG_MIB conv=fsync 2>/dev/null
+# The snapshot (thin id 1) shares every block; the origin's next overwrite needs new ones.
+run dmsetup suspend syncerr-thin
+run dmsetup message syncerr-pool 0 "create_snap 1 0"
+run dmsetup resume syncerr-thin
+# Fill the pool through the other thin volume, until it stays full (the pool's commit after
+# the first ENOSPC may free blocks).
+_i=0
+while :; do
+  dd if=/dev/zero of=/dev/mapper/syncerr-fill bs=64k oflag=direct 2>"$W/fill.out" &&
+    die "filling the pool did not end with an error"
+  grep -q "No space left on device" "$W/fill.out" ||
+    { cat "$W/fill.out"; die "the pool did not fill with ENOSPC"; }
+  sync
+  dmsetup status syncerr-pool >"$W/pool" 2>&1
+  grep -q out_of_data_space "$W/pool" && break
+  _i=$((_i + 1))
+  [ $_i -lt 5 ] || { cat "$W/pool"; die "the thin pool does not stay out of space"; }
+done
+step "thin pool full: $(cat "$W/pool")"
+
+start_mirrord
+qio -c 'write -P 0x77 8M 4k' -c 'write -f -P 0x78 8388708 100' >"$W/io.out" 2>&1
+grep -q "^wrote 4096/4096 bytes at offset 8388608" "$W/io.out" &&
+  grep -q "^write failed: No space left on device" "$W/io.out" ||
+  { cat "$W/io.out"; die "expected the plain write acknowledged, the FUA write failing with ENOSPC"; }
+step "ok: a plain write is acknowledged, the unaligned FUA write into its page fails with ENOSPC"
+io_fails "a FLUSH after the ENOSPC (the acknowledged write never reached the disk)" flush \
+  -c 'flush'
+stop_mirrord
+grep -q "FUA writes: 0 direct+dsync, 1 buffered+dsync, 0 group-committed" \
+  "$W/mirrord.$N.log" || { grep "FUA writes" "$W/mirrord.$N.log"; \
+  die "the unaligned FUA write did not take the buffered RWF_DSYNC path"; }
+step "ok: the unaligned FUA write took the buffered RWF_DSYNC path"
+# No umount: XFS's own metadata writeback into the full pool would fail too.
 step "sync_error: OK"
