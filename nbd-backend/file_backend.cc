@@ -437,7 +437,10 @@ void FileBackend::start_sync() {
 
 void FileBackend::set_sticky(int err, const char* what) {
   if (sticky_error_) return;
-  sticky_error_ = err;
+  // Later requests get EIO whatever the error was: after a failed sync the
+  // data may be gone, and ENOSPC would tell a client (qemu's werror=enospc)
+  // that freeing space and retrying helps. It does not: only a restart does.
+  sticky_error_ = EIO;
   MLOG_ERROR("%s: %s failed: %s; refusing further writes until restart", path_.c_str(), what,
              strerror(err));
 }
@@ -446,7 +449,8 @@ void FileBackend::on_sync(int res, uint32_t) {
   --in_flight_;
   sync_running_ = false;
   if (res < 0) set_sticky(-res, "fdatasync");
-  int err = sticky_error_ ? -sticky_error_ : 0;
+  // The requests this sync covered get its own error; later ones EIO.
+  int err = res < 0 ? res : sticky_error_ ? -sticky_error_ : 0;
   std::vector<IoDone*> done;
   done.swap(sync_current_);
   // Writers that arrived while this sync ran need one of their own.

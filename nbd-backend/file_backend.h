@@ -105,7 +105,7 @@ class FileBackend final : public Backend {
   uint64_t size_;
   Options opts_;
   bool is_block_device_ = false;
-  int sticky_error_ = 0;  // set by a failed fdatasync or RWF_DSYNC write
+  int sticky_error_ = 0;  // EIO after a failed fdatasync or RWF_DSYNC write
   size_t in_flight_ = 0;
   std::vector<std::unique_ptr<Op>> free_ops_;
 

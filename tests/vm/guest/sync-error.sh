@@ -306,6 +306,8 @@ grep -q "^wrote 4096/4096 bytes at offset 8388608" "$W/io.out" &&
 step "ok: a plain write is acknowledged, the unaligned FUA write into its page fails with ENOSPC"
 io_fails "a FLUSH after the ENOSPC (the acknowledged write never reached the disk)" flush \
   -c 'flush'
+# Sticky from now on, with EIO: ENOSPC would tell the client that freeing space helps.
+io_fails "a later write fails with EIO (sticky), not ENOSPC" write -c 'write -P 0x79 12M 4k'
 stop_mirrord
 grep -q "FUA writes: 0 direct+dsync, 1 buffered+dsync, 0 group-committed" \
   "$W/mirrord.$N.log" || { grep "FUA writes" "$W/mirrord.$N.log"; \
