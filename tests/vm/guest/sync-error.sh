@@ -26,6 +26,7 @@
 #   3. ENOSPC from a sync half: XFS on a full dm-thin pool; a FUA write reports ENOSPC (not
 #      sticky) for a page an acknowledged plain write had dirtied; the next FLUSH must fail.
 #      It succeeded while buffered RWF_DSYNC writes shared the descriptor fdatasync uses.
+# shellcheck disable=SC1091  # packed from tests/vm/guest/lib.sh
 . /lib/vmtest.sh
 
 W=/tmp/syncerr
@@ -109,7 +110,7 @@ io_fails() {
   _seen=0
   case "$_what" in
     write) grep -q "^write failed: Input/output error" "$W/io.out" && _seen=1 ;;
-    flush) eval "_last=\${$#}"
+    flush) for _last in "$@"; do :; done
            [ "$_last" = flush ] && ! grep -q "failed" "$W/io.out" && _seen=1 ;;
   esac
   if [ "$_rc" = 0 ] || [ "$_seen" = 0 ]; then
@@ -197,8 +198,10 @@ grep -q "refusing further writes until restart" "$W/mirrord.$N.log" ||
 step "ok: mirrord logged: $(grep -m1 'refusing further writes' "$W/mirrord.$N.log")"
 # Reads go on, from the disk (qemu-io -r: a read-only client sends no flush at close).
 echo 3 >/proc/sys/vm/drop_caches
-qio -r -c 'read -P 0x5a 0 1M' >"$W/io.out" 2>&1 &&
-  ! grep -q "failed" "$W/io.out" || { cat "$W/io.out"; die "reads fail after the sync error"; }
+if ! qio -r -c 'read -P 0x5a 0 1M' >"$W/io.out" 2>&1 || grep -q "failed" "$W/io.out"; then
+  cat "$W/io.out"
+  die "reads fail after the sync error"
+fi
 step "ok: reads work after the sync error; data flushed before it reads back"
 kill -0 "$PID" 2>/dev/null || die "mirrord died after the sync error"
 stop_mirrord
@@ -300,9 +303,11 @@ step "thin pool full: $(cat "$W/pool")"
 
 start_mirrord
 qio -c 'write -P 0x77 8M 4k' -c 'write -f -P 0x78 8388708 100' >"$W/io.out" 2>&1
-grep -q "^wrote 4096/4096 bytes at offset 8388608" "$W/io.out" &&
-  grep -q "^write failed: No space left on device" "$W/io.out" ||
-  { cat "$W/io.out"; die "expected the plain write acknowledged, the FUA write failing with ENOSPC"; }
+if ! grep -q "^wrote 4096/4096 bytes at offset 8388608" "$W/io.out" ||
+   ! grep -q "^write failed: No space left on device" "$W/io.out"; then
+  cat "$W/io.out"
+  die "expected the plain write acknowledged, the FUA write failing with ENOSPC"
+fi
 step "ok: a plain write is acknowledged, the unaligned FUA write into its page fails with ENOSPC"
 io_fails "a FLUSH after the ENOSPC (the acknowledged write never reached the disk)" flush \
   -c 'flush'
