@@ -309,18 +309,21 @@ void Replicator::send_to_peer(Op* op) {
   link_->send(h, data);
 }
 
+bool Replicator::move_generation() {
+  auto g = bitmap_.generation();
+  if (g.bitmap != 0) return false;  // already tracking since a shared generation
+  g.bitmap = g.current;
+  g.current = random_id();
+  bitmap_.set_generation(g);
+  return true;
+}
+
 void Replicator::mark_dirty_and_wait(Op* op) {
   // The first change the peer lacks moves the generation on (committed with
   // its dirty bit), or the next handshake would find both generations equal
   // and plan "in sync" without copying it: a primary that started while its
   // peer was down never went through diverge().
-  auto g = bitmap_.generation();
-  const bool moves_generation = g.bitmap == 0;
-  if (moves_generation) {
-    g.bitmap = g.current;
-    g.current = random_id();
-    bitmap_.set_generation(g);
-  }
+  const bool moves_generation = move_generation();
   bitmap_.set_dirty(op->off, op->len);
   if (!moves_generation && !bitmap_.failed() && bitmap_.is_active_durable(op->off, op->len)) {
     // Rule 2 without a metadata sync on the write path: the extent is
@@ -355,32 +358,7 @@ void Replicator::on_local(Op* op, int err) {
   // survive a successful local write, or the write is acknowledged
   // untracked (rule 2). Resync ops run two local steps; the last one counts.
   if (!op->local_err || op->kind == Kind::kResync) op->local_err = err;
-  if (op->kind == Kind::kResync && op->probing) {
-    op->probing = false;
-    op->hole = !err && !op->ext.empty() && op->ext[0].length >= op->len &&
-               (op->ext[0].flags & nbd::kStateZero);
-    if (!op->hole) {
-      op->local_pending = true;
-      op->rbuf.reserve(op->len);
-      local_.read(op->off, op->len, op->rbuf.data(), op);
-      return;
-    }
-    err = 0;
-  }
-  if (op->kind == Kind::kResync) {
-    if (err) {
-      MLOG_ERROR("resync: reading %llu+%u locally failed: %s",
-                 static_cast<unsigned long long>(op->off), op->len, strerror(-err));
-      --resync_in_flight_;
-      finish(op, err);
-      return resync_pump();
-    }
-    if (!mirroring()) {
-      --resync_in_flight_;
-      return finish(op, -ENOTCONN);
-    }
-    return send_to_peer(op);
-  }
+  if (op->kind == Kind::kResync) return resync_local_done(op, err);
   maybe_complete(op);
 }
 
@@ -407,32 +385,9 @@ void Replicator::on_reply(const link::Header& h) {
     case Kind::kPing:
       ping_outstanding_ = false;
       return free_op(op);
-    case Kind::kSyncDone: {
-      free_op(op);
-      if (err) return peer_failed("peer refused the end of resync");
-      auto g = bitmap_.generation();
-      g.history[1] = g.history[0];
-      g.history[0] = g.bitmap;
-      g.bitmap = 0;
-      bitmap_.set_generation(g);
-      bitmap_.set_flags(bitmap_.flags() & ~kFlagFullSyncNeeded);
-      bitmap_.commit(nullptr);
-      resync_active_ = false;
-      peer_io_error_ = false;
-      state_ = LinkState::kSynced;
-      MLOG_INFO("resync complete: the peer is up to date");
-      if (on_synced) on_synced();
-      return;
-    }
+    case Kind::kSyncDone:
     case Kind::kResync:
-      if (err) {
-        MLOG_WARN("resync: the peer failed to write %llu+%u: %s",
-                  static_cast<unsigned long long>(op->off), op->len, strerror(err));
-        --resync_in_flight_;
-        finish(op, -err);
-        return peer_failed("the peer failed a resync write");
-      }
-      return resync_copy_done(op, 0);
+      return resync_reply(op, err);
     case Kind::kFlush:
       if (op->freeze) {
         free_op(op);
@@ -441,21 +396,7 @@ void Replicator::on_reply(const link::Header& h) {
         if (err) peer_failed("the peer failed to flush at the split");
         return;
       }
-      if (op->resync_batch) {
-        free_op(op);
-        resync_flushing_ = false;
-        if (err) return peer_failed("the peer failed to flush resynced data");
-        // Rule 5: bits are cleared only once the copies are durable, and
-        // only if no failure marked anything dirty since the copies began.
-        if (batch_epoch_ == dirty_epoch_) {
-          for (const link::Range& r : flushing_batch_) bitmap_.clear_dirty(r.offset, r.length);
-          resync_done_ += flushing_bytes_;
-          bitmap_.commit(nullptr);
-        }
-        flushing_batch_.clear();
-        flushing_bytes_ = 0;
-        return resync_pump();
-      }
+      if (op->resync_batch) return resync_reply(op, err);
       if (err) {
         op->peer_err = err;
         peer_failed("the peer failed to flush");
@@ -528,24 +469,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
     state_ = LinkState::kSynced;
   } else {
     state_ = LinkState::kResyncing;
-    resync_active_ = true;
-    resync_cursor_ = 0;
-    readahead_cursor_ = 0;
-    resync_scan_done_ = false;
-    resync_total_ = bitmap_.dirty_bytes();
-    resync_done_ = 0;
-    resync_batch_.clear();
-    resync_batch_bytes_ = 0;
-    flushing_batch_.clear();
-    flushing_bytes_ = 0;
-    resync_flushing_ = false;
-    batch_epoch_ = dirty_epoch_;
-    rate_window_ms_ = now_ms_;
-    rate_window_bytes_ = 0;
-    tokens_ = 0;
-    tokens_ms_ = coarse_ms();
-    MLOG_INFO("resync started: %llu bytes to copy",
-              static_cast<unsigned long long>(resync_total_));
+    resync_begin();
   }
   release_held();
   resync_pump();
@@ -594,12 +518,7 @@ void Replicator::diverge() {
   // bitmap records every difference, relative to the generation we share.
   uint64_t marked = mark_unflushed_dirty();
   ++dirty_epoch_;
-  auto g = bitmap_.generation();
-  if (g.bitmap == 0) {
-    g.bitmap = g.current;
-    g.current = random_id();
-    bitmap_.set_generation(g);
-  }
+  move_generation();
   bitmap_.commit(nullptr);
   MLOG_INFO("tracking changes for the peer (%llu bytes marked: extents written since the "
             "last flush of both copies)",
@@ -627,12 +546,7 @@ void Replicator::link_lost(const std::string& why) {
     diverge();  // the split's flush may not have finished
   }
   link_ = nullptr;
-  resync_active_ = false;
-  resync_flushing_ = false;
-  resync_batch_.clear();
-  resync_batch_bytes_ = 0;
-  flushing_batch_.clear();
-  flushing_bytes_ = 0;
+  resync_link_lost();
   ping_outstanding_ = false;
   // Every request the peer did not answer is covered by the bits diverge()
   // set; acknowledge each once those bits are durable.
@@ -681,12 +595,7 @@ void Replicator::freeze(std::function<void(int)> done) {
     // generation the peer's image keeps.
     state_ = LinkState::kSplit;
     resync_active_ = false;
-    auto g = bitmap_.generation();
-    if (g.bitmap == 0) {
-      g.bitmap = g.current;
-      g.current = random_id();
-      bitmap_.set_generation(g);
-    }
+    move_generation();
     bitmap_.commit(nullptr);
   }
   freeze_waiters_.push_back(std::move(done));
@@ -706,6 +615,44 @@ void Replicator::check_freeze() {
 }
 
 // --------------------------------------------------------------- resync --
+
+void Replicator::resync_begin() {
+  resync_active_ = true;
+  resync_cursor_ = 0;
+  readahead_cursor_ = 0;
+  resync_scan_done_ = false;
+  resync_total_ = bitmap_.dirty_bytes();
+  resync_done_ = 0;
+  resync_batch_.clear();
+  resync_batch_bytes_ = 0;
+  flushing_batch_.clear();
+  flushing_bytes_ = 0;
+  resync_flushing_ = false;
+  batch_epoch_ = dirty_epoch_;
+  rate_window_ms_ = now_ms_;
+  rate_window_bytes_ = 0;
+  tokens_ = 0;
+  tokens_ms_ = coarse_ms();
+  MLOG_INFO("resync started: %llu bytes to copy", static_cast<unsigned long long>(resync_total_));
+}
+
+void Replicator::resync_link_lost() {
+  resync_active_ = false;
+  resync_flushing_ = false;
+  resync_batch_.clear();
+  resync_batch_bytes_ = 0;
+  flushing_batch_.clear();
+  flushing_bytes_ = 0;
+}
+
+void Replicator::resync_tick(uint64_t now_ms) {
+  if (rate_window_ms_ + 2000 <= now_ms) {
+    rate_bps_ = rate_window_bytes_ * 1000 / std::max<uint64_t>(1, now_ms - rate_window_ms_);
+    rate_window_ms_ = now_ms;
+    rate_window_bytes_ = 0;
+  }
+  resync_pump();
+}
 
 void Replicator::resync_pump() {
   if (!resync_active_ || !mirroring()) return;
@@ -773,6 +720,79 @@ void Replicator::resync_read_ahead() {
     readahead_cursor_ = off + len;
     ++readahead_in_flight_;
     local_.cache(off, uint32_t(len), &readahead_done_);
+  }
+}
+
+void Replicator::resync_local_done(Op* op, int err) {
+  if (op->probing) {
+    op->probing = false;
+    op->hole = !err && !op->ext.empty() && op->ext[0].length >= op->len &&
+               (op->ext[0].flags & nbd::kStateZero);
+    if (!op->hole) {
+      op->local_pending = true;
+      op->rbuf.reserve(op->len);
+      local_.read(op->off, op->len, op->rbuf.data(), op);
+      return;
+    }
+    err = 0;
+  }
+  if (err) {
+    MLOG_ERROR("resync: reading %llu+%u locally failed: %s",
+               static_cast<unsigned long long>(op->off), op->len, strerror(-err));
+    --resync_in_flight_;
+    finish(op, err);
+    return resync_pump();
+  }
+  if (!mirroring()) {
+    --resync_in_flight_;
+    return finish(op, -ENOTCONN);
+  }
+  send_to_peer(op);
+}
+
+void Replicator::resync_reply(Op* op, int err) {
+  switch (op->kind) {
+    case Kind::kSyncDone: {
+      free_op(op);
+      if (err) return peer_failed("peer refused the end of resync");
+      auto g = bitmap_.generation();
+      g.history[1] = g.history[0];
+      g.history[0] = g.bitmap;
+      g.bitmap = 0;
+      bitmap_.set_generation(g);
+      bitmap_.set_flags(bitmap_.flags() & ~kFlagFullSyncNeeded);
+      bitmap_.commit(nullptr);
+      resync_active_ = false;
+      peer_io_error_ = false;
+      state_ = LinkState::kSynced;
+      MLOG_INFO("resync complete: the peer is up to date");
+      if (on_synced) on_synced();
+      return;
+    }
+    case Kind::kResync:
+      if (err) {
+        MLOG_WARN("resync: the peer failed to write %llu+%u: %s",
+                  static_cast<unsigned long long>(op->off), op->len, strerror(err));
+        --resync_in_flight_;
+        finish(op, -err);
+        return peer_failed("the peer failed a resync write");
+      }
+      return resync_copy_done(op, 0);
+    default: {  // kFlush: the peer flushed a batch (resync_batch_flush)
+      free_op(op);
+      resync_flushing_ = false;
+      if (err) return peer_failed("the peer failed to flush resynced data");
+      // Rule 5: bits are cleared only once the copies are durable, and
+      // only if no failure marked anything dirty since the copies began.
+      if (batch_epoch_ == dirty_epoch_) {
+        for (const link::Range& r : flushing_batch_) bitmap_.clear_dirty(r.offset, r.length);
+        resync_done_ += flushing_bytes_;
+        bitmap_.commit(nullptr);
+      }
+      flushing_batch_.clear();
+      flushing_bytes_ = 0;
+      return resync_pump();
+    }
   }
 }
 
@@ -873,12 +893,7 @@ void Replicator::tick(uint64_t now_ms) {
       now_ms - last_flush_ms_ > kInternalFlushMs) {
     start_internal_flush();
   }
-  if (rate_window_ms_ + 2000 <= now_ms) {
-    rate_bps_ = rate_window_bytes_ * 1000 / std::max<uint64_t>(1, now_ms - rate_window_ms_);
-    rate_window_ms_ = now_ms;
-    rate_window_bytes_ = 0;
-  }
-  resync_pump();
+  resync_tick(now_ms);
 }
 
 void Replicator::retire() {

@@ -148,6 +148,11 @@ class Replicator final : public Backend {
   void start(Op* op);
   void dispatch(Op* op);
   void send_to_peer(Op* op);
+  // Before the first change the peer lacks: the generation both copies
+  // share becomes the bitmap's base and this node's data gets a new one (not
+  // yet committed). Returns false, and changes nothing, if that happened
+  // since the copies last agreed.
+  bool move_generation();
   void mark_dirty_and_wait(Op* op);
   void on_local(Op* op, int err);
   void on_meta(Op* op, int err);
@@ -158,7 +163,12 @@ class Replicator final : public Backend {
   void diverge();
   void check_freeze();
   void release_held();
+  void resync_begin();
+  void resync_link_lost();
+  void resync_tick(uint64_t now_ms);
   void resync_pump();
+  void resync_local_done(Op* op, int err);
+  void resync_reply(Op* op, int err);
   void resync_copy_done(Op* op, int err);
   void resync_batch_flush();
   void resync_read_ahead();
