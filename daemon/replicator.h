@@ -18,6 +18,9 @@
 //  5. Dirty bits are cleared only after the resynced data was flushed on the
 //     peer.
 //
+// Code: replicator.cc (the mirrored-write path), replicator_resync.cc (the
+// resync engine), replicator_link.cc (attach, link loss, split, the tick).
+//
 // Thread: everything runs on the Loop's thread.
 #pragma once
 
@@ -141,6 +144,7 @@ class Replicator final : public Backend {
   struct Op;
   enum class Kind { kWrite, kTrim, kZero, kFlush, kResync, kPing, kSyncDone };
 
+  // The mirrored-write path (replicator.cc).
   Op* new_op(Kind kind, uint64_t off, uint32_t len, IoDone* upper);
   void free_op(Op* op);
   void submit(Op* op);
@@ -159,10 +163,16 @@ class Replicator final : public Backend {
   void maybe_complete(Op* op);
   void finish(Op* op, int err);
   void unblock();
+  void evict_extents(uint64_t flush_tick);
+  void start_internal_flush();
+  // The link's lifecycle (replicator_link.cc).
   void peer_failed(const std::string& why);
   void diverge();
   void check_freeze();
   void release_held();
+  // The resync engine (replicator_resync.cc). resync_local_done and
+  // resync_reply take a resync copy's local step and the peer's answer to a
+  // copy, to the flush that ends a batch, or to SYNC_DONE.
   void resync_begin();
   void resync_link_lost();
   void resync_tick(uint64_t now_ms);
@@ -172,8 +182,6 @@ class Replicator final : public Backend {
   void resync_copy_done(Op* op, int err);
   void resync_batch_flush();
   void resync_read_ahead();
-  void evict_extents(uint64_t flush_tick);
-  void start_internal_flush();
   bool mirroring() const {
     return link_ && (state_ == LinkState::kResyncing || state_ == LinkState::kSynced);
   }

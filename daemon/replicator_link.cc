@@ -1,0 +1,255 @@
+// Replicator: the link's lifecycle as the primary sees it. Attaching a
+// session's plan (or a split's link), the holds that keep writes from
+// starting, the loss of the link (rule 3), the freeze of a split, the periodic
+// tick (ack timeouts, pings, activity-log turnover), retire and quiesce. The
+// write path is in replicator.cc.
+#include <string>
+
+#include "clock.h"
+#include "log.h"
+#include "replicator.h"
+#include "replicator_internal.h"
+
+namespace mirror {
+
+namespace {
+constexpr uint64_t kInternalFlushMs = 5000;      // activity-log turnover
+// A peer that answers pings is alive; a request it leaves unanswered for
+// this many ack timeouts means its storage is stuck (DRBD's ko-count).
+constexpr uint64_t kKoCount = 7;
+
+}  // namespace
+
+// ------------------------------------------------------------ the link --
+
+void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
+  link_ = link;
+  now_ms_ = coarse_ms();
+  last_error_.clear();
+  sync_done_sent_ = false;
+  last_ping_ms_ = now_ms_;
+  ping_outstanding_ = false;
+  if (plan == link::Plan::kInSync || plan == link::Plan::kAdopt) {
+    state_ = LinkState::kSynced;
+  } else {
+    state_ = LinkState::kResyncing;
+    resync_begin();
+  }
+  release_held();
+  resync_pump();
+}
+
+void Replicator::attach_split(LinkConn* link) {
+  link_ = link;
+  now_ms_ = coarse_ms();
+  last_ping_ms_ = now_ms_;
+  ping_outstanding_ = false;
+  state_ = LinkState::kSplit;
+  release_held();
+}
+
+void Replicator::hold() { holding_ = true; }
+
+void Replicator::release() {
+  holding_ = false;
+  release_held();
+}
+
+void Replicator::end_plan_hold() {
+  if (plan_holds_ > 0) --plan_holds_;
+  release_held();
+}
+
+void Replicator::release_held() {
+  if (holding_ || plan_holds_ > 0) return;
+  if (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected) return;
+  std::deque<Op*> held;
+  held.swap(held_);
+  for (Op* op : held) {
+    if (!bitmap_.is_active_durable(op->off, op->len)) {
+      bitmap_.set_active(op->off, op->len);
+      op->waiting_al = true;
+      op->meta_pending = true;
+      bitmap_.commit(&op->meta);
+    } else {
+      dispatch(op);
+    }
+  }
+}
+
+void Replicator::diverge() {
+  // Rule 3: whatever the peer had not flushed may be gone; from here on the
+  // bitmap records every difference, relative to the generation we share.
+  uint64_t marked = mark_unflushed_dirty();
+  ++dirty_epoch_;
+  move_generation();
+  bitmap_.commit(nullptr);
+  MLOG_INFO("tracking changes for the peer (%llu bytes marked: extents written since the "
+            "last flush of both copies)",
+            static_cast<unsigned long long>(marked));
+}
+
+void Replicator::peer_failed(const std::string& why) {
+  if (!link_ || state_ == LinkState::kDisconnected) return;
+  last_error_ = why;
+  MLOG_WARN("replication link: %s", why.c_str());
+  if (state_ != LinkState::kSplit) {
+    state_ = LinkState::kDisconnected;
+    diverge();
+  }
+  if (on_link_failure) on_link_failure(why);
+}
+
+void Replicator::link_lost(const std::string& why) {
+  if (!link_) return;
+  last_error_ = why;
+  if (state_ == LinkState::kResyncing || state_ == LinkState::kSynced) {
+    state_ = LinkState::kDisconnected;
+    diverge();
+  } else if (state_ == LinkState::kSplit) {
+    diverge();  // the split's flush may not have finished
+  }
+  link_ = nullptr;
+  resync_link_lost();
+  ping_outstanding_ = false;
+  // Every request the peer did not answer is covered by the bits diverge()
+  // set; acknowledge each once those bits are durable.
+  auto pending = std::exchange(outstanding_, {});
+  for (auto& [id, op] : pending) {
+    op->peer_pending = false;
+    op->peer_err = ECONNRESET;
+    switch (op->kind) {
+      case Kind::kPing:
+      case Kind::kSyncDone:
+        free_op(op);
+        break;
+      case Kind::kResync:
+        --resync_in_flight_;
+        finish(op, -ECONNRESET);
+        break;
+      case Kind::kFlush:
+        if (op->freeze) {
+          free_op(op);
+          freeze_flushing_ = false;
+          for (auto& w : std::exchange(freeze_waiters_, {})) w(-ECONNRESET);
+          break;
+        }
+        if (op->resync_batch) {
+          free_op(op);
+          break;
+        }
+        op->meta_pending = true;
+        bitmap_.commit(&op->meta);
+        break;
+      default:
+        op->meta_pending = true;
+        bitmap_.commit(&op->meta);
+        break;
+    }
+  }
+}
+
+void Replicator::freeze(std::function<void(int)> done) {
+  if (!link_ || state_ == LinkState::kDisconnected || state_ == LinkState::kResyncing) {
+    loop_.defer([done = std::move(done)] { done(-ENOTCONN); });
+    return;
+  }
+  if (state_ != LinkState::kSplit) {
+    // From here on new writes are tracked in the bitmap, relative to a
+    // generation the peer's image keeps.
+    state_ = LinkState::kSplit;
+    resync_active_ = false;
+    move_generation();
+    bitmap_.commit(nullptr);
+  }
+  freeze_waiters_.push_back(std::move(done));
+  check_freeze();
+}
+
+void Replicator::check_freeze() {
+  if (freeze_waiters_.empty() || freeze_flushing_ || !link_) return;
+  for (auto& [id, o] : outstanding_) {
+    if (o->modifies() || o->kind == Kind::kResync) return;  // finish() calls us again
+  }
+  // Every acknowledged write is on the peer; make it durable there.
+  freeze_flushing_ = true;
+  Op* op = new_op(Kind::kFlush, 0, 0, nullptr);
+  op->freeze = true;
+  send_to_peer(op);
+}
+
+// ------------------------------------------------------------- periodic --
+
+void Replicator::tick(uint64_t now_ms) {
+  now_ms_ = now_ms;
+  if (link_ && !link_->closing()) {
+    for (auto& [id, op] : outstanding_) {
+      uint64_t limit = op->kind == Kind::kPing ? cfg_.ack_timeout_ms
+                                               : cfg_.ack_timeout_ms * kKoCount;
+      if (now_ms - op->sent_ms > limit) {
+        peer_failed(op->kind == Kind::kPing
+                        ? "the peer did not answer a ping within " +
+                              std::to_string(cfg_.ack_timeout_ms) + " ms"
+                        : "the peer left a request unanswered for " + std::to_string(limit) +
+                              " ms (" + std::to_string(kKoCount) + " x ack-timeout)");
+        break;
+      }
+    }
+  }
+  if (link_ && !link_->closing() && !ping_outstanding_ &&
+      now_ms - last_ping_ms_ > cfg_.ack_timeout_ms / 3) {
+    last_ping_ms_ = now_ms;
+    ping_outstanding_ = true;
+    send_to_peer(new_op(Kind::kPing, 0, 0, nullptr));
+  }
+  if (writes_since_flush_ > 0 && !internal_flush_running_ &&
+      now_ms - last_flush_ms_ > kInternalFlushMs) {
+    start_internal_flush();
+  }
+  resync_tick(now_ms);
+}
+
+void Replicator::retire() {
+  on_link_failure = nullptr;
+  on_synced = nullptr;
+  bool only_pings = true;
+  for (const auto& [id, op] : outstanding_)
+    only_pings = only_pings && (op->kind == Kind::kPing || op->kind == Kind::kSyncDone);
+  // Unanswered data requests: their regions are marked dirty, as for any
+  // lost link (conservative; a clean demote leaves none).
+  if (link_ && !only_pings) link_lost("the role changed");
+  for (auto& [id, op] : std::exchange(outstanding_, {})) free_op(op);
+  link_ = nullptr;
+  state_ = LinkState::kDisconnected;
+  ping_outstanding_ = false;
+  resync_active_ = false;
+}
+
+void Replicator::quiesce(std::function<void(bool clean)> done) {
+  // The NBD server has drained: only internal work may still run.
+  struct Q final : IoDone {
+    Replicator* rep;
+    std::function<void(bool)> done;
+    void io_done(int err) override {
+      bool clean = err == 0 && rep->state_ == LinkState::kSynced && rep->link_ &&
+                   rep->running_.empty();
+      auto d = std::move(done);
+      Replicator* r = rep;
+      delete this;
+      // The caller may destroy the replicator next: no read-ahead hint may
+      // still be due to complete into it.
+      if (r->readahead_in_flight_ > 0) {
+        r->readahead_drained_ = [d = std::move(d), clean] { d(clean); };
+        return;
+      }
+      d(clean);
+    }
+  };
+  auto* q = new Q();
+  q->rep = this;
+  q->done = std::move(done);
+  resync_active_ = false;
+  flush(q);
+}
+
+}  // namespace mirror

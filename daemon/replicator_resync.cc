@@ -1,0 +1,238 @@
+// Replicator: the resync engine (docs/replication-protocol.md). Copies the
+// dirty regions to the peer in chunks, through the same overlap interlock as
+// client writes (rule 4); flushes them on the peer in batches before their
+// bits are cleared (rule 5); limits the rate, reports progress, and ends with
+// SYNC_DONE. The write path is in replicator.cc.
+#include <algorithm>
+#include <cstring>
+
+#include "clock.h"
+#include "log.h"
+#include "replicator.h"
+#include "replicator_internal.h"
+
+namespace mirror {
+
+namespace {
+constexpr uint32_t kResyncChunk = 1 << 20;       // one resync copy at most
+constexpr uint64_t kResyncBatch = 64ull << 20;   // peer flush, then clear bits
+// How far past the copies in flight the local copy reads ahead (unlimited
+// resync rate only): a few regions' worth keeps its disk queue full.
+constexpr uint64_t kResyncReadAhead = 16ull << 20;
+
+}  // namespace
+
+void Replicator::resync_begin() {
+  resync_active_ = true;
+  resync_cursor_ = 0;
+  readahead_cursor_ = 0;
+  resync_scan_done_ = false;
+  resync_total_ = bitmap_.dirty_bytes();
+  resync_done_ = 0;
+  resync_batch_.clear();
+  resync_batch_bytes_ = 0;
+  flushing_batch_.clear();
+  flushing_bytes_ = 0;
+  resync_flushing_ = false;
+  batch_epoch_ = dirty_epoch_;
+  rate_window_ms_ = now_ms_;
+  rate_window_bytes_ = 0;
+  tokens_ = 0;
+  tokens_ms_ = coarse_ms();
+  MLOG_INFO("resync started: %llu bytes to copy", static_cast<unsigned long long>(resync_total_));
+}
+
+void Replicator::resync_link_lost() {
+  resync_active_ = false;
+  resync_flushing_ = false;
+  resync_batch_.clear();
+  resync_batch_bytes_ = 0;
+  flushing_batch_.clear();
+  flushing_bytes_ = 0;
+}
+
+void Replicator::resync_tick(uint64_t now_ms) {
+  if (rate_window_ms_ + 2000 <= now_ms) {
+    rate_bps_ = rate_window_bytes_ * 1000 / std::max<uint64_t>(1, now_ms - rate_window_ms_);
+    rate_window_ms_ = now_ms;
+    rate_window_bytes_ = 0;
+  }
+  resync_pump();
+}
+
+void Replicator::resync_pump() {
+  if (!resync_active_ || !mirroring()) return;
+  // A full batch is flushed on the peer while the next one is copied.
+  if (resync_batch_bytes_ >= kResyncBatch && !resync_flushing_) resync_batch_flush();
+  while (resync_in_flight_ < cfg_.resync_max_inflight && !resync_scan_done_ &&
+         resync_batch_bytes_ < kResyncBatch) {
+    uint64_t off, len;
+    if (!bitmap_.next_dirty(resync_cursor_, kResyncChunk, &off, &len)) {
+      resync_scan_done_ = true;
+      break;
+    }
+    if (cfg_.resync_rate) {
+      // Token bucket: at most one second (or one chunk) of burst.
+      uint64_t now = coarse_ms();
+      double rate = double(cfg_.resync_rate);
+      double cap = std::max(rate, double(kResyncChunk));
+      tokens_ = std::min(cap, tokens_ + rate * double(now - tokens_ms_) / 1000.0);
+      tokens_ms_ = now;
+      if (tokens_ < double(len)) break;  // tick() pumps again
+      tokens_ -= double(len);
+    }
+    resync_cursor_ = off + len;
+    Op* op = new_op(Kind::kResync, off, uint32_t(len), nullptr);
+    ++resync_in_flight_;
+    submit(op);
+  }
+  if (!resync_scan_done_) resync_read_ahead();
+  if (resync_in_flight_ > 0 || resync_flushing_) return;
+  if (!resync_batch_.empty()) return resync_batch_flush();
+  if (!resync_scan_done_) return;
+  if (bitmap_.dirty_bytes() > 0) {
+    // Bits set again behind the cursor (a failed write): scan again.
+    resync_cursor_ = 0;
+    readahead_cursor_ = 0;
+    resync_scan_done_ = false;
+    batch_epoch_ = dirty_epoch_;
+    ++deferred_;
+    loop_.defer([this] {
+      --deferred_;
+      resync_pump();
+    });
+    return;
+  }
+  if (sync_done_sent_) return;
+  // Everything copied and flushed: the peer adopts our generation.
+  sync_done_sent_ = true;
+  Op* op = new_op(Kind::kSyncDone, 0, 0, nullptr);
+  auto g = bitmap_.generation();
+  op->payload = link::encode_generation({g.current, 0, g.history[0], g.history[1]});
+  send_to_peer(op);
+}
+
+void Replicator::resync_read_ahead() {
+  if (cfg_.resync_rate) return;  // a limited resync has time to read on demand
+  if (!resync_active_ || readahead_drained_) return;
+  readahead_cursor_ = std::max(readahead_cursor_, resync_cursor_);
+  // Bounded like the copies: a few hints of up to 4 chunks each.
+  while (readahead_in_flight_ < 4 && readahead_cursor_ < resync_cursor_ + kResyncReadAhead) {
+    uint64_t off, len;
+    if (!bitmap_.next_dirty(readahead_cursor_, 4 * kResyncChunk, &off, &len)) {
+      readahead_cursor_ = size_;  // nothing dirty past here
+      return;
+    }
+    readahead_cursor_ = off + len;
+    ++readahead_in_flight_;
+    local_.cache(off, uint32_t(len), &readahead_done_);
+  }
+}
+
+void Replicator::resync_local_done(Op* op, int err) {
+  if (op->probing) {
+    op->probing = false;
+    op->hole = !err && !op->ext.empty() && op->ext[0].length >= op->len &&
+               (op->ext[0].flags & nbd::kStateZero);
+    if (!op->hole) {
+      op->local_pending = true;
+      op->rbuf.reserve(op->len);
+      local_.read(op->off, op->len, op->rbuf.data(), op);
+      return;
+    }
+    err = 0;
+  }
+  if (err) {
+    MLOG_ERROR("resync: reading %llu+%u locally failed: %s",
+               static_cast<unsigned long long>(op->off), op->len, strerror(-err));
+    --resync_in_flight_;
+    finish(op, err);
+    return resync_pump();
+  }
+  if (!mirroring()) {
+    --resync_in_flight_;
+    return finish(op, -ENOTCONN);
+  }
+  send_to_peer(op);
+}
+
+void Replicator::resync_reply(Op* op, int err) {
+  switch (op->kind) {
+    case Kind::kSyncDone: {
+      free_op(op);
+      if (err) return peer_failed("peer refused the end of resync");
+      auto g = bitmap_.generation();
+      g.history[1] = g.history[0];
+      g.history[0] = g.bitmap;
+      g.bitmap = 0;
+      bitmap_.set_generation(g);
+      bitmap_.set_flags(bitmap_.flags() & ~kFlagFullSyncNeeded);
+      bitmap_.commit(nullptr);
+      resync_active_ = false;
+      peer_io_error_ = false;
+      state_ = LinkState::kSynced;
+      MLOG_INFO("resync complete: the peer is up to date");
+      if (on_synced) on_synced();
+      return;
+    }
+    case Kind::kResync:
+      if (err) {
+        MLOG_WARN("resync: the peer failed to write %llu+%u: %s",
+                  static_cast<unsigned long long>(op->off), op->len, strerror(err));
+        --resync_in_flight_;
+        finish(op, -err);
+        return peer_failed("the peer failed a resync write");
+      }
+      return resync_copy_done(op, 0);
+    default: {  // kFlush: the peer flushed a batch (resync_batch_flush)
+      free_op(op);
+      resync_flushing_ = false;
+      if (err) return peer_failed("the peer failed to flush resynced data");
+      // Rule 5: bits are cleared only once the copies are durable, and
+      // only if no failure marked anything dirty since the copies began.
+      if (batch_epoch_ == dirty_epoch_) {
+        for (const link::Range& r : flushing_batch_) bitmap_.clear_dirty(r.offset, r.length);
+        resync_done_ += flushing_bytes_;
+        bitmap_.commit(nullptr);
+      }
+      flushing_batch_.clear();
+      flushing_bytes_ = 0;
+      return resync_pump();
+    }
+  }
+}
+
+void Replicator::resync_copy_done(Op* op, int) {
+  uint64_t off = op->off, len = op->len;
+  --resync_in_flight_;
+  resync_batch_.push_back({off, len});
+  resync_batch_bytes_ += len;
+  rate_window_bytes_ += len;
+  resynced_total_ += len;
+  finish(op, 0);
+  resync_pump();
+}
+
+void Replicator::resync_batch_flush() {
+  resync_flushing_ = true;
+  flushing_batch_.swap(resync_batch_);
+  flushing_bytes_ = resync_batch_bytes_;
+  resync_batch_.clear();
+  resync_batch_bytes_ = 0;
+  Op* op = new_op(Kind::kFlush, 0, 0, nullptr);
+  op->resync_batch = true;
+  send_to_peer(op);
+}
+
+ResyncProgress Replicator::progress() const {
+  ResyncProgress p;
+  p.running = state_ == LinkState::kResyncing;
+  p.total_bytes = resync_total_;
+  p.done_bytes = std::min(resync_done_, resync_total_);
+  p.rate_bps = rate_bps_;
+  uint64_t left = bitmap_.dirty_bytes();
+  p.eta_seconds = rate_bps_ ? left / rate_bps_ : 0;
+  return p;
+}
+
+}  // namespace mirror
