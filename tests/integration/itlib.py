@@ -188,6 +188,13 @@ class Harness:
         self.servers.append(s)
         return s
 
+    def require_module(self, name, package):
+        """Import module name, or skip the test saying which package provides it."""
+        try:
+            return __import__(name)
+        except ImportError:
+            self.skip(f"{package} (import {name}) is not available for {sys.executable}")
+
     def passed_(self, msg):
         self.passed += 1
         print(f"[{self.name}] PASS: {msg}", flush=True)
