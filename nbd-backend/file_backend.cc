@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "file_lock.h"
@@ -44,6 +45,18 @@ DioAlign dio_alignment(int fd, bool block_device) {
     return {uint32_t(lbs), uint32_t(lbs)};
   return {};
 }
+
+// The largest folio the page cache may keep a file's data in. XFS and recent
+// ext4 (seen on Linux 6.18) cache file data in large folios, up to a
+// PMD-sized transparent huge page; without THP, folios are single pages.
+uint64_t max_folio_bytes(uint64_t page) {
+  UniqueFd f(::open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC));
+  if (!f.valid()) return page;
+  char buf[32] = {};
+  ssize_t n = ::read(f.get(), buf, sizeof(buf) - 1);
+  uint64_t pmd = n > 0 ? std::strtoull(buf, nullptr, 10) : 0;
+  return std::max(page, pmd);
+}
 }  // namespace
 
 // One operation in flight. Short transfers are re-queued from where they
@@ -61,7 +74,7 @@ struct FileBackend::Op final : Completion {
   bool fast_only = false;
   bool syncing = false;
   bool dsync = false;       // written with RWF_DSYNC: durable on completion
-  bool direct = false;      // a direct write: no other write may share its pages
+  bool direct = false;      // a direct write: no other write may share its folio span
   bool via_direct = false;  // the last submission went through the O_DIRECT fd
   bool tracked = false;     // in mods_
   bool fua_counted = false; // in fua_in_flight_
@@ -106,7 +119,9 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   std::unique_ptr<FileBackend> be(new FileBackend(loop, std::move(fd), path, size, opts));
   be->is_block_device_ = blk;
   be->lock_ = std::move(lock).value();
-  if (long ps = ::sysconf(_SC_PAGESIZE); ps > 0) be->page_size_ = uint64_t(ps);
+  uint64_t page = 4096;
+  if (long ps = ::sysconf(_SC_PAGESIZE); ps > 0) page = uint64_t(ps);
+  be->folio_span_ = max_folio_bytes(page);
   if (!opts.read_only) {
     // Buffered RWF_DSYNC writes get a descriptor of their own: the kernel
     // reports a writeback error once per open file, so their sync half must
@@ -175,7 +190,7 @@ void FileBackend::submit(Op* op) {
       break;
     case Op::Kind::kWrite: {
       // A direct write whose rest (after a short transfer) lost its
-      // alignment goes on buffered; it keeps its pages to itself meanwhile.
+      // alignment goes on buffered; it keeps its span to itself meanwhile.
       op->via_direct = op->direct && dio_aligned(op->buf, op->offset, op->left);
       // RWF_DSYNC never through fd_: only fdatasync takes its errors.
       int fd = fd_.get();
@@ -289,20 +304,26 @@ bool FileBackend::dio_aligned(const uint8_t* buf, uint64_t offset, uint32_t leng
          offset % dio_offset_align_ == 0 && length % dio_offset_align_ == 0;
 }
 
-bool FileBackend::shares_page(const Op* a, const Op* b) const {
-  auto lo = [&](const Op* o) { return o->offset / page_size_ * page_size_; };
-  auto hi = [&](const Op* o) { return (o->offset + o->left + page_size_ - 1) / page_size_ * page_size_; };
+bool FileBackend::shares_folio(const Op* a, const Op* b) const {
+  const uint64_t span = folio_span_;
+  auto lo = [&](const Op* o) { return o->offset / span * span; };
+  auto hi = [&](const Op* o) { return (o->offset + o->left + span - 1) / span * span; };
   return lo(a) < hi(b) && lo(b) < hi(a);
 }
 
 // Page-cache coherence: a direct write flushes and invalidates the cached
-// pages of its range, before and after the I/O. A buffered modification of
+// folios of its range, before and after the I/O. A buffered modification of
 // one of those pages meanwhile can fill the page from disk before the direct
 // data lands and later write that stale copy back over it (the kernel warns
 // of "stale pagecache"), losing the direct write, even when the two touch
-// different bytes of the page. So a direct write starts only when no
-// modification in flight shares a page with it, and a modification sharing
-// a page with a direct write in flight waits for it.
+// different bytes of the page. Folios can be larger than a page: a read
+// beside the direct write can bring its pages back, stale, in a large folio
+// with a neighbouring page, and a buffered write to that neighbour dirties
+// the folio, so the invalidation after the I/O fails and the kernel records
+// EIO for the file (the direct write and the next fdatasync fail). So a
+// direct write starts only when no modification in flight shares a folio
+// span with it, and a modification sharing a span with a direct write in
+// flight waits for it.
 void FileBackend::start_mod(Op* op) {
   if (sticky_error_) {  // it waited, and a sync failed meanwhile
     IoDone* done = op->done;
@@ -310,7 +331,7 @@ void FileBackend::start_mod(Op* op) {
     return complete_later(done, -sticky_error_);
   }
   for (const Op* m : mods_) {
-    if (m->direct && shares_page(op, m)) {
+    if (m->direct && shares_folio(op, m)) {
       blocked_.push_back(op);
       return;
     }
@@ -334,7 +355,7 @@ void FileBackend::start_mod(Op* op) {
       op->dsync = true;
       op->direct = dio_aligned(op->buf, op->offset, op->left) &&
                    std::none_of(mods_.begin(), mods_.end(),
-                                [&](const Op* m) { return shares_page(op, m); });
+                                [&](const Op* m) { return shares_folio(op, m); });
       ++(op->direct ? fua_stats_.direct : fua_stats_.dsync);
     } else {
       ++fua_stats_.group;

@@ -6,7 +6,7 @@
 // A FUA write alone in flight is one WRITE with RWF_DSYNC (durable when it
 // completes: no second io_uring hop), through an O_DIRECT descriptor of the
 // same file when the buffer, offset and length meet the file's direct-I/O
-// alignment and no other modification in flight shares one of its pages
+// alignment and no other modification in flight shares a folio span with it
 // (page-cache coherence: see docs/nbd-server.md, "FUA"). A FUA write that
 // arrives while other FUA writes or a sync are in flight joins the group
 // commit instead, which is cheaper per write at depth (and so do the next
@@ -79,6 +79,8 @@ class FileBackend final : public Backend {
   static constexpr uint32_t kGroupHold = 64;
   // Whether FUA writes can take the O_DIRECT path at all on this file.
   bool has_direct_path() const { return dio_offset_align_ != 0; }
+  // The unit of the page-cache coherence rule (tests).
+  uint64_t folio_span() const { return folio_span_; }
 
  private:
   struct Op;
@@ -96,7 +98,7 @@ class FileBackend final : public Backend {
   void start_mod(Op* op);
   void end_mod(Op* op);
   bool dio_aligned(const uint8_t* buf, uint64_t offset, uint32_t length) const;
-  bool shares_page(const Op* a, const Op* b) const;
+  bool shares_folio(const Op* a, const Op* b) const;
 
   Loop& loop_;
   FileLock lock_;  // before fd_: released after the data descriptor closes
@@ -122,9 +124,11 @@ class FileBackend final : public Backend {
   UniqueFd direct_fd_;
   uint32_t dio_mem_align_ = 0;
   uint32_t dio_offset_align_ = 0;
-  uint64_t page_size_ = 4096;
+  // The largest folio the page cache may hold this file's data in: a direct
+  // write and a buffered modification never run at once within one span.
+  uint64_t folio_span_ = 4096;
   std::vector<Op*> mods_;     // modifications whose I/O is in flight
-  std::vector<Op*> blocked_;  // wait for a direct write sharing a page
+  std::vector<Op*> blocked_;  // wait for a direct write sharing a folio span
   size_t fua_in_flight_ = 0;  // FUA modifications not yet completed
   uint32_t group_hold_ = 0;   // lone FUA writes still to take the group path
   FuaStats fua_stats_;

@@ -1,7 +1,7 @@
 // Tests of FileBackend's FUA paths: which path a FUA write takes (O_DIRECT
 // + RWF_DSYNC, buffered + RWF_DSYNC, or the group-committed fdatasync), that
 // every path leaves the right bytes both in the page cache and on disk, and
-// the page-cache coherence rule for writes that share a page.
+// the page-cache coherence rule for writes that share a page or a folio span.
 #include "file_backend.h"
 
 #include <fcntl.h>
@@ -102,6 +102,16 @@ struct FileBackendFixture : ::testing::Test {
     run();
     return std::all_of(r.begin(), r.end(), [](int e) { return e == 0; });
   }
+  // A buffered write of 0xaa bytes, then a FUA write of 0xff bytes, both in
+  // flight at once; true if both succeed.
+  bool buffered_then_fua(uint64_t boff, uint32_t blen, uint64_t foff, uint32_t flen) {
+    Buffer a = filled(blen, 0xaa), f = filled(flen, 0xff);
+    int ra = 1, rf = 1;
+    start([&](IoDone* d) { be->write(boff, blen, a.data(), false, d); }, &ra);
+    start([&](IoDone* d) { be->write(foff, flen, f.data(), true, d); }, &rf);
+    run();
+    return ra == 0 && rf == 0;
+  }
   // What a read returns, and what is on disk after a flush.
   void expect_read_then_flushed(uint64_t off, const std::vector<uint8_t>& want) {
     uint32_t len = uint32_t(want.size());
@@ -163,17 +173,25 @@ TEST_F(FileBackendFixture, FuaWriteThenBufferedReadSeesNewData) {
 TEST_F(FileBackendFixture, FuaWriteSharingAPageWithAWriteInFlightIsNotDirect) {
   open_in(disk_dir());
   if (!be->has_direct_path()) GTEST_SKIP() << disk_dir() << " has no direct I/O";
-  Buffer a = filled(4096, 0xaa), f = filled(4096, 0xff);
-  int ra = 1, rf = 1;
   // A buffered write of the page's first half, then a FUA write of the
   // other half, aligned for direct I/O but sharing the page.
-  start([&](IoDone* d) { be->write(0, 2048, a.data(), false, d); }, &ra);
-  start([&](IoDone* d) { be->write(2048, 2048, f.data(), true, d); }, &rf);
-  run();
-  ASSERT_EQ(ra + rf, 0);
+  ASSERT_TRUE(buffered_then_fua(0, 2048, 2048, 2048));
   EXPECT_EQ(be->fua_stats().direct, 0u);
   EXPECT_EQ(be->fua_stats().dsync, 1u);
   expect_read_then_flushed(0, halves(2048, 0xaa, 4096, 0xff));
+}
+
+TEST_F(FileBackendFixture, FuaWriteBesideAWriteInFlightInItsFolioSpanIsNotDirect) {
+  open_in(disk_dir());
+  if (!be->has_direct_path()) GTEST_SKIP() << disk_dir() << " has no direct I/O";
+  if (be->folio_span() <= 4096) GTEST_SKIP() << "no large folios (no THP): the span is a page";
+  // A buffered write of the third page, then an aligned FUA write of the
+  // first: different pages, but a large folio could hold both.
+  ASSERT_TRUE(buffered_then_fua(8192, 4096, 0, 4096));
+  EXPECT_EQ(be->fua_stats().direct, 0u);
+  EXPECT_EQ(be->fua_stats().dsync, 1u);
+  expect_read_then_flushed(0, bytes(4096, 0xff));
+  expect_read_then_flushed(8192, bytes(4096, 0xaa));
 }
 
 TEST_F(FileBackendFixture, WriteSharingAPageWithADirectWriteWaitsForIt) {

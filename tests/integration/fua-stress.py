@@ -8,15 +8,17 @@ buffered modification of a page away from a direct write in flight to that
 page (docs/nbd-server.md, "FUA writes"); this test hunts for a hole in it
 with the seeded workload of fuaworkload.py (many requests in flight, never
 two on the same bytes, often on the same page; phases where a FUA write is
-alone in flight beside buffered writes to the rest of its page), reads
-checked against a byte-exact model as they complete. At the end the volume
+alone in flight beside buffered writes to the rest of its page, or beside
+reads that read ahead into large folios and writes to neighbouring pages,
+the test evicting the file's pages first), reads checked against a
+byte-exact model as they complete. At the end the volume
 is read through NBD (the page cache); then mirrord stops, the file is
 fsynced (writing back any stale dirty page over the direct data), evicted,
 read with O_DIRECT (the disk) and compared with the model. mirrord's log
 must show direct FUA writes, or the test proved nothing.
 
 Run with /usr/bin/python3 (python3-libnbd). MIRRORD=path/to/mirrord.
-SEED=N replays a run (the seed is printed); ROUNDS=N (default 6) scales it.
+SEED=N replays a run (the seed is printed); ROUNDS=N (default 20) scales it.
 """
 
 import ctypes
@@ -37,7 +39,7 @@ from fuaworkload import Model, Workload, read_disk, read_nbd  # noqa: E402
 
 DISK_SIZE = 8 * 1024 * 1024  # small: requests share pages often
 SEED = int(os.environ.get("SEED") or random.SystemRandom().randrange(1 << 32))
-ROUNDS = int(os.environ.get("ROUNDS") or 6)
+ROUNDS = int(os.environ.get("ROUNDS") or 20)
 H.log(f"SEED={SEED} ROUNDS={ROUNDS} (replay with SEED={SEED})")
 
 disk_path = H.path("disk.img")
@@ -88,7 +90,9 @@ srv = H.start("--listen", "unix:" + H.path("sock"), "--export", "disk=" + disk_p
 t0 = time.monotonic()
 h = nbd.NBD()
 h.connect_uri(srv.uri("disk", "unix"))
-work = Workload(h, model, SEED)
+evict_fd = os.open(disk_path, os.O_RDONLY)
+work = Workload(h, model, SEED,
+                lambda off, n: os.posix_fadvise(evict_fd, off, n, os.POSIX_FADV_DONTNEED))
 
 
 def t_caps():

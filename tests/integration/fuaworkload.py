@@ -17,14 +17,19 @@ PAGES. Each round has two phases:
   hazard  no flush and at most one FUA request in flight, so a FUA write is
           alone and goes direct: buffered writes to other bytes of a page,
           then a sector-aligned FUA write into the rest of that page, then
-          more buffered modifications, reads and cache hints beside it.
+          more buffered modifications, reads and cache hints beside it; or
+          sequential reads up to the page of a lone FUA write in flight
+          (read-ahead into large folios) and buffered writes to the pages
+          around it.
 Reads are checked against the model as they complete.
 
 Command line (run with /usr/bin/python3, which has python3-libnbd):
-  fuaworkload.py run --uri URI --state FILE [--seed N] [--rounds N]
+  fuaworkload.py run --uri URI --state FILE [--seed N] [--rounds N] [--evict IMAGE]...
       the workload through URI (whose current content is the model's start),
       then a flush and the whole volume read back through NBD; the model is
       saved to FILE. Exit 0 if every request succeeded and every read matched.
+      --evict: a backing file of the volume, evicted from the page cache
+      around the hazard clusters (as memory pressure would).
   fuaworkload.py check-disk --state FILE IMAGE...
       each IMAGE (not in use) fsynced, evicted from the page cache, read with
       O_DIRECT and compared with the model. Exit 0 if all match.
@@ -232,10 +237,15 @@ class Client:
 
 
 class Workload:
-    def __init__(self, h, model, seed):
+    """evict(off, length), if given, drops that range of the backing file(s)
+    from the page cache (as memory pressure would), so that reads miss and
+    the kernel reads ahead, into large folios."""
+
+    def __init__(self, h, model, seed, evict=None):
         self.rng = random.Random(seed)
         self.c = Client(h, model, self.rng)
         self.pages = model.size // PAGE
+        self.evict = evict
 
     def run(self, rounds):
         """rounds of both phases; stops after the round where a request failed."""
@@ -318,21 +328,27 @@ class Workload:
             c.issue("write", off, n, True, qd=HAZARD_QD, lone_fua=True, phase=ph)
 
         def readahead_cluster(page):
-            # A sequential read ending just before the FUA write's page makes
-            # the kernel read ahead past it, into large folios that may hold
-            # that page and its neighbours; a buffered write to a neighbour
-            # then dirties such a folio.
+            # Sequential reads ending just before the page of a lone FUA write
+            # in flight make the kernel read ahead past them, into large
+            # folios that may hold that page (read before the direct data
+            # landed) and its neighbours; a buffered write to a neighbour
+            # then dirties such a folio. Evicted first, so the reads miss.
+            if self.evict:
+                lo = max(0, page - 32)
+                self.evict(lo * PAGE, (min(self.pages, page + 32) - lo) * PAGE)
+            if rng.random() < 0.5:
+                s0 = rng.randrange(PAGE // SECTOR)
+                s1 = rng.randint(s0 + 1, PAGE // SECTOR)
+                lone_fua(page * PAGE + s0 * SECTOR, (s1 - s0) * SECTOR)
+                k = 1
+            else:  # whole pages: longer in flight
+                k = min(rng.randint(1, 16), self.pages - page)
+                lone_fua(page * PAGE, k * PAGE)
             n = rng.choice((1, 2, 4, 8))
-            start = max(0, page - n)
-            if start >= n:
-                c.issue("read", (start - n) * PAGE, n * PAGE, qd=HAZARD_QD, phase=ph)
-            s0 = rng.randrange(PAGE // SECTOR)
-            s1 = rng.randint(s0 + 1, PAGE // SECTOR)
-            lone_fua(page * PAGE + s0 * SECTOR, (s1 - s0) * SECTOR)
-            if start < page:
-                c.issue("read", start * PAGE, (page - start) * PAGE, qd=HAZARD_QD, phase=ph)
+            for p in range(max(0, page - 3 * n), page, n):
+                c.issue("read", p * PAGE, min(n, page - p) * PAGE, qd=HAZARD_QD, phase=ph)
             for _ in range(rng.randint(1, 3)):
-                nb = page + rng.choice((-2, -1, 1, 2, 3))
+                nb = rng.choice((page - 2, page - 1, page + k, page + k + 1, page + k + 2))
                 if not 0 <= nb < self.pages:
                     continue
                 off = nb * PAGE + rng.randrange(PAGE)
@@ -341,7 +357,7 @@ class Workload:
         for _ in range(CLUSTERS):
             page = hot + rng.randrange(HOT_PAGES)
             base = page * PAGE
-            if rng.random() < 0.35:
+            if rng.random() < 0.5:
                 readahead_cluster(page)
                 continue
             if rng.random() < 0.15:
@@ -408,6 +424,8 @@ def main():
     r.add_argument("--state", required=True)
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--rounds", type=int, default=4)
+    r.add_argument("--evict", action="append", default=[], metavar="IMAGE",
+                   help="a backing file to evict from the page cache now and then (repeatable)")
     d = sub.add_parser("check-disk")
     d.add_argument("--state", required=True)
     d.add_argument("images", nargs="+")
@@ -432,7 +450,13 @@ def main():
     h.connect_uri(a.uri)
     size = h.get_size()
     model = Model(read_nbd(h, size))
-    w = Workload(h, model, seed)
+    fds = [os.open(img, os.O_RDONLY) for img in a.evict]
+
+    def evict(off, n):
+        for fd in fds:
+            os.posix_fadvise(fd, off, n, os.POSIX_FADV_DONTNEED)
+
+    w = Workload(h, model, seed, evict if fds else None)
     t0 = time.monotonic()
     errors = w.run(a.rounds)
     if not errors:

@@ -13,7 +13,7 @@
 WORKLOAD=("$PY" "$MIRROR_DIR/../integration/fuaworkload.py")
 VOL_SIZE=8M   # small: requests share pages often
 SEED=${SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
 log "SEED=$SEED ROUNDS=$ROUNDS (replay with SEED=$SEED)"
 
 setup_pair
@@ -27,7 +27,8 @@ pass "the pair is synchronized"
 
 log_mark alpha
 if out=$("${WORKLOAD[@]}" run --uri "$(nbd_unix_uri alpha)" --state "$T/model" \
-        --seed "$SEED" --rounds "$ROUNDS" 2>&1); then
+        --seed "$SEED" --rounds "$ROUNDS" \
+        --evict "${NODE_IMG[alpha]}" --evict "${NODE_IMG[beta]}" 2>&1); then
     pass "workload through alpha: every request succeeded, every read and the final NBD view matched: $(echo "$out" | tail -n 1)"
 else
     fail "workload through alpha (SEED=$SEED): $out"
