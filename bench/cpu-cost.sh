@@ -3,7 +3,8 @@
 # A QD1 row on one CPU is CPU-bound: the question for a gap is where the CPU goes, not where a
 # request waits. Around the measured seconds of a run this snapshots the server's processes
 # (/proc/PID/stat: every thread, io-wq workers and exited threads included, and the same for
-# their children, e.g. nbd-server's per-connection process), their threads' context switches,
+# their children, e.g. nbd-server's per-connection process), their live threads' context
+# switches (no count when threads exited between the snapshots),
 # and CPU 1's busy/softirq/idle ticks from /proc/stat; cpu_cost_table prints microseconds per
 # request. Needs: WORK, CPU_COST, WARMUP, RUN_SECONDS.
 
@@ -85,7 +86,10 @@ server's threads:"
           for (j = 1; j <= m; j++) if (IOPS[key, j] < IOPS[key, i]) below++
           if (below == int((m - 1) / 2)) med = i
         }
-        printf "| %s | %s | %.0f | %.1f | %.1f; %.1f | %.0f%% | %.1f |\n", kk[1], kk[2], IOPS[key, med], SRV[key, med], REST[key, med], SIRQ[key, med], IDLE[key, med], CS[key, med]
+        # Threads that exited between the snapshots take their switches with them
+        # (nbdkit ends the previous connection'"'"'s threads late): no count then.
+        cs = (CS[key, med] < 0) ? "–" : sprintf("%.1f", CS[key, med])
+        printf "| %s | %s | %.0f | %.1f | %.1f; %.1f | %.0f%% | %s |\n", kk[1], kk[2], IOPS[key, med], SRV[key, med], REST[key, med], SIRQ[key, med], IDLE[key, med], cs
       }
     }' "$CPU_RES"
 }
