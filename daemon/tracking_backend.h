@@ -14,46 +14,10 @@
 
 #include "backend.h"
 #include "bitmap.h"
+#include "forwarding_backend.h"
 #include "uring.h"
 
 namespace mirror {
-
-// Passes every operation through unchanged: the base of the decorators, so
-// each overrides only what it changes.
-class ForwardingBackend : public Backend {
- public:
-  explicit ForwardingBackend(Backend& inner) : inner_(inner) {}
-  uint64_t size() const override { return inner_.size(); }
-  bool read_only() const override { return inner_.read_only(); }
-  bool can_trim() const override { return inner_.can_trim(); }
-  void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override {
-    inner_.read(offset, length, buf, done);
-  }
-  void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
-             IoDone* done) override {
-    inner_.write(offset, length, buf, fua, done);
-  }
-  void flush(IoDone* done) override { inner_.flush(done); }
-  void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override {
-    inner_.trim(offset, length, fua, done);
-  }
-  void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override {
-    inner_.zero(offset, length, flags, done);
-  }
-  void cache(uint64_t offset, uint32_t length, IoDone* done) override {
-    inner_.cache(offset, length, done);
-  }
-  void start_writeback(uint64_t offset, uint32_t length) override {
-    inner_.start_writeback(offset, length);
-  }
-  void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
-                    std::vector<nbd::Extent>* out, IoDone* done) override {
-    inner_.block_status(offset, length, max_extents, out, done);
-  }
-
- protected:
-  Backend& inner_;
-};
 
 // Marks every region written, trimmed or zeroed in `changes`' dirty map: the
 // regions changed since the last backup point. A flush makes the marks

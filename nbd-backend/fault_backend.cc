@@ -123,7 +123,7 @@ struct FaultBackend::Op final : IoDone {
 
 FaultBackend::FaultBackend(Loop& loop, Backend& inner, int fd, const FaultSpec& spec,
                            PowerLoss* power_loss)
-    : loop_(loop), inner_(inner), fd_(fd), spec_(spec), pl_(power_loss) {}
+    : ForwardingBackend(inner), loop_(loop), fd_(fd), spec_(spec), pl_(power_loss) {}
 
 FaultBackend::~FaultBackend() = default;
 
@@ -211,15 +211,6 @@ void FaultBackend::flush(IoDone* done) {
   op->sync = pl_->sync_started(fd_);
   ++in_flight_;
   inner_.flush(op);
-}
-
-void FaultBackend::cache(uint64_t offset, uint32_t length, IoDone* done) {
-  inner_.cache(offset, length, done);
-}
-
-void FaultBackend::block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
-                                std::vector<nbd::Extent>* out, IoDone* done) {
-  inner_.block_status(offset, length, max_extents, out, done);
 }
 
 }  // namespace mirror

@@ -2,7 +2,9 @@
 // faults on the data path, as nbdkit's error filter does: EIO or ENOSPC for
 // chosen byte ranges or after a number of writes, and a simulated power loss
 // (PowerLoss: unsynced writes are dropped, then the process dies) on a signal
-// or after a number of writes.
+// or after a number of writes. Every other operation (cache, block status,
+// the writeback hint) passes through unchanged (ForwardingBackend), so a
+// fault run differs from production only by the faults it injects.
 //
 // Enabled only by the MIRRORD_FAULTS environment variable (FaultSpec::parse,
 // docs/reliability.md lists the syntax); mirrord logs a warning when it is on.
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "forwarding_backend.h"
 #include "power_loss.h"
 #include "result.h"
 #include "uring.h"
@@ -45,29 +48,19 @@ struct FaultSpec {
   std::string to_string() const;
 };
 
-class FaultBackend final : public Backend {
+class FaultBackend final : public ForwardingBackend {
  public:
   // fd: the inner backend's file (read for PowerLoss's undo records).
   // power_loss: nullptr unless spec.power_loss.
   FaultBackend(Loop& loop, Backend& inner, int fd, const FaultSpec& spec, PowerLoss* power_loss);
   ~FaultBackend() override;
 
-  uint64_t size() const override { return inner_.size(); }
-  bool read_only() const override { return inner_.read_only(); }
-  bool can_trim() const override { return inner_.can_trim(); }
   void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override;
   void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
              IoDone* done) override;
   void flush(IoDone* done) override;
   void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
   void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
-  void cache(uint64_t offset, uint32_t length, IoDone* done) override;
-  // The hint passes through: fault runs must write back as production does.
-  void start_writeback(uint64_t offset, uint32_t length) override {
-    inner_.start_writeback(offset, length);
-  }
-  void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
-                    std::vector<nbd::Extent>* out, IoDone* done) override;
 
   uint64_t writes_seen() const { return writes_; }
   uint64_t faults_injected() const { return injected_; }
@@ -84,7 +77,6 @@ class FaultBackend final : public Backend {
   void on_done(Op* op, int err);
 
   Loop& loop_;
-  Backend& inner_;
   int fd_;
   FaultSpec spec_;
   PowerLoss* pl_;
