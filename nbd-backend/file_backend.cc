@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "file_lock.h"
+#include "read_line.h"
 #include "log.h"
 
 namespace mirror {
@@ -50,12 +51,8 @@ DioAlign dio_alignment(int fd, bool block_device) {
 // ext4 (seen on Linux 6.18) cache file data in large folios, up to a
 // PMD-sized transparent huge page; without THP, folios are single pages.
 uint64_t max_folio_bytes(uint64_t page) {
-  UniqueFd f(::open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC));
-  if (!f.valid()) return page;
-  char buf[32] = {};
-  ssize_t n = ::read(f.get(), buf, sizeof(buf) - 1);
-  uint64_t pmd = n > 0 ? std::strtoull(buf, nullptr, 10) : 0;
-  return std::max(page, pmd);
+  std::string pmd = read_line("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+  return std::max(page, uint64_t(std::strtoull(pmd.c_str(), nullptr, 10)));
 }
 }  // namespace
 

@@ -12,9 +12,9 @@
 
 #include <algorithm>
 #include <array>
-#include <fstream>
 
 #include "log.h"
+#include "read_line.h"
 
 namespace mirror::knbd {
 
@@ -99,13 +99,6 @@ Result<uint8_t> parse_genl(const uint8_t* data, size_t len, nlattr** attrs) {
   int r = genlmsg_parse(h, 0, attrs, NBD_ATTR_MAX, const_cast<nla_policy*>(attr_policy()));
   if (r < 0) return nl_error("nbd netlink: bad attributes", r);
   return static_cast<genlmsghdr*>(nlmsg_data(h))->cmd;
-}
-
-std::string read_line(const std::string& path) {
-  std::ifstream f(path);
-  std::string s;
-  std::getline(f, s);
-  return s;
 }
 
 // The nbdN entries of a sysfs block directory, in numeric order.
