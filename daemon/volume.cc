@@ -483,20 +483,20 @@ void Volume::dial() {
 
 void Volume::on_dial(int res) {
   dialer_->busy = false;
-  uint32_t cap = disk_retry() ? kDiskRetryMaxBackoffMs : kMaxBackoffMs;
+  // The next attempt, whatever this one's outcome (a session can fail its
+  // handshake): backoff doubling up to a cap that depends on why.
+  uint32_t cap = disk_retry()            ? kDiskRetryMaxBackoffMs
+                 : res == -ECONNREFUSED ? kRefusedBackoffMs
+                                        : kMaxBackoffMs;
   dialer_->backoff_ms = std::min(dialer_->backoff_ms, cap);
+  dialer_->next_ms = now_ms_ + dialer_->backoff_ms;
+  dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, cap);
   if (res < 0 || stopping_) {
     MLOG_DEBUG("replication: connecting to %s: %s", peer_.address.c_str(), strerror(-res));
     dialer_->fd.reset();
-    if (res == -ECONNREFUSED && !disk_retry()) cap = kRefusedBackoffMs;
-    dialer_->backoff_ms = std::min(dialer_->backoff_ms, cap);
-    dialer_->next_ms = now_ms_ + dialer_->backoff_ms;
-    dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, cap);
     return;
   }
   new_session(std::move(dialer_->fd), true, peer_.address);
-  dialer_->next_ms = now_ms_ + dialer_->backoff_ms;
-  dialer_->backoff_ms = std::min(dialer_->backoff_ms * 2, cap);
 }
 
 bool Volume::disk_retry() const {
