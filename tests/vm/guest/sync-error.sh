@@ -101,8 +101,10 @@ io_ok() {
 
 # io_fails DESC write|flush qemu-io-commands...: qemu-io must exit non-zero, and
 #   write: the client sees "write failed: Input/output error";
-#   flush: the last command is the flush, and no command before it failed (qemu-io 7.2's
-#          flush prints nothing when it fails: its failure is the exit status).
+#   flush: the last command is the flush, qemu-io reached the export, and no command before
+#          the flush failed (qemu-io 7.2's flush prints nothing when it fails: its failure is
+#          the exit status; a client that cannot connect also exits 1, with "Failed to
+#          connect" / "can't open device", which must not pass for a failed flush).
 io_fails() {
   _desc=$1 _what=$2; shift 2
   _rc=0
@@ -111,7 +113,7 @@ io_fails() {
   case "$_what" in
     write) grep -q "^write failed: Input/output error" "$W/io.out" && _seen=1 ;;
     flush) for _last in "$@"; do :; done
-           [ "$_last" = flush ] && ! grep -q "failed" "$W/io.out" && _seen=1 ;;
+           [ "$_last" = flush ] && ! grep -qiE "failed|can't open" "$W/io.out" && _seen=1 ;;
   esac
   if [ "$_rc" = 0 ] || [ "$_seen" = 0 ]; then
     cat "$W/io.out"
