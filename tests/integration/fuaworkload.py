@@ -42,6 +42,7 @@ import mmap
 import os
 import pickle
 import random
+import re
 import sys
 import time
 
@@ -415,6 +416,30 @@ def read_disk(path, size):
     finally:
         os.close(fd)
 
+FUA_STATS = re.compile(r"FUA writes: (\d+) direct\+dsync, (\d+) buffered\+dsync, (\d+) group")
+
+
+def fua_stats_problems(log, sent=None):
+    """What mirrord's log says of its FUA writes: ((direct, dsync, group), problems).
+
+    The test proves nothing unless some FUA write took the O_DIRECT path; with
+    sent (the FUA writes the client sent), every one of them must be counted."""
+    problems = []
+    for bad in ("direct write refused", "no O_DIRECT"):
+        problems += [line for line in log.splitlines() if bad in line][:1]
+    m = None
+    for m in FUA_STATS.finditer(log):
+        pass  # the last close
+    if not m:
+        return (0, 0, 0), problems + ["mirrord logged no FUA statistics at close"]
+    direct, dsync, group = map(int, m.groups())
+    if direct == 0:
+        problems.append("no FUA write took the O_DIRECT path: the test proved nothing; use a "
+                        "filesystem with direct I/O (ext4, XFS)")
+    if sent is not None and direct + dsync + group != sent:
+        problems.append(f"mirrord counted {direct + dsync + group} FUA writes, the client sent {sent}")
+    return (direct, dsync, group), problems
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -429,7 +454,16 @@ def main():
     d = sub.add_parser("check-disk")
     d.add_argument("--state", required=True)
     d.add_argument("images", nargs="+")
+    f = sub.add_parser("check-fua-stats", help="mirrord's log on stdin: see fua_stats_problems")
+    f.add_argument("--sent", type=int, default=None)
     a = ap.parse_args()
+
+    if a.cmd == "check-fua-stats":
+        (direct, dsync, group), problems = fua_stats_problems(sys.stdin.read(), a.sent)
+        print(f"FUA writes: {direct} direct+dsync, {dsync} buffered+dsync, {group} group-committed")
+        for p in problems:
+            print(p)
+        return 1 if problems else 0
 
     if a.cmd == "check-disk":
         model = Model.load(a.state)
