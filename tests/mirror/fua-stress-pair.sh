@@ -35,7 +35,7 @@ if out=$("${WORKLOAD[@]}" run --uri "$(nbd_unix_uri alpha)" --state "$T/model" \
 else
     fail "workload through alpha (SEED=$SEED): $out"
 fi
-drops=$(log_since alpha | grep -E "replication link to 'beta' lost")
+drops=$(link_drops alpha beta)
 if [ -z "$drops" ]; then
     pass "the replication link held during the workload"
 else

@@ -60,7 +60,7 @@ start_writer soak "$(nbd_uri alpha)" $((128 * MiB)) $((64 * MiB)) --qd 16 --seed
 wait_writer soak 120
 check_eq "30s of random 4k writes at qd16: the writer saw no error" 0 "$WRITER_RC"
 log "writer: $(cat "$T/soak.out")"
-drops=$(log_since alpha | grep -E "replication link to 'beta' lost")
+drops=$(link_drops alpha beta)
 if [ -z "$drops" ]; then
     pass "30s of random writes on a healthy pair: the replication link never dropped"
 else

@@ -108,6 +108,9 @@ log_since() {
 # log_all NODE: every log of NODE in this test (all its starts).
 log_all() { cat "$T/$1".*.log 2>/dev/null; }
 
+# link_drops NODE PEER: NODE's log lines since its mark that say it lost the link to PEER.
+link_drops() { log_since "$1" | grep -E "replication link to '$2' lost" || true; }
+
 # wait_log NODE ERE TIMEOUT [COUNT]: wait until COUNT (default 1) lines after
 # the mark match; prints the last matching line. Fails on timeout.
 wait_log() {
