@@ -265,6 +265,7 @@ class Volume final : public LinkConn::Handler {
   std::unique_ptr<Acceptor> acceptor_;
   std::unique_ptr<Dialer> dialer_;
   Timer tick_timer_;
+  Timer dial_timer_;  // the next dial after a failed one (its backoff)
   uint64_t now_ms_ = 0;
   bool stopping_ = false;
   bool quiesced_ = false;  // stopping, and both copies flushed (or the peer gone)
