@@ -50,6 +50,8 @@ Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in) {
     case Type::kError:
     case Type::kSyncDone:
     case Type::kDirtyRanges:
+    case Type::kVerify:
+    case Type::kVerifyReply:
       break;
     case Type::kRelay:
     case Type::kRelayReply:
@@ -211,6 +213,43 @@ Result<std::vector<Range>> decode_ranges(std::span<const uint8_t> p) {
     x.length = r.u64();
     v.push_back(x);
   }
+  return v;
+}
+
+std::vector<uint8_t> encode_verify(uint32_t region) {
+  std::vector<uint8_t> out;
+  Writer w(out);
+  w.u32(region);
+  return out;
+}
+
+Result<uint32_t> decode_verify(const Header& h, std::span<const uint8_t> p) {
+  Reader r(p);
+  uint32_t region = r.u32();
+  if (r.failed() || r.remaining() != 0) return malformed("VERIFY");
+  if (region < kMinVerifyRegion || (region & (region - 1)) != 0)
+    return Error{EPROTO, "VERIFY: region size " + std::to_string(region) +
+                             " is not a power of two >= " + std::to_string(kMinVerifyRegion)};
+  if (h.length == 0 || h.length > kMaxVerifyLength)
+    return Error{EPROTO, "VERIFY: length " + std::to_string(h.length) + " is not 1.." +
+                             std::to_string(kMaxVerifyLength)};
+  return region;
+}
+
+std::vector<uint8_t> encode_digests(std::span<const Digest> d) {
+  std::vector<uint8_t> out;
+  out.reserve(d.size() * kDigestSize);
+  for (const Digest& x : d) out.insert(out.end(), x.begin(), x.end());
+  return out;
+}
+
+Result<std::vector<Digest>> decode_digests(std::span<const uint8_t> p, uint64_t expected) {
+  if (p.size() != expected * kDigestSize)
+    return Error{EPROTO, "VERIFY_REPLY: " + std::to_string(p.size()) + " bytes of digests, " +
+                             "expected " + std::to_string(expected * kDigestSize)};
+  std::vector<Digest> v(expected);
+  for (uint64_t i = 0; i < expected; ++i)
+    std::memcpy(v[i].data(), p.data() + i * kDigestSize, kDigestSize);
   return v;
 }
 

@@ -47,10 +47,24 @@ enum class Type : uint16_t {
   kSyncDone = 20, // resync finished: adopt the generation in the payload
   kPing = 21,
   kSplit = 22,    // the mirror is split; offset = the split's time (Unix ms)
+  kVerify = 24,   // digest offset+length per region (payload: u32 region size)
   // Secondary -> primary.
   kReply = 32,    // length = 0 or an errno
   kDirtyRanges = 33,  // the secondary's own changed regions (after a split)
+  kVerifyReply = 34,  // answers kVerify: length = 0 or an errno; payload = digests
 };
+
+// HELLO's header flags: what the sender's daemon understands beyond the
+// version's base set. A daemon built before a feature sends 0 there and
+// ignores the bits it does not know, so the flags never break a handshake.
+inline constexpr uint16_t kFeatureVerify = 1 << 0;  // kVerify / kVerifyReply
+inline constexpr uint16_t kFeatures = kFeatureVerify;
+
+// Online verify: SHA-256 of each region of the range (docs/replication-protocol.md).
+inline constexpr size_t kDigestSize = 32;
+using Digest = std::array<uint8_t, kDigestSize>;
+inline constexpr uint32_t kMaxVerifyLength = 8 << 20;  // per request
+inline constexpr uint32_t kMinVerifyRegion = 4096;
 
 // Flags of data messages.
 inline constexpr uint16_t kFlagFua = 1 << 0;
@@ -132,6 +146,19 @@ inline constexpr size_t kMaxRelay = 64 * 1024;
 std::vector<uint8_t> encode_relay(std::string_view json);
 Result<std::string> decode_relay(std::span<const uint8_t> p);
 Result<std::vector<Range>> decode_ranges(std::span<const uint8_t> p);
+// VERIFY's payload: the region size (a power of two, kMinVerifyRegion ..
+// 2^31); decoding also checks the request's range (length 1 ..
+// kMaxVerifyLength).
+std::vector<uint8_t> encode_verify(uint32_t region);
+Result<uint32_t> decode_verify(const Header& h, std::span<const uint8_t> p);
+// The digests of `length` bytes in regions of `region` bytes (the last one
+// may be shorter): how many a VERIFY_REPLY carries.
+inline uint64_t verify_regions(uint64_t length, uint32_t region) {
+  return (length + region - 1) / region;
+}
+// VERIFY_REPLY's payload: the digests, in order, back to back.
+std::vector<uint8_t> encode_digests(std::span<const Digest> d);
+Result<std::vector<Digest>> decode_digests(std::span<const uint8_t> p, uint64_t expected);
 
 // A full message (header + payload) in one buffer: for small messages.
 std::vector<uint8_t> encode_message(Header h, std::span<const uint8_t> payload);

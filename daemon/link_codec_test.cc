@@ -91,5 +91,70 @@ TEST(LinkRelay, BackupMarkIsARelayAndTypeTwentyThreeIsUnknown) {
   EXPECT_NE(t.error().message.find("unknown link message type 23"), std::string::npos);
 }
 
+// VERIFY (24): offset/length in the header, the region size as a u32.
+TEST(LinkVerify, RequestCarriesTheRegionSizeBigEndian) {
+  Header h;
+  h.type = Type::kVerify;
+  h.id = 5;
+  h.offset = 1 << 20;
+  h.length = 1 << 20;
+  auto msg = encode_message(h, encode_verify(65536));
+  ASSERT_EQ(msg.size(), kHeaderSize + 4);
+  EXPECT_EQ(msg[5], 24);  // type, low byte
+  EXPECT_EQ(std::vector<uint8_t>(msg.begin() + kHeaderSize, msg.end()),
+            (std::vector<uint8_t>{0x00, 0x01, 0x00, 0x00}));
+  auto back = decode(msg);
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->type, Type::kVerify);
+  auto region = decode_verify(*back, std::span<const uint8_t>(msg).subspan(kHeaderSize));
+  ASSERT_TRUE(region) << region.error().message;
+  EXPECT_EQ(*region, 65536u);
+}
+
+TEST(LinkVerify, BadRegionSizesAndLengthsAreProtocolErrors) {
+  Header h;
+  h.type = Type::kVerify;
+  h.length = 4096;
+  for (uint32_t bad : {0u, 512u, 4095u, 12288u}) {
+    auto r = decode_verify(h, encode_verify(bad));
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, EPROTO);
+  }
+  h.length = 0;
+  EXPECT_FALSE(decode_verify(h, encode_verify(4096)));
+  h.length = kMaxVerifyLength + 1;
+  EXPECT_FALSE(decode_verify(h, encode_verify(4096)));
+  h.length = kMaxVerifyLength;
+  EXPECT_TRUE(decode_verify(h, encode_verify(4096)));
+  std::vector<uint8_t> short_payload = {0, 1, 0};
+  EXPECT_FALSE(decode_verify(h, short_payload));
+}
+
+TEST(LinkVerify, ReplyIsTheDigestsBackToBack) {
+  std::vector<Digest> d(3);
+  for (size_t i = 0; i < d.size(); ++i) d[i].fill(uint8_t(i + 1));
+  auto p = encode_digests(d);
+  ASSERT_EQ(p.size(), 3 * kDigestSize);
+  EXPECT_EQ(p[0], 1);
+  EXPECT_EQ(p[kDigestSize], 2);
+  EXPECT_EQ(p[2 * kDigestSize + 31], 3);
+  auto back = decode_digests(p, 3);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, d);
+  // A count that does not match the request's regions is refused.
+  EXPECT_FALSE(decode_digests(p, 2));
+  p.pop_back();
+  EXPECT_FALSE(decode_digests(p, 3));
+  auto h = decode(header_bytes(34, 5, uint32_t(3 * kDigestSize)));
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->type, Type::kVerifyReply);
+}
+
+TEST(LinkVerify, RegionsCoverATrailingPartialRegion) {
+  EXPECT_EQ(verify_regions(65536, 65536), 1u);
+  EXPECT_EQ(verify_regions(65537, 65536), 2u);
+  EXPECT_EQ(verify_regions(1 << 20, 65536), 16u);
+}
+
 }  // namespace
 }  // namespace mirror::link

@@ -17,8 +17,8 @@ void check(bool ok) {
   if (!ok) std::abort();
 }
 
-void payload_round_trip(Type t, std::span<const uint8_t> p) {
-  switch (t) {
+void payload_round_trip(const Header& hdr, std::span<const uint8_t> p) {
+  switch (hdr.type) {
     case Type::kHello:
       if (auto h = decode_hello(p)) {
         auto again = encode_hello(*h);
@@ -40,6 +40,17 @@ void payload_round_trip(Type t, std::span<const uint8_t> p) {
       break;
     case Type::kDirtyRanges:
       if (auto r = decode_ranges(p)) check(encode_ranges(*r) == std::vector<uint8_t>(p.begin(), p.end()));
+      break;
+    case Type::kVerify:
+      if (auto r = decode_verify(hdr, p)) {
+        check(*r >= kMinVerifyRegion && (*r & (*r - 1)) == 0);
+        check(hdr.length > 0 && hdr.length <= kMaxVerifyLength);
+        check(encode_verify(*r) == std::vector<uint8_t>(p.begin(), p.end()));
+      }
+      break;
+    case Type::kVerifyReply:
+      if (auto d = decode_digests(p, p.size() / kDigestSize))
+        check(encode_digests(*d) == std::vector<uint8_t>(p.begin(), p.end()));
       break;
     case Type::kRelay:
     case Type::kRelayReply:
@@ -68,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     pos += kHeaderSize;
     size_t n = std::min<size_t>(h->payload, size - pos);
     if (n < h->payload) return 0;  // the rest has not arrived
-    payload_round_trip(h->type, {data + pos, n});
+    payload_round_trip(*h, {data + pos, n});
     pos += n;
   }
   return 0;
