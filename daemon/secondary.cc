@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "log.h"
+#include "verify_digest.h"
 
 namespace mirror {
 
@@ -13,6 +14,7 @@ struct SecondaryApplier::Apply final : IoDone {
   bool is_flush = false;
   bool is_sync_done = false;
   bool resync = false;  // a resync copy: its writeback starts once it is applied
+  uint32_t verify_region = 0;  // a VERIFY: read, then answer with digests
   link::Type type = link::Type::kWrite;
   uint64_t off = 0;
   uint32_t len = 0;
@@ -47,6 +49,7 @@ SecondaryApplier::Apply* SecondaryApplier::get() {
     free_.pop_back();
   }
   a->is_flush = a->is_sync_done = a->resync = false;
+  a->verify_region = 0;
   return a;
 }
 
@@ -67,7 +70,7 @@ void SecondaryApplier::reply(uint64_t epoch, uint64_t id, int err) {
 void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
   uint64_t end = h.offset + h.length;
   bool ranged = h.type == link::Type::kWrite || h.type == link::Type::kTrim ||
-                h.type == link::Type::kZero;
+                h.type == link::Type::kZero || h.type == link::Type::kVerify;
   if (ranged && (h.length == 0 || end < h.offset || end > local_.size())) {
     MLOG_WARN("replication: request outside the volume (%llu+%u)",
               static_cast<unsigned long long>(h.offset), h.length);
@@ -87,6 +90,25 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
     case link::Type::kFlush:
       flushes_.push_back({next_seq_++, h.id, epoch_});
       return check_flushes();
+    case link::Type::kVerify: {
+      // A read of what this copy holds: no flush waits for it, and the
+      // primary sends none while a write overlapping it runs.
+      auto region = link::decode_verify(h, {payload.data(), h.payload});
+      if (!region) {
+        MLOG_WARN("replication: %s", region.error().message.c_str());
+        return verify_reply(epoch_, h.id, h.offset, EPROTO, {});
+      }
+      Apply* a = get();
+      a->id = h.id;
+      a->epoch = epoch_;
+      a->seq = 0;
+      a->off = h.offset;
+      a->len = h.length;
+      a->verify_region = *region;
+      a->buf.reserve(h.length);
+      local_.read(h.offset, h.length, a->buf.data(), a);
+      return;
+    }
     case link::Type::kSyncDone: {
       auto g = link::decode_generation({payload.data(), h.payload});
       if (!g) return reply(epoch_, h.id, EPROTO);
@@ -151,7 +173,30 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
   }
 }
 
+void SecondaryApplier::verify_reply(uint64_t epoch, uint64_t id, uint64_t offset, int err,
+                                    std::span<const link::Digest> digests) {
+  if (!link_ || epoch != epoch_) return;
+  link::Header h;
+  h.type = link::Type::kVerifyReply;
+  h.id = id;
+  h.offset = offset;
+  h.length = uint32_t(err < 0 ? -err : err);
+  link_->send_owned(link::encode_message(h, link::encode_digests(digests)));
+}
+
 void SecondaryApplier::done(Apply* a, int err) {
+  if (a->verify_region) {
+    uint64_t epoch = a->epoch, id = a->id, off = a->off;
+    std::vector<link::Digest> d;
+    if (err) {
+      MLOG_ERROR("verify: reading %llu+%u locally failed: %s",
+                 static_cast<unsigned long long>(a->off), a->len, strerror(-err));
+    } else {
+      d = region_digests({a->buf.data(), a->len}, a->verify_region);
+    }
+    put(a);
+    return verify_reply(epoch, id, off, err, d);
+  }
   if (a->is_sync_done) {
     uint64_t epoch = a->epoch, id = a->id;
     put(a);

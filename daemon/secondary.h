@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,8 @@ class SecondaryApplier {
   void attach(LinkConn* link);
   void detach();
   bool attached() const { return link_ != nullptr; }
-  // A data message (WRITE, TRIM, ZERO, FLUSH, PING, SYNC_DONE).
+  // A data message (WRITE, TRIM, ZERO, FLUSH, PING, SYNC_DONE), or VERIFY
+  // (answered with the digests of this copy's regions, VERIFY_REPLY).
   void on_message(const link::Header& h, Buffer& payload);
 
   // Nothing is being applied (a detached applier may be destroyed).
@@ -62,6 +64,8 @@ class SecondaryApplier {
  private:
   struct Apply;
   void reply(uint64_t epoch, uint64_t id, int err);
+  void verify_reply(uint64_t epoch, uint64_t id, uint64_t offset, int err,
+                    std::span<const link::Digest> digests);
   void done(Apply* a, int err);
   void local_failed(const Apply* a, int err);
   void check_flushes();

@@ -289,7 +289,9 @@ void Volume::new_session(UniqueFd fd, bool outbound, std::string peer) {
   h.volume = cfg_.name;
   h.size = cfg_.size;
   h.nonce = s->nonce;
-  s->conn->send_owned(link::encode_message({.type = link::Type::kHello}, link::encode_hello(h)));
+  // The header's flags say which later messages this daemon understands.
+  s->conn->send_owned(link::encode_message({.type = link::Type::kHello, .flags = link::kFeatures},
+                                           link::encode_hello(h)));
   s->conn->start();
   MLOG_DEBUG("replication: %s connection with %s", outbound ? "outgoing" : "incoming",
              s->conn->peer().c_str());
@@ -365,6 +367,7 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
         return session_error(s, "the peer calls itself '" + hello->node + "', expected '" +
                                     peer_.name + "'");
       s->hello = *hello;
+      s->peer_features = h.flags;  // 0 from a daemon built before feature bits
       Mac mac = link_mac(cfg_.secret, self_.name, peer_.name, cfg_.name, cfg_.size, s->nonce,
                          s->hello.nonce);
       s->conn->send_owned(

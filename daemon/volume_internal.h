@@ -41,6 +41,7 @@ struct Volume::Session {
   enum class Phase { kHello, kAuth, kState, kPlan, kActive } phase = Phase::kHello;
   Nonce nonce{};
   link::Hello hello;
+  uint16_t peer_features = 0;  // HELLO's header flags (link::kFeature*)
   uint64_t started_ms = 0;
   uint64_t plan_id = 0;
   link::Plan::Kind plan = link::Plan::kInSync;
