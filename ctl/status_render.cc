@@ -19,6 +19,17 @@ std::string human_bytes(uint64_t n) {
   return buf;
 }
 
+namespace {
+std::string local_time(uint64_t unix_ms) {
+  time_t t = time_t(unix_ms / 1000);
+  char when[64];
+  tm lt;
+  localtime_r(&t, &lt);
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &lt);
+  return when;
+}
+}  // namespace
+
 std::string render_status(const nlohmann::json& s, bool bar) {
   std::ostringstream o;
   auto row = [&](const char* k, const std::string& v) {
@@ -58,14 +69,31 @@ std::string render_status(const nlohmann::json& s, bool bar) {
       o << "  [" << std::string(fill, '#') << std::string(width - fill, '.') << "]\n";
     }
   }
+  if (s.contains("verify") && s["verify"].is_object()) {
+    const auto& v = s["verify"];
+    uint64_t total = v.value("total_bytes", uint64_t(0)), done = v.value("done_bytes", uint64_t(0));
+    uint64_t bytes = v.value("out_of_sync_bytes", uint64_t(0));
+    uint64_t regions = v.value("out_of_sync_regions", uint64_t(0));
+    std::string found = human_bytes(bytes) + " out of sync in " + std::to_string(regions) +
+                        " region" + (regions == 1 ? "" : "s") +
+                        (regions ? " (resynced from the primary)" : "");
+    if (v.value("running", false)) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%.1f%% of %s, %s/s, ",
+                    total ? 100.0 * double(done) / double(total) : 0.0, human_bytes(total).c_str(),
+                    human_bytes(v.value("rate_bytes_per_sec", uint64_t(0))).c_str());
+      row("verify", std::string(buf) + found);
+    } else {
+      row("last verify", v.value("result", std::string("?")) + " " +
+                             local_time(v.value("finished_unix_ms", uint64_t(0))) + ": " +
+                             human_bytes(done) + " of " + human_bytes(total) + " compared, " +
+                             found);
+    }
+  }
   if (s.contains("last_split") && !s["last_split"].is_null()) {
     const auto& l = s["last_split"];
-    time_t t = time_t(l.value("unix_ms", uint64_t(0)) / 1000);
-    char when[64];
-    tm lt;
-    localtime_r(&t, &lt);
-    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &lt);
-    row("last split", std::string(when) + " (in-flight writes drained in " +
+    row("last split", local_time(l.value("unix_ms", uint64_t(0))) +
+                          " (in-flight writes drained in " +
                           std::to_string(l.value("drain_us", uint64_t(0))) + " us)");
   }
   if (s.contains("device") && s["device"].is_object()) {

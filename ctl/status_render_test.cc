@@ -56,5 +56,37 @@ TEST(StatusRender, NoDeviceNoLine) {
   EXPECT_EQ(render_status(j, false).find("device"), std::string::npos);
 }
 
+TEST(StatusRender, VerifyRunningAndFinished) {
+  VolumeStatus v = volume();
+  nlohmann::json none = status_to_json(v);
+  EXPECT_TRUE(none["verify"].is_null());
+  EXPECT_EQ(render_status(none, false).find("verify"), std::string::npos);
+
+  v.verify.run = 3;
+  v.verify.running = true;
+  v.verify.result = "running";
+  v.verify.total_bytes = 64 << 20;
+  v.verify.done_bytes = 16 << 20;
+  v.verify.rate_bps = 8 << 20;
+  v.verify.out_of_sync_bytes = 2 * 65536;
+  v.verify.out_of_sync_regions = 2;
+  nlohmann::json j = status_to_json(v);
+  EXPECT_EQ(j["verify"]["run"], 3);
+  EXPECT_EQ(j["verify"]["out_of_sync_bytes"], 131072);
+  std::string out = render_status(j, false);
+  EXPECT_NE(out.find("  verify           25.0% of 64.0 MiB, 8.0 MiB/s, 128.0 KiB out of sync in 2 "
+                     "regions (resynced from the primary)\n"),
+            std::string::npos)
+      << out;
+
+  v.verify.running = false;
+  v.verify.result = "failed: the link was lost";
+  out = render_status(status_to_json(v), false);
+  EXPECT_NE(out.find("  last verify      failed: the link was lost "), std::string::npos) << out;
+  EXPECT_NE(out.find(": 16.0 MiB of 64.0 MiB compared, 128.0 KiB out of sync in 2 regions"),
+            std::string::npos)
+      << out;
+}
+
 }  // namespace
 }  // namespace mirror

@@ -27,6 +27,15 @@ const std::vector<CommandSpec>& commands() {
       {"rejoin", "Copy the regions changed since the split to the secondary, then mirror again",
        true,
        {{"wait", T::kBool, "Block until the copies are synchronized", false, false}}},
+      {"verify",
+       "Compare both copies region by region (online, like drbdadm verify); regions that "
+       "differ are resynced from the primary. Runs on the primary",
+       true,
+       {{"wait", T::kBool, "Block until the verify ends; exit 1 unless it completed", false,
+         false},
+        {"offset", T::kInt, "Start here (bytes; rounded down to a region)", false, false},
+        {"length", T::kInt, "Verify this many bytes (default: to the end)", false, false},
+        {"cancel", T::kBool, "Stop the verify that is running", false, false}}},
       {"hold", "Hold new writes (consistency groups; released after timeout_ms)", true,
        {{"timeout_ms", T::kInt, "Release automatically after this long", true, false}}},
       {"release", "Release writes held by hold", true, {}},
@@ -148,6 +157,8 @@ json error_reply(int code, std::string_view message) {
     case ECANCELED: name = "ECANCELED"; break;
     case EEXIST: name = "EEXIST"; break;
     case ESTALE: name = "ESTALE"; break;
+    case EOPNOTSUPP: name = "EOPNOTSUPP"; break;
+    case ECONNRESET: name = "ECONNRESET"; break;
     default: break;
   }
   return json{{"ok", false}, {"code", name}, {"error", std::string(message)}};

@@ -184,6 +184,15 @@ void Replicator::dispatch(Op* op) {
     local_.block_status(op->off, op->len, 1, &op->ext, op);
     return;
   }
+  if (op->kind == Kind::kVerify) {
+    // This copy first, then the peer's: the interlock keeps every write to
+    // the chunk out until both were read, and the link is FIFO, so both
+    // digests see the same writes.
+    op->local_pending = true;
+    op->rbuf.reserve(op->len);
+    local_.read(op->off, op->len, op->rbuf.data(), op);
+    return;
+  }
   if (plan_holds_ > 0 && op->modifies()) {
     // Started before the plan was decided, its activity-log commit finished
     // after: issued now, it would be marked dirty under a plan that may say
@@ -254,7 +263,8 @@ void Replicator::send_to_peer(Op* op) {
       h.type = link::Type::kPing;
       break;
     case Kind::kSyncDone:
-      h.type = link::Type::kSyncDone;
+    case Kind::kVerify:
+      h.type = op->kind == Kind::kVerify ? link::Type::kVerify : link::Type::kSyncDone;
       h.payload = uint32_t(op->payload.size());
       data = op->payload.data();
       break;
@@ -320,6 +330,7 @@ void Replicator::on_local(Op* op, int err) {
   // untracked (rule 2). Resync ops run two local steps; the last one counts.
   if (!op->local_err || op->kind == Kind::kResync) op->local_err = err;
   if (op->kind == Kind::kResync) return resync_local_done(op, err);
+  if (op->kind == Kind::kVerify) return verify_local_done(op, err);
   maybe_complete(op);
 }
 
@@ -349,6 +360,8 @@ void Replicator::on_reply(const link::Header& h) {
     case Kind::kSyncDone:
     case Kind::kResync:
       return resync_reply(op, err);
+    case Kind::kVerify:  // a plain REPLY: the peer could not take the VERIFY
+      return verify_chunk_done(op, err ? err : EPROTO, nullptr);
     case Kind::kFlush:
       if (op->freeze) {
         free_op(op);

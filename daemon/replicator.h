@@ -52,6 +52,19 @@ struct ResyncProgress {
   uint64_t eta_seconds = 0;
 };
 
+// Online verify (mirrorctl verify): the last run, or the one running.
+struct VerifyProgress {
+  uint64_t run = 0;  // 0: none since this process started
+  bool running = false;
+  uint64_t offset = 0, total_bytes = 0;  // the range verified
+  uint64_t done_bytes = 0;               // compared so far
+  uint64_t rate_bps = 0;                 // recent rate
+  uint64_t out_of_sync_bytes = 0, out_of_sync_regions = 0;  // found, marked dirty
+  uint64_t started_unix_ms = 0, finished_unix_ms = 0;
+  // "running", "completed", "cancelled", or "failed: why" (the link was lost).
+  std::string result;
+};
+
 class Replicator final : public Backend {
  public:
   enum class LinkState { kDisconnected, kResyncing, kSynced, kSplit };
@@ -102,6 +115,19 @@ class Replicator final : public Backend {
   void begin_plan_hold() { ++plan_holds_; }
   void end_plan_hold();
 
+  // Online verify (replicator_verify.cc): compares each region of
+  // [offset, offset+length) with the peer's copy (VERIFY), chunk by chunk
+  // through the overlap interlock, and marks every region that differs
+  // dirty, so the resync engine copies this node's data over the peer's.
+  // Regions already dirty are skipped. Needs a mirroring link (synchronized
+  // or resyncing) whose peer understands VERIFY; one run at a time (EALREADY).
+  Status verify_start(uint64_t offset, uint64_t length);
+  // Stops the run (no more chunks; those in flight are ignored).
+  void verify_stop(const std::string& result);
+  const VerifyProgress& verify_progress() const { return verify_; }
+  // The peer's VERIFY_REPLY (the Volume routes it here).
+  void on_verify_reply(const link::Header& h, Buffer& payload);
+
   LinkState state() const { return state_; }
   ResyncProgress progress() const;
   uint64_t dirty_bytes() const { return bitmap_.dirty_bytes(); }
@@ -142,7 +168,7 @@ class Replicator final : public Backend {
 
  private:
   struct Op;
-  enum class Kind { kWrite, kTrim, kZero, kFlush, kResync, kPing, kSyncDone };
+  enum class Kind { kWrite, kTrim, kZero, kFlush, kResync, kPing, kSyncDone, kVerify };
 
   // The mirrored-write path (replicator.cc).
   Op* new_op(Kind kind, uint64_t off, uint32_t len, IoDone* upper);
@@ -182,6 +208,18 @@ class Replicator final : public Backend {
   void resync_copy_done(Op* op, int err);
   void resync_batch_flush();
   void resync_read_ahead();
+  // Regions found different while synchronized: resync them (the
+  // generation moves on, as for any change the peer lacks).
+  void resync_again();
+  // The resync rate limit's token bucket, shared by resync and verify:
+  // takes `len` bytes' worth, or returns false (tick() pumps again).
+  bool take_tokens(uint64_t len);
+  // Online verify (replicator_verify.cc).
+  void verify_pump();
+  void verify_tick(uint64_t now_ms);
+  void verify_local_done(Op* op, int err);
+  void verify_chunk_done(Op* op, int err, const std::vector<link::Digest>* peer);
+  void verify_maybe_end();
   bool mirroring() const {
     return link_ && (state_ == LinkState::kResyncing || state_ == LinkState::kSynced);
   }
@@ -267,6 +305,14 @@ class Replicator final : public Backend {
   bool sync_done_sent_ = false;
   uint64_t last_ping_ms_ = 0;
   bool ping_outstanding_ = false;
+
+  // Online verify.
+  VerifyProgress verify_;
+  uint64_t verify_cursor_ = 0, verify_end_ = 0;
+  uint32_t verify_in_flight_ = 0;
+  uint64_t verify_runs_ = 0;
+  uint64_t verify_logged_ = 0;  // mismatches logged this run (rate limit)
+  uint64_t verify_window_ms_ = 0, verify_window_bytes_ = 0;
 };
 
 }  // namespace mirror

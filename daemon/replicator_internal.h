@@ -38,7 +38,9 @@ struct Replicator::Op final : IoDone {
   bool probing = false;         // resync: asking the local copy where holes are
   bool hole = false;            // resync: the whole range is a hole: send ZERO
   std::vector<nbd::Extent> ext;
-  std::vector<uint8_t> payload; // small payloads (SYNC_DONE)
+  std::vector<uint8_t> payload; // small payloads (SYNC_DONE, VERIFY)
+  std::vector<link::Digest> digests;  // verify: this copy's, per region
+  uint64_t verify_run = 0;      // verify: the run it belongs to
 
   struct Meta final : IoDone {
     Op* op = nullptr;

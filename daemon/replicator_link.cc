@@ -111,6 +111,7 @@ void Replicator::link_lost(const std::string& why) {
   }
   link_ = nullptr;
   resync_link_lost();
+  if (verify_.running) verify_stop("failed: the link was lost (" + why + ")");
   ping_outstanding_ = false;
   // Every request the peer did not answer is covered by the bits diverge()
   // set; acknowledge each once those bits are durable.
@@ -126,6 +127,9 @@ void Replicator::link_lost(const std::string& why) {
       case Kind::kResync:
         --resync_in_flight_;
         finish(op, -ECONNRESET);
+        break;
+      case Kind::kVerify:
+        verify_chunk_done(op, ECONNRESET, nullptr);
         break;
       case Kind::kFlush:
         if (op->freeze) {
@@ -159,6 +163,7 @@ void Replicator::freeze(std::function<void(int)> done) {
     // generation the peer's image keeps.
     state_ = LinkState::kSplit;
     resync_active_ = false;
+    if (verify_.running) verify_stop("cancelled: the mirror was split");
     move_generation();
     bitmap_.commit(nullptr);
   }
@@ -207,9 +212,11 @@ void Replicator::tick(uint64_t now_ms) {
     start_internal_flush();
   }
   resync_tick(now_ms);
+  verify_tick(now_ms);
 }
 
 void Replicator::retire() {
+  if (verify_.running) verify_stop("cancelled: the role changed");
   on_link_failure = nullptr;
   on_synced = nullptr;
   bool only_pings = true;
@@ -249,6 +256,7 @@ void Replicator::quiesce(std::function<void(bool clean)> done) {
   q->rep = this;
   q->done = std::move(done);
   resync_active_ = false;
+  if (verify_.running) verify_stop("cancelled: the daemon is stopping");
   flush(q);
 }
 

@@ -71,16 +71,7 @@ void Replicator::resync_pump() {
       resync_scan_done_ = true;
       break;
     }
-    if (cfg_.resync_rate) {
-      // Token bucket: at most one second (or one chunk) of burst.
-      uint64_t now = coarse_ms();
-      double rate = double(cfg_.resync_rate);
-      double cap = std::max(rate, double(kResyncChunk));
-      tokens_ = std::min(cap, tokens_ + rate * double(now - tokens_ms_) / 1000.0);
-      tokens_ms_ = now;
-      if (tokens_ < double(len)) break;  // tick() pumps again
-      tokens_ -= double(len);
-    }
+    if (!take_tokens(len)) break;  // tick() pumps again
     resync_cursor_ = off + len;
     Op* op = new_op(Kind::kResync, off, uint32_t(len), nullptr);
     ++resync_in_flight_;
@@ -110,6 +101,29 @@ void Replicator::resync_pump() {
   auto g = bitmap_.generation();
   op->payload = link::encode_generation({g.current, 0, g.history[0], g.history[1]});
   send_to_peer(op);
+}
+
+bool Replicator::take_tokens(uint64_t len) {
+  if (!cfg_.resync_rate) return true;
+  // Token bucket: at most one second (or one chunk) of burst.
+  uint64_t now = coarse_ms();
+  double rate = double(cfg_.resync_rate);
+  double cap = std::max(rate, double(kResyncChunk));
+  tokens_ = std::min(cap, tokens_ + rate * double(now - tokens_ms_) / 1000.0);
+  tokens_ms_ = now;
+  if (tokens_ < double(len)) return false;
+  tokens_ -= double(len);
+  return true;
+}
+
+void Replicator::resync_again() {
+  if (state_ != LinkState::kSynced || !link_) return;  // resyncing: the pump rescans
+  move_generation();
+  bitmap_.commit(nullptr);
+  state_ = LinkState::kResyncing;
+  sync_done_sent_ = false;
+  resync_begin();
+  resync_pump();
 }
 
 void Replicator::resync_read_ahead() {
@@ -173,6 +187,8 @@ void Replicator::resync_reply(Op* op, int err) {
       state_ = LinkState::kSynced;
       MLOG_INFO("resync complete: the peer is up to date");
       if (on_synced) on_synced();
+      // A verify marked regions after the scan ended: copy them too.
+      if (bitmap_.dirty_bytes() > 0) resync_again();
       return;
     }
     case Kind::kResync:

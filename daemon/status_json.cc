@@ -61,6 +61,22 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
                           {"peer_certificate", nullptr},
                           {"authentication", "hmac"}};
   }
+  if (st.verify.run) {
+    const VerifyProgress& v = st.verify;
+    j["verify"] = {{"run", v.run},
+                   {"running", v.running},
+                   {"result", v.result},
+                   {"offset", v.offset},
+                   {"total_bytes", v.total_bytes},
+                   {"done_bytes", v.done_bytes},
+                   {"rate_bytes_per_sec", v.rate_bps},
+                   {"out_of_sync_bytes", v.out_of_sync_bytes},
+                   {"out_of_sync_regions", v.out_of_sync_regions},
+                   {"started_unix_ms", v.started_unix_ms},
+                   {"finished_unix_ms", v.finished_unix_ms}};
+  } else {
+    j["verify"] = nullptr;
+  }
   if (st.split_unix_ms) {
     j["last_split"] = {{"unix_ms", st.split_unix_ms}, {"drain_us", st.split_drain_us}};
   } else {

@@ -329,6 +329,7 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
       return d(int(h.length), h.length ? strerror(int(h.length)) : "");
     }
     if (h.type == link::Type::kReply) return replicator_->on_reply(h);
+    if (h.type == link::Type::kVerifyReply) return replicator_->on_verify_reply(h, payload);
     return c->close("unexpected message from the secondary");
   }
   // Two secondaries (standby): nothing is mirrored.
@@ -641,6 +642,7 @@ VolumeStatus Volume::status() const {
   st.changed_since_backup = changes_->dirty_bytes();
   if (replicator_) {
     st.resync = replicator_->progress();
+    st.verify = replicator_->verify_progress();
     st.resynced_bytes_total = replicator_->resynced_bytes_total();
     st.local_io_errors = replicator_->local_errors();
   } else {

@@ -55,6 +55,7 @@ struct VolumeStatus {
   uint64_t size = 0;
   uint64_t dirty_bytes = 0;  // out of sync with the peer
   ResyncProgress resync;
+  VerifyProgress verify;  // primary: the last verify run (run == 0: none)
   uint64_t resynced_bytes_total = 0;  // sent (primary) or received (secondary)
   std::string last_error;
   uint64_t local_io_errors = 0;  // requests this node's disk failed, since start
@@ -123,6 +124,11 @@ class Volume final : public LinkConn::Handler {
   void split(Done done);
   // Ends a split: resyncs the regions changed since, then mirrors again.
   void rejoin(Done done);
+  // Online verify (primary, link mirroring): compares [offset, offset +
+  // length) (length 0: to the end) with the peer's copy and resyncs the
+  // regions that differ; `cancel` stops the run. Answered when it started;
+  // status().verify follows it.
+  void verify(uint64_t offset, uint64_t length, bool cancel, Done done);
   // Consistency groups: hold new writes (released after timeout_ms at the
   // latest, so an application is never blocked by a lost client), release.
   void hold(uint32_t timeout_ms, Done done);

@@ -1,5 +1,5 @@
 // The operator's commands on a Volume (docs/control-protocol.md): split,
-// rejoin, hold, release, open-rw, backup-mark, discard-my-data. Planned failover (promote,
+// rejoin, hold, release, open-rw, backup-mark, discard-my-data, verify. Planned failover (promote,
 // demote) is in volume_failover.cc; the handshake and sessions in volume.cc,
 // the resync plan in volume_plan.cc.
 #include <cstring>
@@ -85,6 +85,34 @@ void Volume::rejoin(Done done) {
     done(0, "rejoining");
     if (active_) active_->conn->close_when_sent("rejoin: reconnecting to resync");
   }));
+}
+
+void Volume::verify(uint64_t offset, uint64_t length, bool cancel, Done done) {
+  if (role_ != Role::kPrimary)
+    return done(EINVAL, "verify runs on the primary ('" + peer_.name + "')");
+  if (cancel) {
+    if (!replicator_->verify_progress().running) return done(EALREADY, "no verify is running");
+    replicator_->verify_stop("cancelled");
+    return done(0, "verify cancelled");
+  }
+  if (split_brain_) return done(EBUSY, kSplitBrainHelp);
+  switch (replicator_->state()) {
+    case Replicator::LinkState::kSplit:
+      return done(EBUSY, "the mirror is split: the copies differ on purpose; rejoin, then verify");
+    case Replicator::LinkState::kDisconnected:
+      return done(ENOTCONN, "the peer is not connected: verify compares both copies over the link");
+    case Replicator::LinkState::kResyncing:
+    case Replicator::LinkState::kSynced:
+      break;
+  }
+  if (!active_ || !(active_->peer_features & link::kFeatureVerify))
+    return done(EOPNOTSUPP, "peer '" + peer_.name + "' does not support verify (its mirrord "
+                            "predates it): upgrade it first");
+  if (auto st = replicator_->verify_start(offset, length); !st)
+    return done(st.error().code, st.error().message);
+  const VerifyProgress& v = replicator_->verify_progress();
+  done(0, "verify " + std::to_string(v.run) + " started: " + std::to_string(v.total_bytes) +
+              " bytes from offset " + std::to_string(v.offset));
 }
 
 void Volume::hold(uint32_t timeout_ms, Done done) {

@@ -77,6 +77,19 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
   }
   if (cmd == "backup")
     return reply(EINVAL, "backup is run by mirrorctl (split, copy, backup-mark, rejoin)");
+  if (cmd == "verify") {
+    int64_t off = req.args.value("offset", int64_t(0)), len = req.args.value("length", int64_t(0));
+    if (off < 0 || len < 0) return reply(EINVAL, "verify: offset and length are not negative");
+    bool wait = req.args.value("wait", false), cancel = req.args.value("cancel", false);
+    return volume_.verify(
+        uint64_t(off), uint64_t(len), cancel,
+        [this, wait, cancel, respond](int err, const std::string& msg) {
+          if (err || !wait || cancel)
+            return respond(err ? control::error_reply(err, msg) : control::ok_reply(msg));
+          // Answered by poll() once this run has ended.
+          verify_waiters_.push_back({volume_.status().verify.run, respond});
+        });
+  }
   if (cmd == "rejoin") {
     bool wait = req.args.value("wait", false);
     return volume_.rejoin([this, wait, respond](int err, const std::string& msg) {
@@ -111,12 +124,40 @@ void VolumeControl::relay_to_peer(const control::Request& req, ControlServer::Re
   });
 }
 
+void VolumeControl::answer_verify_waiters(const json& v) {
+  // Waiters of a run that is no longer the last one (a new run started
+  // after it ended between two polls) learn only that it ended.
+  std::vector<VerifyWaiter> still;
+  for (auto& w : std::exchange(verify_waiters_, {})) {
+    bool same = v.is_object() && v["run"] == w.run;
+    if (same && v["running"].get<bool>()) {
+      still.push_back(std::move(w));
+      continue;
+    }
+    if (!same) {
+      w.respond(control::error_reply(ECANCELED, "verify " + std::to_string(w.run) +
+                                                    " ended (a newer run replaced its status)"));
+    } else if (v["result"] == "completed") {
+      w.respond(control::ok_reply(v));
+    } else {
+      std::string r = v["result"];
+      w.respond(control::error_reply(r.rfind("cancelled", 0) == 0 ? ECANCELED : ECONNRESET,
+                                     "verify " + r));
+    }
+  }
+  verify_waiters_ = std::move(still);
+}
+
 void VolumeControl::poll() {
   json s = status_json();
   // An event when anything but the counters changes.
   json key = {{"role", s["role"]}, {"link", s["link"]}, {"state", s["state"]},
               {"consistent", s["consistent"]}, {"last_error", s["last_error"]},
-              {"device", s["device"].is_object() ? s["device"]["state"] : json()}};
+              {"device", s["device"].is_object() ? s["device"]["state"] : json()},
+              // A verify's start and end, even one shorter than a poll.
+              {"verify", s["verify"].is_object()
+                             ? json::array({s["verify"]["run"], s["verify"]["result"]})
+                             : json()}};
   if (!rejoin_waiters_.empty()) {
     std::string state = s["state"];
     if (state == "synchronized" || state == "split-brain") {
@@ -127,6 +168,7 @@ void VolumeControl::poll() {
       }
     }
   }
+  if (!verify_waiters_.empty()) answer_verify_waiters(s["verify"]);
   if (key != last_) {
     last_ = key;
     json ev = s;

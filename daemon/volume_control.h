@@ -36,6 +36,12 @@ class VolumeControl final : public ControlServer::Handler {
   Timer timer_;
   nlohmann::json last_;  // what the last event reported
   std::vector<ControlServer::Respond> rejoin_waiters_;  // rejoin --wait
+  struct VerifyWaiter {
+    uint64_t run;
+    ControlServer::Respond respond;
+  };
+  std::vector<VerifyWaiter> verify_waiters_;  // verify --wait
+  void answer_verify_waiters(const nlohmann::json& verify);
 };
 
 }  // namespace mirror

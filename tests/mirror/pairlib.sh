@@ -357,6 +357,14 @@ start_pair() {
     die "the pair did not start: addresses in use"
 }
 
+# start_synchronized_pair: setup_pair, start_pair, and alpha synchronized
+# within 30 s (or the test dies).
+start_synchronized_pair() {
+    setup_pair
+    start_pair
+    wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
+}
+
 # stop_node NODE: SIGTERM, bounded wait, check exit status 0.
 stop_node() {
     local node=$1 p=${NODE_PID[$1]:-}

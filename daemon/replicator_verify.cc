@@ -1,0 +1,182 @@
+// Replicator: online verify (mirrorctl verify; DRBD's `drbdadm verify`).
+// Walks a range in chunks, each through the overlap interlock like a resync
+// copy (rule 4): it reads this copy's chunk, then asks the peer for the
+// digests of the same chunk (VERIFY). No write to the chunk runs from the
+// moment it is admitted until both answers are in, and the link is FIFO,
+// so both copies are digested with the same writes applied: a difference
+// is real, never a write in flight. Every region that differs (and is not
+// dirty already) is marked dirty and the resync engine copies this node's
+// data to the peer: verify cannot tell which copy is right, and the
+// primary's is the one clients read (as DRBD does).
+#include <algorithm>
+#include <cstring>
+
+#include "clock.h"
+#include "log.h"
+#include "replicator.h"
+#include "replicator_internal.h"
+#include "verify_digest.h"
+
+namespace mirror {
+
+namespace {
+// One VERIFY at most: the longest a write to it may wait behind verify is
+// reading this much on both copies plus a link round trip.
+constexpr uint32_t kVerifyChunk = 1 << 20;
+// Mismatches logged one by one per run; the rest are counted.
+constexpr uint64_t kVerifyLogLimit = 16;
+}  // namespace
+
+Status Replicator::verify_start(uint64_t offset, uint64_t length) {
+  if (verify_.running) {
+    return Error{EALREADY, "a verify is running (" + std::to_string(verify_.done_bytes) + " of " +
+                               std::to_string(verify_.total_bytes) +
+                               " bytes compared); stop it with verify --cancel"};
+  }
+  if (!mirroring())
+    return Error{ENOTCONN, "verify needs the mirror connected (synchronized or resyncing)"};
+  const uint64_t g = bitmap_.granularity();
+  if (offset >= size_ || length > size_ - offset)
+    return Error{EINVAL, "verify: range " + std::to_string(offset) + "+" + std::to_string(length) +
+                             " is outside the volume (" + std::to_string(size_) + " bytes)"};
+  if (length == 0) length = size_ - offset;
+  // Whole regions: the range grows to the regions it touches.
+  uint64_t begin = offset / g * g;
+  uint64_t end = std::min(size_, (offset + length + g - 1) / g * g);
+  verify_ = VerifyProgress{};
+  verify_.run = ++verify_runs_;
+  verify_.running = true;
+  verify_.offset = begin;
+  verify_.total_bytes = end - begin;
+  verify_.started_unix_ms = unix_ms();
+  verify_.result = "running";
+  verify_cursor_ = begin;
+  verify_end_ = end;
+  verify_logged_ = 0;
+  verify_window_ms_ = coarse_ms();
+  verify_window_bytes_ = 0;
+  MLOG_INFO("verify started: %llu+%llu against the peer's copy",
+            static_cast<unsigned long long>(begin), static_cast<unsigned long long>(end - begin));
+  verify_pump();
+  return {};
+}
+
+void Replicator::verify_stop(const std::string& result) {
+  if (!verify_.running) return;
+  verify_.running = false;
+  verify_.result = result;
+  verify_.finished_unix_ms = unix_ms();
+  auto level = result == "completed" ? LogLevel::kInfo : LogLevel::kWarn;
+  logf(level,
+       "verify %s: %llu of %llu bytes compared, %llu bytes in %llu regions out of sync%s",
+       result.c_str(), static_cast<unsigned long long>(verify_.done_bytes),
+       static_cast<unsigned long long>(verify_.total_bytes),
+       static_cast<unsigned long long>(verify_.out_of_sync_bytes),
+       static_cast<unsigned long long>(verify_.out_of_sync_regions),
+       verify_.out_of_sync_regions ? " (marked: resync copies them from this node)" : "");
+}
+
+void Replicator::verify_tick(uint64_t now_ms) {
+  if (verify_window_ms_ + 2000 <= now_ms) {
+    verify_.rate_bps =
+        verify_window_bytes_ * 1000 / std::max<uint64_t>(1, now_ms - verify_window_ms_);
+    verify_window_ms_ = now_ms;
+    verify_window_bytes_ = 0;
+  }
+  verify_pump();
+}
+
+void Replicator::verify_pump() {
+  if (!verify_.running || !mirroring()) return;
+  while (verify_in_flight_ < cfg_.resync_max_inflight && verify_cursor_ < verify_end_) {
+    uint64_t len = std::min<uint64_t>(kVerifyChunk, verify_end_ - verify_cursor_);
+    if (!take_tokens(len)) break;  // tick() pumps again
+    Op* op = new_op(Kind::kVerify, verify_cursor_, uint32_t(len), nullptr);
+    op->verify_run = verify_.run;
+    verify_cursor_ += len;
+    ++verify_in_flight_;
+    submit(op);
+  }
+  verify_maybe_end();
+}
+
+// Chunks of a cancelled run may still be in flight when the next starts:
+// they count against its bound and it ends after them, but their results
+// are ignored (verify_run).
+void Replicator::verify_maybe_end() {
+  if (verify_.running && verify_in_flight_ == 0 && verify_cursor_ >= verify_end_)
+    verify_stop("completed");
+}
+
+void Replicator::verify_local_done(Op* op, int err) {
+  if (err || !mirroring() || op->verify_run != verify_.run || !verify_.running) {
+    if (err) {
+      MLOG_ERROR("verify: reading %llu+%u locally failed: %s",
+                 static_cast<unsigned long long>(op->off), op->len, strerror(-err));
+    }
+    return verify_chunk_done(op, err ? -err : ECANCELED, nullptr);
+  }
+  op->digests = region_digests({op->rbuf.data(), op->len}, bitmap_.granularity());
+  op->payload = link::encode_verify(bitmap_.granularity());
+  send_to_peer(op);
+}
+
+void Replicator::on_verify_reply(const link::Header& h, Buffer& payload) {
+  auto it = outstanding_.find(h.id);
+  if (it == outstanding_.end() || it->second->kind != Kind::kVerify) return;
+  Op* op = it->second;
+  outstanding_.erase(it);
+  op->peer_pending = false;
+  if (h.length) return verify_chunk_done(op, int(h.length), nullptr);
+  auto d = link::decode_digests({payload.data(), h.payload}, op->digests.size());
+  if (!d) {
+    MLOG_WARN("verify: %s", d.error().message.c_str());
+    return verify_chunk_done(op, EPROTO, nullptr);
+  }
+  verify_chunk_done(op, 0, &*d);
+}
+
+void Replicator::verify_chunk_done(Op* op, int err, const std::vector<link::Digest>* peer) {
+  --verify_in_flight_;
+  const bool ours = verify_.running && op->verify_run == verify_.run;
+  if (ours && err) {
+    std::string why = err == ECONNRESET ? std::string("the link was lost")
+                                        : "comparing " + std::to_string(op->off) + "+" +
+                                              std::to_string(op->len) + ": " + strerror(err);
+    verify_stop("failed: " + why);
+  } else if (ours && peer) {
+    const uint64_t g = bitmap_.granularity();
+    uint64_t marked = 0;
+    for (size_t i = 0; i < peer->size(); ++i) {
+      if ((*peer)[i] == op->digests[i]) continue;
+      uint64_t off = op->off + i * g;
+      uint64_t len = std::min<uint64_t>(g, op->off + op->len - off);
+      if (bitmap_.any_dirty(off, len)) continue;  // resync copies it anyway
+      ++verify_.out_of_sync_regions;
+      verify_.out_of_sync_bytes += len;
+      marked += len;
+      if (verify_logged_++ < kVerifyLogLimit) {
+        MLOG_WARN(
+            "verify: %llu+%llu differs from the peer's copy: marked out of sync, resync "
+            "copies this node's data there%s",
+            static_cast<unsigned long long>(off), static_cast<unsigned long long>(len),
+            verify_logged_ == kVerifyLogLimit ? " (further mismatches: counted only)" : "");
+      }
+      if (move_generation()) MLOG_INFO("verify: the peer lacks data: the generation moves on");
+      bitmap_.set_dirty(off, len);
+    }
+    verify_.done_bytes += op->len;
+    verify_window_bytes_ += op->len;
+    if (marked) {
+      bitmap_.commit(nullptr);
+      if (state_ == LinkState::kResyncing) resync_total_ += marked;
+    }
+    finish(op, 0);
+    if (marked) resync_again();
+    return verify_pump();
+  }
+  finish(op, 0);
+  verify_pump();
+}
+
+}  // namespace mirror
