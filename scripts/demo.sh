@@ -15,7 +15,8 @@
 #                         both images identical again
 #   6. kill -9 beta       during a write load: the primary keeps serving (degraded), the
 #                         writes all succeed; beta restarts, resyncs, both images identical
-#   7. SIGTERM            both daemons stop cleanly (exit 0); the images hold what was written
+#   7. mirrorctl verify --wait   compares both copies online (SHA-256 per region): 0 out of sync
+#   8. SIGTERM            both daemons stop cleanly (exit 0); the images hold what was written
 #
 # Environment: MIRRORD and MIRRORCTL (use these binaries, skip the build), KEEP=1 (keep the
 # temp dir, with the volume file and both daemons' logs).
@@ -307,6 +308,16 @@ demo_pair() {
   done
   [ "$SAME" = "$(sha "$expected")" ] || die "the copies differ from the expected image"
   info "and both equal the expected image (source + pattern + load): match"
+
+  step "mirrorctl verify --wait: compare both copies online, region by region"
+  local vj
+  vj=$(ctl alpha verify --wait) || die "verify failed: $vj"
+  show ctl alpha status
+  local vdone voos
+  vdone=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["done_bytes"])' "$vj")
+  voos=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["out_of_sync_bytes"])' "$vj")
+  info "verify compared $(mib "$vdone") with the peer's copy: $voos bytes out of sync"
+  [ "$voos" = 0 ] || die "verify found $voos bytes out of sync"
 
   step "SIGTERM: both daemons stop cleanly"
   stop_node alpha
