@@ -394,10 +394,18 @@ int run(int argc, char** argv) {
 #endif
     auto shutdown = [&] {
       server.shutdown([&] {
-        // Everything acknowledged is made durable before we exit.
+        // Everything acknowledged is made durable before we exit, or the
+        // exit status says it was not: systemd marks the unit failed.
         for (auto& be : backends) {
-          if (!be->read_only() && ::fdatasync(be->fd()) < 0) {
+          if (be->read_only()) continue;
+          if (::fdatasync(be->fd()) < 0) {
             MLOG_ERROR("%s: fdatasync at stop: %s", be->path().c_str(), strerror(errno));
+            exit_code = 1;
+          } else if (be->refusing_writes()) {
+            // The kernel reported the writeback error once, to the failed
+            // sync: this fdatasync succeeding proves nothing.
+            MLOG_ERROR("%s: stopping after a failed sync: acknowledged writes may be lost",
+                       be->path().c_str());
             exit_code = 1;
           }
         }

@@ -67,6 +67,9 @@ class FileBackend final : public Backend {
   const std::string& path() const { return path_; }
   // Outstanding operations (for a clean stop).
   size_t in_flight() const { return in_flight_; }
+  // Writes are refused (a sync or RWF_DSYNC write failed): data acknowledged
+  // before the failure may be lost, whatever a later fdatasync returns.
+  bool refusing_writes() const { return sticky_error_ != 0; }
 
   // How FUA writes were made durable (tests, and the log at close).
   struct FuaStats {

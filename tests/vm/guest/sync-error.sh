@@ -15,8 +15,10 @@
 #   1. flush path: a write and a FLUSH succeed; with the disk failing, a plain write still
 #      succeeds (page cache) but the FLUSH fails with EIO, and so does a FUA write; the disk
 #      restored, a later FLUSH and a later write STILL fail (sticky) and the daemon logs
-#      "refusing further writes until restart"; reads work. A restarted daemon writes and
-#      flushes again, and the data acknowledged before the failure reads back from disk.
+#      "refusing further writes until restart"; reads work; stopped (SIGTERM), it exits 1,
+#      after every sync error below too (it acknowledged writes that may be lost), and 0
+#      after a clean run. A restarted daemon writes and flushes again, and the data
+#      acknowledged before the failure reads back from disk.
 #   2. lone FUA path: a fresh daemon, the disk failing, one 4 KiB aligned FUA write with
 #      nothing else in flight (the O_DIRECT + RWF_DSYNC path: the daemon's closing log
 #      must count it as "1 direct+dsync") fails with EIO, and after the disk is restored
@@ -81,6 +83,16 @@ stop_mirrord() {
   wait "$PID" || STOP_RC=$?
   PID=
   step "mirrord run $N exited with status $STOP_RC"
+}
+
+# stopped_after_sync_error: a daemon that refused writes after a failed sync must not exit 0
+# on SIGTERM: writes it acknowledged before the failure may be lost, and exit status 1 (as
+# when its own fdatasync at stop fails, daemon/main.cc) tells systemd and the operator so.
+stopped_after_sync_error() {
+  [ "$STOP_RC" = 1 ] || die "mirrord exited $STOP_RC on SIGTERM after a sync error, expected 1"
+  grep -q "stopping after a failed sync: acknowledged writes may be lost" "$W/mirrord.$N.log" ||
+    die "mirrord did not log why it exits 1"
+  step "ok: mirrord exited 1 after the sync error and logged why"
 }
 
 # qio ARGS...: qemu-io on the export. Cache mode writeback: qemu-io's default, writethrough,
@@ -207,6 +219,7 @@ fi
 step "ok: reads work after the sync error; data flushed before it reads back"
 kill -0 "$PID" 2>/dev/null || die "mirrord died after the sync error"
 stop_mirrord
+stopped_after_sync_error
 
 # What is on the disk now, not in the page cache.
 echo 3 >/proc/sys/vm/drop_caches
@@ -232,6 +245,7 @@ grep -q "write with RWF_DSYNC failed: Input/output error; refusing further write
   "$W/mirrord.$N.log" || die "mirrord did not log the failed RWF_DSYNC write as sticky"
 step "ok: mirrord logged: $(grep -m1 'refusing further writes' "$W/mirrord.$N.log")"
 stop_mirrord
+stopped_after_sync_error
 # The closing log counts how FUA writes were made durable: the one above went direct.
 grep -q "FUA writes: 1 direct+dsync, 0 buffered+dsync, 0 group-committed" \
   "$W/mirrord.$N.log" || { grep "FUA writes" "$W/mirrord.$N.log"; \
@@ -316,6 +330,7 @@ io_fails "a FLUSH after the ENOSPC (the acknowledged write never reached the dis
 # Sticky from now on, with EIO: ENOSPC would tell the client that freeing space helps.
 io_fails "a later write fails with EIO (sticky), not ENOSPC" write -c 'write -P 0x79 12M 4k'
 stop_mirrord
+stopped_after_sync_error
 grep -q "FUA writes: 0 direct+dsync, 1 buffered+dsync, 0 group-committed" \
   "$W/mirrord.$N.log" || { grep "FUA writes" "$W/mirrord.$N.log"; \
   die "the unaligned FUA write did not take the buffered RWF_DSYNC path"; }
