@@ -17,7 +17,8 @@
 #
 # Settings (environment, all optional):
 #   GUEST_TEST   guest sh script to run (default tests/vm/guest/fs-roundtrip.sh); it may
-#                source /lib/vmtest.sh (tests/vm/guest/lib.sh) for step/die/nbd_connect.
+#                source /lib/vmtest.sh (tests/vm/guest/lib.sh) for step/die/nbd_connect,
+#                start_mirrord/stop_mirrord and nbd_io (qemu-io).
 #   GUEST_ENV    "VAR=value ..." exported to the guest test (values without spaces)
 #   SERVER_CMD   host server command, run in the foreground (exec'd, word-split), output in
 #                $WORK/server.log. Default: nbdkit serving $WORK/disk.img ($DISK_SIZE).

@@ -47,3 +47,47 @@ nbd_disconnect() {
 
 # sha256_of FILE: prints the hex digest only.
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# start_mirrord DIR NAME MIRRORD_ARGS...: mirrord MIRRORD_ARGS in the background, with
+# --ready-file DIR/NAME.ready and --log-level info; its output appended to DIR/NAME.log, its
+# pid in DIR/NAME.pid. Returns once the ready file exists (30 s at most).
+start_mirrord() {
+  _dir=$1 _name=$2; shift 2
+  rm -f "$_dir/$_name.ready"
+  mirrord "$@" --ready-file "$_dir/$_name.ready" --log-level info >>"$_dir/$_name.log" 2>&1 &
+  echo $! >"$_dir/$_name.pid"
+  _i=0
+  while [ ! -s "$_dir/$_name.ready" ]; do
+    kill -0 "$(cat "$_dir/$_name.pid")" 2>/dev/null || die "mirrord $_name exited at start"
+    _i=$((_i + 1))
+    [ $_i -le 600 ] || die "mirrord $_name wrote no ready file in 30 s"
+    usleep 50000
+  done
+  step "mirrord $_name pid $(cat "$_dir/$_name.pid") ready: $(tr '\n' ' ' <"$_dir/$_name.ready")"
+}
+
+# stop_mirrord DIR NAME [STATUS]: SIGTERM the mirrord start_mirrord started; it must exit
+# with STATUS (default 0).
+stop_mirrord() {
+  _pid=$(cat "$1/$2.pid")
+  kill -TERM "$_pid" || die "mirrord $2 (pid $_pid) is not running"
+  _rc=0
+  wait "$_pid" || _rc=$?
+  [ "$_rc" = "${3:-0}" ] || die "mirrord $2 exited with status $_rc after SIGTERM, expected ${3:-0}"
+  step "mirrord $2 exited with status $_rc"
+}
+
+# nbd_io DESC URI QEMU_IO_ARGS...: qemu-io on the raw NBD export URI (QEMU_IO_ARGS: options
+# and -c commands); every command must succeed and every pattern read back must match
+# (qemu-io says "... failed" for either). Its output in $IO_OUT.
+IO_OUT=/tmp/qemu-io.out
+nbd_io() {
+  _desc=$1 _uri=$2; shift 2
+  _rc=0
+  qemu-io -f raw "$_uri" "$@" >"$IO_OUT" 2>&1 || _rc=$?
+  if [ "$_rc" != 0 ] || grep -q "failed" "$IO_OUT"; then
+    cat "$IO_OUT"
+    die "$_desc: qemu-io exited $_rc"
+  fi
+  step "ok: $_desc"
+}

@@ -36,31 +36,12 @@ pair_on_exit() {
 }
 trap pair_on_exit EXIT
 
-# start_node NAME: start mirrord for NAME; returns once its ready file exists.
-start_node() {
-  rm -f "$PAIR/$1.ready"
-  mirrord --config "$PAIR/vol.toml" --node "$1" --ready-file "$PAIR/$1.ready" \
-    --log-level info >>"$PAIR/$1.log" 2>&1 &
-  echo $! >"$PAIR/$1.pid"
-  _i=0
-  while [ ! -s "$PAIR/$1.ready" ]; do
-    kill -0 "$(cat "$PAIR/$1.pid")" 2>/dev/null || die "mirrord $1 exited at start"
-    _i=$((_i + 1))
-    [ $_i -le 600 ] || die "mirrord $1 wrote no ready file in 30 s"
-    usleep 50000
-  done
-  step "mirrord $1 pid $(cat "$PAIR/$1.pid") ready: $(tr '\n' ' ' <"$PAIR/$1.ready")"
-}
+# start_node NAME: start mirrord for NAME (log $PAIR/NAME.log, pid $PAIR/NAME.pid); returns
+# once its ready file exists.
+start_node() { start_mirrord "$PAIR" "$1" --config "$PAIR/vol.toml" --node "$1"; }
 
 # stop_node NAME: SIGTERM; it must exit 0.
-stop_node() {
-  _pid=$(cat "$PAIR/$1.pid")
-  kill -TERM "$_pid" || die "mirrord $1 (pid $_pid) is not running"
-  _rc=0
-  wait "$_pid" || _rc=$?
-  [ "$_rc" = 0 ] || die "mirrord $1 exited with status $_rc after SIGTERM"
-  step "mirrord $1 exited with status 0"
-}
+stop_node() { stop_mirrord "$PAIR" "$1"; }
 
 # kill9_node NAME
 kill9_node() {

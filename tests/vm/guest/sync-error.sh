@@ -38,8 +38,8 @@ IMG=/mnt/disk.img
 IMG_MIB=16
 PORT=10809
 URI=nbd://127.0.0.1:$PORT/disk
-N=0              # daemon runs: log $W/mirrord.$N.log
-PID=
+N=0              # daemon runs: log $W/run$N.log
+IO_OUT=$W/io.out  # qemu-io's output (nbd_io, lib.sh; qio callers)
 # dmsetup without udev creates the /dev/mapper nodes itself
 export DM_DISABLE_UDEV=1
 
@@ -48,9 +48,9 @@ on_exit() {
   if [ "$_rc" != 0 ]; then
     # A failure between suspend and resume would leave ext4 hanging on the suspended device.
     dmsetup resume "$DM" 2>/dev/null
-    if [ -f "$W/mirrord.$N.log" ]; then
-      echo "---- mirrord.$N.log (last 30 lines) ----"
-      tail -n 30 "$W/mirrord.$N.log"
+    if [ -f "$W/run$N.log" ]; then
+      echo "---- run$N.log (last 30 lines) ----"
+      tail -n 30 "$W/run$N.log"
     fi
     echo "---- the backing file's extents, the table loaded last, the live table ----"
     cat "$W/extents" "$W/table" 2>/dev/null
@@ -60,37 +60,18 @@ on_exit() {
 }
 trap on_exit EXIT
 
-start_mirrord() {
+# run_start: a fresh mirrord on the export, run N+1 (log $W/runN.log).
+run_start() {
   N=$((N + 1))
-  rm -f "$W/ready"
-  mirrord --export "disk=$IMG" --listen "127.0.0.1:$PORT" --ready-file "$W/ready" \
-    --log-level info >"$W/mirrord.$N.log" 2>&1 &
-  PID=$!
-  _i=0
-  while [ ! -s "$W/ready" ]; do
-    kill -0 "$PID" 2>/dev/null || die "mirrord exited at start"
-    _i=$((_i + 1))
-    [ $_i -le 600 ] || die "mirrord wrote no ready file in 30 s"
-    usleep 50000
-  done
-  step "mirrord run $N (pid $PID) ready"
+  start_mirrord "$W" "run$N" --export "disk=$IMG" --listen "127.0.0.1:$PORT"
 }
 
-# stop_mirrord: SIGTERM, wait; its exit status in STOP_RC.
-stop_mirrord() {
-  kill -TERM "$PID" || die "mirrord (pid $PID) is not running"
-  STOP_RC=0
-  wait "$PID" || STOP_RC=$?
-  PID=
-  step "mirrord run $N exited with status $STOP_RC"
-}
-
-# stopped_after_sync_error: a daemon that refused writes after a failed sync must not exit 0
-# on SIGTERM: writes it acknowledged before the failure may be lost, and exit status 1 (as
+# run_stop_after_sync_error: a daemon that refused writes after a failed sync must not exit
+# 0 on SIGTERM: writes it acknowledged before the failure may be lost, and exit status 1 (as
 # when its own fdatasync at stop fails, daemon/main.cc) tells systemd and the operator so.
-stopped_after_sync_error() {
-  [ "$STOP_RC" = 1 ] || die "mirrord exited $STOP_RC on SIGTERM after a sync error, expected 1"
-  grep -q "stopping after a failed sync: acknowledged writes may be lost" "$W/mirrord.$N.log" ||
+run_stop_after_sync_error() {
+  stop_mirrord "$W" "run$N" 1
+  grep -q "stopping after a failed sync: acknowledged writes may be lost" "$W/run$N.log" ||
     die "mirrord did not log why it exits 1"
   step "ok: mirrord exited 1 after the sync error and logged why"
 }
@@ -99,17 +80,8 @@ stopped_after_sync_error() {
 # would send every write with FUA; here only `write -f` does.
 qio() { qemu-io -f raw -t writeback "$URI" "$@"; }
 
-# io_ok DESC qemu-io-commands...: every command must succeed; patterns read back must match.
-io_ok() {
-  _desc=$1; shift
-  _rc=0
-  qio "$@" >"$W/io.out" 2>&1 || _rc=$?
-  if [ "$_rc" != 0 ] || grep -q "failed" "$W/io.out"; then
-    cat "$W/io.out"
-    die "$_desc: qemu-io exited $_rc"
-  fi
-  step "ok: $_desc"
-}
+# io_ok DESC qemu-io-commands...: nbd_io (lib.sh) on the export, in qio's cache mode.
+io_ok() { _d=$1; shift; nbd_io "$_d" "$URI" -t writeback "$@"; }
 
 # io_fails DESC write|flush qemu-io-commands...: qemu-io must exit non-zero, and
 #   write: the client sees "write failed: Input/output error";
@@ -120,15 +92,15 @@ io_ok() {
 io_fails() {
   _desc=$1 _what=$2; shift 2
   _rc=0
-  qio "$@" >"$W/io.out" 2>&1 || _rc=$?
+  qio "$@" >"$IO_OUT" 2>&1 || _rc=$?
   _seen=0
   case "$_what" in
-    write) grep -q "^write failed: Input/output error" "$W/io.out" && _seen=1 ;;
+    write) grep -q "^write failed: Input/output error" "$IO_OUT" && _seen=1 ;;
     flush) for _last in "$@"; do :; done
-           [ "$_last" = flush ] && ! grep -qiE "failed|can't open" "$W/io.out" && _seen=1 ;;
+           [ "$_last" = flush ] && ! grep -qiE "failed|can't open" "$IO_OUT" && _seen=1 ;;
   esac
   if [ "$_rc" = 0 ] || [ "$_seen" = 0 ]; then
-    cat "$W/io.out"
+    cat "$IO_OUT"
     die "$_desc: expected the $_what to fail with EIO (qemu-io exited $_rc)"
   fi
   step "fails as it must: $_desc"
@@ -193,47 +165,42 @@ step "the backing file has $(printf '%s\n' "$ERROR_TABLE" | grep -c ' error$') e
   "the error table fails them"
 
 # ----------------------------------------------------------------- 1. the flush path ----
-start_mirrord
+run_start
 io_ok "write 1 MiB of 0x5a at 0 and flush (the disk works)" \
   -c 'write -P 0x5a 0 1M' -c 'flush' -c 'read -P 0x5a 0 1M'
 set_table error
 # A plain write lands in the page cache and succeeds; the FLUSH that follows must fail.
 io_fails "a FLUSH with the disk failing" flush -c 'write -P 0x6b 2M 1M' -c 'flush'
-grep -q "^wrote 1048576/1048576 bytes at offset 2097152" "$W/io.out" ||
-  { cat "$W/io.out"; die "a plain write with the disk failing was not acknowledged"; }
+grep -q "^wrote 1048576/1048576 bytes at offset 2097152" "$IO_OUT" ||
+  { cat "$IO_OUT"; die "a plain write with the disk failing was not acknowledged"; }
 step "ok: the plain write before it was acknowledged (page cache)"
 io_fails "a FUA write with the disk failing" write -c 'write -f -P 0x7c 4M 4k'
 set_table linear
 io_fails "a FLUSH after the disk is restored (sticky)" flush -c 'flush'
 io_fails "a write after the disk is restored (sticky)" write -c 'write -P 0x11 5M 4k'
 io_fails "a FUA write after the disk is restored (sticky)" write -c 'write -f -P 0x11 5M 4k'
-grep -q "refusing further writes until restart" "$W/mirrord.$N.log" ||
+grep -q "refusing further writes until restart" "$W/run$N.log" ||
   die "mirrord did not log 'refusing further writes until restart'"
-step "ok: mirrord logged: $(grep -m1 'refusing further writes' "$W/mirrord.$N.log")"
+step "ok: mirrord logged: $(grep -m1 'refusing further writes' "$W/run$N.log")"
 # Reads go on, from the disk (qemu-io -r: a read-only client sends no flush at close).
 echo 3 >/proc/sys/vm/drop_caches
-if ! qio -r -c 'read -P 0x5a 0 1M' >"$W/io.out" 2>&1 || grep -q "failed" "$W/io.out"; then
-  cat "$W/io.out"
-  die "reads fail after the sync error"
-fi
-step "ok: reads work after the sync error; data flushed before it reads back"
-kill -0 "$PID" 2>/dev/null || die "mirrord died after the sync error"
-stop_mirrord
-stopped_after_sync_error
+io_ok "reads work after the sync error; data flushed before it reads back" -r \
+  -c 'read -P 0x5a 0 1M'
+kill -0 "$(cat "$W/run$N.pid")" 2>/dev/null || die "mirrord died after the sync error"
+run_stop_after_sync_error
 
 # What is on the disk now, not in the page cache.
 echo 3 >/proc/sys/vm/drop_caches
-start_mirrord
+run_start
 io_ok "after a restart: data flushed before the failure reads back from disk" \
   -r -c 'read -P 0x5a 0 1M'
 io_ok "after a restart: writes and flushes work again" \
   -c 'write -P 0x22 6M 1M' -c 'flush' -c 'write -f -P 0x23 7M 4k' -c 'read -P 0x22 6M 1M' \
   -c 'read -P 0x23 7M 4k'
-stop_mirrord
-[ "$STOP_RC" = 0 ] || die "mirrord exited $STOP_RC on SIGTERM after a clean run"
+stop_mirrord "$W" "run$N"
 
 # --------------------------------------------------------- 2. the lone FUA write path ----
-start_mirrord
+run_start
 set_table error
 io_fails "a lone 4 KiB aligned FUA write with the disk failing" write \
   -c 'write -f -P 0x33 8M 4k'
@@ -242,23 +209,21 @@ io_fails "a write after the disk is restored (sticky after the FUA write)" write
   -c 'write -P 0x44 9M 4k'
 io_fails "a FLUSH after the disk is restored (sticky after the FUA write)" flush -c 'flush'
 grep -q "write with RWF_DSYNC failed: Input/output error; refusing further writes until restart" \
-  "$W/mirrord.$N.log" || die "mirrord did not log the failed RWF_DSYNC write as sticky"
-step "ok: mirrord logged: $(grep -m1 'refusing further writes' "$W/mirrord.$N.log")"
-stop_mirrord
-stopped_after_sync_error
+  "$W/run$N.log" || die "mirrord did not log the failed RWF_DSYNC write as sticky"
+step "ok: mirrord logged: $(grep -m1 'refusing further writes' "$W/run$N.log")"
+run_stop_after_sync_error
 # The closing log counts how FUA writes were made durable: the one above went direct.
 grep -q "FUA writes: 1 direct+dsync, 0 buffered+dsync, 0 group-committed" \
-  "$W/mirrord.$N.log" || { grep "FUA writes" "$W/mirrord.$N.log"; \
+  "$W/run$N.log" || { grep "FUA writes" "$W/run$N.log"; \
   die "the lone FUA write did not take the O_DIRECT + RWF_DSYNC path"; }
 step "ok: the lone FUA write took the O_DIRECT + RWF_DSYNC path"
 
 echo 3 >/proc/sys/vm/drop_caches
-start_mirrord
+run_start
 io_ok "after a restart: every acknowledged write reads back" -r \
   -c 'read -P 0x5a 0 1M' -c 'read -P 0x22 6M 1M' -c 'read -P 0x23 7M 4k'
 io_ok "after a restart: writes and flushes work" -c 'write -P 0x55 9M 4k' -c 'flush'
-stop_mirrord
-[ "$STOP_RC" = 0 ] || die "mirrord exited $STOP_RC on SIGTERM after a clean run"
+stop_mirrord "$W" "run$N"
 
 run umount /mnt
 run dmsetup remove "$DM"
@@ -317,11 +282,11 @@ while :; do
 done
 step "thin pool full: $(cat "$W/pool")"
 
-start_mirrord
-qio -c 'write -P 0x77 8M 4k' -c 'write -f -P 0x78 8388708 100' >"$W/io.out" 2>&1
-if ! grep -q "^wrote 4096/4096 bytes at offset 8388608" "$W/io.out" ||
-   ! grep -q "^write failed: No space left on device" "$W/io.out"; then
-  cat "$W/io.out"
+run_start
+qio -c 'write -P 0x77 8M 4k' -c 'write -f -P 0x78 8388708 100' >"$IO_OUT" 2>&1
+if ! grep -q "^wrote 4096/4096 bytes at offset 8388608" "$IO_OUT" ||
+   ! grep -q "^write failed: No space left on device" "$IO_OUT"; then
+  cat "$IO_OUT"
   die "expected the plain write acknowledged, the FUA write failing with ENOSPC"
 fi
 step "ok: a plain write is acknowledged, the unaligned FUA write into its page fails with ENOSPC"
@@ -329,10 +294,9 @@ io_fails "a FLUSH after the ENOSPC (the acknowledged write never reached the dis
   -c 'flush'
 # Sticky from now on, with EIO: ENOSPC would tell the client that freeing space helps.
 io_fails "a later write fails with EIO (sticky), not ENOSPC" write -c 'write -P 0x79 12M 4k'
-stop_mirrord
-stopped_after_sync_error
+run_stop_after_sync_error
 grep -q "FUA writes: 0 direct+dsync, 1 buffered+dsync, 0 group-committed" \
-  "$W/mirrord.$N.log" || { grep "FUA writes" "$W/mirrord.$N.log"; \
+  "$W/run$N.log" || { grep "FUA writes" "$W/run$N.log"; \
   die "the unaligned FUA write did not take the buffered RWF_DSYNC path"; }
 step "ok: the unaligned FUA write took the buffered RWF_DSYNC path"
 # No umount: XFS's own metadata writeback into the full pool would fail too.
