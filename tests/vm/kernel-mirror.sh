@@ -32,13 +32,16 @@ log()  { echo "[kernel-mirror $CASE] $*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 skip() { log "SKIP: $*"; exit 77; }
 
+# What the guest needs besides the base initramfs (run-vm.sh finds names on PATH):
+EXTRA_BINS="debugfs $HERE/guest/mirror-lib.sh"
 case "$CASE" in
   ext4|split-freeze|kill-secondary) SCRIPT=$HERE/guest/mirror-$CASE.sh ;;
   attach-ext4|attach-restart|attach-term|attach-ioctl) SCRIPT=$HERE/guest/$CASE.sh ;;
   # 2 CPUs: the kernel queues per connection only up to the CPU count, and with one queue it
   # would send everything down the first connection
   attach-multi-ro) SCRIPT=$HERE/guest/$CASE.sh; export SMP=${SMP:-2} ;;
-  sync-error) SCRIPT=$HERE/guest/$CASE.sh; GUEST_TOOLS="qemu-io dmsetup losetup filefrag mkfs.xfs"
+  sync-error) SCRIPT=$HERE/guest/$CASE.sh
+              EXTRA_BINS="$EXTRA_BINS qemu-io dmsetup losetup filefrag mkfs.xfs"
               export EXTRA_MODULES="loop dm_mod dm_thin_pool xfs" ;;
   *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|sync-error" >&2
      exit 2 ;;
@@ -49,12 +52,6 @@ if ! compgen -G "/lib/modules/*/kernel/drivers/block/nbd.ko" >/dev/null ||
    ! compgen -G "/boot/vmlinuz-*" >/dev/null; then
   skip "no Debian kernel with nbd.ko in /boot and /lib/modules (apt-get install linux-image-amd64)"
 fi
-DEBUGFS=$(command -v debugfs) || fail "missing tool: debugfs (scripts/install-deps.sh)"
-TOOLS=
-for t in ${GUEST_TOOLS:-}; do
-  p=$(command -v "$t") || fail "missing tool: $t (scripts/install-deps.sh)"
-  TOOLS="$TOOLS $p"
-done
 for b in "$MIRRORD" "$MIRRORCTL"; do
   [ -x "$b" ] || fail "$b not found (build it, or set MIRRORD= / MIRRORCTL=)"
 done
@@ -70,7 +67,7 @@ case "$WORK$HERE" in *\ *) fail "paths must not contain spaces: $WORK $HERE";; e
 rc=0
 SERVER_CMD=none WORK=$WORK MEM=${MEM:-512} \
   GUEST_TEST=$SCRIPT \
-  EXTRA_BINS="$MIRRORD $MIRRORCTL $DEBUGFS $HERE/guest/mirror-lib.sh$TOOLS" \
+  EXTRA_BINS="$MIRRORD $MIRRORCTL $EXTRA_BINS" \
   GUEST_ENV="VOL_SIZE=$VOL_SIZE ${MIRROR_GUEST_ENV:-}" \
   "$HERE/run-vm.sh" || rc=$?
 if [ "$rc" = 77 ]; then exit 77; fi

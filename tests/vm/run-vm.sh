@@ -37,8 +37,9 @@
 #   SMP          guest CPUs (default 1)
 #   TIMEOUT      VM wall-clock limit in s (default 240); the guest watchdog fires 20 s earlier
 #   ACCEL        auto (default: kvm if usable, else tcg) | kvm | tcg
-#   EXTRA_BINS   host executables to pack, same paths, + symlink in /usr/local/bin; their
-#                shared libraries are packed too; debug info is stripped from the copies
+#   EXTRA_BINS   host executables to pack, same paths, + symlink in /usr/local/bin: paths,
+#                or names found on PATH (a missing one fails the run); their shared
+#                libraries are packed too; debug info is stripped from the copies
 #   EXTRA_LIBS   extra shared libraries to pack (sonames or paths)
 #   EXTRA_MODULES extra kernel modules (+deps), loaded at boot: e.g. "raid1 drbd"
 #   SHARE_DIR    host dir exported read-only over virtio-9p at guest /share (mount tag
@@ -90,6 +91,14 @@ for t in busybox nbd-client mke2fs e2fsck cpio depmod modprobe socat ss ldd pyth
   command -v "$t" >/dev/null || fail "missing tool: $t (run scripts/install-deps.sh)"
 done
 [ -r "$GUEST_TEST" ] || fail "GUEST_TEST not readable: $GUEST_TEST"
+# EXTRA_BINS as absolute paths, each found now: a missing tool fails before any packing.
+BINS=
+for b in ${EXTRA_BINS:-}; do
+  p=$(command -v "$b" || echo "$b")
+  case "$p" in /*) ;; *) p=$(pwd)/$p;; esac
+  [ -x "$p" ] || fail "EXTRA_BINS: missing tool: $b (run scripts/install-deps.sh)"
+  BINS="$BINS $p"
+done
 [ -z "${GUEST_INIT:-}" ] || [ -r "$GUEST_INIT" ] || fail "GUEST_INIT not readable: $GUEST_INIT"
 case "$SERVER_UNIX" in *,*) fail "commas are not allowed in SERVER_UNIX (qemu option syntax)";; esac
 
@@ -175,10 +184,7 @@ build_run() {  # $1 = output cpio: EXTRA_BINS, EXTRA_LIBS, the guest test, /etc/
   R=$WORK/root-run
   rm -rf "$R"; mkdir -p "$R/etc" "$R/usr/local/bin"
   local b kv
-  for b in ${EXTRA_BINS:-}; do
-    b=$(command -v "$b" || echo "$b")
-    case "$b" in /*) ;; *) b=$(pwd)/$b;; esac
-    [ -x "$b" ] || fail "EXTRA_BINS: not an executable: $b"
+  for b in $BINS; do
     copy_bin "$b"
     # debug info only slows unpacking; keep symbols for backtraces
     objcopy --strip-debug "$R$b" 2>/dev/null || true
