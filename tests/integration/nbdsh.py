@@ -17,10 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from itlib import Harness, expect  # noqa: E402
 
 H = Harness("nbdsh")
-try:
-    import nbd
-except ImportError:
-    H.skip("python3-libnbd (import nbd) is not available for " + sys.executable)
+nbd = H.require_module("nbd", "python3-libnbd")
 
 KiB = 1024
 MiB = 1024 * KiB
