@@ -45,21 +45,6 @@ start_synced_pair() {
     wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
 }
 
-# restart NODE [ARGS]: start it again (without faults). Right after a
-# SIGKILL the dead process's io_uring may still hold its listening sockets
-# for a moment (released asynchronously): "address in use" is retried.
-restart() {
-    local try rc
-    for try in 1 2 3 4 5 6; do
-        start_node "$@"; rc=$?
-        [ $rc -eq 0 ] && return 0
-        [ $rc -eq 2 ] || break
-        log "$1: address still in use after its crash; again in 0.5 s"
-        sleep 0.5
-    done
-    die "$1 did not start again (see its log)"
-}
-
 # --------------------------------------------------------------- writers --
 
 # add_writer NAME URI OFF WIN [nbdtool write args]: start_writer, remembered

@@ -60,7 +60,7 @@ kill_during_resync() {
     wait_state alpha 'degraded|disconnected' 20 >/dev/null || fail "alpha not degraded with beta dead"
     some_acks w1 2000 4000
     log_mark alpha
-    restart beta
+    must_start beta
     wait_log alpha "resync started" 30 >/dev/null || fail "no resync after beta came back"
     rand_sleep 50 1500
     if log_since alpha | grep -q "resync complete"; then
@@ -70,11 +70,11 @@ kill_during_resync() {
     pass "$node killed (SIGKILL) during the resync"
     if [ "$node" = alpha ]; then
         writer_gone w1 30
-        restart alpha
+        must_start alpha
         add_writer w2 "$(nbd_uri alpha)" $W2 $WIN --duration 3
     else
         some_acks w1 200 1000
-        restart beta
+        must_start beta
     fi
 }
 
@@ -91,12 +91,12 @@ split_then_kill() {
     pass "$node killed (SIGKILL) while split"
     if [ "$node" = alpha ]; then
         writer_gone w1 30
-        restart alpha
+        must_start alpha
         check_eq "the restarted primary is still split" split "$(status_get alpha .state)"
         add_writer w2 "$(nbd_uri alpha)" $W2 $WIN
     else
         some_acks w1 200 1000
-        restart beta
+        must_start beta
     fi
     ctl alpha rejoin --wait >/dev/null || fail "rejoin after the crash failed"
 }
@@ -118,11 +118,11 @@ rejoin_then_kill() {
     pass "$node killed (SIGKILL) during the rejoin"
     if [ "$node" = alpha ]; then
         writer_gone w1 30
-        restart alpha
+        must_start alpha
         add_writer w2 "$(nbd_uri alpha)" $W2 $WIN
     else
         some_acks w1 200 1000
-        restart beta
+        must_start beta
     fi
     if [ "$(status_get alpha .state)" = split ]; then
         ctl alpha rejoin --wait >/dev/null || fail "second rejoin failed"
@@ -164,7 +164,7 @@ kill-primary-write)
     pass "alpha killed (SIGKILL) under mirrored writes"
     writer_gone w1 30
     count_verify "beta's copy right after the crash" w1 --uri "$(nbd_unix_uri beta)" $W1 $WIN
-    restart alpha
+    must_start alpha
     add_writer w2 "$(nbd_uri alpha)" $W2 $WIN --duration 3
     ;;
 kill-secondary-write)
@@ -175,7 +175,7 @@ kill-secondary-write)
     pass "beta killed (SIGKILL) under mirrored writes"
     some_acks w1 500 2000
     check_eq "no write failed with the secondary dead" 0 "$(grep -c '^E ' "$T/w1.acks")"
-    restart beta
+    must_start beta
     some_acks w1 200 1000
     ;;
 kill-primary-resync) start_synced_pair; kill_during_resync alpha ;;
@@ -272,7 +272,7 @@ enospc-primary)
     # the primary; the copies must then agree.
     stop_node alpha
     mount -o remount,size=256m "$T/fs-alpha" || fail "cannot grow the tmpfs"
-    restart alpha
+    must_start alpha
     ;;
 eio-primary)
     # A bad region of alpha's disk (or, by seed, a disk failing after N
@@ -309,7 +309,7 @@ eio-primary)
     # What the secondary holds for failed writes is checked by the final
     # verify (a failed write may be there or not, nothing else may).
     stop_node alpha
-    restart alpha
+    must_start alpha
     ;;
 meta-eio-primary)
     # alpha's metadata file fails (every commit after the first N gets EIO).
@@ -349,8 +349,8 @@ meta-eio-primary)
     # The metadata disk is replaced: alpha crashes and comes back without
     # faults (its last good metadata), then beta.
     kill_node alpha
-    restart alpha
-    restart beta
+    must_start alpha
+    must_start beta
     ;;
 enospc-secondary)
     # beta's 128M image on a 12M filesystem: its writes to new blocks fail
@@ -386,7 +386,7 @@ eio-secondary)
     add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
     secondary_fault_check w1 "Input/output error"
     stop_node beta
-    restart beta
+    must_start beta
     some_acks w1 200 1000
     ;;
 meta-eio-secondary)
@@ -415,7 +415,7 @@ meta-eio-secondary)
     [ "$st" != synchronized ] && pass "alpha does not call the pair synchronized ($st)" \
         || fail "alpha reports synchronized while beta cannot record its state"
     stop_node beta
-    restart beta
+    must_start beta
     # The rejoin above is still under way (its resync runs now), or was
     # refused if the split itself never reached beta; either way the pair
     # must end synchronized (converge_and_check).
@@ -443,8 +443,8 @@ bitmap-damage)
         3) dd if=/dev/zero of="$meta" bs=4096 count=2 conv=notrunc status=none; what="both superblocks zeroed" ;;
     esac
     pass "alpha's metadata damaged: $what"
-    restart alpha
-    restart beta
+    must_start alpha
+    must_start beta
     # Metadata that no longer names a generation the peer knows makes the
     # primary refuse to overwrite anything until the operator decides (the
     # log says how); the harness then does what it says.
@@ -457,7 +457,7 @@ bitmap-damage)
     if grep -q "share no generation" "${NODE_LOG[alpha]}"; then
         pass "alpha refuses to overwrite beta without the operator's word (nothing overwritten)"
         stop_node alpha
-        restart alpha --force-full-sync
+        must_start alpha --force-full-sync
     fi
     ;;
 power-loss-primary|power-loss-secondary)
@@ -495,7 +495,7 @@ power-loss-primary|power-loss-secondary)
     if [ $node = alpha ]; then
         writer_gone w1 30
         count_verify "beta's copy right after the primary's power loss" w1 --uri "$(nbd_unix_uri beta)" $W1 $WIN
-        restart alpha
+        must_start alpha
         add_writer w2 "$(nbd_uri alpha)" $W2 $WIN --duration 3
     else
         if [ -n "$fua" ] && [ "$which" = 0 ]; then
@@ -508,7 +508,7 @@ power-loss-primary|power-loss-secondary)
                 || LOST=$((LOST + 1))
         fi
         some_acks w1 200 1000
-        restart beta
+        must_start beta
     fi
     ;;
 *) die "unknown scenario '$NAME' (scenario.sh --list)" ;;

@@ -96,7 +96,7 @@ while [ $SECONDS -lt $t_end ]; do
            rand k 0 1
            if [ "$k" = 0 ]; then kill_node beta; else stop_node beta; fi
            rand_sleep 500 4000
-           restart beta ;;
+           must_start beta ;;
         2) EVENTS[primary-crash]=$((${EVENTS[primary-crash]:-0} + 1))
            # What the secondary may lack depends on this: say it.
            log "before the crash: alpha $(status_get alpha .state), $(log_since alpha | grep -c "replication link to 'beta' lost") link losses since the last synchronized state"
@@ -123,7 +123,7 @@ while [ $SECONDS -lt $t_end ]; do
                log "alpha went on alone at ${went%% *} and never resynced: writes acknowledged from then on are checked on alpha only"
            fi
            count_verify "$CUR on beta after the primary's crash" "$CUR" --uri "$(nbd_unix_uri beta)" $CUR_OFF $SLOT "${cutoff[@]}"
-           restart alpha
+           must_start alpha
            synced "after the primary's restart"
            count_verify "$CUR on the restarted alpha" "$CUR" --uri "$(nbd_unix_uri alpha)" $CUR_OFF $SLOT
            new_writer ;;

@@ -289,12 +289,45 @@ node_alive() {
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ "$(ps -o stat= -p "$p" 2>/dev/null | cut -c1)" != Z ]
 }
 
+# node_listening NODE: a listener of NODE is open, as NODE's network namespace
+# sees it: its replication address, its NBD unix socket or its control socket
+# (its NBD TCP port is a new one at every start).
+node_listening() {
+    local out a
+    if [ -n "${NODE_NS[$1]:-}" ]; then
+        out=$(ip netns exec "${NODE_NS[$1]}" ss -Hlnxt 2>/dev/null)
+    else
+        out=$(ss -Hlnxt 2>/dev/null)
+    fi
+    for a in "${NODE_ADDR[$1]:-}" "${NODE_SOCK[$1]:-}" "${NODE_CTL[$1]:-}"; do
+        [ -n "$a" ] && grep -qF " $a " <<<"$out" && return 0
+    done
+    return 1
+}
+
+# listeners_closed NODE: wait (5 s at most) until NODE's dead process's
+# listeners are closed. The kernel tears a dead process's io_uring down
+# asynchronously, and its listening sockets with it, after the process was
+# reaped: a start within those milliseconds would be refused ("another server
+# is listening", EADDRINUSE).
+listeners_closed() {
+    local i
+    for i in $(seq 100); do
+        node_listening "$1" || return 0
+        sleep 0.05
+    done
+    log "$1: a listener of its previous process is still open after 5 s"
+}
+
 # start_node NODE [MIRRORD-ARGS...]: start NODE (in NODE_NS[NODE] if set),
 # wait for its ready file, parse it into NODE_TCP (host:port of the first
 # tcp listener) and NODE_SOCK (first unix socket). Returns 1 if it exited
-# first (status in NODE_EXIT), 2 if that was EADDRINUSE. Never dies.
+# first (status in NODE_EXIT), 2 if that was EADDRINUSE. Never dies. A
+# restart (after a crash, a kill or a stop) first waits until the previous
+# process's listeners are closed.
 start_node() {
     local node=$1; shift
+    if [ "${NODE_STARTS[$node]}" -gt 0 ] && ! node_alive "$node"; then listeners_closed "$node"; fi
     local n=$((NODE_STARTS[$node] + 1))
     NODE_STARTS[$node]=$n
     local logf="$T/$node.$n.log" ready="$T/$node.$n.ready"
@@ -401,21 +434,12 @@ stop_node() {
 
 # kill_node NODE: SIGKILL (a crash), and reap it.
 kill_node() {
-    local p=${NODE_PID[$1]:-} path i
+    local p=${NODE_PID[$1]:-}
     [ -n "$p" ] || return 0
     kill -KILL "$p" 2>/dev/null
     wait "$p" 2>/dev/null
     NODE_PID[$1]=""
-    # The kernel tears a dead process's io_uring down asynchronously, and its
-    # listening sockets with it: a restart within those milliseconds would be
-    # refused as "another server is listening". Wait until they are closed.
-    for path in "${NODE_SOCK[$1]:-}" "${NODE_CTL[$1]:-}"; do
-        [ -n "$path" ] || continue
-        for i in $(seq 100); do
-            grep -qF " $path" /proc/net/unix || break
-            sleep 0.05
-        done
-    done
+    listeners_closed "$1"
 }
 
 # start_with_faults NODE SPEC: start NODE with MIRRORD_FAULTS=SPEC.
