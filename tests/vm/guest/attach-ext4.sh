@@ -17,23 +17,12 @@ pair_start
 expect_attached /dev/nbd0 alpha
 mkfs_mount
 
-echo "written through a device mirrord attached itself" >/mnt/hello.txt || die "write failed"
-run dd if=/dev/urandom of=/mnt/random.bin bs=1M count="$RANDOM_MIB" 2>/dev/null
-run mkdir /mnt/dir
-for i in 1 2 3 4 5 6; do
-  run dd if=/dev/urandom of="/mnt/dir/small$i.bin" bs=4k count=$((i * 5)) 2>/dev/null
-done
-(cd /mnt && md5sum hello.txt random.bin dir/*) >/tmp/sums || die "md5sum failed"
-step "wrote hello.txt, random.bin ($RANDOM_MIB MiB) and 6 small files"
+write_files "written through a device mirrord attached itself" "$RANDOM_MIB" 6 5
 run sync
 run blockdev --flushbufs /dev/nbd0
 images_equal "mounted, after sync + flushbufs"
 
-run umount /mnt
-echo 3 >/proc/sys/vm/drop_caches
-run mount -t ext4 -o ro /dev/nbd0 /mnt
-(cd /mnt && md5sum -c /tmp/sums) >/tmp/sums.out 2>&1 || { cat /tmp/sums.out; die "checksums differ after remount"; }
-step "remounted read-only: every checksum matches"
+remount_verify ro
 run umount /mnt
 no_io_errors
 

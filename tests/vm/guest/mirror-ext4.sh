@@ -15,25 +15,13 @@ pair_start
 attach_primary
 mkfs_mount
 
-echo "hello from the guest kernel through a mirrored pair" >/mnt/hello.txt || die "write failed"
-run dd if=/dev/urandom of=/mnt/random.bin bs=1M count="$RANDOM_MIB" 2>/dev/null
-run mkdir /mnt/dir
-for i in 1 2 3 4 5 6 7 8; do
-  run dd if=/dev/urandom of="/mnt/dir/small$i.bin" bs=4k count=$((i * 3)) 2>/dev/null
-done
-(cd /mnt && md5sum hello.txt random.bin dir/*) >/tmp/sums || die "md5sum failed"
-step "wrote hello.txt, random.bin ($RANDOM_MIB MiB) and 8 small files"
+write_files "hello from the guest kernel through a mirrored pair" "$RANDOM_MIB" 8 3
 run sync
 run blockdev --flushbufs /dev/nbd0
 images_equal "mounted, after sync + flushbufs"
 wait_state alpha synchronized 5
 
-run umount /mnt
-run blockdev --flushbufs /dev/nbd0
-echo 3 >/proc/sys/vm/drop_caches
-run mount -t ext4 -o ro /dev/nbd0 /mnt
-(cd /mnt && md5sum -c /tmp/sums) >/tmp/sums.out 2>&1 || { cat /tmp/sums.out; die "checksums differ after remount"; }
-step "remounted read-only: every checksum matches"
+remount_verify ro
 no_io_errors
 pair_finish
 step "mirror_ext4: OK"

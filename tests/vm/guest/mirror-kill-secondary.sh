@@ -35,12 +35,7 @@ run sync
 run blockdev --flushbufs /dev/nbd0
 images_equal "after the resync (mounted)"
 
-run umount /mnt
-run blockdev --flushbufs /dev/nbd0
-echo 3 >/proc/sys/vm/drop_caches
-run mount -t ext4 -o noinit_itable /dev/nbd0 /mnt
-(cd /mnt && md5sum -c /tmp/sums) >/tmp/sums.out 2>&1 || { cat /tmp/sums.out; die "checksums differ after remount"; }
-step "remounted: all $FILES checksums match"
+remount_verify noinit_itable
 no_io_errors
 pair_finish
 step "mirror_kill_secondary: OK"

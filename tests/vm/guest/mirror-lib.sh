@@ -139,6 +139,34 @@ mkfs_mount() {
   step "ext4 on /dev/nbd0 mounted at /mnt"
 }
 
+# write_files TEXT MIB N BLOCKS: on /mnt, hello.txt (TEXT), random.bin (MIB MiB of random
+# data) and dir/small1.bin .. dir/smallN.bin (I * BLOCKS random 4 KiB blocks each); their
+# md5sums in /tmp/sums (for remount_verify).
+write_files() {
+  echo "$1" >/mnt/hello.txt || die "write failed"
+  run dd if=/dev/urandom of=/mnt/random.bin bs=1M count="$2" 2>/dev/null
+  run mkdir /mnt/dir
+  _i=1
+  while [ $_i -le "$3" ]; do
+    run dd if=/dev/urandom of="/mnt/dir/small$_i.bin" bs=4k count=$((_i * $4)) 2>/dev/null
+    _i=$((_i + 1))
+  done
+  (cd /mnt && md5sum hello.txt random.bin dir/*) >/tmp/sums || die "md5sum failed"
+  step "wrote hello.txt, random.bin ($2 MiB) and $3 small files"
+}
+
+# remount_verify OPTIONS: umount /mnt, flush /dev/nbd0's buffers, drop the page cache, mount
+# /dev/nbd0 again with OPTIONS: every checksum in /tmp/sums must match (read from the pair).
+remount_verify() {
+  run umount /mnt
+  run blockdev --flushbufs /dev/nbd0
+  echo 3 >/proc/sys/vm/drop_caches
+  run mount -t ext4 -o "$1" /dev/nbd0 /mnt
+  (cd /mnt && md5sum -c /tmp/sums) >/tmp/sums.out 2>&1 ||
+    { cat /tmp/sums.out; die "checksums differ after remount"; }
+  step "remounted (-o $1): all $(wc -l </tmp/sums) checksums match"
+}
+
 # device_field NODE KEY: a scalar of the "device" object of `mirrorctl status --json`
 # (indented by four spaces).
 device_field() {
