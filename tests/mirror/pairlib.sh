@@ -604,32 +604,25 @@ wait_acks() {
     done
 }
 
-# stop_writer NAME: stop it and wait (bounded); its exit status in WRITER_RC.
+# stop_writer NAME [TIMEOUT]: stop it and wait (60 s by default); its exit
+# status in WRITER_RC.
 stop_writer() {
     touch "$T/$1.stop"
-    local deadline=$((SECONDS + ${2:-60}))
-    while kill -0 "$WRITER_PID" 2>/dev/null; do
-        if [ $SECONDS -ge $deadline ]; then
-            fail "writer $1 did not stop within ${2:-60}s (a write is hanging?)"
-            kill -KILL "$WRITER_PID"
-            break
-        fi
-        sleep 0.1
-    done
-    wait "$WRITER_PID"; WRITER_RC=$?
+    wait_writer "$1" "${2:-60}"
 }
 
-# wait_writer NAME TIMEOUT: wait for a writer started with --duration to end
-# by itself; its exit status in WRITER_RC (killed after TIMEOUT).
+# wait_writer NAME TIMEOUT: wait for the writer to end (by itself, when
+# started with --duration); its exit status in WRITER_RC (killed after
+# TIMEOUT).
 wait_writer() {
     local deadline=$((SECONDS + $2))
     while kill -0 "$WRITER_PID" 2>/dev/null; do
         if [ $SECONDS -ge $deadline ]; then
-            fail "writer $1 did not finish within $2s (a write is hanging?)"
+            fail "writer $1 did not end within $2s (a write is hanging?)"
             kill -KILL "$WRITER_PID"
             break
         fi
-        sleep 0.2
+        sleep 0.1
     done
     wait "$WRITER_PID"; WRITER_RC=$?
 }
