@@ -195,17 +195,7 @@ fi
 # ------------------------------------------------------------ end --
 n=$(acks w)
 wait_acks w $((n + 500)) 30 || fail "writes stalled after the partitions"
-stop_writer w
-check_eq "the writer stopped with no failed write (exit 0)" 0 "$WRITER_RC"
-log "writer: $(cat "$T/w.out")"
-lat=$(writer_field w max_latency_ms)
-if [ -n "$lat" ] && [ "$lat" -le $((ACK_MS + 3000)) ]; then
-    pass "no write took longer than the ack-timeout + 3s (worst ${lat} ms)"
-else
-    fail "a write took ${lat} ms (ack-timeout ${ACK_MS} ms)"
-fi
-check "client FLUSH through alpha" nbd_flush alpha
-verify_writes "alpha's export holds every acknowledged write" w --uri "$(nbd_unix_uri alpha)" $WIN_OFF $WIN
+finish_writer w "$(nbd_unix_uri alpha)" $WIN_OFF $WIN $ACK_MS
 if have_ctl; then
     check_eq "alpha's status at the end: synchronized" synchronized "$(status_get alpha .state)"
     check_eq "beta's status at the end: its copy is consistent" true "$(status_get beta .consistent)"

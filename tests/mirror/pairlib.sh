@@ -629,6 +629,25 @@ wait_writer() {
 
 writer_field() { jq -r ".$2" "$T/$1.out" 2>/dev/null; }
 
+# finish_writer NAME URI OFFSET WINDOW ACK_MS: stop the writer; what a client
+# of the pair must have seen: no failed write, none slower than the
+# ack-timeout (ACK_MS) + 3 s; a client FLUSH through alpha works and URI
+# holds every acknowledged write.
+finish_writer() {
+    local name=$1 uri=$2 off=$3 win=$4 ack_ms=$5 lat
+    stop_writer "$name"
+    check_eq "the writer stopped with no failed write (exit 0)" 0 "$WRITER_RC"
+    log "writer: $(cat "$T/$name.out")"
+    lat=$(writer_field "$name" max_latency_ms)
+    if [ -n "$lat" ] && [ "$lat" -le $((ack_ms + 3000)) ]; then
+        pass "no write took longer than the ack-timeout + 3s (worst ${lat} ms)"
+    else
+        fail "a write took ${lat} ms (ack-timeout ${ack_ms} ms)"
+    fi
+    check "client FLUSH through alpha" nbd_flush alpha
+    verify_writes "alpha's export holds every acknowledged write" "$name" --uri "$uri" "$off" "$win"
+}
+
 # cut_acks NAME BEFORE AFTER: the write log of a split instant, in
 # $T/NAME.cut.acks: the first BEFORE lines (acknowledged before the split:
 # must be there), lines BEFORE+1..AFTER as "U" (acknowledged around it: may
