@@ -38,13 +38,6 @@ rand_sleep() {
 
 ctl() { local n=$1; shift; timeout 60 "$MIRRORCTL" --socket "${NODE_CTL[$n]}" "$@"; }
 
-# start_synced_pair: a new pair, synchronized.
-start_synced_pair() {
-    setup_pair
-    start_pair
-    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
-}
-
 # --------------------------------------------------------------- writers --
 
 # add_writer NAME URI OFF WIN [nbdtool write args]: start_writer, remembered

@@ -14,9 +14,7 @@ VOL_EXTRA='initial-sync = "skip"'
 CTX=mirrord:dirty-since-backup
 IMG=$T/backup.img
 
-setup_pair
-start_pair
-wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
+start_synced_pair 30
 have_ctl || die "backup needs mirrorctl"
 backup() { "$MIRRORCTL" --config "$T/vol.toml" --node alpha backup "$@"; }
 # changed_map NODE: the NBD context's extents as "OFFSET LENGTH" lines of changed regions.

@@ -10,9 +10,7 @@ require socat su
 VOL_SIZE=64M
 VOL_ACK=2s
 VOL_EXTRA='initial-sync = "skip"'
-setup_pair
-start_pair
-wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
+start_synced_pair 30
 have_ctl || die "this test needs mirrorctl"
 CTL=${NODE_CTL[alpha]}
 

@@ -367,6 +367,14 @@ start_node() {
     log "$node pid ${NODE_PID[$node]} ready: tcp=${NODE_TCP[$node]:-none} unix=${NODE_SOCK[$node]:-none}"
 }
 
+# start_synced_pair [SECONDS]: a new pair (setup_pair, start_pair), and
+# alpha synchronized within SECONDS (default 60), or die.
+start_synced_pair() {
+    setup_pair
+    start_pair
+    wait_state alpha synchronized "${1:-60}" >/dev/null || die "the pair did not synchronize"
+}
+
 # must_start NODE [ARGS...]: start_node or die.
 must_start() {
     start_node "$@" || die "$1 did not start (see its log)"

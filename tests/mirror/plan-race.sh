@@ -13,9 +13,7 @@ VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"'
 DELAY_MS=4000
 
-setup_pair
-start_pair
-wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
+start_synced_pair 30
 stop_pair
 check_identical "a clean stop in sync"
 

@@ -13,9 +13,7 @@ VOL_EXTRA='initial-sync = "skip"'
 WIN_OFF=$((32 * MiB))
 WIN=$((16 * MiB))
 
-setup_pair
-start_pair
-wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
+start_synced_pair 30
 have_ctl || die "split needs mirrorctl"
 
 start_writer w "$(nbd_uri alpha)" $WIN_OFF $WIN --qd 8 --seed 21

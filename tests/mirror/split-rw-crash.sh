@@ -9,9 +9,7 @@ VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"
 resync-rate = "1M"'
 
-setup_pair
-start_pair
-wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
+start_synced_pair 30
 have_ctl || die "open-rw needs mirrorctl"
 ctl() { local n=$1; shift; "$MIRRORCTL" --socket "${NODE_CTL[$n]}" "$@" 2>&1; }
 

@@ -14,9 +14,7 @@ VOL_ACK=5s
 VOL_EXTRA='initial-sync = "skip"'
 WIN=$((32 * MiB))
 
-setup_pair
-start_pair
-wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
+start_synced_pair 30
 start_writer w "$(nbd_uri alpha)" 0 $WIN --qd 8 --seed 11
 wait_acks w 1000 60 || die "the writer did not get 1000 writes acknowledged"
 stop_writer w

@@ -28,9 +28,7 @@ NODE_EXTRA[alpha]="tls-cert = \"$PKI/alpha.pem\"
 tls-key = \"$PKI/alpha.key\""
 NODE_EXTRA[beta]="tls-cert = \"$PKI/beta.pem\"
 tls-key = \"$PKI/beta.key\""
-setup_pair
-start_pair
-wait_state alpha synchronized 120 >/dev/null || die "the TLS pair did not synchronize"
+start_synced_pair 120
 beta_pid=${NODE_PID[beta]}
 check_eq "alpha sees beta's first certificate" "CN = beta" "$(status_get alpha .link_security.peer_certificate)"
 
