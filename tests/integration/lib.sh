@@ -212,6 +212,56 @@ mirrord_alive() {
 tcp_uri() { echo "nbd://$HOST:$PORT/${1:-}"; }
 unix_uri() { echo "nbd+unix:///${1:-}?socket=$SOCK"; }
 
+# fio_check OUTFILE WANT: fio's JSON shows no errors, no short or dropped I/O,
+# and moved data in the directions WANT names ("w", "r", "rw").
+fio_check() {
+    /usr/bin/python3 - "$1" "$2" <<'EOF'
+import json, sys
+text = open(sys.argv[1]).read()
+# fio may print warnings before the JSON document.
+j = json.loads(text[text.index("{"):])
+want, errs = sys.argv[2], []
+for job in j["jobs"]:
+    name = job["jobname"]
+    if job["error"] != 0:
+        errs.append(f"{name}: error={job['error']}")
+    if job.get("total_err", 0) != 0:
+        errs.append(f"{name}: total_err={job['total_err']}")
+    for d in ("read", "write"):
+        if job[d].get("short_ios", 0) or job[d].get("drop_ios", 0):
+            errs.append(f"{name}: {d} short_ios={job[d].get('short_ios')} drop_ios={job[d].get('drop_ios')}")
+    rb, wb = job["read"]["io_bytes"], job["write"]["io_bytes"]
+    if "w" in want and wb == 0:
+        errs.append(f"{name}: wrote nothing")
+    if "r" in want and rb == 0:
+        errs.append(f"{name}: read (verified) nothing")
+    print(f"{name}: read {rb} bytes, wrote {wb} bytes, error {job['error']}, "
+          f"write clat mean {job['write']['clat_ns']['mean'] / 1e6:.2f} ms")
+if errs:
+    print("\n".join(errs)); sys.exit(1)
+EOF
+}
+
+# run_fio LABEL WANT [PREFIX-CMD...] -- FIO-ARGS...: fio (after PREFIX-CMD, e.g.
+# ip netns exec NS) with JSON output, in $T (where it drops its *-verify.state
+# files); pass/fail on its exit status and fio_check. FIO_OUT is the JSON file.
+run_fio() {
+    local label=$1 want=$2; shift 2
+    local pre=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do pre+=("$1"); shift; done
+    shift
+    FIO_OUT="$T/fio.$(echo "$label" | tr -c 'a-zA-Z0-9' _ | cut -c1-60).json"
+    local rc
+    (cd "$T" && "${pre[@]}" fio --output-format=json --output="$FIO_OUT" "$@") >"$FIO_OUT.stderr" 2>&1; rc=$?
+    if [ $rc -ne 0 ]; then
+        fail "$label: fio exit status $rc (expected 0)"
+        tail -n 20 "$FIO_OUT.stderr" | sed 's/^/    | /'
+        grep -iE 'verify|err|bad' "$FIO_OUT" 2>/dev/null | head -n 10 | sed 's/^/    | /'
+        return 1
+    fi
+    check "$label: fio reports zero errors" fio_check "$FIO_OUT" "$want"
+}
+
 # Allocated bytes of a file (st_blocks * 512).
 alloc_bytes() { echo $(( $(stat -c %b "$1") * $(stat -c %B "$1") )); }
 

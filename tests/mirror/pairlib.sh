@@ -533,53 +533,9 @@ h.shutdown()
 PYEOF
 }
 
-# fio_check OUTFILE WANT: fio's JSON shows no errors and moved data ("w", "r", "rw").
-fio_check() {
-    "$PY" - "$1" "$2" <<'EOF'
-import json, sys
-text = open(sys.argv[1]).read()
-j = json.loads(text[text.index("{"):])
-want, errs = sys.argv[2], []
-for job in j["jobs"]:
-    name = job["jobname"]
-    if job["error"] != 0:
-        errs.append(f"{name}: error={job['error']}")
-    if job.get("total_err", 0) != 0:
-        errs.append(f"{name}: total_err={job['total_err']}")
-    rb, wb = job["read"]["io_bytes"], job["write"]["io_bytes"]
-    if "w" in want and wb == 0:
-        errs.append(f"{name}: wrote nothing")
-    if "r" in want and rb == 0:
-        errs.append(f"{name}: read (verified) nothing")
-    print(f"{name}: read {rb} bytes, wrote {wb} bytes, error {job['error']}, "
-          f"write clat mean {job['write']['clat_ns']['mean'] / 1e6:.2f} ms")
-if errs:
-    print("\n".join(errs)); sys.exit(1)
-EOF
-}
-
 # fio_json_field OUTFILE PYEXPR: a value from fio's JSON (j = first job).
 fio_json_field() {
     "$PY" -c 'import json,sys; t=open(sys.argv[1]).read(); j=json.loads(t[t.index("{"):])["jobs"][0]; print(eval(sys.argv[2]))' "$1" "$2"
-}
-
-# run_fio LABEL WANT [PREFIX-CMD...] -- FIO-ARGS...: fio with JSON output in
-# $T; pass/fail on its errors. FIO_OUT is the JSON file.
-run_fio() {
-    local label=$1 want=$2; shift 2
-    local pre=()
-    while [ $# -gt 0 ] && [ "$1" != -- ]; do pre+=("$1"); shift; done
-    shift
-    FIO_OUT="$T/fio.$(echo "$label" | tr -c 'a-zA-Z0-9' _ | cut -c1-60).json"
-    local rc
-    (cd "$T" && "${pre[@]}" fio --output-format=json --output="$FIO_OUT" "$@") >"$FIO_OUT.stderr" 2>&1; rc=$?
-    if [ $rc -ne 0 ]; then
-        fail "$label: fio exit status $rc (expected 0)"
-        tail -n 20 "$FIO_OUT.stderr" | sed 's/^/    | /'
-        grep -iE 'verify|err|bad' "$FIO_OUT" 2>/dev/null | head -n 10 | sed 's/^/    | /'
-        return 1
-    fi
-    check "$label: fio reports zero errors" fio_check "$FIO_OUT" "$want"
 }
 
 # ------------------------------------------------------ the writer --
