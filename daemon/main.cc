@@ -412,7 +412,15 @@ int run(int argc, char** argv) {
         if (volume) {
           volume_control->stop();
           control->stop();
-          volume->stop([&] { (*loop)->stop(); });
+          volume->stop([&] {
+            if (volume->local_disk_failed()) {  // as for an export above
+              MLOG_ERROR("volume '%s': stopping after a failed sync: acknowledged writes may be "
+                         "lost on this node's copy",
+                         cfg.name.c_str());
+              exit_code = 1;
+            }
+            (*loop)->stop();
+          });
         } else {
           (*loop)->stop();
         }

@@ -608,6 +608,8 @@ void Volume::stop(std::function<void()> done) {
   }
 }
 
+bool Volume::local_disk_failed() const { return file_ && file_->refusing_writes(); }
+
 VolumeStatus Volume::status() const {
   VolumeStatus st;
   st.volume = cfg_.name;

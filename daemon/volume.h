@@ -113,6 +113,9 @@ class Volume final : public LinkConn::Handler {
   // shutdown in the metadata, close the link.
   void stop(std::function<void()> done);
 
+  // This node's disk failed a sync (its backend refuses writes until a
+  // restart): writes acknowledged before may be lost on this copy.
+  bool local_disk_failed() const;
   VolumeStatus status() const;
   Role role() const { return role_; }
 

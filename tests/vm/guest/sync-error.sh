@@ -25,6 +25,8 @@
 #      writes and flushes still fail until restart.
 # Without the stickiness both "STILL fail" checks fail: the page cache forgot the failed
 # pages and the next fdatasync has nothing left to report.
+#   4. (runs before 3, on the same stack) the same through a volume (--config, a primary whose peer never
+#      starts): the FLUSH fails, later writes and flushes fail (sticky), SIGTERM exits 1.
 #   3. ENOSPC from a sync half: XFS on a full dm-thin pool; a FUA write reports ENOSPC (not
 #      sticky) for a page an acknowledged plain write had dirtied; the next FLUSH must fail.
 #      It succeeded while buffered RWF_DSYNC writes shared the descriptor fdatasync uses.
@@ -224,6 +226,43 @@ io_ok "after a restart: every acknowledged write reads back" -r \
   -c 'read -P 0x5a 0 1M' -c 'read -P 0x22 6M 1M' -c 'read -P 0x23 7M 4k'
 io_ok "after a restart: writes and flushes work" -c 'write -P 0x55 9M 4k' -c 'flush'
 stop_mirrord "$W" "run$N"
+
+# ------------------------------------------ 4. a volume's primary (--config), alone ----
+# The same sticky error and exit status 1 through a volume (the mirroring path: Volume,
+# Replicator) as through --export. Its peer never starts: the primary serves alone, so the
+# failed FLUSH is its own disk's. The volume is named "disk", like the export, so URI holds.
+cat >"$W/vol.toml" <<EOF
+[volume]
+name = "disk"
+size = "${IMG_MIB}M"
+secret = "vm-test-secret-0123456789"
+primary = "alpha"
+
+[[node]]
+name = "alpha"
+address = "127.0.0.1:7788"
+backing = "$IMG"
+metadata = "$W/alpha.meta"
+nbd-listen = ["127.0.0.1:$PORT"]
+control = "$W/alpha.ctl"
+
+[[node]]
+name = "beta"
+address = "127.0.0.1:7789"
+backing = "$W/beta.img"
+metadata = "$W/beta.meta"
+control = "$W/beta.ctl"
+EOF
+chmod 600 "$W/vol.toml"
+N=$((N + 1))
+start_mirrord "$W" "run$N" --config "$W/vol.toml" --node alpha
+io_ok "volume: write and flush (the disk works)" -c 'write -P 0x66 10M 1M' -c 'flush'
+set_table error
+io_fails "volume: a FLUSH with the disk failing" flush -c 'write -P 0x67 11M 1M' -c 'flush'
+set_table linear
+io_fails "volume: a write after the disk is restored (sticky)" write -c 'write -P 0x68 12M 4k'
+io_fails "volume: a FLUSH after the disk is restored (sticky)" flush -c 'flush'
+run_stop_after_sync_error
 
 run umount /mnt
 run dmsetup remove "$DM"
