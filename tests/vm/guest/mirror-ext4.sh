@@ -5,7 +5,8 @@
 #
 # mkfs.ext4 on the primary's export, mount, write text + RANDOM_MIB MiB of random data, sync,
 # blockdev --flushbufs: a.img and b.img identical (while mounted); umount, remount, verify the
-# checksums; then umount, disconnect, SIGTERM both daemons, identical again, e2fsck clean.
+# checksums (an online verify runs while ext4 writes 8 MiB: 0 out of sync); then umount,
+# disconnect, SIGTERM both daemons, identical again, e2fsck clean.
 # Environment (GUEST_ENV): VOL_SIZE (default 64M), RANDOM_MIB (default 8).
 # shellcheck disable=SC1091  # packed by kernel-mirror.sh through EXTRA_BINS
 . /usr/local/bin/mirror-lib.sh
@@ -20,6 +21,20 @@ run sync
 run blockdev --flushbufs /dev/nbd0
 images_equal "mounted, after sync + flushbufs"
 wait_state alpha synchronized 5
+
+# Online verify (mirrorctl verify) while the kernel writes through ext4: writes to the chunk
+# being compared wait for it, so a write in flight is never a difference; 0 out of sync.
+dd if=/dev/urandom of=/mnt/during-verify bs=1M count=8 conv=fsync 2>/tmp/dd.err &
+DD=$!
+VOUT=$(ctl alpha verify --wait) || die "verify --wait failed: $VOUT"
+wait "$DD" || die "the write through ext4 during verify failed: $(cat /tmp/dd.err)"
+printf '%s\n' "$VOUT" | grep -Eq '"out_of_sync_bytes": 0([^0-9]|$)' ||
+  die "verify found differences: $VOUT"
+printf '%s\n' "$VOUT" | grep -Eq '"result": "completed"' || die "verify did not complete: $VOUT"
+step "verify with ext4 mounted and writing: $(printf '%s\n' "$VOUT" | grep -o '"done_bytes": [0-9]*'), 0 out of sync"
+run sync
+run blockdev --flushbufs /dev/nbd0
+images_equal "after the verify and the write during it"
 
 remount_verify ro
 no_io_errors
