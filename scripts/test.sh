@@ -9,8 +9,9 @@
 #   fuzz   build-fuzz/  CMAKE_BUILD_TYPE=Fuzz with clang; each build-fuzz/fuzz-* for
 #          FUZZ_SECONDS with its seed corpus tests/fuzz/corpus/<name>/; any crash fails
 #
-# Environment: SKIP_ASAN=1, SKIP_FUZZ=1, FUZZ_SECONDS (default 60), CTEST_ARGS (extra
-# arguments for the main ctest run, e.g. CTEST_ARGS="-LE vm"), JOBS (ninja -j).
+# Environment: SKIP_ASAN=1, SKIP_FUZZ=1, FUZZ_SECONDS (default 60), FUZZ_JOBS (targets
+# run at once, default nproc), CTEST_ARGS (extra arguments for the main ctest run, e.g.
+# CTEST_ARGS="-LE vm"), JOBS (ninja -j).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -106,8 +107,9 @@ else
 fi
 
 # ---------------------------------------------------------------------------- fuzz ----
-run_fuzzers() {  # runs every build-fuzz/fuzz-*; returns non-zero if any crashed
-  local bin name seeds work art log rc=0 ran=0
+run_fuzzers() {  # runs every build-fuzz/fuzz-*, FUZZ_JOBS (nproc) at a time; non-zero if any crashed
+  local bin name seeds work art log rc=0 ran=0 jobs=${FUZZ_JOBS:-$(nproc)}
+  local -a names=()
   for bin in "$ROOT"/build-fuzz/fuzz-*; do
     if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then continue; fi
     name=$(basename "$bin"); name=${name#fuzz-}
@@ -116,18 +118,31 @@ run_fuzzers() {  # runs every build-fuzz/fuzz-*; returns non-zero if any crashed
     art=$ROOT/build-fuzz/artifacts/$name
     log=$ROOT/build-fuzz/logs/$name.log
     mkdir -p "$work" "$art" "$ROOT/build-fuzz/logs"
+    rm -f "$log.rc"
     local dirs=("$work")
     [ -d "$seeds" ] && dirs+=("$seeds")
     echo "fuzz-$name: ${FUZZ_SECONDS}s, corpus ${dirs[*]}"
-    if "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=25 -print_final_stats=1 \
-         -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1; then
+    # Each target is single-threaded: run one per CPU. Its exit status goes to a file, read
+    # below once all have finished.
+    ( rc_=0
+      "$bin" -max_total_time="$FUZZ_SECONDS" -timeout=25 -print_final_stats=1 \
+        -artifact_prefix="$art/" "${dirs[@]}" >"$log" 2>&1 || rc_=$?
+      echo "$rc_" >"$log.rc" ) &
+    names+=("$name")
+    ran=$((ran + 1))
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  done
+  wait
+  for name in "${names[@]}"; do
+    art=$ROOT/build-fuzz/artifacts/$name
+    log=$ROOT/build-fuzz/logs/$name.log
+    if [ "$(cat "$log.rc" 2>/dev/null)" = 0 ]; then
       echo "fuzz-$name: OK ($(grep -aoE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?') runs)"
     else
       rc=1
-      echo "fuzz-$name: FAILED; crashing input in $art/ ; last lines of $log:"
+      echo "fuzz-$name: FAILED (exit $(cat "$log.rc" 2>/dev/null || echo '?')); crashing input in $art/ ; last lines of $log:"
       tail -n 40 "$log"
     fi
-    ran=$((ran + 1))
   done
   FUZZ_RAN=$ran
   return $rc
