@@ -384,6 +384,14 @@ int run(int argc, char** argv) {
   std::unique_ptr<KernelDevice> device;
   bool stopping = false;
   int exit_code = 0;
+  // A disk that failed a sync (its backend refuses writes until a restart)
+  // may have lost writes acknowledged before: exit 1, for systemd and the
+  // operator, whether it served an export or a volume's copy. Declared here,
+  // not in the signal handler: the volume's stop calls it later.
+  auto sync_failed = [&](const std::string& what) {
+    MLOG_ERROR("%s: stopping after a failed sync: acknowledged writes may be lost", what.c_str());
+    exit_code = 1;
+  };
   SignalWatcher signals(**loop, sfd.get(), [&](int signo) {
     if (signo == SIGUSR2 && power_loss) power_loss->crash("SIGUSR2");
     if (stopping) return;
@@ -404,21 +412,14 @@ int run(int argc, char** argv) {
           } else if (be->refusing_writes()) {
             // The kernel reported the writeback error once, to the failed
             // sync: this fdatasync succeeding proves nothing.
-            MLOG_ERROR("%s: stopping after a failed sync: acknowledged writes may be lost",
-                       be->path().c_str());
-            exit_code = 1;
+            sync_failed(be->path());
           }
         }
         if (volume) {
           volume_control->stop();
           control->stop();
           volume->stop([&] {
-            if (volume->local_disk_failed()) {  // as for an export above
-              MLOG_ERROR("volume '%s': stopping after a failed sync: acknowledged writes may be "
-                         "lost on this node's copy",
-                         cfg.name.c_str());
-              exit_code = 1;
-            }
+            if (volume->local_disk_failed()) sync_failed("volume '" + cfg.name + "'");
             (*loop)->stop();
           });
         } else {
