@@ -43,17 +43,52 @@ struct Bitmap::WriteOp final : Completion {
 
 Bitmap::Bitmap(Loop& loop, UniqueFd fd, std::string path, const MetaIdentity& id)
     : loop_(loop), fd_(std::move(fd)), path_(std::move(path)), id_(id) {
-  Geometry g = geometry(id.volume_size, id.granularity, id.al_extent);
+  init_maps(id.volume_size);
+}
+
+void Bitmap::init_maps(uint64_t size) {
+  Geometry g = geometry(size, id_.granularity, id_.al_extent);
   al_ = std::make_unique<Map>();
   dm_ = std::make_unique<Map>();
-  *al_ = Map{kKindActivity, id.al_extent, g.al_bits, g.al_offset(), g.al_blocks, 0};
-  *dm_ =
-      Map{kKindDirty, id.granularity, g.dm_bits, g.dm_offset(), g.dm_blocks, uint32_t(g.al_blocks)};
+  *al_ = Map{kKindActivity, id_.al_extent, g.al_bits, g.al_offset(), g.al_blocks, 0};
+  const uint32_t dm_base = uint32_t(g.al_blocks);  // in changed_, after the activity blocks
+  *dm_ = Map{kKindDirty, id_.granularity, g.dm_bits, g.dm_offset(), g.dm_blocks, dm_base};
   al_->words.assign(g.al_blocks * kWordsPerBlock, 0);
   dm_->words.assign(g.dm_blocks * kWordsPerBlock, 0);
   al_durable_.assign(al_->words.size(), 0);
   changed_.assign(g.al_blocks + g.dm_blocks, 0);
   block_commit_.assign(g.al_blocks + g.dm_blocks, 0);
+  changed_list_.clear();
+}
+
+// Both maps keep their words: bit n is word n / 64 in any layout, and the
+// bits past the old end are zero, so growing is appending zero words. Only
+// the dirty map's place in the file moves (behind a longer activity map).
+void Bitmap::grow_maps(uint64_t new_size, bool new_area_dirty) {
+  const uint64_t old_size = id_.volume_size;
+  Geometry g = geometry(new_size, id_.granularity, id_.al_extent);
+  al_->nbits = g.al_bits;
+  al_->blocks = g.al_blocks;
+  al_->words.resize(g.al_blocks * kWordsPerBlock, 0);
+  al_durable_.resize(al_->words.size(), 0);
+  dm_->nbits = g.dm_bits;
+  dm_->blocks = g.dm_blocks;
+  dm_->offset = g.dm_offset();
+  dm_->change_base = uint32_t(g.al_blocks);
+  dm_->words.resize(g.dm_blocks * kWordsPerBlock, 0);
+  id_.volume_size = new_size;
+  changed_.assign(g.al_blocks + g.dm_blocks, 0);
+  block_commit_.assign(g.al_blocks + g.dm_blocks, 0);
+  changed_list_.clear();
+  // From the region holding old_size: the old short last region now covers
+  // new bytes too.
+  if (new_area_dirty) set_dirty(old_size, new_size - old_size);
+  // Every block is new or at a new place in the file: all go to disk.
+  for (uint32_t b = 0; b < changed_.size(); ++b) {
+    if (!changed_[b]) changed_list_.push_back(b);
+    changed_[b] = 1;
+  }
+  header_changed_ = true;
 }
 
 Bitmap::~Bitmap() {

@@ -11,11 +11,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "backend.h"  // IoDone
+#include "backend.h"        // IoDone
 #include "bitmap_format.h"  // Generation
 #include "buffer.h"
 #include "file_lock.h"
@@ -129,12 +130,29 @@ class Bitmap {
   // data path). EBUSY while a commit runs; the sticky error if one happened.
   Status flush_sync();
 
+  // Grows the volume this metadata describes to new_size bytes (a valid size above
+  // volume_size()): keeps every dirty and active bit, marks every region touched by
+  // [old size, new_size) dirty when new_area_dirty (this includes the old short last region,
+  // which now covers new bytes), and rewrites the whole file in the new layout, durable
+  // before it returns (synchronous I/O: an admin operation, not the data path).
+  // Errors: EBUSY while a commit runs, EINVAL for a size not above the current one or
+  // invalid (the same rules as open's identity), the sticky error if one happened, I/O
+  // errors (the in-memory state then stays the old size and the file is safe to reopen).
+  Status grow(uint64_t new_size, bool new_area_dirty);
+
   const std::string& path() const { return path_; }
   const Stats& stats() const { return stats_; }
 
   // Tests: replaces the file descriptor used by later writes (e.g. with an
   // O_RDONLY one, to make them fail).
   void replace_fd_for_testing(UniqueFd fd) { fd_ = std::move(fd); }
+  // Tests: called by every whole-file rewrite (open's, grow's) once the maps
+  // are durable and before the superblocks are written: the point where a
+  // crash leaves new maps under the old superblocks. An error return stops
+  // the rewrite there, as a crash would, and is returned as its error.
+  void set_rewrite_hook_for_testing(std::function<Status()> hook) {
+    rewrite_hook_ = std::move(hook);
+  }
   // Fault injection (MIRRORD_FAULTS=power-loss): later commits record their
   // unsynced writes in `pl` (which must outlive this Bitmap), so that a
   // simulated power loss drops them.
@@ -154,6 +172,13 @@ class Bitmap {
   enum class LoadOutcome : int;
 
   Bitmap(Loop& loop, UniqueFd fd, std::string path, const MetaIdentity& id);
+
+  // Empty maps (and their change tracking) in the layout of a volume of
+  // `size` bytes under id_'s granularity and al_extent.
+  void init_maps(uint64_t size);
+  // The in-memory half of grow(): the maps in the layout of new_size with
+  // every bit kept, id_.volume_size = new_size, every block marked changed.
+  void grow_maps(uint64_t new_size, bool new_area_dirty);
 
   // Range helpers shared by both maps.
   void set_bits(Map& m, uint64_t first, uint64_t end);
@@ -222,6 +247,7 @@ class Bitmap {
   uint64_t commit_delay_ms_ = 0;
   int delayed_result_ = 0;
   std::unique_ptr<Timer> delay_timer_;
+  std::function<Status()> rewrite_hook_;
 };
 
 // The extents of the dirty map over [offset, offset+length) for an NBD

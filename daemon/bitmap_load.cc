@@ -109,6 +109,27 @@ Status read_map(int fd, const std::string& path, const MapShape& s, uint64_t vol
   return {};
 }
 
+// What open() requires of an identity, and grow() of the grown one: EINVAL
+// naming the file and the rule.
+Status check_identity(const std::string& path, const MetaIdentity& id) {
+  auto bad_id = [&](const std::string& what) {
+    return Error{EINVAL, "metadata " + path + ": " + what};
+  };
+  for (const std::string* n : {&id.volume, &id.node, &id.peer}) {
+    if (n->size() > kNameLen || n->find('\0') != std::string::npos)
+      return bad_id("name " + quoted(*n) + " is longer than 64 bytes or contains NUL");
+  }
+  if (id.volume_size == 0 || id.volume_size > uint64_t(INT64_MAX))
+    return bad_id("invalid volume size " + std::to_string(id.volume_size));
+  if (!valid_unit(id.granularity) || !valid_unit(id.al_extent))
+    return bad_id("granularity and al_extent must be powers of two from 4096 to 2^31");
+  Geometry g = geometry(id.volume_size, id.granularity, id.al_extent);
+  if ((g.al_blocks + g.dm_blocks) * kBlock > kMaxMapBytes)
+    return bad_id("granularity " + std::to_string(id.granularity) +
+                  " is too fine for the volume size (maps over 4 GiB)");
+  return {};
+}
+
 }  // namespace
 
 namespace bitmap_internal {
@@ -130,21 +151,7 @@ enum class Bitmap::LoadOutcome : int { kOk, kRewrite, kFullResync };
 
 Result<std::unique_ptr<Bitmap>> Bitmap::open(Loop& loop, const std::string& path,
                                              const MetaIdentity& id, BitmapOpenReport* report) {
-  auto bad_id = [&](const std::string& what) {
-    return Error{EINVAL, "metadata " + path + ": " + what};
-  };
-  for (const std::string* n : {&id.volume, &id.node, &id.peer}) {
-    if (n->size() > kNameLen || n->find('\0') != std::string::npos)
-      return bad_id("name " + quoted(*n) + " is longer than 64 bytes or contains NUL");
-  }
-  if (id.volume_size == 0 || id.volume_size > uint64_t(INT64_MAX))
-    return bad_id("invalid volume size " + std::to_string(id.volume_size));
-  if (!valid_unit(id.granularity) || !valid_unit(id.al_extent))
-    return bad_id("granularity and al_extent must be powers of two from 4096 to 2^31");
-  Geometry g = geometry(id.volume_size, id.granularity, id.al_extent);
-  if ((g.al_blocks + g.dm_blocks) * kBlock > kMaxMapBytes)
-    return bad_id("granularity " + std::to_string(id.granularity) +
-                  " is too fine for the volume size (maps over 4 GiB)");
+  if (Status st = check_identity(path, id); !st) return st.error();
 
   BitmapOpenReport local;
   BitmapOpenReport& r = report ? *report : local;
@@ -296,6 +303,45 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   return LoadOutcome::kRewrite;
 }
 
+Status Bitmap::grow(uint64_t new_size, bool new_area_dirty) {
+  const std::string pre = "metadata " + path_ + ": ";
+  if (sticky_error_) return Error{sticky_error_, pre + "an earlier metadata write failed"};
+  if (running_) return Error{EBUSY, pre + "a commit is running"};
+  if (new_size <= id_.volume_size) {
+    return Error{EINVAL, pre + "cannot grow the volume from " + std::to_string(id_.volume_size) +
+                             " to " + std::to_string(new_size) +
+                             " bytes: the new size must be larger (shrinking is not supported)"};
+  }
+  MetaIdentity grown = id_;
+  grown.volume_size = new_size;
+  if (Status st = check_identity(path_, grown); !st) return st;
+
+  // Everything grow_maps and rewrite_all change, put back if the rewrite
+  // fails (the file then still loads under its old superblocks: see
+  // docs/bitmap-format.md, "Growing").
+  const MetaIdentity old_id = id_;
+  Map old_al = *al_, old_dm = *dm_;
+  std::vector<uint64_t> old_durable = al_durable_, old_commit = block_commit_;
+  std::vector<uint8_t> old_changed = changed_;
+  std::vector<uint32_t> old_list = changed_list_;
+  const bool old_header = header_changed_;
+  const uint64_t old_instance = instance_;
+
+  grow_maps(new_size, new_area_dirty);
+  Status st = rewrite_all(sequence_ + 1, false);
+  if (st) return st;
+  id_ = old_id;
+  *al_ = std::move(old_al);
+  *dm_ = std::move(old_dm);
+  al_durable_ = std::move(old_durable);
+  block_commit_ = std::move(old_commit);
+  changed_ = std::move(old_changed);
+  changed_list_ = std::move(old_list);
+  header_changed_ = old_header;
+  instance_ = old_instance;
+  return st;
+}
+
 void Bitmap::reset_fresh() {
   gen_ = Generation{};
   flags_ = kFlagFullSyncNeeded;
@@ -322,8 +368,13 @@ Status Bitmap::rewrite_all(uint64_t min_sequence, bool created) {
       return Error{ENOSPC, "metadata device " + path_ + " is smaller than the " +
                                std::to_string(need) + " bytes its maps need"};
   }
-  // Maps first, durable before any superblock names the new instance id.
-  instance_ = random_instance();
+  // Maps first, durable before any superblock names the new instance id. It
+  // differs from the old one, so under the old superblocks every block
+  // already rewritten fails verification and reads as all ones.
+  const uint64_t old_instance = instance_;
+  do {
+    instance_ = random_instance();
+  } while (instance_ == old_instance);
   Buffer buf(kIoChunkBlocks * kBlock);
   for (const Map* m : {al_.get(), dm_.get()}) {
     for (uint64_t i0 = 0; i0 < m->blocks; i0 += kIoChunkBlocks) {
@@ -334,12 +385,24 @@ Status Bitmap::rewrite_all(uint64_t min_sequence, bool created) {
     }
   }
   if (::fsync(fd) < 0) return errno_error("fsync metadata " + path_);
-  // Both slots, with sequences above every one in the old file.
+  if (rewrite_hook_) {
+    if (Status s = rewrite_hook_(); !s) return s;
+  }
+  // Both slots, with sequences above every one in the old file. Once this
+  // write starts, the disk may name either layout: nothing more may be
+  // written in the old one, so a failure is sticky.
   for (uint64_t seq = min_sequence; seq < min_sequence + 2; ++seq)
     encode_superblock(buf.data() + (seq % 2) * kBlock, seq);
   sequence_ = min_sequence + 1;
-  if (Status s = pwrite_full(fd, buf.data(), 2 * kBlock, 0, path_); !s) return s;
-  if (::fsync(fd) < 0) return errno_error("fsync metadata " + path_);
+  if (Status s = pwrite_full(fd, buf.data(), 2 * kBlock, 0, path_); !s) {
+    set_sticky(s.error().code, "superblock write");
+    return s;
+  }
+  if (::fsync(fd) < 0) {
+    Error e = errno_error("fsync metadata " + path_);
+    set_sticky(e.code, "fsync");
+    return e;
+  }
   if (created) {
     size_t slash = path_.rfind('/');
     std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
@@ -352,6 +415,8 @@ Status Bitmap::rewrite_all(uint64_t min_sequence, bool created) {
   al_durable_ = al_->words;
   stats_.blocks_written += al_->blocks + dm_->blocks;
   stats_.superblocks_written += 2;
+  // Synchronous, like flush_sync: earlier commits' records are covered too.
+  if (power_loss_) power_loss_->sync_done(power_loss_->sync_started(fd), true);
   return {};
 }
 
