@@ -239,9 +239,15 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   };
   if (!b.volume.is(id_.volume))
     return foreign("volume name", quoted(b.volume.text()), quoted(id_.volume));
+  // A larger configured size is a grown volume (below); a smaller one would
+  // leave bits of the cut-off bytes nowhere.
   const uint64_t size = b.volume_size;
-  if (size != id_.volume_size)
-    return foreign("volume size", std::to_string(size), std::to_string(id_.volume_size));
+  if (size > id_.volume_size) {
+    return foreign("volume size", std::to_string(size),
+                   std::to_string(id_.volume_size) + " (shrinking is not supported)");
+  }
+  if (size == 0 || size > uint64_t(INT64_MAX))
+    return full("invalid volume size " + std::to_string(size));
   if (!b.node.is(id_.node)) return foreign("node name", quoted(b.node.text()), quoted(id_.node));
   if (!b.peer.is(id_.peer)) return foreign("peer name", quoted(b.peer.text()), quoted(id_.peer));
   const uint32_t gran = b.granularity;
@@ -261,6 +267,14 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
                 std::to_string(g.total_blocks() * kBlock));
   }
 
+  // Grown: load in the recorded geometry, grow to the configured size at the
+  // end. From here on load returns no full resync, which would need maps of
+  // the configured size.
+  const uint64_t grown_size = id_.volume_size;
+  if (size != grown_size) {
+    id_.volume_size = size;
+    init_maps(size);
+  }
   instance_ = b.instance;
   flags_ = b.flags;
   gen_ = b.gen;
@@ -276,6 +290,7 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   for (uint64_t i : bad) mark_changed(*dm_, i * kWordsPerBlock);
   bad.clear();
 
+  LoadOutcome outcome = LoadOutcome::kOk;
   if (al_extent == id_.al_extent) {
     if (Status st = read_map(fd_.get(), path_, al_->shape(), size, instance_, al_->words, r, &bad);
         !st)
@@ -283,24 +298,35 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
     al_->recount();
     for (uint64_t i : bad) mark_changed(*al_, i * kWordsPerBlock);
     al_durable_ = al_->words;
-    return LoadOutcome::kOk;
+  } else {
+    // al_extent changed: recover the old activity map into the dirty map,
+    // then the file is rewritten in the new layout.
+    MapShape old{kKindActivity, al_extent, g.al_bits, g.al_offset(), g.al_blocks};
+    Map old_al;
+    old_al.nbits = g.al_bits;
+    if (Status st = read_map(fd_.get(), path_, old, size, instance_, old_al.words, r, &bad); !st)
+      return st.error();
+    uint64_t before = dirty_bytes();
+    for (uint64_t e = old_al.next_set(0); e < old_al.nbits; e = old_al.next_set(e + 1))
+      set_dirty(e * al_extent, al_extent);
+    r.warnings.push_back(pre + "al_extent changed from " + std::to_string(al_extent) + " to " +
+                         std::to_string(id_.al_extent) + ": " +
+                         std::to_string(dirty_bytes() - before) +
+                         " bytes of active extents marked dirty; file rewritten");
+    outcome = LoadOutcome::kRewrite;
   }
 
-  // al_extent changed: recover the old activity map into the dirty map, then
-  // the file is rewritten in the new layout.
-  MapShape old{kKindActivity, al_extent, g.al_bits, g.al_offset(), g.al_blocks};
-  Map old_al;
-  old_al.nbits = g.al_bits;
-  if (Status st = read_map(fd_.get(), path_, old, size, instance_, old_al.words, r, &bad); !st)
-    return st.error();
-  uint64_t before = dirty_bytes();
-  for (uint64_t e = old_al.next_set(0); e < old_al.nbits; e = old_al.next_set(e + 1))
-    set_dirty(e * al_extent, al_extent);
-  r.warnings.push_back(pre + "al_extent changed from " + std::to_string(al_extent) + " to " +
-                       std::to_string(id_.al_extent) + ": " +
-                       std::to_string(dirty_bytes() - before) +
-                       " bytes of active extents marked dirty; file rewritten");
-  return LoadOutcome::kRewrite;
+  if (size != grown_size) {
+    // The operator grew the volume while the daemon was down: nothing is
+    // known about the new bytes on either copy.
+    grow_maps(grown_size, true);
+    r.warnings.push_back(pre + "volume grew from " + std::to_string(size) + " to " +
+                         std::to_string(grown_size) + " bytes: the " +
+                         std::to_string(grown_size - size) +
+                         " new bytes are marked dirty; file rewritten");
+    outcome = LoadOutcome::kRewrite;
+  }
+  return outcome;
 }
 
 Status Bitmap::grow(uint64_t new_size, bool new_area_dirty) {

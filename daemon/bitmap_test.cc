@@ -773,7 +773,7 @@ TEST_F(BitmapGrowTest, KeepsEveryBitAndMovesTheDirtyMap) {
   auto old = open_ok(*loop_, path_, old_id_, &r);
   EXPECT_TRUE(r.full_resync);
   EXPECT_TRUE(contains(r.reason, "volume size is " + std::to_string(kNewSize) + ", expected " +
-                                     std::to_string(kOldSize)))
+                                     std::to_string(kOldSize) + " (shrinking is not supported)"))
       << r.reason;
   EXPECT_EQ(old->dirty_bytes(), kOldSize);
 }
@@ -910,6 +910,12 @@ TEST_F(BitmapGrowTest, CrashDuringTheRewriteLosesNoBit) {
     // superblock (new instance id), and nothing else does.
     EXPECT_EQ(r.warnings.size(), size_t(std::popcount(subset & 0xF))) << subset;
     bm.reset();
+    // Restarted with the new size (the operator's next step): the offline grow.
+    write_file(path_, f);
+    bm = open_ok(*loop_, path_, new_id_, &r);
+    EXPECT_FALSE(r.full_resync) << r.reason;
+    expect_keeps(*bm, before_);
+    EXPECT_TRUE(bm->any_dirty(kOldSize, kNewSize - kOldSize));
   }
   for (int slot = 0; slot < 2; ++slot) {  // the maps are durable, one slot lands
     SCOPED_TRACE("new superblock slot " + std::to_string(slot));
@@ -954,6 +960,29 @@ class BitmapDamageTest : public BitmapTest {
     EXPECT_EQ(bm->flags(), kFlagFullSyncNeeded);
     EXPECT_EQ(bm->generation(), Generation{});
     EXPECT_FALSE(bm->is_active(4 * kMiB, 1));
+  }
+  // Opens with a larger identity: no full resync, and the warnings `first`
+  // (a defect found on the way, or "" for none) and then the growth.
+  std::unique_ptr<Bitmap> reopen_grown(const MetaIdentity& bigger, const std::string& first) {
+    BitmapOpenReport r;
+    auto bm = reopen(&r, &bigger);
+    EXPECT_FALSE(r.full_resync) << r.reason;
+    EXPECT_EQ(r.warnings.size(), first.empty() ? 1u : 2u);
+    if (r.warnings.empty()) return bm;
+    if (!first.empty()) {
+      EXPECT_TRUE(contains(r.warnings.front(), first)) << r.warnings.front();
+    }
+    EXPECT_TRUE(contains(r.warnings.back(), "volume grew")) << r.warnings.back();
+    return bm;
+  }
+  // The grown file reloads without complaint, with `dirty` bytes dirty.
+  std::unique_ptr<Bitmap> expect_reloads(const MetaIdentity& bigger, uint64_t dirty) {
+    BitmapOpenReport r;
+    auto bm = reopen(&r, &bigger);
+    EXPECT_FALSE(r.full_resync) << r.reason;
+    EXPECT_TRUE(r.warnings.empty());
+    EXPECT_EQ(bm->dirty_bytes(), dirty);
+    return bm;
   }
   MetaIdentity id_ = three_block_ident();
 };
@@ -1100,7 +1129,8 @@ TEST_F(BitmapDamageTest, ForeignIdentity) {
   };
   std::vector<Case> cases = {
       {"volume name is \"vol0\", expected \"vol1\"", [](MetaIdentity& i) { i.volume = "vol1"; }},
-      {"volume size", [](MetaIdentity& i) { i.volume_size += 4096; }},
+      {"volume size is 399507456, expected 399503360 (shrinking is not supported)",
+       [](MetaIdentity& i) { i.volume_size -= 4096; }},
       {"node name", [](MetaIdentity& i) { i.node = "gamma"; }},
       {"peer name", [](MetaIdentity& i) { i.peer = "gamma"; }},
       {"granularity is 4096, expected 8192", [](MetaIdentity& i) { i.granularity = 8192; }},
@@ -1135,6 +1165,74 @@ TEST_F(BitmapDamageTest, ChangedAlExtentKeepsTheMapAndRecoversActivity) {
   EXPECT_FALSE(r.full_resync);
   EXPECT_EQ(bm->dirty_bytes(), 4 * kMiB + 4096);
   EXPECT_EQ(bm->al_extent(), 8 * kMiB);
+}
+
+// The operator stopped the daemon, grew the volume and its configured size.
+TEST_F(BitmapDamageTest, LargerSizeAtOpenGrowsAndMarksTheNewAreaDirty) {
+  MetaIdentity bigger = id_;
+  // A fourth dirty block, a short last region.
+  const uint64_t added = kBitsPerBlock / 2 * 4096 + 12345;
+  bigger.volume_size += added;
+  BitmapOpenReport r;
+  auto bm = reopen(&r, &bigger);
+  EXPECT_FALSE(r.full_resync) << r.reason;
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0],
+            "metadata " + path_ + ": volume grew from " + std::to_string(id_.volume_size) + " to " +
+                std::to_string(bigger.volume_size) + " bytes: the " + std::to_string(added) +
+                " new bytes are marked dirty; file rewritten");
+  EXPECT_EQ(bm->volume_size(), bigger.volume_size);
+  EXPECT_EQ(bm->flags(), kFlagPrimary);
+  EXPECT_EQ(bm->dirty_bytes(), 4096 + added);
+  EXPECT_TRUE(bm->any_dirty(5 * 4096, 1));
+  EXPECT_FALSE(bm->any_dirty(6 * 4096, id_.volume_size - 6 * 4096));
+  EXPECT_TRUE(bm->is_active(4 * kMiB, 1));
+  EXPECT_FALSE(bm->is_active(0, 1));
+  bm.reset();
+  DiskView d(path_);
+  EXPECT_EQ(d.bytes.size(), (2 + 1 + 4) * kBlock);  // rewritten in the new layout
+  EXPECT_EQ(wire::get_u64(d.sb() + 40), bigger.volume_size);
+
+  EXPECT_TRUE(expect_reloads(bigger, 4096 + added)->is_active(4 * kMiB, 1));
+}
+
+TEST_F(BitmapDamageTest, LargerSizeAndChangedAlExtentAtOpen) {
+  MetaIdentity bigger = id_;
+  bigger.volume_size += 10 * kMiB;
+  bigger.al_extent = 4096;  // 3 activity blocks: the dirty map moves
+  auto bm = reopen_grown(bigger, "al_extent changed from 4194304 to 4096");
+  // Old extent 1 (recovered), region 5, the new area.
+  EXPECT_EQ(bm->dirty_bytes(), 4 * kMiB + 4096 + 10 * kMiB);
+  EXPECT_TRUE(bm->any_dirty(4 * kMiB, 4 * kMiB));
+  EXPECT_FALSE(bm->is_active(0, bm->volume_size()));
+  bm.reset();
+  EXPECT_EQ(wire::get_u64(DiskView(path_).sb() + 112), 2u + 4u);  // dm_offset
+  EXPECT_EQ(expect_reloads(bigger, 4 * kMiB + 4096 + 10 * kMiB)->al_extent(), 4096u);
+}
+
+TEST_F(BitmapDamageTest, LargerSizeAtOpenWithACorruptMapBlock) {
+  auto f = read_file(path_);
+  f[4 * kBlock + 1000] ^= 0x10;  // dirty map block 1
+  write_file(path_, f);
+  MetaIdentity bigger = id_;
+  bigger.volume_size += 4096;
+  auto bm = reopen_grown(bigger, "dirty map block 1 (file block 4)");
+  const uint64_t blk = kBitsPerBlock * 4096;
+  EXPECT_EQ(bm->dirty_bytes(), blk + 4096 + 4096);  // block 1, region 5, the new region
+  bm.reset();
+  expect_reloads(bigger, blk + 4096 + 4096);
+}
+
+// A sealed superblock recording size 0 is impossible, not a volume that grew.
+TEST_F(BitmapDamageTest, RecordedSizeZeroIsAFullResync) {
+  auto f = read_file(path_);
+  const int slot = DiskView(path_).newest();
+  wire::put_u64(&f[slot * kBlock + 40], 0);
+  reseal(f, slot, 12);
+  write_file(path_, f);
+  BitmapOpenReport r;
+  reopen(&r).reset();
+  expect_full_resync(r, "invalid volume size 0");
 }
 
 TEST_F(BitmapDamageTest, ValidChecksumOverForeignInstanceIsRejected) {

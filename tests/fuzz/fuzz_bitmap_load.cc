@@ -4,6 +4,8 @@
 // Input: byte 0 is a control byte, the rest is the file. Control bit 0
 // re-seals the CRCs of both superblock slots, bit 1 those of every later
 // full block, so the fuzzer also reaches the checks behind the checksums.
+// Bit 2 opens with a larger volume size (a dirty map block and an activity
+// bit more), so a file written for the base size takes the grow path.
 //
 // Invariants, for every input:
 //  - open succeeds (bad metadata is a full resync, never an error);
@@ -109,7 +111,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!file.empty() && ::pwrite(fd, file.data(), file.size(), 0) != ssize_t(file.size()))
     std::abort();
   const std::string path = "/proc/self/fd/" + std::to_string(fd);
-  const mirror::MetaIdentity id = fuzz_identity();
+  mirror::MetaIdentity id = fuzz_identity();
+  if (control & 4) id.volume_size += 32512ull * 4096 + 777;
 
   BitmapOpenReport r;
   State first;
