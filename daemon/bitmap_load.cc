@@ -416,15 +416,16 @@ Status Bitmap::rewrite_all(uint64_t min_sequence, bool created) {
   }
   // Both slots, with sequences above every one in the old file. Once this
   // write starts, the disk may name either layout: nothing more may be
-  // written in the old one, so a failure is sticky.
+  // written in the old one, so a failure is sticky. (fd_ again: the test
+  // hook may have replaced it.)
   for (uint64_t seq = min_sequence; seq < min_sequence + 2; ++seq)
     encode_superblock(buf.data() + (seq % 2) * kBlock, seq);
   sequence_ = min_sequence + 1;
-  if (Status s = pwrite_full(fd, buf.data(), 2 * kBlock, 0, path_); !s) {
+  if (Status s = pwrite_full(fd_.get(), buf.data(), 2 * kBlock, 0, path_); !s) {
     set_sticky(s.error().code, "superblock write");
     return s;
   }
-  if (::fsync(fd) < 0) {
+  if (::fsync(fd_.get()) < 0) {
     Error e = errno_error("fsync metadata " + path_);
     set_sticky(e.code, "fsync");
     return e;
@@ -442,7 +443,7 @@ Status Bitmap::rewrite_all(uint64_t min_sequence, bool created) {
   stats_.blocks_written += al_->blocks + dm_->blocks;
   stats_.superblocks_written += 2;
   // Synchronous, like flush_sync: earlier commits' records are covered too.
-  if (power_loss_) power_loss_->sync_done(power_loss_->sync_started(fd), true);
+  if (power_loss_) power_loss_->sync_done(power_loss_->sync_started(fd_.get()), true);
   return {};
 }
 

@@ -871,6 +871,30 @@ TEST_F(BitmapGrowTest, FailedGrowKeepsTheOldState) {
   expect_keeps(*again, mem);
 }
 
+// A failed superblock write: the disk may name either layout, so nothing
+// more is written (sticky); the file still loads every bit, at either size.
+TEST_F(BitmapGrowTest, FailedSuperblockWriteIsSticky) {
+  bm_->set_rewrite_hook_for_testing([&] {
+    bm_->replace_fd_for_testing(UniqueFd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC)));
+    return Status{};
+  });
+  Status st = bm_->grow(kNewSize, true);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, EBADF);
+  EXPECT_TRUE(bm_->failed());
+  EXPECT_EQ(bm_->volume_size(), kOldSize);
+  EXPECT_EQ(seen(*bm_), before_);
+  EXPECT_EQ(bm_->flush_sync().error().code, EBADF);
+  EXPECT_EQ(bm_->grow(kNewSize, true).error().code, EBADF);
+  bm_.reset();
+  for (const MetaIdentity* id : {&old_id_, &new_id_}) {
+    BitmapOpenReport r;
+    auto bm = open_ok(*loop_, path_, *id, &r);
+    EXPECT_FALSE(r.full_resync) << r.reason;
+    expect_keeps(*bm, before_);
+  }
+}
+
 // A crash in the middle of grow's rewrite: the disk may hold any subset of
 // the new map blocks (written together, then one fsync) under the old
 // superblocks; once the maps are durable, either new superblock slot. Every
