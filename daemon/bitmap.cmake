@@ -16,6 +16,7 @@ if(NOT CMAKE_BUILD_TYPE STREQUAL "Fuzz")
     ${CMAKE_CURRENT_LIST_DIR}/crc32c_test.cc
     ${CMAKE_CURRENT_LIST_DIR}/bitmap_format_test.cc
     ${CMAKE_CURRENT_LIST_DIR}/bitmap_test.cc
+    ${CMAKE_CURRENT_LIST_DIR}/bitmap_grow_test.cc
   )
   target_link_libraries(mirror_meta_tests PRIVATE mirror_meta GTest::gtest_main)
 add_dependencies(unit-tests mirror_meta_tests)
