@@ -41,6 +41,7 @@ Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in) {
     case Type::kPing:
     case Type::kSplit:
     case Type::kReply:
+    case Type::kResize:
       max_payload = 0;
       break;
     case Type::kHello:
@@ -52,6 +53,9 @@ Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in) {
     case Type::kDirtyRanges:
     case Type::kVerify:
     case Type::kVerifyReply:
+      break;
+    case Type::kResizeReply:
+      max_payload = kMaxResizeMessage;
       break;
     case Type::kRelay:
     case Type::kRelayReply:
@@ -251,6 +255,36 @@ Result<std::vector<Digest>> decode_digests(std::span<const uint8_t> p, uint64_t 
   for (uint64_t i = 0; i < expected; ++i)
     std::memcpy(v[i].data(), p.data() + i * kDigestSize, kDigestSize);
   return v;
+}
+
+std::vector<uint8_t> encode_resize(uint64_t id, uint64_t new_size) {
+  return encode_message({.type = Type::kResize, .id = id, .offset = new_size}, {});
+}
+
+Result<uint64_t> decode_resize(const Header& h) {
+  if (h.offset == 0 || h.offset % kResizeAlign != 0 || h.length != 0 || h.flags != 0)
+    return Error{EPROTO, "RESIZE: size " + std::to_string(h.offset) +
+                             " is not a positive multiple of " + std::to_string(kResizeAlign)};
+  return h.offset;
+}
+
+std::vector<uint8_t> encode_resize_reply(uint64_t id, const ResizeReply& r) {
+  Header h{.type = Type::kResizeReply, .id = id, .offset = r.size, .length = r.err};
+  if (r.zeroed) h.flags = kResizeZeroed;
+  std::string_view m(r.message);
+  m = m.substr(0, kMaxResizeMessage);
+  return encode_message(h, {reinterpret_cast<const uint8_t*>(m.data()), m.size()});
+}
+
+Result<ResizeReply> decode_resize_reply(const Header& h, std::span<const uint8_t> p) {
+  if ((h.flags & ~kResizeZeroed) != 0) return malformed("RESIZE_REPLY (unknown flags)");
+  if (p.size() > kMaxResizeMessage) return malformed("RESIZE_REPLY (message too long)");
+  ResizeReply r;
+  r.err = h.length;
+  r.size = h.offset;
+  r.zeroed = h.flags & kResizeZeroed;
+  r.message.assign(p.begin(), p.end());
+  return r;
 }
 
 std::vector<uint8_t> encode_message(Header h, std::span<const uint8_t> payload) {

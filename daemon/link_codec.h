@@ -48,17 +48,20 @@ enum class Type : uint16_t {
   kPing = 21,
   kSplit = 22,    // the mirror is split; offset = the split's time (Unix ms)
   kVerify = 24,   // digest offset+length per region (payload: u32 region size)
+  kResize = 25,   // grow the volume to `offset` bytes (online resize; no payload)
   // Secondary -> primary.
   kReply = 32,    // length = 0 or an errno
   kDirtyRanges = 33,  // the secondary's own changed regions (after a split)
   kVerifyReply = 34,  // answers kVerify: length = 0 or an errno; payload = digests
+  kResizeReply = 35,  // answers kResize: length = 0 or an errno; payload = why (text)
 };
 
 // HELLO's header flags: what the sender's daemon understands beyond the
 // version's base set. A daemon built before a feature sends 0 there and
 // ignores the bits it does not know, so the flags never break a handshake.
 inline constexpr uint16_t kFeatureVerify = 1 << 0;  // kVerify / kVerifyReply
-inline constexpr uint16_t kFeatures = kFeatureVerify;
+inline constexpr uint16_t kFeatureResize = 1 << 1;  // kResize / kResizeReply
+inline constexpr uint16_t kFeatures = kFeatureVerify | kFeatureResize;
 
 // Online verify: SHA-256 of each region of the range (docs/replication-protocol.md).
 inline constexpr size_t kDigestSize = 32;
@@ -159,6 +162,26 @@ inline uint64_t verify_regions(uint64_t length, uint32_t region) {
 // VERIFY_REPLY's payload: the digests, in order, back to back.
 std::vector<uint8_t> encode_digests(std::span<const Digest> d);
 Result<std::vector<Digest>> decode_digests(std::span<const uint8_t> p, uint64_t expected);
+
+// Online resize (docs/replication-protocol.md, "Online resize"). RESIZE
+// carries the new size in the header's offset: not 0, a multiple of
+// kResizeAlign (the volume file's own rule). Its RESIZE_REPLY: length = 0 or
+// an errno, offset = the size the sender serves now, flags kResizeZeroed
+// when the sender's new area is known to read as zeros, and, with an errno,
+// the reason as text (at most kMaxResizeMessage bytes).
+inline constexpr uint64_t kResizeAlign = 4096;
+inline constexpr uint16_t kResizeZeroed = 1 << 0;
+inline constexpr size_t kMaxResizeMessage = 4096;
+struct ResizeReply {
+  uint32_t err = 0;
+  uint64_t size = 0;
+  bool zeroed = false;
+  std::string message;
+};
+std::vector<uint8_t> encode_resize(uint64_t id, uint64_t new_size);
+Result<uint64_t> decode_resize(const Header& h);
+std::vector<uint8_t> encode_resize_reply(uint64_t id, const ResizeReply& r);
+Result<ResizeReply> decode_resize_reply(const Header& h, std::span<const uint8_t> p);
 
 // A full message (header + payload) in one buffer: for small messages.
 std::vector<uint8_t> encode_message(Header h, std::span<const uint8_t> payload);

@@ -156,5 +156,84 @@ TEST(LinkVerify, RegionsCoverATrailingPartialRegion) {
   EXPECT_EQ(verify_regions(1 << 20, 65536), 16u);
 }
 
+// RESIZE (25): the new size in the header's offset, nothing else.
+TEST(LinkResize, RequestIsAHeaderWithTheSizeInOffset) {
+  auto msg = encode_resize(77, 3ull << 30);
+  ASSERT_EQ(msg.size(), kHeaderSize);
+  std::vector<uint8_t> want = header_bytes(25, 77, 0);
+  // offset, big-endian: 3 GiB = 0x00000000c0000000
+  want[16 + 4] = 0xc0;
+  EXPECT_EQ(msg, want);
+  auto h = decode(msg);
+  ASSERT_TRUE(h) << h.error().message;
+  EXPECT_EQ(h->type, Type::kResize);
+  auto size = decode_resize(*h);
+  ASSERT_TRUE(size) << size.error().message;
+  EXPECT_EQ(*size, 3ull << 30);
+}
+
+TEST(LinkResize, ZeroUnalignedOrAPayloadIsAProtocolError) {
+  Header h;
+  h.type = Type::kResize;
+  for (uint64_t bad : {uint64_t(0), uint64_t(4095), uint64_t(1 << 20) + 512}) {
+    h.offset = bad;
+    auto r = decode_resize(h);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, EPROTO);
+  }
+  h.offset = 1 << 20;
+  h.length = 1;
+  EXPECT_FALSE(decode_resize(h)) << "length must be 0";
+  // A payload is refused at the header already.
+  EXPECT_FALSE(decode(header_bytes(25, 1, 1)));
+  EXPECT_TRUE(decode(header_bytes(25, 1, 0)));
+}
+
+TEST(LinkResize, ReplyCarriesErrnoSizeZeroedFlagAndTheReason) {
+  ResizeReply ok{.err = 0, .size = 1ull << 30, .zeroed = true, .message = ""};
+  auto msg = encode_resize_reply(5, ok);
+  ASSERT_EQ(msg.size(), kHeaderSize);
+  EXPECT_EQ(msg[5], 35);  // type, low byte
+  EXPECT_EQ(msg[7], 1);   // flags: kResizeZeroed
+  auto h = decode(msg);
+  ASSERT_TRUE(h) << h.error().message;
+  EXPECT_EQ(h->type, Type::kResizeReply);
+  auto r = decode_resize_reply(*h, {});
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->err, 0u);
+  EXPECT_EQ(r->size, 1ull << 30);
+  EXPECT_TRUE(r->zeroed);
+
+  std::string why = "node 'beta' config says 268435456 bytes";
+  auto no = encode_resize_reply(6, {.err = EINVAL, .size = 256 << 20, .message = why});
+  auto nh = decode(no);
+  ASSERT_TRUE(nh);
+  EXPECT_EQ(nh->length, uint32_t(EINVAL));
+  EXPECT_EQ(nh->flags, 0);
+  auto nr = decode_resize_reply(*nh, std::span<const uint8_t>(no).subspan(kHeaderSize));
+  ASSERT_TRUE(nr);
+  EXPECT_EQ(nr->err, uint32_t(EINVAL));
+  EXPECT_FALSE(nr->zeroed);
+  EXPECT_EQ(nr->message, why);
+}
+
+TEST(LinkResize, ReplyWithUnknownFlagsOrALongReasonIsRefused) {
+  Header h;
+  h.type = Type::kResizeReply;
+  h.flags = 2;
+  EXPECT_FALSE(decode_resize_reply(h, {}));
+  EXPECT_TRUE(decode(header_bytes(35, 1, uint32_t(kMaxResizeMessage))));
+  EXPECT_FALSE(decode(header_bytes(35, 1, uint32_t(kMaxResizeMessage + 1))));
+  // Encoding cuts an overlong reason instead of sending what the peer refuses.
+  auto msg = encode_resize_reply(1, {.err = EIO, .message = std::string(10000, 'x')});
+  EXPECT_EQ(msg.size(), kHeaderSize + kMaxResizeMessage);
+}
+
+TEST(LinkResize, HelloAdvertisesTheFeatureBesideVerify) {
+  EXPECT_EQ(kFeatureResize, 2);
+  EXPECT_EQ(kFeatures & kFeatureVerify, kFeatureVerify);
+  EXPECT_EQ(kFeatures & kFeatureResize, kFeatureResize);
+}
+
 }  // namespace
 }  // namespace mirror::link

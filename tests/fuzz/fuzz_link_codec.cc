@@ -52,6 +52,17 @@ void payload_round_trip(const Header& hdr, std::span<const uint8_t> p) {
       if (auto d = decode_digests(p, p.size() / kDigestSize))
         check(encode_digests(*d) == std::vector<uint8_t>(p.begin(), p.end()));
       break;
+    case Type::kResize:
+      if (auto n = decode_resize(hdr)) check(*n > 0 && *n % kResizeAlign == 0);
+      break;
+    case Type::kResizeReply:
+      if (auto r = decode_resize_reply(hdr, p)) {
+        auto again = encode_resize_reply(hdr.id, *r);
+        check(std::vector<uint8_t>(again.begin() + kHeaderSize, again.end()) ==
+              std::vector<uint8_t>(p.begin(), p.end()));
+        check(again[7] == (r->zeroed ? kResizeZeroed : 0));
+      }
+      break;
     case Type::kRelay:
     case Type::kRelayReply:
       if (auto j = decode_relay(p)) {

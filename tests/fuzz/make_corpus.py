@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Writes the seed corpus for fuzz-nbd-codec (tests/fuzz/fuzz_nbd_codec.cc).
+"""Writes the seed corpus for fuzz-nbd-codec (tests/fuzz/fuzz_nbd_codec.cc),
+and the seeds of fuzz-link-codec (tests/fuzz/fuzz_link_codec.cc) built here.
 
 Each seed is one byte choosing how the fuzzer splits the input into reads
 (0 = all at once, 1 = one byte at a time, see Splitter in the target), then
@@ -7,7 +8,13 @@ the bytes an NBD client sends: client flags, options, and requests.
 The fuzz target's catalog has exports "disk" (read-write, 1 MiB, contexts
 base:allocation and x-mirror:dirty) and "golden" (read-only, 64 KiB).
 
-Usage: tests/fuzz/make_corpus.py [OUTDIR]   (default: corpus/nbd-codec beside this file)
+A link-codec seed is a stream of replication link messages
+(docs/replication-protocol.md): a 32-byte header
+(magic, type, flags, id, offset, length, payload), then the payload.
+The older link-codec seeds were written by hand; those below are generated.
+
+Usage: tests/fuzz/make_corpus.py [OUTDIR [LINK-OUTDIR]]
+       (default: corpus/nbd-codec and corpus/link-codec beside this file)
 The output is deterministic; commit the generated files with this script.
 """
 import os
@@ -128,14 +135,42 @@ def seeds():
     yield "absurd-option-length", b"\x00" + FIXED + struct.pack(">QII", IHAVEOPT, OPT_INFO, 0xFFFFFFFF)
 
 
-def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "corpus", "nbd-codec")
+LINK_MAGIC = 0x4D524C31  # "MRL1"
+LINK_RESIZE, LINK_RESIZE_REPLY = 25, 35
+LINK_RESIZE_ZEROED = 1
+
+
+def link_msg(typ, flags=0, msg_id=0, offset=0, length=0, payload=b""):
+    return struct.pack(">IHHQQII", LINK_MAGIC, typ, flags, msg_id, offset, length,
+                       len(payload)) + payload
+
+
+def link_seeds():
+    yield "resize", b"".join([
+        link_msg(LINK_RESIZE, msg_id=1 << 63 | 1, offset=512 << 20),
+        link_msg(LINK_RESIZE_REPLY, LINK_RESIZE_ZEROED, 1 << 63 | 1, 512 << 20),
+        link_msg(LINK_RESIZE, msg_id=1 << 63 | 2, offset=(1 << 30) + 512),  # unaligned
+        link_msg(LINK_RESIZE_REPLY, 0, 1 << 63 | 2, 256 << 20, 22,
+                 b"node 'beta' config says 268435456 bytes"),
+        link_msg(LINK_RESIZE_REPLY, 0x8000, 3, 0, 0),  # unknown flag
+        link_msg(LINK_RESIZE, msg_id=4, offset=0),
+    ])
+
+
+def write_seeds(outdir, items):
     os.makedirs(outdir, exist_ok=True)
-    for label, data in seeds():
+    for label, data in items:
         with open(os.path.join(outdir, label), "wb") as f:
             f.write(data)
         print(f"{len(data):7d}  {label}")
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "corpus", "nbd-codec")
+    link_outdir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "corpus", "link-codec")
+    write_seeds(outdir, seeds())
+    write_seeds(link_outdir, link_seeds())
 
 
 if __name__ == "__main__":
