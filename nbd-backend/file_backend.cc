@@ -86,6 +86,26 @@ struct FileBackend::Op final : Completion {
   void on_complete(int res, uint32_t) override { be->on_op(this, res); }
 };
 
+namespace {
+// What the backing store holds now: a regular file's length or a block
+// device's size.
+Result<uint64_t> backing_bytes(int fd, const std::string& path, bool* blk) {
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) return errno_error("stat " + path);
+  uint64_t size = 0;
+  *blk = false;
+  if (S_ISREG(st.st_mode)) {
+    size = st.st_size;
+  } else if (S_ISBLK(st.st_mode)) {
+    if (::ioctl(fd, BLKGETSIZE64, &size) < 0) return errno_error("BLKGETSIZE64 " + path);
+    *blk = true;
+  } else {
+    return Error{EINVAL, "backing store " + path + " is neither a regular file nor a block device"};
+  }
+  return size;
+}
+}  // namespace
+
 Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::string& path,
                                                        Options opts) {
   int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
@@ -94,18 +114,10 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   if (!fd.valid()) return errno_error("open backing file " + path);
   auto lock = FileLock::acquire(path, fd.get(), opts.read_only ? LOCK_SH : LOCK_EX, "backing file");
   if (!lock.ok()) return lock.error();
-  struct stat st {};
-  if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path);
-  uint64_t size = 0;
   bool blk = false;
-  if (S_ISREG(st.st_mode)) {
-    size = st.st_size;
-  } else if (S_ISBLK(st.st_mode)) {
-    if (::ioctl(fd.get(), BLKGETSIZE64, &size) < 0) return errno_error("BLKGETSIZE64 " + path);
-    blk = true;
-  } else {
-    return Error{EINVAL, "backing store " + path + " is neither a regular file nor a block device"};
-  }
+  auto bytes = backing_bytes(fd.get(), path, &blk);
+  if (!bytes) return bytes.error();
+  uint64_t size = *bytes;
   if (size == 0) return Error{EINVAL, "backing store " + path + " has size 0"};
   if (opts.size) {
     if (size < opts.size)
@@ -144,6 +156,52 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
 
 FileBackend::FileBackend(Loop& loop, UniqueFd fd, std::string path, uint64_t size, Options opts)
     : loop_(loop), fd_(std::move(fd)), path_(std::move(path)), size_(size), opts_(opts) {}
+
+Status FileBackend::check_grow(uint64_t new_size) const {
+  if (new_size <= size_)
+    return Error{EINVAL, "backing store " + path_ + ": " + std::to_string(new_size) +
+                             " bytes is not larger than the " + std::to_string(size_) +
+                             " served now"};
+  if (opts_.read_only) return Error{EROFS, "backing store " + path_ + " is open read-only"};
+  bool blk = false;
+  auto bytes = backing_bytes(fd_.get(), path_, &blk);
+  if (!bytes) return bytes.error();
+  // A file is extended by extend(); a device cannot be.
+  if (blk && *bytes < new_size)
+    return Error{EINVAL, "backing device " + path_ + " has " + std::to_string(*bytes) +
+                             " bytes, less than the new size " + std::to_string(new_size) +
+                             ": grow it first (e.g. lvextend)"};
+  return {};
+}
+
+Result<bool> FileBackend::extend(uint64_t new_size) {
+  if (auto st = check_grow(new_size); !st) return st.error();
+  bool zeroed = false;
+  if (!is_block_device_) {
+    // No data at or after the old end (a hole, or nothing: the file ends
+    // there) reads as zeros; ENXIO means no data past that offset at all.
+    off_t data = ::lseek(fd_.get(), off_t(size_), SEEK_DATA);
+    zeroed = (data < 0 && errno == ENXIO) || (data >= 0 && uint64_t(data) >= new_size);
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) < 0) return errno_error("stat " + path_);
+    if (uint64_t(st.st_size) < new_size) {
+      if (::ftruncate(fd_.get(), off_t(new_size)) < 0)
+        return errno_error("extend backing file " + path_ + " to " + std::to_string(new_size) +
+                           " bytes");
+      // fd_'s writeback errors are taken by fsync calls only (see
+      // dsync_fd_): one reported here fails every later write and flush.
+      if (::fsync(fd_.get()) < 0) {
+        Error e = errno_error("fsync backing file " + path_ + " after extending it");
+        set_sticky(e.code, "fsync after extending the file");
+        return e;
+      }
+      MLOG_INFO("%s extended from %llu to %llu bytes (sparse)", path_.c_str(),
+                static_cast<unsigned long long>(st.st_size),
+                static_cast<unsigned long long>(new_size));
+    }
+  }
+  return zeroed;
+}
 
 FileBackend::~FileBackend() {
   const FuaStats& f = fua_stats_;

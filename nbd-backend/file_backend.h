@@ -63,6 +63,21 @@ class FileBackend final : public Backend {
   void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
                     std::vector<nbd::Extent>* out, IoDone* done) override;
 
+  // Online resize, in two steps so that a caller whose own part fails
+  // (the metadata) leaves the served size as it was. check_grow changes
+  // nothing: EINVAL if new_size is not larger than size(), EROFS if
+  // read-only, EINVAL naming the device and both sizes if a block device is
+  // too small. extend makes the store hold new_size bytes: a regular file
+  // that is too short is extended (ftruncate: sparse, then fsync so the new
+  // length survives a crash); size() does not change. It says whether the
+  // new area [size(), new_size) is known to read as zeros: a regular file
+  // where SEEK_DATA finds no data there (a block device never is).
+  // set_size then serves new_size bytes (at most what extend made room for).
+  Status check_grow(uint64_t new_size) const;
+  Result<bool> extend(uint64_t new_size);
+  void set_size(uint64_t new_size) { size_ = new_size; }
+  bool is_block_device() const { return is_block_device_; }
+
   int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }
   // Outstanding operations (for a clean stop).

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -260,6 +261,64 @@ TEST_F(FileBackendFixture, ReadOnlyFileHasNoDirectPath) {
   be = std::move(r).value();
   EXPECT_FALSE(be->has_direct_path());
   EXPECT_EQ(read(0, 4096), bytes(4096, 0));
+}
+
+// Online resize (mirrorctl resize): a file served at part of its length,
+// then grown past its end.
+TEST_F(FileBackendFixture, ExtendGrowsAShortFileSparseAndKnowsItReadsAsZeros) {
+  path = make_file(disk_dir());
+  ASSERT_FALSE(path.empty());
+  auto r = FileBackend::open(*loop, path, {.size = kSize / 2});
+  ASSERT_TRUE(r) << r.error().message;
+  be = std::move(r).value();
+  ASSERT_TRUE(be->check_grow(kSize)) << "within the file: nothing to extend";
+  auto z = be->extend(2 * kSize);
+  ASSERT_TRUE(z) << z.error().message;
+  EXPECT_TRUE(*z) << "no data past the old end: a hole";
+  EXPECT_EQ(be->size(), kSize / 2) << "served as before until set_size";
+  be->set_size(2 * kSize);
+  EXPECT_EQ(be->size(), 2 * kSize);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(uint64_t(st.st_size), 2 * kSize) << "extended to the new size";
+  EXPECT_LT(uint64_t(st.st_blocks) * 512, kSize) << "sparse: nothing allocated";
+  EXPECT_EQ(read(2 * kSize - 4096, 4096), bytes(4096, 0));
+  Buffer b = filled(4096, 0x5a);
+  ASSERT_EQ(write(2 * kSize - 4096, b.data(), 4096, false), 0) << "the new area is writable";
+  EXPECT_EQ(read(2 * kSize - 4096, 4096), bytes(4096, 0x5a));
+}
+
+TEST_F(FileBackendFixture, ExtendOverOldDataIsNotKnownZero) {
+  path = make_file(disk_dir());
+  ASSERT_FALSE(path.empty());
+  int fd = ::open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "old", 3, kSize - 4096), 3);
+  ::close(fd);
+  auto r = FileBackend::open(*loop, path, {.size = kSize / 2});
+  ASSERT_TRUE(r) << r.error().message;
+  be = std::move(r).value();
+  auto z = be->extend(kSize);
+  ASSERT_TRUE(z) << z.error().message;
+  EXPECT_FALSE(*z) << "the file holds data in the new area: it must be copied";
+}
+
+TEST_F(FileBackendFixture, GrowRefusesShrinkingEqualAndReadOnly) {
+  open_in(disk_dir());
+  for (uint64_t bad : {kSize, kSize / 2}) {
+    auto st = be->check_grow(bad);
+    ASSERT_FALSE(st) << bad;
+    EXPECT_EQ(st.error().code, EINVAL);
+    EXPECT_FALSE(be->extend(bad));
+  }
+  EXPECT_EQ(be->size(), kSize) << "nothing changed";
+  be.reset();
+  auto r = FileBackend::open(*loop, path, {.read_only = true});
+  ASSERT_TRUE(r);
+  be = std::move(r).value();
+  auto st = be->check_grow(2 * kSize);
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, EROFS);
 }
 
 }  // namespace
