@@ -93,6 +93,12 @@ void NbdServer::set_read_only(std::string_view name, bool read_only) {
   }
 }
 
+void NbdServer::set_size(std::string_view name, uint64_t size) {
+  for (auto& e : exports_) {
+    if (e->info.name == name) e->info.size = size;
+  }
+}
+
 Backend* NbdServer::backend_for(const nbd::ExportInfo* info) const {
   for (const auto& e : exports_) {
     if (&e->info == info) return e->backend;

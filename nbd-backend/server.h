@@ -76,6 +76,11 @@ class NbdServer final : public nbd::ExportCatalog {
   // checked against the live mode: writes to a now read-only export get
   // NBD_EPERM.
   void set_read_only(std::string_view name, bool read_only);
+  // An export's size changed (online resize): requests are checked against
+  // the live size, and new connections are told it. Clients connected before
+  // keep the size they negotiated (NBD has no way to tell them) but may use
+  // the new area. No-op for an unknown name.
+  void set_size(std::string_view name, uint64_t size);
   Loop& loop() { return loop_; }
   const ServerLimits& limits() const { return limits_; }
   size_t connection_count() const { return connections_.size(); }
