@@ -6,8 +6,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include "log.h"
 #include "proto.h"
+#include "read_line.h"
 
 namespace mirror {
 
@@ -16,6 +19,7 @@ KernelDevice::KernelDevice(Loop& loop, NbdServer& server, Options opts)
 
 KernelDevice::~KernelDevice() {
   if (probe_.joinable()) probe_.join();
+  if (resize_thread_.joinable()) resize_thread_.join();
 }
 
 Result<std::vector<UniqueFd>> KernelDevice::make_sockets() {
@@ -123,7 +127,10 @@ Status KernelDevice::reconfigure(int index) {
   auto socks = make_sockets();
   if (!socks) return socks.error();
   knbd::NetlinkNbd nbd(*nl_);
-  if (auto st = nbd.reconfigure(index, raw(*socks), opts_.backend_id, opts_.cfg.dead_conn_timeout_s);
+  // A device left attached by a mirrord that crashed around an online
+  // resize gets the size served now.
+  if (auto st = nbd.reconfigure(index, raw(*socks), opts_.backend_id,
+                                opts_.cfg.dead_conn_timeout_s, size_to_set(index));
       !st)
     return st;
   // The kernel keeps the sockets it took; the ones it did not take (it only
@@ -243,6 +250,69 @@ void KernelDevice::on_probed(int res, uint32_t) {
     detach();
   }
   done();
+}
+
+uint64_t KernelDevice::size_to_set(int index) const {
+  uint64_t size = server_.find(opts_.export_name)->size;
+  std::string sectors =
+      read_line(opts_.sysfs_block + "/nbd" + std::to_string(index) + "/size");  // 512-byte units
+  if (!sectors.empty() && std::strtoull(sectors.c_str(), nullptr, 10) * 512 == size) return 0;
+  MLOG_INFO("kernel nbd: /dev/nbd%d has %s sectors; setting it to %llu bytes", index,
+            sectors.empty() ? "?" : sectors.c_str(), static_cast<unsigned long long>(size));
+  return size;
+}
+
+void KernelDevice::resize(uint64_t size, std::function<void(Status)> done) {
+  if (!attached_) {
+    loop_.defer([done = std::move(done)] { done({}); });
+    return;
+  }
+  if (resize_done_) {
+    loop_.defer([done = std::move(done)] { done(Error{EBUSY, "a resize is running"}); });
+    return;
+  }
+  if (resize_thread_.joinable()) resize_thread_.join();
+  resize_wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+  if (!resize_wake_.valid()) {
+    Error e = errno_error("eventfd");
+    loop_.defer([done = std::move(done), e] { done(e); });
+    return;
+  }
+  resize_done_ = std::move(done);
+  io_uring_prep_read(loop_.sqe(&resize_completion_), resize_wake_.get(), &resize_value_,
+                     sizeof resize_value_, 0);
+  std::string dev = "/dev/nbd" + std::to_string(index_);
+  knbd::IoctlNbd* ioctl = ioctl_.get();
+  resize_thread_ = std::thread([this, size, dev, ioctl, index = index_,
+                                id = opts_.backend_id, wake = resize_wake_.get()] {
+    Status st;
+    if (ioctl) {
+      st = ioctl->resize(size);
+    } else {
+      // A socket of its own: the loop's stays the loop's.
+      auto t = knbd::NetlinkTransport::open();
+      if (!t) {
+        st = t.error();
+      } else {
+        knbd::NetlinkNbd nbd(**t);
+        st = nbd.reconfigure(index, {}, id, 0, size);
+      }
+    }
+    resize_result_ = st ? st : Status(Error{st.error().code, dev + ": resize: " + st.error().message});
+    uint64_t one = 1;
+    (void)!::write(wake, &one, sizeof one);
+  });
+}
+
+void KernelDevice::on_resized(int res, uint32_t) {
+  if (resize_thread_.joinable()) resize_thread_.join();
+  resize_wake_.reset();
+  auto done = std::move(resize_done_);
+  resize_done_ = nullptr;
+  Status st = resize_result_;
+  if (res != sizeof resize_value_) st = Error{res < 0 ? -res : EIO, "waiting for the resize thread"};
+  if (st) MLOG_INFO("kernel nbd: /dev/nbd%d has the new size", index_);
+  done(st);
 }
 
 DeviceStatus KernelDevice::status() const {

@@ -62,6 +62,14 @@ class KernelDevice final : public Completion {
   // loop keeps serving the device: closing it may write back dirty pages
   // through us. `done` runs on the loop once decided.
   void stop(std::function<void()> done);
+  // Online resize: the attached device takes the export's new size
+  // (netlink RECONFIGURE with NBD_ATTR_SIZE_BYTES, or NBD_SET_SIZE), and
+  // the kernel announces it (a resize2fs can follow). The call runs on a
+  // thread of its own while the loop keeps serving the device: the kernel
+  // may wait for the requests in flight (a queue freeze), which need this
+  // loop. `done` runs on the loop (at once when not attached); one resize
+  // at a time.
+  void resize(uint64_t size, std::function<void(Status)> done);
   DeviceStatus status() const;
 
   // The LINK_DEAD listener's poll.
@@ -75,6 +83,10 @@ class KernelDevice final : public Completion {
   void arm_poll();
   void stop_listening();
   void on_probed(int res, uint32_t flags);
+  void on_resized(int res, uint32_t flags);
+  // What the re-attach RECONFIGURE sets: the export's size if the device
+  // has another one, else 0 (nothing to change, nothing to wait for).
+  uint64_t size_to_set(int index) const;
 
   Loop& loop_;
   NbdServer& server_;
@@ -98,6 +110,13 @@ class KernelDevice final : public Completion {
   UniqueFd probe_wake_;
   uint64_t probe_value_ = 0;
   MemberCompletion<KernelDevice, &KernelDevice::on_probed> probe_done_{this};
+  // resize()'s thread, like the probe's: its result, then a wake.
+  std::thread resize_thread_;
+  Status resize_result_;
+  UniqueFd resize_wake_;
+  uint64_t resize_value_ = 0;
+  std::function<void(Status)> resize_done_;
+  MemberCompletion<KernelDevice, &KernelDevice::on_resized> resize_completion_{this};
   std::function<void()> stop_done_;
 };
 

@@ -137,14 +137,15 @@ std::vector<uint8_t> build_connect(int family, const AttachParams& p) {
 
 std::vector<uint8_t> build_reconfigure(int family, int index, const std::vector<int>& fds,
                                        const std::string& backend_id,
-                                       uint64_t dead_conn_timeout_s) {
+                                       uint64_t dead_conn_timeout_s, uint64_t size_bytes) {
   MsgPtr m = start(family, Cmd::kReconfigure);
   nla_put_u32(m.get(), NBD_ATTR_INDEX, uint32_t(index));
   // The kernel refuses a RECONFIGURE without the identifier the device was
   // connected with: it is what proves we are the same backend.
   if (!backend_id.empty()) nla_put_string(m.get(), NBD_ATTR_BACKEND_IDENTIFIER, backend_id.c_str());
   if (dead_conn_timeout_s) nla_put_u64(m.get(), NBD_ATTR_DEAD_CONN_TIMEOUT, dead_conn_timeout_s);
-  put_sockets(m.get(), fds);
+  if (size_bytes) nla_put_u64(m.get(), NBD_ATTR_SIZE_BYTES, size_bytes);
+  if (!fds.empty()) put_sockets(m.get(), fds);
   return bytes_of(m.get());
 }
 
@@ -220,10 +221,12 @@ Result<int> NetlinkNbd::connect(const AttachParams& p) {
 }
 
 Status NetlinkNbd::reconfigure(int index, const std::vector<int>& fds,
-                               const std::string& backend_id, uint64_t dead_conn_timeout_s) {
+                               const std::string& backend_id, uint64_t dead_conn_timeout_s,
+                               uint64_t size_bytes) {
   auto fam = family();
   if (!fam) return fam.error();
-  auto replies = t_.transact(build_reconfigure(*fam, index, fds, backend_id, dead_conn_timeout_s));
+  auto replies = t_.transact(
+      build_reconfigure(*fam, index, fds, backend_id, dead_conn_timeout_s, size_bytes));
   if (!replies) return Error{replies.error().code, "nbd RECONFIGURE: " + replies.error().message};
   return {};
 }
@@ -433,6 +436,13 @@ Result<int> IoctlNbd::connect(const AttachParams& p) {
   });
   dev_ = std::move(dev);
   return index;
+}
+
+Status IoctlNbd::resize(uint64_t size_bytes) {
+  if (!attached()) return Error{ENOTCONN, "nbd ioctl: not attached"};
+  if (::ioctl(dev_.get(), NBD_SET_SIZE, static_cast<unsigned long>(size_bytes)) < 0)
+    return errno_error("NBD_SET_SIZE " + std::to_string(size_bytes));
+  return {};
 }
 
 Status IoctlNbd::disconnect() {

@@ -82,9 +82,11 @@ class NetlinkTransport final : public GenlTransport {
 // checked against nbd-netlink.h. `cmd` is an NBD_CMD_*.
 enum class Cmd : uint8_t { kConnect = 1, kDisconnect = 2, kReconfigure = 3, kStatus = 5 };
 std::vector<uint8_t> build_connect(int family, const AttachParams& p);
+// size_bytes: the device's new size (NBD_ATTR_SIZE_BYTES); 0 leaves it.
+// No fds: only the size (or the timeout) changes.
 std::vector<uint8_t> build_reconfigure(int family, int index, const std::vector<int>& fds,
                                        const std::string& backend_id,
-                                       uint64_t dead_conn_timeout_s);
+                                       uint64_t dead_conn_timeout_s, uint64_t size_bytes = 0);
 std::vector<uint8_t> build_disconnect(int family, int index);
 std::vector<uint8_t> build_status(int family, int index);
 
@@ -104,8 +106,11 @@ class NetlinkNbd {
   // Hands the kernel fresh sockets for a device whose connections died (the
   // kernel replaces dead ones only; spare fds are not taken). The backend
   // identifier must match the one given at connect.
+  // size_bytes != 0 also sets the device's size (the kernel's
+  // RECONFIGURE applies NBD_ATTR_SIZE_BYTES since Linux 5.3): an online
+  // resize passes no fds.
   Status reconfigure(int index, const std::vector<int>& fds, const std::string& backend_id,
-                     uint64_t dead_conn_timeout_s);
+                     uint64_t dead_conn_timeout_s, uint64_t size_bytes = 0);
   Status disconnect(int index);
   // Every device (index -1) or one.
   Result<std::vector<DeviceState>> status(int index = -1);
@@ -157,6 +162,8 @@ class IoctlNbd {
   ~IoctlNbd();
   Result<int> connect(const AttachParams& p);
   Status disconnect();
+  // NBD_SET_SIZE on the attached device (online resize).
+  Status resize(uint64_t size_bytes);
   bool attached() const { return dev_.valid() && !disconnect_sent_; }
 
  private:

@@ -132,6 +132,24 @@ TEST(KernelNbdMessages, ReconfigureCarriesIndexIdentifierAndSockets) {
   EXPECT_EQ(a.count(2), 0u) << "the size is not touched";
 }
 
+TEST(KernelNbdMessages, ReconfigureWithASizeAndNoSocketsIsAResize) {
+  auto b = build_reconfigure(kFamily, 3, {}, "mirrord:v:n", 0, 512ull << 20);
+  EXPECT_EQ(b[16], 3) << "NBD_CMD_RECONFIGURE";
+  auto a = walk(b, kHdr, b.size());
+  EXPECT_EQ(u32_at(b, a.find(1)->second.at), 3u);
+  ASSERT_EQ(a.count(2), 1u) << "NBD_ATTR_SIZE_BYTES";
+  EXPECT_EQ(u64_at(b, a.find(2)->second.at), 512ull << 20);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(&b[a.find(10)->second.at])), "mirrord:v:n")
+      << "the kernel checks the identifier on every RECONFIGURE";
+  EXPECT_EQ(a.count(7), 0u) << "no sockets: the connections stay";
+  EXPECT_EQ(a.count(8), 0u) << "no timeout given: none sent";
+  // A re-attach after a restart: fresh sockets and the size served now.
+  auto r = build_reconfigure(kFamily, 3, {4}, "mirrord:v:n", 60, 1ull << 30);
+  auto ra = walk(r, kHdr, r.size());
+  EXPECT_EQ(u64_at(r, ra.find(2)->second.at), 1ull << 30);
+  EXPECT_EQ(ra.count(7), 1u);
+}
+
 TEST(KernelNbdMessages, DisconnectAndStatus) {
   auto d = build_disconnect(kFamily, 5);
   EXPECT_EQ(d[16], 2);
