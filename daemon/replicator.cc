@@ -196,8 +196,10 @@ void Replicator::dispatch(Op* op) {
   if (plan_holds_ > 0 && op->modifies()) {
     // Started before the plan was decided, its activity-log commit finished
     // after: issued now, it would be marked dirty under a plan that may say
-    // "in sync" and never be copied. It waits for attach like new writes.
-    MLOG_DEBUG("a write at %llu+%u waits for the handshake's plan to be attached",
+    // "in sync" and never be copied. It waits for attach like new writes
+    // (or, paused for a resize, until both copies grew).
+    // (The log line's words are what tests/mirror/plan-race.sh looks for.)
+    MLOG_DEBUG("a write at %llu+%u waits for the handshake's plan to be attached (or a resize)",
                static_cast<unsigned long long>(op->off), op->len);
     held_.push_back(op);
     return;
@@ -428,6 +430,7 @@ void Replicator::finish(Op* op, int err) {
   if (upper) upper->io_done(err);
   unblock();
   check_freeze();
+  check_drained();
 }
 
 // --------------------------------------------------------- activity log --

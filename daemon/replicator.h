@@ -114,6 +114,17 @@ class Replicator final : public Backend {
   // handshake fails.
   void begin_plan_hold() { ++plan_holds_; }
   void end_plan_hold();
+  // Online resize (volume_resize.cc): new writes wait as during a plan hold
+  // (queued, never failed; reads go on), and `drained()` runs once no write
+  // is running any more: every write acknowledged before is on both copies
+  // or marked dirty, none after has started. Ended by resume_writes(). Not
+  // called inline.
+  void pause_writes(std::function<void()> drained);
+  void resume_writes() { end_plan_hold(); }
+  // The volume is new_size bytes from now on (the bitmap grew already). With
+  // new_area_dirty (the bitmap marked the new area dirty) the peer lacks
+  // it: the generation moves on and, while synchronized, a resync copies it.
+  void grow(uint64_t new_size, bool new_area_dirty);
 
   // Online verify (replicator_verify.cc): compares each region of
   // [offset, offset+length) with the peer's copy (VERIFY), chunk by chunk
@@ -195,6 +206,7 @@ class Replicator final : public Backend {
   void peer_failed(const std::string& why);
   void diverge();
   void check_freeze();
+  void check_drained();
   void release_held();
   // The resync engine (replicator_resync.cc). resync_local_done and
   // resync_reply take a resync copy's local step and the peer's answer to a
@@ -268,6 +280,8 @@ class Replicator final : public Backend {
   // Freeze (split) waiting for mirrored writes to drain.
   std::vector<std::function<void(int)>> freeze_waiters_;
   bool freeze_flushing_ = false;
+  // pause_writes() waiting for the writes already running.
+  std::vector<std::function<void()>> drain_waiters_;
 
   // Resync.
   bool resync_active_ = false;

@@ -60,6 +60,31 @@ void Replicator::end_plan_hold() {
   release_held();
 }
 
+void Replicator::pause_writes(std::function<void()> drained) {
+  ++plan_holds_;
+  drain_waiters_.push_back(std::move(drained));
+  ++deferred_;
+  loop_.defer([this] {
+    --deferred_;
+    check_drained();
+  });
+}
+
+void Replicator::check_drained() {
+  // Every write still in the interlock is one that waits (held_): none is
+  // issued, none will be until resume_writes().
+  if (drain_waiters_.empty() || running_.size() != held_.size()) return;
+  for (auto& w : std::exchange(drain_waiters_, {})) w();
+}
+
+void Replicator::grow(uint64_t new_size, bool new_area_dirty) {
+  size_ = new_size;
+  if (!new_area_dirty) return;
+  if (state_ == LinkState::kSynced && link_) return resync_again();
+  move_generation();  // a no-op if it moved since the copies last agreed
+  bitmap_.commit(nullptr);
+}
+
 void Replicator::release_held() {
   if (holding_ || plan_holds_ > 0) return;
   if (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected) return;
