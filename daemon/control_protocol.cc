@@ -36,6 +36,14 @@ const std::vector<CommandSpec>& commands() {
         {"offset", T::kInt, "Start here (bytes; rounded down to a region)", false, false},
         {"length", T::kInt, "Verify this many bytes (default: to the end)", false, false},
         {"cancel", T::kBool, "Stop the verify that is running", false, false}}},
+      {"resize",
+       "Grow the volume online to the size its volume file now says (edit `size` in both "
+       "nodes' files first; like drbdadm resize). Runs on the primary and grows both nodes; "
+       "with the peer down, grows this node alone",
+       true,
+       {{"assume-clean", T::kBool,
+         "Do not copy the new area to the peer (both new areas are known identical)", false,
+         false}}},
       {"hold", "Hold new writes (consistency groups; released after timeout_ms)", true,
        {{"timeout_ms", T::kInt, "Release automatically after this long", true, false}}},
       {"release", "Release writes held by hold", true, {}},
@@ -159,6 +167,9 @@ json error_reply(int code, std::string_view message) {
     case ESTALE: name = "ESTALE"; break;
     case EOPNOTSUPP: name = "EOPNOTSUPP"; break;
     case ECONNRESET: name = "ECONNRESET"; break;
+    case EAGAIN: name = "EAGAIN"; break;
+    case EPROTO: name = "EPROTO"; break;
+    case EROFS: name = "EROFS"; break;
     default: break;
   }
   return json{{"ok", false}, {"code", name}, {"error", std::string(message)}};

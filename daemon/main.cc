@@ -463,6 +463,20 @@ int run(int argc, char** argv) {
     }
     if (volume_control) volume_control->set_device(device.get());
   }
+  if (volume) {
+    // After an online resize: new NBD requests are checked against the new
+    // size, new clients are told it, and the kernel device takes it.
+    volume->on_resized = [&server, &device, name = cfg.name](
+                             uint64_t size, std::function<void(const std::string&)> done) {
+      server.set_size(name, size);
+      if (!device) return done("");
+      device->resize(size, [done](Status st) {
+        if (st) return done("");
+        MLOG_ERROR("%s", st.error().to_string().c_str());
+        done("the kernel device kept its old size: " + st.error().to_string());
+      });
+    };
+  }
   if (!ready_file.empty()) {
     if (auto st = write_ready_file(ready_file, ready_lines); !st) {
       MLOG_ERROR("%s", st.error().to_string().c_str());

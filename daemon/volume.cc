@@ -46,7 +46,7 @@ struct Volume::Dialer final : Completion {
   void on_complete(int res, uint32_t) override { v->on_dial(res); }
 };
 
-Volume::Volume(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self,
+Volume::Volume(Loop& loop, VolumeConfig& cfg, const NodeConfig& self,
                const NodeConfig& peer, Options opts)
     : loop_(loop), cfg_(cfg), self_(self), peer_(peer), opts_(opts), gate_(loop),
       tick_timer_(loop, [this] { tick(); }), dial_timer_(loop, [this] {
@@ -56,7 +56,7 @@ Volume::Volume(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self,
 
 Volume::~Volume() = default;
 
-Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, const VolumeConfig& cfg,
+Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, VolumeConfig& cfg,
                                              const NodeConfig& self, Options opts) {
   const NodeConfig* peer = cfg.peer_of(self.name);
   if (!peer) return Error{EINVAL, cfg.file + ": node '" + self.name + "' has no peer"};
@@ -330,10 +330,12 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
     }
     if (h.type == link::Type::kReply) return replicator_->on_reply(h);
     if (h.type == link::Type::kVerifyReply) return replicator_->on_verify_reply(h, payload);
+    if (h.type == link::Type::kResizeReply) return on_resize_reply(h, payload);
     return c->close("unexpected message from the secondary");
   }
   // Two secondaries (standby): nothing is mirrored.
   if (peer_state_.role != link::State::kPrimary) return;
+  if (h.type == link::Type::kResize) return on_resize_request(c, h);
   applier_->on_message(h, payload);
 }
 
@@ -360,10 +362,16 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
       if (hello->volume != cfg_.name)
         return session_error(s, "the peer serves volume '" + hello->volume + "', not '" +
                                     cfg_.name + "'");
-      if (hello->size != cfg_.size)
+      if (hello->size != cfg_.size) {
+        // After a resize with the link down, or one whose answer was lost:
+        // the smaller node has yet to grow.
+        const std::string& smaller = hello->size < cfg_.size ? peer_.name : self_.name;
         return session_error(s, "volume size differs: the peer has " +
                                     std::to_string(hello->size) + " bytes, this node " +
-                                    std::to_string(cfg_.size));
+                                    std::to_string(cfg_.size) + "; set the same size in both "
+                                    "volume files and run `mirrorctl resize` on the smaller "
+                                    "node ('" + smaller + "'), or restart it");
+      }
       if (hello->node != peer_.name)
         return session_error(s, "the peer calls itself '" + hello->node + "', expected '" +
                                     peer_.name + "'");
@@ -438,6 +446,7 @@ void Volume::on_link_closed(LinkConn* c, const std::string& why) {
     for (auto& [id, d] : std::exchange(control_waiters_, {})) d(ECONNRESET, "the link was lost");
     for (auto& [id, w] : std::exchange(relay_waiters_, {}))
       w.done(ECONNRESET, "the link to '" + peer_.name + "' was lost before it answered");
+    resize_link_lost(why);
   } else if (why.find("TLS") != std::string::npos) {
     // A refused or failed TLS handshake: who, and why (never key material).
     MLOG_WARN("replication with %s: %s", c->peer().c_str(), why.c_str());
@@ -546,6 +555,7 @@ void Volume::tick() {
   if (demote_) demote_poll();
   if (discard_) discard_poll();
   if (!relay_waiters_.empty()) expire_relays();
+  if (resize_) resize_tick();
   if (!retired_replicators_.empty() || !retired_appliers_.empty()) release_retired();
   if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
     // Whoever held the writes is gone or stuck: never block the application.

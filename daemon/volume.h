@@ -89,7 +89,8 @@ class Volume final : public LinkConn::Handler {
     const FaultSpec* faults = nullptr;
     PowerLoss* power_loss = nullptr;
   };
-  static Result<std::unique_ptr<Volume>> open(Loop& loop, const VolumeConfig& cfg,
+  // `cfg` outlives the Volume, which updates cfg.size after an online resize.
+  static Result<std::unique_ptr<Volume>> open(Loop& loop, VolumeConfig& cfg,
                                               const NodeConfig& self, Options opts);
   ~Volume();
 
@@ -182,6 +183,20 @@ class Volume final : public LinkConn::Handler {
   // checks. Runs on the secondary: sent to the primary's daemon, the
   // command is relayed to it (VolumeControl, RELAY).
   void backup_mark(uint64_t point, uint64_t expect, Done done);
+  // Online resize (volume_resize.cc, DRBD's `drbdadm resize`): grows the
+  // volume to the size its volume file (re-read) now says. On a primary
+  // whose peer is connected and synchronized, both nodes grow at one point
+  // in the write stream (RESIZE); the new area is resynced unless both
+  // nodes know it reads as zeros or `assume_clean`. With the link down this
+  // node grows alone and its new area is marked out of sync. Shrinking is
+  // refused; the same size is a no-op.
+  void resize(bool assume_clean, Done done);
+  // The size changed (after both the store and the metadata grew): the
+  // export follows at once, the kernel device (if any) when `done` runs,
+  // with a warning for the operator or "" (main.cc sets it). Called with
+  // writes flowing: the kernel may wait for those in flight.
+  std::function<void(uint64_t size, std::function<void(const std::string& warning)> done)>
+      on_resized;
 
   // LinkConn::Handler.
   void on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) override;
@@ -190,7 +205,7 @@ class Volume final : public LinkConn::Handler {
  private:
   struct Session;
   struct Dialer;
-  Volume(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self, const NodeConfig& peer,
+  Volume(Loop& loop, VolumeConfig& cfg, const NodeConfig& self, const NodeConfig& peer,
          Options opts);
   Status prepare_metadata(const BitmapOpenReport& report);
   void on_accept(UniqueFd fd);
@@ -231,7 +246,7 @@ class Volume final : public LinkConn::Handler {
   Result<std::shared_ptr<TlsContext>> load_tls(std::string* warning) const;
 
   Loop& loop_;
-  const VolumeConfig& cfg_;
+  VolumeConfig& cfg_;  // only size changes (resize)
   const NodeConfig& self_;
   const NodeConfig& peer_;
   Options opts_;
@@ -289,6 +304,29 @@ class Volume final : public LinkConn::Handler {
   };
   std::unordered_map<uint64_t, RelayWaiter> relay_waiters_;  // RELAY_REPLY, by id
   void expire_relays();
+  // Online resize (volume_resize.cc).
+  struct Resize;
+  std::unique_ptr<Resize> resize_;
+  Result<uint64_t> resize_target() const;
+  void resize_drained();
+  void resize_grow_here(bool peer_zeroed);
+  void resize_finish(int err, const std::string& message);
+  void resize_link_lost(const std::string& why);
+  void resize_tick();
+  void on_resize_reply(const link::Header& h, Buffer& payload);
+  void on_resize_request(LinkConn* c, const link::Header& h);
+  // Grows the store, the metadata (changes_ first: if bitmap_ then fails,
+  // only the next backup copies more) and every size held but the export's
+  // (on_resized), in an order where a failure leaves the served size as it
+  // was. `dirty(zeroed)` says whether to mark the new area dirty, given
+  // whether it reads as zeros here.
+  struct Grown {
+    bool zeroed = false, dirty = false;
+  };
+  Result<Grown> grow_here(uint64_t to, const std::function<bool(bool zeroed)>& dirty);
+  // fn() once neither metadata file has a commit running (Bitmap::grow
+  // refuses to run beside one).
+  void when_metadata_idle(std::function<void()> fn);
   void on_relay_message(LinkConn* c, const link::Header& h, Buffer& payload);
   uint64_t hold_deadline_ms_ = 0;  // 0: not holding
   std::string last_error_;

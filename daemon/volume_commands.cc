@@ -25,6 +25,7 @@ void Volume::split(Done done) {
   if (role_ != Role::kPrimary)
     return done(EINVAL, "split runs on the primary ('" + peer_.name + "')");
   if (split_brain_) return done(EBUSY, kSplitBrainHelp);
+  if (resize_) return done(EBUSY, "a resize is running: split after it");
   switch (replicator_->state()) {
     case Replicator::LinkState::kSplit:
       return done(EALREADY, "already split");
@@ -96,6 +97,7 @@ void Volume::verify(uint64_t offset, uint64_t length, bool cancel, Done done) {
     return done(0, "verify cancelled");
   }
   if (split_brain_) return done(EBUSY, kSplitBrainHelp);
+  if (resize_) return done(EBUSY, "a resize is running: verify after it");
   switch (replicator_->state()) {
     case Replicator::LinkState::kSplit:
       return done(EBUSY, "the mirror is split: the copies differ on purpose; rejoin, then verify");
@@ -207,6 +209,7 @@ void Volume::discard_my_data(Done done) {
                         "nothing (to recopy a healthy pair, restart the primary with "
                         "--force-full-sync)");
   if (discard_) return done(EBUSY, "discard-my-data is already running");
+  if (resize_) return done(EBUSY, "a resize is running");
   if (demote_) return done(EBUSY, "a demote is running");
   discard_ = std::make_unique<Discard>();
   discard_->done = std::move(done);

@@ -40,7 +40,8 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
   if (!from_peer) {
     // Commands that run on the primary work from either host: the
     // secondary's daemon relays them over the replication link.
-    bool needs_primary = cmd == "split" || cmd == "rejoin" || cmd == "hold" || cmd == "release";
+    bool needs_primary = cmd == "split" || cmd == "rejoin" || cmd == "hold" ||
+                         cmd == "release" || cmd == "resize";
     if (needs_primary && volume_.role() == Role::kSecondary && volume_.peer_is_primary())
       return relay_to_peer(req, std::move(respond));
     if (cmd == "status" && req.args.value("peer", false))
@@ -67,6 +68,7 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
     return volume_.demote(uint32_t(s * 1000), reply);
   }
   if (cmd == "open-rw") return volume_.open_rw(reply);
+  if (cmd == "resize") return volume_.resize(req.args.value("assume-clean", false), reply);
   if (cmd == "reload-tls") return volume_.reload_tls(reply);
   if (cmd == "discard-my-data") return volume_.discard_my_data(reply);
   if (cmd == "backup-mark") {
@@ -175,6 +177,16 @@ void VolumeControl::poll() {
     ev["event"] = "change";
     server_.broadcast(ev);
   }
+  // An online resize, here or driven by the peer.
+  uint64_t size = s["size"];
+  if (last_size_ != 0 && size != last_size_) {
+    json ev = s;
+    ev["event"] = "resized";
+    ev["from"] = last_size_;
+    ev["to"] = size;
+    server_.broadcast(ev);
+  }
+  last_size_ = size;
   timer_.arm(200);
 }
 

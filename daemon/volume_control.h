@@ -35,6 +35,7 @@ class VolumeControl final : public ControlServer::Handler {
   const KernelDevice* device_ = nullptr;
   Timer timer_;
   nlohmann::json last_;  // what the last event reported
+  uint64_t last_size_ = 0;  // the volume's size at the last poll
   std::vector<ControlServer::Respond> rejoin_waiters_;  // rejoin --wait
   struct VerifyWaiter {
     uint64_t run;

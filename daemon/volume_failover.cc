@@ -10,6 +10,7 @@ namespace mirror {
 void Volume::demote(uint32_t timeout_ms, Done done) {
   if (role_ != Role::kPrimary) return done(EALREADY, "already secondary");
   if (demote_) return done(EBUSY, "a demote is already running");
+  if (resize_) return done(EBUSY, "a resize is running");
   if (split_brain_)
     return done(EBUSY, "the pair is in split brain: choose the survivor first "
                        "(docs/control-protocol.md, \"Split brain\")");

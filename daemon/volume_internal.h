@@ -51,4 +51,16 @@ struct Volume::Session {
   bool gone = false;  // closed: pending callbacks must not touch it
 };
 
+// An online resize running (volume_resize.cc): the command on this node,
+// or, on a secondary, the RESIZE it is answering.
+struct Volume::Resize {
+  Done done;                 // the command (none on a secondary answering RESIZE)
+  uint64_t from = 0, to = 0;
+  bool assume_clean = false;
+  bool alone = false;        // the link is down: this node grows alone
+  bool paused = false;       // the replicator's writes wait (resume_writes)
+  uint64_t id = 0;           // the RESIZE sent, until its reply (0: none)
+  uint64_t deadline_ms = 0;  // of that reply
+};
+
 }  // namespace mirror
