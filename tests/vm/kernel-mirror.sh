@@ -2,8 +2,8 @@
 # kernel-mirror.sh CASE - a mirrored pair under the real Linux kernel NBD client.
 #
 # CASE: ext4 | split-freeze | kill-secondary  (runs tests/vm/guest/mirror-CASE.sh)
-#       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl
-#       (tests/vm/guest/CASE.sh: mirrord attaches /dev/nbdX itself, no nbd-client)
+#       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl |
+#       attach-resize[-stale] (tests/vm/guest/CASE.sh: mirrord attaches /dev/nbdX itself, no nbd-client)
 #       sync-error (tests/vm/guest/sync-error.sh: ONE unmirrored mirrord over a device-mapper
 #       disk that fails writes, driven by qemu-io; the host kernel has no device-mapper)
 #
@@ -37,13 +37,16 @@ EXTRA_BINS="debugfs $HERE/guest/mirror-lib.sh"
 case "$CASE" in
   ext4|split-freeze|kill-secondary) SCRIPT=$HERE/guest/mirror-$CASE.sh ;;
   attach-ext4|attach-restart|attach-term|attach-ioctl) SCRIPT=$HERE/guest/$CASE.sh ;;
+  attach-resize|attach-resize-stale)
+    SCRIPT=$HERE/guest/attach-resize.sh; EXTRA_BINS="$EXTRA_BINS resize2fs"
+    [ "$CASE" = attach-resize ] || MIRROR_GUEST_ENV="STALE=1 ${MIRROR_GUEST_ENV:-}" ;;
   # 2 CPUs: the kernel queues per connection only up to the CPU count, and with one queue it
   # would send everything down the first connection
   attach-multi-ro) SCRIPT=$HERE/guest/$CASE.sh; export SMP=${SMP:-2} ;;
   sync-error) SCRIPT=$HERE/guest/$CASE.sh
               EXTRA_BINS="$EXTRA_BINS qemu-io dmsetup losetup filefrag mkfs.xfs"
               export EXTRA_MODULES="loop dm_mod dm_thin_pool xfs" ;;
-  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|sync-error" >&2
+  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|sync-error" >&2
      exit 2 ;;
 esac
 
