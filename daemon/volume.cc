@@ -696,6 +696,14 @@ bool Volume::peer_is_primary() const {
   return active_ && peer_known_ && peer_state_.role == link::State::kPrimary;
 }
 
+std::string Volume::not_primary(const std::string& command) const {
+  std::string m = command + " runs on the primary";
+  if (peer_is_primary()) return m + " ('" + peer_.name + "')";
+  m += "; this node ('" + self_.name + "') is secondary and '" + peer_.name + "' ";
+  return m + (active_ ? "is not primary either (standby: promote one node first)"
+                      : "is not connected");
+}
+
 void Volume::relay(const std::string& request, RelayDone done) {
   if (!active_) return done(ENOTCONN, "the peer '" + peer_.name + "' is not connected");
   uint64_t id = next_control_id_++;

@@ -159,6 +159,9 @@ class Volume final : public LinkConn::Handler {
   // The peer is connected and primary (a command needing the primary can
   // be relayed to it).
   bool peer_is_primary() const;
+  // The refusal of a command that runs on the primary, on a node that is
+  // not: names the primary when there is one, else says why there is none.
+  std::string not_primary(const std::string& command) const;
   // The ack timeout (a split relayed to the primary may wait that long for
   // its mirrored writes to drain) plus 10 s for the round trip.
   uint64_t relay_timeout_ms() const { return uint64_t(cfg_.ack_timeout_ms) + 10000; }

@@ -23,7 +23,7 @@ constexpr uint64_t kDiscardDrainMs = 30000;
 
 void Volume::split(Done done) {
   if (role_ != Role::kPrimary)
-    return done(EINVAL, "split runs on the primary ('" + peer_.name + "')");
+    return done(EINVAL, not_primary("split"));
   if (split_brain_) return done(EBUSY, kSplitBrainHelp);
   if (resize_) return done(EBUSY, "a resize is running: split after it");
   switch (replicator_->state()) {
@@ -73,7 +73,7 @@ void Volume::rejoin(Done done) {
   if (split_brain_)
     return done(EBUSY, std::string(kSplitBrainHelp));
   if (role_ != Role::kPrimary)
-    return done(EINVAL, "rejoin runs on the primary ('" + peer_.name + "')");
+    return done(EINVAL, not_primary("rejoin"));
   if (!(bitmap_->flags() & kFlagSplit)) return done(EALREADY, "not split");
   bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
   bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
@@ -90,7 +90,7 @@ void Volume::rejoin(Done done) {
 
 void Volume::verify(uint64_t offset, uint64_t length, bool cancel, Done done) {
   if (role_ != Role::kPrimary)
-    return done(EINVAL, "verify runs on the primary ('" + peer_.name + "')");
+    return done(EINVAL, not_primary("verify"));
   if (cancel) {
     if (!replicator_->verify_progress().running) return done(EALREADY, "no verify is running");
     replicator_->verify_stop("cancelled");
@@ -118,14 +118,14 @@ void Volume::verify(uint64_t offset, uint64_t length, bool cancel, Done done) {
 }
 
 void Volume::hold(uint32_t timeout_ms, Done done) {
-  if (role_ != Role::kPrimary) return done(EINVAL, "hold runs on the primary");
+  if (role_ != Role::kPrimary) return done(EINVAL, not_primary("hold"));
   replicator_->hold();
   hold_deadline_ms_ = mono_ms() + timeout_ms;
   done(0, "holding new writes");
 }
 
 void Volume::release(Done done) {
-  if (role_ != Role::kPrimary) return done(EINVAL, "release runs on the primary");
+  if (role_ != Role::kPrimary) return done(EINVAL, not_primary("release"));
   hold_deadline_ms_ = 0;
   replicator_->release();
   done(0, "released");

@@ -79,10 +79,7 @@ void Volume::resize(bool assume_clean, Done done) {
     }
   } else {
     // VolumeControl relays the command to a connected primary.
-    if (active_)
-      return done(EINVAL, peer_is_primary()
-                              ? "resize runs on the primary ('" + peer_.name + "')"
-                              : "standby: neither node is primary; resize on the primary");
+    if (active_) return done(EINVAL, not_primary("resize"));
     alone = true;
   }
   if (alone && !sessions_.empty())

@@ -71,6 +71,9 @@ check "alpha's export is read-only now and refuses writes" \
 wait_state alpha standby 20 >/dev/null && pass "alpha: both secondary, connected (standby)" \
     || fail "alpha did not reach standby"
 check_eq "beta sees alpha as secondary" secondary "$(status_get beta .peer_role)"
+# In standby no node is primary: a command for the primary says so, not "runs on 'alpha'".
+refused_ctl "split in standby" beta "not primary either \\(standby" split
+refused_ctl "verify in standby" alpha "not primary either \\(standby" verify
 
 out=$(ctl beta promote) && pass "promote beta: $out" || fail "promote beta: $out"
 wait_state beta synchronized 30 >/dev/null || fail "beta (primary) not synchronized"
