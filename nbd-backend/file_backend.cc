@@ -120,9 +120,15 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   uint64_t size = *bytes;
   if (size == 0) return Error{EINVAL, "backing store " + path + " has size 0"};
   if (opts.size) {
-    if (size < opts.size)
+    if (size < opts.size) {
+      // After a raised `size` (a grow while this node was down, or a crash
+      // in the middle of `mirrorctl resize`) the store must grow first.
+      const std::string want = std::to_string(opts.size);
       return Error{EINVAL, "backing store " + path + " has " + std::to_string(size) +
-                               " bytes, less than the volume's " + std::to_string(opts.size)};
+                               " bytes, less than the volume's " + want + ": grow it first (" +
+                               (blk ? "e.g. lvextend" : "truncate -s " + want + " " + path) +
+                               "), or put `size` back"};
+    }
     size = opts.size;
   }
   std::unique_ptr<FileBackend> be(new FileBackend(loop, std::move(fd), path, size, opts));

@@ -25,10 +25,21 @@ check "alpha writes 2 MiB with beta down" \
     "${NBDTOOL[@]}" pattern "$(nbd_unix_uri alpha)" $((8 * MiB)) $((2 * MiB)) 5
 stop_node alpha
 
-# The operator's resize: both backing files and both configs.
-truncate -s "$NEW" "${NODE_IMG[alpha]}" "${NODE_IMG[beta]}"
+# The operator's resize: both configs and both backing files. A node started
+# with the raised size before its file grew is refused and says how to fix it.
 VOL_SIZE=96M
 write_configs
+if start_node alpha; then
+    fail "alpha started with a backing file shorter than the volume"
+    stop_node alpha
+else
+    grep -q "less than the volume's $NEW: grow it first (truncate -s $NEW ${NODE_IMG[alpha]})" \
+        "$(node_log alpha)" && pass "alpha with its file not grown: refused, saying how to grow it" \
+        || fail "alpha's refusal does not say how to grow the file: $(tail -n 2 "$(node_log alpha)")"
+    check_eq "the refused start left the metadata's size alone (no grow logged)" 0 \
+        "$(grep -c 'volume grew' "$(node_log alpha)")"
+fi
+truncate -s "$NEW" "${NODE_IMG[alpha]}" "${NODE_IMG[beta]}"
 
 grew="volume grew from $OLD to $NEW bytes: the $((NEW - OLD)) new bytes are marked dirty"
 must_start alpha
