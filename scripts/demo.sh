@@ -16,7 +16,9 @@
 #   6. kill -9 beta       during a write load: the primary keeps serving (degraded), the
 #                         writes all succeed; beta restarts, resyncs, both images identical
 #   7. mirrorctl verify --wait   compares both copies online (SHA-256 per region): 0 out of sync
-#   8. SIGTERM            both daemons stop cleanly (exit 0); the images hold what was written
+#   8. mirrorctl resize   grows the volume online to 320 MiB (size raised in the volume file):
+#                         both nodes serve the new size, a write past the old end replicates
+#   9. SIGTERM            both daemons stop cleanly (exit 0); the images hold what was written
 #
 # Environment: MIRRORD and MIRRORCTL (use these binaries, skip the build), KEEP=1 (keep the
 # temp dir, with the volume file and both daemons' logs).
@@ -24,6 +26,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DISK_SIZE=256M
+GROW_SIZE=320M        # the resize step grows the volume to this
 DATA_MIB=64
 PATTERN_OFFSET_MIB=96
 PATTERN_MIB=8
@@ -181,6 +184,7 @@ wait_state() {
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f MiB", b/1048576}'; }
+size_bytes() { numfmt --from=iec "$1"; }   # 256M -> 268435456
 same_images() {  # both backing files hold the same bytes; prints the digest
   local a b
   a=$(sha "$TMP/alpha.img"); b=$(sha "$TMP/beta.img")
@@ -318,6 +322,23 @@ demo_pair() {
   voos=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["out_of_sync_bytes"])' "$vj")
   info "verify compared $(mib "$vdone") with the peer's copy: $voos bytes out of sync"
   [ "$voos" = 0 ] || die "verify found $voos bytes out of sync"
+
+  step "mirrorctl resize: grow the volume online from $DISK_SIZE to $GROW_SIZE"
+  info "\$ sed -i 's/^size = .*/size = \"$GROW_SIZE\"/' vol.toml   (on both hosts; one file here)"
+  sed -i "s/^size = .*/size = \"$GROW_SIZE\"/" "$TMP/vol.toml"
+  show ctl alpha resize || die "resize failed"
+  local grown
+  grown=$(size_bytes "$GROW_SIZE")
+  for n in alpha beta; do
+    [ "$(status_field "$n" size)" = "$grown" ] || die "$n: size $(status_field "$n" size), expected $grown"
+  done
+  info "both nodes serve $(mib "$grown") now; a new client sees it, and writes past the old end:"
+  info "\$ qemu-io -f raw -c 'write -P 0x5a ${DISK_SIZE} 1M' -c flush $unix_a"
+  out=$(qemu-io -f raw -c "write -P 0x5a $(size_bytes "$DISK_SIZE") 1M" -c flush "$unix_a" 2>&1) ||
+    { echo "$out"; die "qemu-io past the old end failed"; }
+  printf '      %s\n' "${out//$'\n'/$'\n'      }"
+  wait_state alpha synchronized 60
+  same_images
 
   step "SIGTERM: both daemons stop cleanly"
   stop_node alpha
