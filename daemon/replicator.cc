@@ -202,6 +202,15 @@ void Replicator::dispatch(Op* op) {
     MLOG_DEBUG("a write at %llu+%u waits for the handshake's plan to be attached (or a resize)",
                static_cast<unsigned long long>(op->off), op->len);
     held_.push_back(op);
+    // A resize's pause may be waiting for exactly this: every write held or
+    // done (check_drained runs otherwise only when an op finishes).
+    if (!drain_waiters_.empty()) {
+      ++deferred_;
+      loop_.defer([this] {
+        --deferred_;
+        check_drained();
+      });
+    }
     return;
   }
   ++writes_since_flush_;
