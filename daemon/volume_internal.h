@@ -61,6 +61,10 @@ struct Volume::Resize {
   bool paused = false;       // the replicator's writes wait (resume_writes)
   uint64_t id = 0;           // the RESIZE sent, until its reply (0: none)
   uint64_t deadline_ms = 0;  // of that reply
+  // The backing file's length before this resize extended it (0: it did
+  // not), put back if the resize fails before the peer may have grown.
+  uint64_t file_was = 0;
+  bool peer_may_grow = false;  // RESIZE sent and not refused
 };
 
 }  // namespace mirror

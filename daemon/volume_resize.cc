@@ -86,7 +86,16 @@ void Volume::resize(bool assume_clean, Done done) {
     return done(EAGAIN, "a handshake with '" + peer_.name +
                             "' is under way: run resize again "
                             "in a moment");
+  // A backing file is extended before the peer grows: if this node crashes
+  // after the peer grew and before it did, it restarts with the raised size
+  // (its metadata grows at open, new area dirty) instead of refusing a file
+  // shorter than the volume. grow_here() then finds it long enough; a
+  // resize that fails before the peer may have grown puts the length back.
+  uint64_t file_was = 0;
+  if (auto ext = file_->extend(to, &file_was); !ext)
+    return done(ext.error().code, ext.error().message);
   resize_ = std::make_unique<Resize>();
+  resize_->file_was = file_was;
   resize_->done = std::move(done);
   resize_->from = from;
   resize_->to = to;
@@ -116,6 +125,7 @@ void Volume::resize_drained() {
                                          "resize was sent; nothing changed: run resize again");
   // Every write acknowledged so far has its REPLY: RESIZE follows them all.
   resize_->id = kControlIdBit | next_control_id_++;
+  resize_->peer_may_grow = true;
   resize_->deadline_ms = mono_ms() + relay_timeout_ms();
   active_->conn->send_owned(link::encode_resize(resize_->id, resize_->to));
 }
@@ -129,9 +139,11 @@ void Volume::on_resize_reply(const link::Header& h, Buffer& payload) {
                               ": its size is unknown; the link is reset");
     return reconnect("malformed RESIZE_REPLY");
   }
-  if (r->err)
+  if (r->err) {
+    resize_->peer_may_grow = false;
     return resize_finish(int(r->err),
                          "'" + peer_.name + "' refused: " + r->message + "; nothing changed");
+  }
   bool zeroed = r->zeroed;
   when_metadata_idle([this, zeroed] { resize_grow_here(zeroed); });
 }
@@ -217,6 +229,10 @@ void Volume::resize_finish(int err, const std::string& message) {
   if (!resize_) return;
   std::unique_ptr<Resize> r = std::move(resize_);
   if (r->paused && replicator_) replicator_->resume_writes();
+  if (err && r->file_was && !r->peer_may_grow && cfg_.size == r->from) {
+    if (auto st = file_->unextend(r->file_was); !st)
+      MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), st.error().message.c_str());
+  }
   if (err) {
     MLOG_WARN("volume '%s': resize failed: %s", cfg_.name.c_str(), message.c_str());
   } else {

@@ -180,7 +180,8 @@ Status FileBackend::check_grow(uint64_t new_size) const {
   return {};
 }
 
-Result<bool> FileBackend::extend(uint64_t new_size) {
+Result<bool> FileBackend::extend(uint64_t new_size, uint64_t* was_length) {
+  if (was_length) *was_length = 0;
   if (auto st = check_grow(new_size); !st) return st.error();
   bool zeroed = false;
   if (!is_block_device_) {
@@ -204,9 +205,21 @@ Result<bool> FileBackend::extend(uint64_t new_size) {
       MLOG_INFO("%s extended from %llu to %llu bytes (sparse)", path_.c_str(),
                 static_cast<unsigned long long>(st.st_size),
                 static_cast<unsigned long long>(new_size));
+      if (was_length) *was_length = uint64_t(st.st_size);
     }
   }
   return zeroed;
+}
+
+Status FileBackend::unextend(uint64_t length) {
+  if (is_block_device_ || length < size_)
+    return Error{EINVAL, "backing store " + path_ + ": will not cut it to " +
+                             std::to_string(length) + " bytes"};
+  if (::ftruncate(fd_.get(), off_t(length)) < 0)
+    return errno_error("truncate backing file " + path_ + " back to " + std::to_string(length) +
+                       " bytes");
+  MLOG_INFO("%s back to %llu bytes", path_.c_str(), static_cast<unsigned long long>(length));
+  return {};
 }
 
 FileBackend::~FileBackend() {

@@ -73,8 +73,13 @@ class FileBackend final : public Backend {
   // new area [size(), new_size) is known to read as zeros: a regular file
   // where SEEK_DATA finds no data there (a block device never is).
   // set_size then serves new_size bytes (at most what extend made room for).
+  // *was_length (if given) gets the file's length before, when extend made
+  // it longer; 0 when it did not change the file.
   Status check_grow(uint64_t new_size) const;
-  Result<bool> extend(uint64_t new_size);
+  Result<bool> extend(uint64_t new_size, uint64_t* was_length = nullptr);
+  // Undoes an extend whose resize did not happen: the regular file back to
+  // `length` bytes, never below size() (what is served).
+  Status unextend(uint64_t length);
   void set_size(uint64_t new_size) { size_ = new_size; }
   bool is_block_device() const { return is_block_device_; }
 
