@@ -205,7 +205,10 @@ Result<Volume::Grown> Volume::grow_here(uint64_t to,
   g.zeroed = *zeroed;
   g.dirty = dirty(g.zeroed);
   // Every region of the new area counts as changed since the last backup.
-  if (auto st = changes_->grow(to, true); !st) return st.error();
+  // It may have grown in an attempt whose next step failed: a retry goes on.
+  if (changes_->volume_size() < to) {
+    if (auto st = changes_->grow(to, true); !st) return st.error();
+  }
   if (auto st = bitmap_->grow(to, g.dirty); !st) return st.error();
   file_->set_size(to);
   cfg_.size = to;
