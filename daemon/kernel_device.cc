@@ -98,6 +98,13 @@ Status KernelDevice::attach() {
       MLOG_INFO("re-attached export '%s' to /dev/nbd%d (RECONFIGURE, %u connections)",
                 opts_.export_name.c_str(), index_, opts_.cfg.connections);
       listen_link_dead();
+      // A device left attached by a mirrord that crashed around an online
+      // resize gets the size served now, off the loop (see resize()).
+      if (uint64_t size = size_to_set(index_); size) {
+        resize(size, [](Status rs) {
+          if (!rs) MLOG_ERROR("kernel nbd: %s", rs.error().to_string().c_str());
+        });
+      }
       return {};
     } else {
       MLOG_WARN("kernel nbd: /dev/nbd%d: %s; connecting afresh", found,
@@ -127,10 +134,11 @@ Status KernelDevice::reconfigure(int index) {
   auto socks = make_sockets();
   if (!socks) return socks.error();
   knbd::NetlinkNbd nbd(*nl_);
-  // A device left attached by a mirrord that crashed around an online
-  // resize gets the size served now.
+  // Sockets only: a size in the same call is applied before the kernel takes
+  // the sockets, and a kernel that freezes the queue to set it would wait for
+  // requests that only these sockets can answer (attach() sets it after).
   if (auto st = nbd.reconfigure(index, raw(*socks), opts_.backend_id,
-                                opts_.cfg.dead_conn_timeout_s, size_to_set(index));
+                                opts_.cfg.dead_conn_timeout_s, 0);
       !st)
     return st;
   // The kernel keeps the sockets it took; the ones it did not take (it only
@@ -263,7 +271,7 @@ uint64_t KernelDevice::size_to_set(int index) const {
 }
 
 void KernelDevice::resize(uint64_t size, std::function<void(Status)> done) {
-  if (!attached_) {
+  if (!attached_ || size_to_set(index_) == 0) {  // detached, or it has the size
     loop_.defer([done = std::move(done)] { done({}); });
     return;
   }

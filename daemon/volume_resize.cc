@@ -47,7 +47,15 @@ void Volume::resize(bool assume_clean, Done done) {
   auto target = resize_target();
   if (!target) return done(target.error().code, target.error().message);
   const uint64_t from = cfg_.size, to = *target;
-  if (to == from) return done(0, "already " + bytes(to) + " (the size in " + cfg_.file + ")");
+  if (to == from) {
+    std::string msg = "already " + bytes(to) + " (the size in " + cfg_.file + ")";
+    // A kernel device that kept its old size after a failed resize gets it
+    // now (a no-op for one that has it).
+    if (!on_resized) return done(0, msg);
+    return on_resized(to, [done, msg](const std::string& warning) {
+      done(0, warning.empty() ? msg : msg + "; " + warning);
+    });
+  }
   if (to < from)
     return done(EINVAL, "shrinking is not supported: " + cfg_.file + " says " + bytes(to) +
                             ", the volume has " + bytes(from) +

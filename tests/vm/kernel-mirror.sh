@@ -38,7 +38,8 @@ case "$CASE" in
   ext4|split-freeze|kill-secondary) SCRIPT=$HERE/guest/mirror-$CASE.sh ;;
   attach-ext4|attach-restart|attach-term|attach-ioctl) SCRIPT=$HERE/guest/$CASE.sh ;;
   attach-resize|attach-resize-stale)
-    SCRIPT=$HERE/guest/attach-resize.sh; EXTRA_BINS="$EXTRA_BINS resize2fs"
+    # the root tmpfs (half the guest's RAM) holds both grown images and the sources
+    SCRIPT=$HERE/guest/attach-resize.sh; EXTRA_BINS="$EXTRA_BINS resize2fs"; MEM=${MEM:-768}
     [ "$CASE" = attach-resize ] || MIRROR_GUEST_ENV="STALE=1 ${MIRROR_GUEST_ENV:-}" ;;
   # 2 CPUs: the kernel queues per connection only up to the CPU count, and with one queue it
   # would send everything down the first connection

@@ -108,6 +108,38 @@ run mount -t ext4 -o ro /dev/nbd0 /mnt
 cmp /tmp/big.src /mnt/big.bin || die "big.bin differs after the restart"
 run umount /mnt
 step "restarted: synchronized without a resync, /dev/nbd0 attached at $NEW_SIZE bytes, big.bin intact"
+
+# An offline grow under a mounted file system: SIGTERM leaves the mounted /dev/nbd0 attached,
+# both hosts raise size and grow their files, the daemons start again: alpha re-attaches the
+# device with fresh sockets, then gives it the size it serves now.
+run mount -t ext4 /dev/nbd0 /mnt
 stop_node alpha
 stop_node beta
+[ "$(blockdev --getsize64 /dev/nbd0)" = "$NEW_SIZE" ] || die "the mounted /dev/nbd0 was not left attached"
+GROW2_MIB=$((GROW_MIB + 16))
+SIZE2=$((GROW2_MIB * 1048576))
+run sed -i "s/^size = .*/size = \"${GROW2_MIB}M\"/" "$PAIR/vol.toml"
+run truncate -s "$SIZE2" "$A_IMG" "$B_IMG"
+start_node beta
+start_node alpha
+wait_state alpha synchronized 60
+grep -q "re-attached export 'db' to /dev/nbd0" "$PAIR/alpha.log" || die "alpha did not re-attach /dev/nbd0"
+_i=0
+while [ "$(blockdev --getsize64 /dev/nbd0)" != "$SIZE2" ]; do
+  _i=$((_i + 1)); [ $_i -le 100 ] || die "/dev/nbd0 kept $(blockdev --getsize64 /dev/nbd0) bytes after the re-attach"
+  usleep 50000
+done
+run resize2fs /dev/nbd0 >/tmp/resize2fs.out 2>&1
+run dd if=/dev/urandom of=/mnt/after.bin bs=1M count=4 conv=fsync 2>/dev/null
+run umount /mnt
+e2fsck -fn /dev/nbd0 >/tmp/e2fsck.log 2>&1 || { cat /tmp/e2fsck.log; die "e2fsck -fn /dev/nbd0 found errors"; }
+# (the stopped daemon's closed sockets are logged as "Receive control failed": expected)
+if dmesg | grep -iE 'I/O error|blk_update_request|EXT4-fs error|Buffer I/O'; then
+  die "the kernel logged I/O errors (above)"
+fi
+step "grown offline while mounted: re-attached at $SIZE2 bytes, resize2fs, written, e2fsck clean"
+wait_state alpha synchronized 60
+stop_node alpha
+stop_node beta
+images_equal "after the offline grow"
 step "attach_resize: OK"
