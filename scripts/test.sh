@@ -9,14 +9,14 @@
 #   fuzz   build-fuzz/  CMAKE_BUILD_TYPE=Fuzz with clang; each build-fuzz/fuzz-* for
 #          FUZZ_SECONDS with its seed corpus tests/fuzz/corpus/<name>/; any crash fails
 #
-# Environment: SKIP_ASAN=1, SKIP_FUZZ=1, FUZZ_SECONDS (default 60), FUZZ_JOBS (targets
+# Environment: SKIP_ASAN=1, SKIP_FUZZ=1, FUZZ_SECONDS (default 30), FUZZ_JOBS (targets
 # run at once, default nproc), CTEST_ARGS (extra arguments for the main ctest run, e.g.
 # CTEST_ARGS="-LE vm"), JOBS (ninja -j).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
-FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 read -r -a CTEST_EXTRA <<<"${CTEST_ARGS:-}"
 NINJA_ARGS=()
 [ -z "${JOBS:-}" ] || NINJA_ARGS=(-j "$JOBS")
