@@ -17,6 +17,7 @@
 
 #include "bitmap.h"
 #include "bitmap_internal.h"
+#include "file_backend.h"  // store_bytes
 #include "file_lock.h"
 
 namespace mirror {
@@ -165,16 +166,9 @@ Result<std::unique_ptr<Bitmap>> Bitmap::open(Loop& loop, const std::string& path
   if (!fd.valid()) return errno_error("open metadata " + path);
   auto lock = FileLock::acquire(path, fd.get(), LOCK_EX, "metadata");
   if (!lock.ok()) return lock.error();
-  struct stat st {};
-  if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path);
-  uint64_t file_size = 0;
-  if (S_ISREG(st.st_mode)) {
-    file_size = st.st_size;
-  } else if (S_ISBLK(st.st_mode)) {
-    if (::ioctl(fd.get(), BLKGETSIZE64, &file_size) < 0) return errno_error("BLKGETSIZE64 " + path);
-  } else {
-    return Error{EINVAL, "metadata " + path + " is neither a regular file nor a block device"};
-  }
+  auto bytes = store_bytes(fd.get(), "metadata", path);
+  if (!bytes) return bytes.error();
+  const uint64_t file_size = *bytes;
 
   std::unique_ptr<Bitmap> bm(new Bitmap(loop, std::move(fd), path, id));
   bm->lock_ = std::move(lock).value();
@@ -382,17 +376,14 @@ void Bitmap::reset_fresh() {
 Status Bitmap::rewrite_all(uint64_t min_sequence, bool created) {
   const int fd = fd_.get();
   const uint64_t need = (2 + al_->blocks + dm_->blocks) * kBlock;
-  struct stat st {};
-  if (::fstat(fd, &st) < 0) return errno_error("stat " + path_);
-  if (S_ISREG(st.st_mode)) {
-    if (uint64_t(st.st_size) != need && ::ftruncate(fd, need) < 0)
-      return errno_error("resize metadata " + path_);
-  } else {
-    uint64_t dev_size = 0;
-    if (::ioctl(fd, BLKGETSIZE64, &dev_size) < 0) return errno_error("BLKGETSIZE64 " + path_);
-    if (dev_size < need)
-      return Error{ENOSPC, "metadata device " + path_ + " is smaller than the " +
-                               std::to_string(need) + " bytes its maps need"};
+  bool blk = false;
+  auto have = store_bytes(fd, "metadata", path_, &blk);
+  if (!have) return have.error();
+  if (!blk) {
+    if (*have != need && ::ftruncate(fd, need) < 0) return errno_error("resize metadata " + path_);
+  } else if (*have < need) {
+    return Error{ENOSPC, "metadata device " + path_ + " is smaller than the " +
+                             std::to_string(need) + " bytes its maps need"};
   }
   // Maps first, durable before any superblock names the new instance id. It
   // differs from the old one, so under the old superblocks every block

@@ -86,25 +86,23 @@ struct FileBackend::Op final : Completion {
   void on_complete(int res, uint32_t) override { be->on_op(this, res); }
 };
 
-namespace {
-// What the backing store holds now: a regular file's length or a block
-// device's size.
-Result<uint64_t> backing_bytes(int fd, const std::string& path, bool* blk) {
+Result<uint64_t> store_bytes(int fd, const std::string& what, const std::string& path,
+                             bool* blk) {
   struct stat st {};
   if (::fstat(fd, &st) < 0) return errno_error("stat " + path);
   uint64_t size = 0;
-  *blk = false;
+  bool is_blk = false;
   if (S_ISREG(st.st_mode)) {
     size = st.st_size;
   } else if (S_ISBLK(st.st_mode)) {
     if (::ioctl(fd, BLKGETSIZE64, &size) < 0) return errno_error("BLKGETSIZE64 " + path);
-    *blk = true;
+    is_blk = true;
   } else {
-    return Error{EINVAL, "backing store " + path + " is neither a regular file nor a block device"};
+    return Error{EINVAL, what + " " + path + " is neither a regular file nor a block device"};
   }
+  if (blk) *blk = is_blk;
   return size;
 }
-}  // namespace
 
 Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::string& path,
                                                        Options opts) {
@@ -115,7 +113,7 @@ Result<std::unique_ptr<FileBackend>> FileBackend::open(Loop& loop, const std::st
   auto lock = FileLock::acquire(path, fd.get(), opts.read_only ? LOCK_SH : LOCK_EX, "backing file");
   if (!lock.ok()) return lock.error();
   bool blk = false;
-  auto bytes = backing_bytes(fd.get(), path, &blk);
+  auto bytes = store_bytes(fd.get(), "backing store", path, &blk);
   if (!bytes) return bytes.error();
   uint64_t size = *bytes;
   if (size == 0) return Error{EINVAL, "backing store " + path + " has size 0"};
@@ -170,7 +168,7 @@ Status FileBackend::check_grow(uint64_t new_size) const {
                              " served now"};
   if (opts_.read_only) return Error{EROFS, "backing store " + path_ + " is open read-only"};
   bool blk = false;
-  auto bytes = backing_bytes(fd_.get(), path_, &blk);
+  auto bytes = store_bytes(fd_.get(), "backing store", path_, &blk);
   if (!bytes) return bytes.error();
   // A file is extended by extend(); a device cannot be.
   if (blk && *bytes < new_size)

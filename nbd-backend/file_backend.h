@@ -32,6 +32,12 @@
 
 namespace mirror {
 
+// The bytes a regular file (its length) or a block device (its size) holds
+// now; *blk (if given) says which. EINVAL naming `what` ("backing store",
+// "metadata") and the path for anything else.
+Result<uint64_t> store_bytes(int fd, const std::string& what, const std::string& path,
+                             bool* blk = nullptr);
+
 class FileBackend final : public Backend {
  public:
   struct Options {
