@@ -61,7 +61,10 @@ enum class Type : uint16_t {
 // ignores the bits it does not know, so the flags never break a handshake.
 inline constexpr uint16_t kFeatureVerify = 1 << 0;  // kVerify / kVerifyReply
 inline constexpr uint16_t kFeatureResize = 1 << 1;  // kResize / kResizeReply
-inline constexpr uint16_t kFeatures = kFeatureVerify | kFeatureResize;
+// A primary that sends it takes kReply EOPNOTSUPP to a TRIM as "this copy
+// kept its data" (its store cannot punch holes), not as a failed write.
+inline constexpr uint16_t kFeatureTrimKept = 1 << 2;
+inline constexpr uint16_t kFeatures = kFeatureVerify | kFeatureResize | kFeatureTrimKept;
 
 // Online verify: SHA-256 of each region of the range (docs/replication-protocol.md).
 inline constexpr size_t kDigestSize = 32;

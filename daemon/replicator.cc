@@ -84,6 +84,16 @@ void Replicator::write(uint64_t offset, uint32_t length, const uint8_t* buf, boo
 }
 
 void Replicator::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
+  // TRIM is advisory, and punched on one copy only it would leave the copies
+  // different: while either store cannot punch holes, it changes neither.
+  if (!trim_local_ok_ || (mirroring() && !trim_peer_ok_)) {
+    ++deferred_;
+    loop_.defer([this, done] {
+      --deferred_;
+      done->io_done(0);
+    });
+    return;
+  }
   Op* op = new_op(Kind::kTrim, offset, length, done);
   op->fua = fua;
   submit(op);
@@ -335,6 +345,15 @@ void Replicator::mark_dirty_and_wait(Op* op) {
 
 void Replicator::on_local(Op* op, int err) {
   op->local_pending = false;
+  if (op->kind == Kind::kTrim && err == -EOPNOTSUPP) {
+    op->trim_kept_local = true;
+    err = 0;
+    if (trim_local_ok_) {
+      trim_local_ok_ = false;
+      MLOG_WARN("this node's backing store cannot punch holes: TRIM changes neither copy from "
+                "now on (punched on one copy only, it would leave them different)");
+    }
+  }
   if (err) ++local_errors_;
   // A failed dirty-bit commit (on_meta) may have come first: its error must
   // survive a successful local write, or the write is acknowledged
@@ -363,6 +382,15 @@ void Replicator::on_reply(const link::Header& h) {
   outstanding_.erase(it);
   op->peer_pending = false;
   int err = int(h.length);
+  if (op->kind == Kind::kTrim && err == EOPNOTSUPP) {
+    op->trim_kept_peer = true;
+    err = 0;
+    if (trim_peer_ok_) {
+      trim_peer_ok_ = false;
+      MLOG_WARN("the peer's backing store cannot punch holes: TRIM changes neither copy while "
+                "it is connected (punched on one copy only, it would leave them different)");
+    }
+  }
   if (err) peer_io_error_ = true;
   switch (op->kind) {
     case Kind::kPing:
@@ -409,6 +437,19 @@ void Replicator::maybe_complete(Op* op) {
     if (covered) evict_extents(op->flush_tick);
     if (!op->upper) internal_flush_running_ = false;
     return finish(op, op->local_err);
+  }
+  if (op->kind == Kind::kTrim && !op->trim_marked && !op->local_err && op->sent_to_peer &&
+      !op->peer_err && op->trim_kept_local != op->trim_kept_peer) {
+    // One copy punched, the other kept its data (the first TRIM to find a
+    // store that cannot punch): resync gives the peer this copy's bytes.
+    MLOG_INFO("TRIM %llu+%u was applied on %s copy only: resyncing it",
+              static_cast<unsigned long long>(op->off), op->len,
+              op->trim_kept_local ? "the peer's" : "this");
+    op->trim_marked = true;
+    ++dirty_epoch_;
+    mark_dirty_and_wait(op);
+    resync_again();
+    if (op->meta_pending) return;  // on_meta completes it
   }
   if (op->local_err && op->modifies() && op->sent_to_peer && !op->peer_err) {
     // Written on the peer only: resync will restore one version on both.

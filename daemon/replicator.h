@@ -246,6 +246,11 @@ class Replicator final : public Backend {
   std::string last_error_;
   uint64_t local_errors_ = 0;
   bool peer_io_error_ = false;
+  // Whether each store punches holes for TRIM (EOPNOTSUPP: it keeps the
+  // data). While either cannot, TRIM changes neither copy. The peer's is
+  // learnt again in every session (its store may have changed).
+  bool trim_local_ok_ = true;
+  bool trim_peer_ok_ = true;
   uint64_t now_ms_;
 
   // Requests with a range that are running (for the overlap interlock), and

@@ -41,6 +41,9 @@ struct Replicator::Op final : IoDone {
   std::vector<uint8_t> payload; // small payloads (SYNC_DONE, VERIFY)
   std::vector<link::Digest> digests;  // verify: this copy's, per region
   uint64_t verify_run = 0;      // verify: the run it belongs to
+  // TRIM: a copy whose store cannot punch kept its data (EOPNOTSUPP).
+  bool trim_kept_local = false, trim_kept_peer = false;
+  bool trim_marked = false;     // punched on one copy only: marked for resync
 
   struct Meta final : IoDone {
     Op* op = nullptr;

@@ -24,6 +24,7 @@ constexpr uint64_t kKoCount = 7;
 
 void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
   link_ = link;
+  trim_peer_ok_ = true;
   now_ms_ = coarse_ms();
   last_error_.clear();
   sync_done_sent_ = false;

@@ -27,8 +27,9 @@ SecondaryApplier::SecondaryApplier(Loop& loop, Backend& local, Bitmap& bitmap)
 
 SecondaryApplier::~SecondaryApplier() = default;
 
-void SecondaryApplier::attach(LinkConn* link) {
+void SecondaryApplier::attach(LinkConn* link, uint16_t peer_features) {
   link_ = link;
+  peer_features_ = peer_features;
   ++epoch_;
 }
 
@@ -212,7 +213,14 @@ void SecondaryApplier::done(Apply* a, int err) {
     put(a);
     return reply(epoch, id, err);
   }
-  if (err) local_failed(a, err);
+  if (err == -EOPNOTSUPP && a->type == link::Type::kTrim) {
+    // The store cannot punch: this copy kept its data. A primary that knows
+    // the answer keeps the copies alike; an older one would take the error
+    // for a failed write (and drop the link), so it gets the old "done".
+    if (!(peer_features_ & link::kFeatureTrimKept)) err = 0;
+  } else if (err) {
+    local_failed(a, err);
+  }
   // A resync streams the primary's regions here, then flushes them in
   // batches before the primary may clear their bits: written back from now
   // on, while the link carries the next ones, instead of all at that flush.

@@ -43,7 +43,8 @@ class SecondaryApplier {
   SecondaryApplier(Loop& loop, Backend& local, Bitmap& bitmap);
   ~SecondaryApplier();
 
-  void attach(LinkConn* link);
+  // peer_features: the primary's HELLO flags (link::kFeature*).
+  void attach(LinkConn* link, uint16_t peer_features);
   void detach();
   bool attached() const { return link_ != nullptr; }
   // A data message (WRITE, TRIM, ZERO, FLUSH, PING, SYNC_DONE), or VERIFY
@@ -76,6 +77,7 @@ class SecondaryApplier {
   Backend& local_;
   Bitmap& bitmap_;
   LinkConn* link_ = nullptr;
+  uint16_t peer_features_ = 0;
   uint64_t epoch_ = 0;  // bumped per attach; replies go only to their link
   uint64_t next_seq_ = 1;
   std::set<uint64_t> in_flight_;  // sequence numbers being applied

@@ -228,7 +228,7 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
     active_ = s;
     s->phase = Session::Phase::kActive;
     split_brain_ = false;  // the primary's plan resolves it (after discard-my-data)
-    applier_->attach(s->conn.get());
+    applier_->attach(s->conn.get(), s->peer_features);
     s->conn->send(r);
   }));
 }

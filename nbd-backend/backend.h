@@ -62,6 +62,9 @@ class Backend {
                      IoDone* done) = 0;
   // Every write completed before flush() was called is durable when done.
   virtual void flush(IoDone* done) = 0;
+  // -EOPNOTSUPP: the store cannot punch holes and kept the data (advisory
+  // for a client, which gets success; a mirror must know it, so the same
+  // range is not punched on one copy only).
   virtual void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) = 0;
   virtual void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) = 0;
   virtual void cache(uint64_t offset, uint32_t length, IoDone* done) = 0;

@@ -394,6 +394,8 @@ void Connection::request_done(Request* r, int err) {
     r->stage = Request::Stage::kRun;
     return backend_->read(r->req.offset, r->req.length, r->buf.data(), r);
   }
+  // TRIM is advisory (NBD spec): a store that cannot punch kept its data.
+  if (r->req.type == nbd::kCmdTrim && err == -EOPNOTSUPP) err = 0;
   build_reply(r, err);
   queue_reply(r);
 }

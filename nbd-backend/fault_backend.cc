@@ -28,7 +28,7 @@ Result<uint64_t> parse_size(const std::string& key, const std::string& s) {
 
 bool FaultSpec::any_data() const {
   return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() || eio_after ||
-         enospc_after || power_loss || crash_after;
+         enospc_after || power_loss || crash_after || trim_unsupported;
 }
 
 bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms; }
@@ -45,6 +45,10 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     size_t eq = item.find('=');
     std::string key = item.substr(0, eq);
     std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (key == "trim-unsupported" && eq == std::string::npos) {
+      spec.trim_unsupported = true;
+      continue;
+    }
     if (key == "power-loss" && eq == std::string::npos) {
       spec.power_loss = true;
       continue;
@@ -87,7 +91,7 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     }
     return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
                              "' (write-eio, read-eio, write-enospc, eio-after, enospc-after, "
-                             "power-loss, crash-after, meta-eio-after, meta-delay-ms)"};
+                             "power-loss, crash-after, meta-eio-after, meta-delay-ms, trim-unsupported)"};
   }
   return spec;
 }
@@ -107,6 +111,7 @@ std::string FaultSpec::to_string() const {
   else if (power_loss) add("power-loss");
   if (meta_eio_after) add("meta-eio-after=" + std::to_string(meta_eio_after));
   if (meta_delay_ms) add("meta-delay-ms=" + std::to_string(meta_delay_ms));
+  if (trim_unsupported) add("trim-unsupported");
   return s;
 }
 
@@ -194,6 +199,8 @@ void FaultBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, b
 }
 
 void FaultBackend::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
+  // What FileBackend reports on a filesystem or device that cannot punch.
+  if (spec_.trim_unsupported) return fail_later(done, -EOPNOTSUPP);
   if (Op* op = begin(offset, length, fua, done)) inner_.trim(offset, length, fua && !pl_, op);
 }
 

@@ -38,11 +38,12 @@ struct FaultSpec {
   uint64_t crash_after = 0;   // simulate a power loss at write N+1 (implies power_loss)
   uint64_t meta_eio_after = 0;  // metadata commits after the first N fail (daemon only)
   uint64_t meta_delay_ms = 0;   // each metadata commit completes this much later (daemon only)
+  bool trim_unsupported = false;  // TRIM fails EOPNOTSUPP, as on a store that cannot punch holes
 
   bool any() const;
   bool any_data() const;  // a fault on the data path (FaultBackend's part)
   // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,eio-after=N,
-  // enospc-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N"; numbers take
+  // enospc-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,trim-unsupported"; numbers take
   // K, M, G suffixes.
   static Result<FaultSpec> parse(const std::string& text);
   std::string to_string() const;

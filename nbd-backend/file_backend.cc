@@ -342,8 +342,16 @@ void FileBackend::on_op(Op* op, int res) {
       if (res < 0) return finish(op, res);
       break;
     case Op::Kind::kTrim:
-      // Trim is advisory: a filesystem without hole punching just keeps data.
-      if (res < 0 && res != -EOPNOTSUPP && res != -ENOTSUP) return finish(op, res);
+      // A store that cannot punch holes keeps its data. Trim is advisory,
+      // but the caller is told: a mirror must not punch one copy only.
+      if (res == -EOPNOTSUPP || res == -ENOTSUP) {
+        if (!trim_unsupported_logged_) {
+          trim_unsupported_logged_ = true;
+          MLOG_INFO("%s cannot punch holes: TRIM leaves its data in place", path_.c_str());
+        }
+        return finish(op, -EOPNOTSUPP);
+      }
+      if (res < 0) return finish(op, res);
       break;
     case Op::Kind::kFadvise:
     case Op::Kind::kWriteback:
@@ -360,7 +368,8 @@ void FileBackend::on_op(Op* op, int res) {
 }
 
 void FileBackend::finish(Op* op, int err) {
-  if (err < 0 && op->kind != Op::Kind::kRead) {
+  if (err < 0 && op->kind != Op::Kind::kRead &&
+      !(op->kind == Op::Kind::kTrim && err == -EOPNOTSUPP)) {
     MLOG_WARN("%s: write at offset %llu failed: %s", path_.c_str(),
               static_cast<unsigned long long>(op->offset), strerror(-err));
   }

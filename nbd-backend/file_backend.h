@@ -151,6 +151,7 @@ class FileBackend final : public Backend {
   // The O_DIRECT path for FUA writes: the same file opened again (invalid
   // when opts_.direct: fd_ is direct already), and its alignment (0: none).
   UniqueFd direct_fd_;
+  bool trim_unsupported_logged_ = false;
   uint32_t dio_mem_align_ = 0;
   uint32_t dio_offset_align_ = 0;
   // The largest folio the page cache may hold this file's data in: a direct

@@ -3,7 +3,8 @@
 # seen by a real client on a plain export. A write to a failing range gets
 # EIO and changes nothing, writes elsewhere succeed; a disk that fills after
 # N writes answers ENOSPC; a simulated power loss (SIGUSR2) keeps exactly the
-# flushed and FUA writes on the file; a bad MIRRORD_FAULTS is refused.
+# flushed and FUA writes on the file; a store that cannot punch holes keeps
+# its data on TRIM, which still succeeds; a bad MIRRORD_FAULTS is refused.
 . "$(dirname "$0")/lib.sh"
 require qemu-io
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || skip "/usr/bin/python3 has no nbd module (python3-libnbd)"
@@ -35,6 +36,20 @@ grep -q "No space left on device" <<<"$out" && pass "the 4th write gets ENOSPC" 
 check "the first three writes landed, the 4th did not" qemu-io -f raw -r "$(unix_uri disk)" \
     -c 'read -P 1 0 4k' -c 'read -P 2 4k 4k' -c 'read -P 3 8k 4k' -c 'read -P 0 12k 4k'
 mirrord_alive && pass "mirrord survives injected ENOSPC" || die "mirrord died"
+stop_mirrord
+
+# --- trim-unsupported: a store that cannot punch holes keeps its data, and
+# the client's TRIM (advisory in the NBD spec) still succeeds
+MIRRORD_FAULTS=trim-unsupported start_mirrord --listen "unix:$T/sock" --export disk="$IMG"
+check "a TRIM on a store that cannot punch succeeds for the client" /usr/bin/python3 -c '
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(b"\x55" * 65536, 3 << 20)
+h.trim(65536, 3 << 20)
+h.flush()
+h.shutdown()' "$(unix_uri disk)"
+check "and left the data in place" qemu-io -f raw -r "$(unix_uri disk)" -c 'read -P 0x55 3M 64k'
 stop_mirrord
 
 # --- power loss: flushed and FUA data stay, the rest is dropped
