@@ -260,7 +260,7 @@ setup_pair() {
     local n
     [ -n "${NODE_ADDR[alpha]:-}" ] || pick_ports
     for n in "${NODES[@]}"; do
-        [ -f "${NODE_IMG[$n]}" ] || truncate -s "$(size_bytes "$VOL_SIZE")" "${NODE_IMG[$n]}"
+        [ -e "${NODE_IMG[$n]}" ] || truncate -s "$(size_bytes "$VOL_SIZE")" "${NODE_IMG[$n]}"
     done
     write_configs
 }
