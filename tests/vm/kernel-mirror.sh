@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kernel-mirror.sh CASE - a mirrored pair under the real Linux kernel NBD client.
 #
-# CASE: ext4 | split-freeze | kill-secondary  (runs tests/vm/guest/mirror-CASE.sh)
+# CASE: ext4 | split-freeze | kill-secondary | trim-vfat  (runs tests/vm/guest/mirror-CASE.sh)
 #       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl |
 #       attach-resize[-stale] (tests/vm/guest/CASE.sh: mirrord attaches /dev/nbdX itself, no nbd-client)
 #       sync-error (tests/vm/guest/sync-error.sh: ONE unmirrored mirrord over a device-mapper
@@ -44,10 +44,12 @@ case "$CASE" in
   # 2 CPUs: the kernel queues per connection only up to the CPU count, and with one queue it
   # would send everything down the first connection
   attach-multi-ro) SCRIPT=$HERE/guest/$CASE.sh; export SMP=${SMP:-2} ;;
+  trim-vfat) SCRIPT=$HERE/guest/mirror-$CASE.sh
+             export EXTRA_MODULES="loop vfat nls_cp437 nls_ascii" ;;
   sync-error) SCRIPT=$HERE/guest/$CASE.sh
               EXTRA_BINS="$EXTRA_BINS qemu-io dmsetup losetup filefrag mkfs.xfs"
               export EXTRA_MODULES="loop dm_mod dm_thin_pool xfs" ;;
-  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|sync-error" >&2
+  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|trim-vfat|sync-error" >&2
      exit 2 ;;
 esac
 
