@@ -117,6 +117,12 @@ std::string render_status(const nlohmann::json& s, bool bar) {
   if (uint64_t n = s.value("local_io_errors", uint64_t(0)))
     row("disk errors", std::to_string(n) + " failed request" + (n == 1 ? "" : "s") +
                            " on this node's disk since start");
+  const std::string trim = s.value("trim", std::string("applied"));
+  if (trim == "local-store-cannot-punch")
+    row("trim", "not applied: this node's backing store cannot punch holes");
+  else if (trim == "peer-store-cannot-punch")
+    row("trim", "not applied: the peer's backing store cannot punch holes (it would change one "
+                "copy only)");
   if (!s.value("last_error", std::string()).empty()) row("last error", s["last_error"]);
   return o.str();
 }

@@ -56,6 +56,21 @@ TEST(StatusRender, NoDeviceNoLine) {
   EXPECT_EQ(render_status(j, false).find("device"), std::string::npos);
 }
 
+TEST(StatusRender, TrimLineOnlyWhenNotApplied) {
+  VolumeStatus v = volume();
+  nlohmann::json j = status_to_json(v);
+  EXPECT_EQ(j["trim"], "applied");
+  EXPECT_EQ(render_status(j, false).find("trim"), std::string::npos);
+  v.trim = "peer-store-cannot-punch";
+  std::string out = render_status(status_to_json(v), false);
+  EXPECT_NE(out.find("not applied: the peer's backing store cannot punch holes"), std::string::npos)
+      << out;
+  v.trim = "local-store-cannot-punch";
+  out = render_status(status_to_json(v), false);
+  EXPECT_NE(out.find("not applied: this node's backing store cannot punch holes"), std::string::npos)
+      << out;
+}
+
 TEST(StatusRender, VerifyRunningAndFinished) {
   VolumeStatus v = volume();
   nlohmann::json none = status_to_json(v);

@@ -151,6 +151,12 @@ class Replicator final : public Backend {
   bool peer_io_error() const { return peer_io_error_; }
   // Client requests and resync reads the local disk failed, since start.
   uint64_t local_errors() const { return local_errors_; }
+  // status "trim": whether a client's TRIM changes the copies now.
+  const char* trim_state() const {
+    return !trim_local_ok_                 ? "local-store-cannot-punch"
+           : mirroring() && !trim_peer_ok_ ? "peer-store-cannot-punch"
+                                           : "applied";
+  }
 
   // Periodic work (timeouts, rate limiting, activity-log eviction): call
   // every ~100 ms.

@@ -214,6 +214,7 @@ void SecondaryApplier::done(Apply* a, int err) {
     return reply(epoch, id, err);
   }
   if (err == -EOPNOTSUPP && a->type == link::Type::kTrim) {
+    trim_kept_ = true;
     // The store cannot punch: this copy kept its data. A primary that knows
     // the answer keeps the copies alike; an older one would take the error
     // for a failed write (and drop the link), so it gets the old "done".

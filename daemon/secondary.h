@@ -58,6 +58,8 @@ class SecondaryApplier {
   // Requests the local disk failed since start, and the last one's
   // description ("" once a resync made this copy whole again).
   uint64_t local_errors() const { return local_errors_; }
+  // A TRIM found this node's store unable to punch holes (it kept the data).
+  bool trim_kept() const { return trim_kept_; }
   const std::string& last_local_error() const { return last_local_error_; }
   std::function<void()> on_sync_done;  // the primary declared us up to date
   std::function<void(uint64_t unix_ms)> on_split;  // the primary split the mirror
@@ -89,6 +91,7 @@ class SecondaryApplier {
   uint64_t live_ = 0;  // handed out by get(), not yet put() back
   uint64_t bytes_applied_ = 0, resync_bytes_ = 0;
   uint64_t local_errors_ = 0;
+  bool trim_kept_ = false;
   std::string last_local_error_;
 };
 

@@ -29,6 +29,7 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"resynced_bytes_total", st.resynced_bytes_total},
       {"last_error", st.last_error},
       {"local_io_errors", st.local_io_errors},
+      {"trim", st.trim},
       {"generation", gen},
       {"holding_writes", st.holding},
       {"peer_role", st.peer_role.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.peer_role)},

@@ -657,7 +657,9 @@ VolumeStatus Volume::status() const {
     st.verify = replicator_->verify_progress();
     st.resynced_bytes_total = replicator_->resynced_bytes_total();
     st.local_io_errors = replicator_->local_errors();
+    st.trim = replicator_->trim_state();
   } else {
+    if (applier_->trim_kept()) st.trim = "local-store-cannot-punch";
     st.resynced_bytes_total = applier_->resync_bytes_received();
     st.local_io_errors = applier_->local_errors();
     // Until a resync heals it, the failing disk is what the operator must see.

@@ -59,6 +59,9 @@ struct VolumeStatus {
   uint64_t resynced_bytes_total = 0;  // sent (primary) or received (secondary)
   std::string last_error;
   uint64_t local_io_errors = 0;  // requests this node's disk failed, since start
+  // Whether a client's TRIM changes the copies: "applied", or why not
+  // ("local-store-cannot-punch", "peer-store-cannot-punch").
+  std::string trim = "applied";
   // The replication link in use (only while connected): encrypted or not,
   // and how the peer proved who it is.
   bool link_up = false;

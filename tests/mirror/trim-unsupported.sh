@@ -61,6 +61,9 @@ check_identical "after a TRIM that beta's store could not apply"
 check_eq "the trimmed MiB reads as zeros on beta's copy too (resynced from alpha)" "$ZERO_MIB" \
     "$(region_sha "${NODE_IMG[beta]}" $((9 * MiB)) $MiB)"
 no_link_drop "TRIM on a store that cannot punch"
+check_eq "alpha's status: trim not applied, the peer's store cannot punch" peer-store-cannot-punch \
+    "$(status_get alpha .trim)"
+check_eq "beta's status: its store cannot punch" local-store-cannot-punch "$(status_get beta .trim)"
 check_eq "beta logged no failed write" 0 "$(log_since beta | grep -c 'failed')"
 
 # 2. Known now: a further TRIM changes neither copy.
@@ -78,6 +81,7 @@ stop_node beta
 must_start beta
 wait_state alpha synchronized 30 >/dev/null || fail "not synchronized after beta's restart"
 log_mark alpha
+check_eq "alpha's status: trim applied again (beta's new store punches)" applied "$(status_get alpha .trim)"
 check "a TRIM at 10 MiB with both stores able to punch" trim alpha $((10 * MiB)) $((1 * MiB))
 nbd_flush alpha
 check_eq "alpha's copy reads zeros there" "$ZERO_MIB" "$(region_sha "${NODE_IMG[alpha]}" $((10 * MiB)) $MiB)"
@@ -102,5 +106,9 @@ check_eq "alpha kept its data (its store cannot punch)" "$want" \
     "$(region_sha "${NODE_IMG[alpha]}" $((20 * MiB)) $MiB)"
 check_identical "after a TRIM that alpha's store could not apply"
 no_link_drop "TRIM with the primary's store unable to punch"
+check_eq "alpha's status: its own store cannot punch" local-store-cannot-punch "$(status_get alpha .trim)"
+ctl alpha status | grep -q "trim .*not applied: this node's backing store cannot punch holes" \
+    && pass "mirrorctl status says TRIM is not applied, and why" \
+    || fail "mirrorctl status does not show the trim line: $(ctl alpha status)"
 
 pair_finish
