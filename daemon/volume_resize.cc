@@ -26,6 +26,10 @@
 
 namespace mirror {
 
+// RESIZE's wire rule and the volume file's are one rule, stated in two
+// layers that do not include each other.
+static_assert(link::kResizeAlign == kVolumeSizeAlign);
+
 using volume_internal::kControlIdBit;
 using volume_internal::kSplitBrainHelp;
 
