@@ -20,4 +20,14 @@ namespace mirror {
 // is whatever is left (link::verify_regions() of them).
 std::vector<link::Digest> region_digests(std::span<const uint8_t> data, uint32_t region);
 
+// Checksum-based resync (resync-checksums): the parts of the chunk at
+// `offset` (`length` bytes, regions of `region` bytes, digested as above)
+// whose digests differ between the two copies, as contiguous runs in offset
+// order: one resync write each. `ours` and `theirs` hold one digest per
+// region; a count that does not match marks the whole chunk different (a
+// peer that cannot answer gets a plain copy).
+std::vector<link::Range> differing_runs(uint64_t offset, uint64_t length, uint32_t region,
+                                        std::span<const link::Digest> ours,
+                                        std::span<const link::Digest> theirs);
+
 }  // namespace mirror
