@@ -241,7 +241,8 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
   if (auto st = check_keys(t, "volume",
                            {"name", "size", "secret", "secret-file", "ack-timeout",
                             "bitmap-granularity", "activity-extent", "activity-log-extents",
-                            "on-peer-loss", "resync-rate", "resync-max-inflight", "initial-sync",
+                            "on-peer-loss", "resync-rate", "resync-max-inflight", "resync-checksums",
+                            "initial-sync",
                             "primary", "control-group", "tls", "tls-ca", "tls-cert", "tls-key"});
       !st)
     return st;
@@ -333,6 +334,12 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
       return fail("volume.resync-max-inflight",
                   std::to_string(i->get()) + " is out of range (1 to 1024)");
     cfg->resync_max_inflight = uint32_t(i->get());
+  }
+
+  if (const auto* n = t.get("resync-checksums")) {
+    const auto* b = n->as_boolean();
+    if (b == nullptr) return wrong_type("volume.resync-checksums", *n, "true or false");
+    cfg->resync_checksums = b->get();
   }
 
   if (const auto* n = t.get("activity-log-extents")) {

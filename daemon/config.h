@@ -72,6 +72,9 @@ struct VolumeConfig {
   OnPeerLoss on_peer_loss = OnPeerLoss::kContinue;
   uint64_t resync_rate = 0;  // bytes per second; 0 = unlimited
   uint32_t resync_max_inflight = 8;
+  // Resync compares digests with the peer first and sends only the regions
+  // that differ (DRBD's csums-alg); acted on by the sync source.
+  bool resync_checksums = false;
   InitialSync initial_sync = InitialSync::kFull;
   std::string primary;            // the initial primary of a new pair; one of nodes[].name
   std::string control_group;      // empty: only root may change state

@@ -92,6 +92,7 @@ activity-log-extents = 64
 on-peer-loss = "fail-stop"
 resync-rate = "200M"
 resync-max-inflight = 16
+resync-checksums = true
 initial-sync = "skip"
 primary = "beta.example.com"
 control-group = "mirrord"
@@ -130,6 +131,7 @@ control = "/run/db.ctl"
   EXPECT_EQ(c.on_peer_loss, OnPeerLoss::kFailStop);
   EXPECT_EQ(c.resync_rate, 200ull << 20);
   EXPECT_EQ(c.resync_max_inflight, 16u);
+  EXPECT_TRUE(c.resync_checksums);
   EXPECT_EQ(c.initial_sync, InitialSync::kSkip);
   EXPECT_EQ(c.primary, "beta.example.com");
   EXPECT_EQ(c.control_group, "mirrord");
@@ -173,6 +175,7 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.on_peer_loss, OnPeerLoss::kContinue);
   EXPECT_EQ(c.resync_rate, 0u);
   EXPECT_EQ(c.resync_max_inflight, 8u);
+  EXPECT_FALSE(c.resync_checksums);
   EXPECT_EQ(c.initial_sync, InitialSync::kFull);
   EXPECT_EQ(c.primary, "alpha");
   EXPECT_EQ(c.control_group, "");
@@ -267,6 +270,10 @@ INSTANTIATE_TEST_SUITE_P(
                   "volume.resync-rate: \"1K\" is below one bitmap chunk per second"},
         ErrorCase{"primary", "resync-rate = \"fast\"\nprimary",
                   "volume.resync-rate: \"fast\" is not a size"},
+        ErrorCase{"primary", "resync-checksums = \"sha256\"\nprimary",
+                  "volume.resync-checksums: must be true or false, not a string"},
+        ErrorCase{"primary", "resync-checksums = 1\nprimary",
+                  "volume.resync-checksums: must be true or false, not an integer"},
         ErrorCase{"primary", "resync-max-inflight = 0\nprimary",
                   "volume.resync-max-inflight: 0 is out of range (1 to 1024)"},
         ErrorCase{"primary", "activity-log-extents = 0\nprimary",
