@@ -64,10 +64,17 @@ std::string render_status(const nlohmann::json& s, bool bar) {
                   human_bytes(r.value("rate_bytes_per_sec", uint64_t(0))).c_str(),
                   static_cast<unsigned long long>(r.value("eta_seconds", uint64_t(0))));
     row("resync", buf);
+    if (uint64_t same = r.value("same_bytes", uint64_t(0)))
+      row("", human_bytes(same) + " identical on the peer so far (not sent)");
     if (bar) {
       int width = 40, fill = int(pct / 100 * width);
       o << "  [" << std::string(fill, '#') << std::string(width - fill, '.') << "]\n";
     }
+  }
+  if (uint64_t same = s.value("resync_same_bytes_total", uint64_t(0))) {
+    row("resync checksums", human_bytes(same) + " of " +
+                                human_bytes(s.value("resynced_bytes_total", uint64_t(0))) +
+                                " resynced since start was identical on the peer (not sent)");
   }
   if (s.contains("verify") && s["verify"].is_object()) {
     const auto& v = s["verify"];

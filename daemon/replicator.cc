@@ -250,6 +250,8 @@ void Replicator::dispatch(Op* op) {
 void Replicator::send_to_peer(Op* op) {
   link::Header h;
   const uint8_t* data = nullptr;
+  uint64_t off = op->off;
+  uint32_t len = op->len;
   switch (op->kind) {
     case Kind::kWrite:
       h.type = link::Type::kWrite;
@@ -258,14 +260,20 @@ void Replicator::send_to_peer(Op* op) {
       if (op->fua) h.flags |= link::kFlagFua;
       break;
     case Kind::kResync:
-      if (op->hole) {
+      if (op->csum_wait) {  // the peer's digests of the chunk first
+        h.type = link::Type::kVerify;
+        h.payload = uint32_t(op->payload.size());
+        data = op->payload.data();
+      } else if (op->hole) {
         h.type = link::Type::kZero;
         h.flags = link::kFlagResync;
-      } else {
+      } else {  // the whole chunk, or one run of it that differs
+        off = op->runs[op->run].offset;
+        len = uint32_t(op->runs[op->run].length);
         h.type = link::Type::kWrite;
         h.flags = link::kFlagResync;
-        h.payload = op->len;
-        data = op->rbuf.data();
+        h.payload = len;
+        data = op->rbuf.data() + (off - op->off);
       }
       break;
     case Kind::kTrim:
@@ -291,8 +299,8 @@ void Replicator::send_to_peer(Op* op) {
       break;
   }
   h.id = next_id_++;
-  h.offset = op->off;
-  h.length = op->len;
+  h.offset = off;
+  h.length = len;
   op->peer_id = h.id;
   op->peer_pending = true;
   op->sent_to_peer = true;

@@ -48,6 +48,7 @@ struct ResyncProgress {
   bool running = false;
   uint64_t total_bytes = 0;   // dirty when this resync started
   uint64_t done_bytes = 0;    // copied and flushed on the peer
+  uint64_t same_bytes = 0;    // found identical on the peer so far, not sent
   uint64_t rate_bps = 0;      // recent copy rate
   uint64_t eta_seconds = 0;
 };
@@ -87,9 +88,10 @@ class Replicator final : public Backend {
                     std::vector<nbd::Extent>* out, IoDone* done) override;
 
   // The link: attach() once the handshake agreed on `plan` (the bitmap has
-  // been prepared for it); the Volume routes REPLY messages to on_reply and
-  // tells link_lost() when the attached link closed (after it quiesced).
-  void attach(LinkConn* link, link::Plan::Kind plan);
+  // been prepared for it; `peer_features` are the peer's HELLO flags); the
+  // Volume routes REPLY messages to on_reply and tells link_lost() when the
+  // attached link closed (after it quiesced).
+  void attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_features);
   void on_reply(const link::Header& h);
   void link_lost(const std::string& why);
   // Stop mirroring without losing the link's session (split). Writes from
@@ -146,6 +148,8 @@ class Replicator final : public Backend {
   uint64_t writes_in_flight() const { return running_.size(); }
   // Bytes copied by resyncs since this process started.
   uint64_t resynced_bytes_total() const { return resynced_total_; }
+  // Of those, found identical on the peer and not sent (resync-checksums).
+  uint64_t resync_same_bytes_total() const { return same_total_; }
   // The peer answered a request with an error (its disk failed) since the
   // last completed resync: a new session would likely fail the same way.
   bool peer_io_error() const { return peer_io_error_; }
@@ -224,6 +228,9 @@ class Replicator final : public Backend {
   void resync_local_done(Op* op, int err);
   void resync_reply(Op* op, int err);
   void resync_copy_done(Op* op, int err);
+  // Checksum resync: the peer's digests of a chunk (nullptr: it could not
+  // give them; the chunk is copied whole).
+  void resync_digests(Op* op, const std::vector<link::Digest>* peer, int err);
   void resync_batch_flush();
   void resync_read_ahead();
   // Regions found different while synchronized: resync them (the
@@ -322,6 +329,10 @@ class Replicator final : public Backend {
     }
   } readahead_done_;
   uint64_t resynced_total_ = 0;
+  // Checksum resync: on for this link (resync-checksums and a peer that
+  // answers VERIFY); bytes found identical this resync and since start.
+  bool csums_ = false;
+  uint64_t resync_same_ = 0, same_total_ = 0;
   uint64_t dirty_epoch_ = 0;  // bumped when a failure sets dirty bits
   uint64_t batch_epoch_ = 0;
   std::deque<Op*> held_;  // fail-stop or hold(): writes waiting to start

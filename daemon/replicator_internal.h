@@ -39,7 +39,13 @@ struct Replicator::Op final : IoDone {
   bool hole = false;            // resync: the whole range is a hole: send ZERO
   std::vector<nbd::Extent> ext;
   std::vector<uint8_t> payload; // small payloads (SYNC_DONE, VERIFY)
-  std::vector<link::Digest> digests;  // verify: this copy's, per region
+  std::vector<link::Digest> digests;  // verify, checksum resync: this copy's, per region
+  // Checksum resync (resync-checksums): waiting for the peer's digests of
+  // the chunk (a VERIFY), then the parts that differ, sent one at a time.
+  bool csum_wait = false;
+  std::vector<link::Range> runs;  // resync: the parts to write on the peer
+  size_t run = 0;                 // the one in flight
+  uint64_t same = 0;              // bytes the peer holds already (not sent)
   uint64_t verify_run = 0;      // verify: the run it belongs to
   // TRIM: a copy whose store cannot punch kept its data (EOPNOTSUPP).
   bool trim_kept_local = false, trim_kept_peer = false;

@@ -22,9 +22,13 @@ constexpr uint64_t kKoCount = 7;
 
 // ------------------------------------------------------------ the link --
 
-void Replicator::attach(LinkConn* link, link::Plan::Kind plan) {
+void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_features) {
   link_ = link;
   trim_peer_ok_ = true;
+  csums_ = cfg_.resync_checksums && (peer_features & link::kFeatureVerify);
+  if (cfg_.resync_checksums && !csums_)
+    MLOG_WARN("resync-checksums: the peer's mirrord cannot digest its copy (no VERIFY): "
+              "resyncs send every region whole");
   now_ms_ = coarse_ms();
   last_error_.clear();
   sync_done_sent_ = false;

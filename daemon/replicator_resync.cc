@@ -2,7 +2,9 @@
 // dirty regions to the peer in chunks, through the same overlap interlock as
 // client writes (rule 4); flushes them on the peer in batches before their
 // bits are cleared (rule 5); limits the rate, reports progress, and ends with
-// SYNC_DONE. The write path is in replicator.cc.
+// SYNC_DONE. With resync-checksums, each chunk first asks the peer for its
+// digests (a VERIFY, as online verify does) and sends only the runs of
+// regions that differ. The write path is in replicator.cc.
 #include <algorithm>
 #include <cstring>
 
@@ -10,6 +12,7 @@
 #include "log.h"
 #include "replicator.h"
 #include "replicator_internal.h"
+#include "verify_digest.h"
 
 namespace mirror {
 
@@ -29,6 +32,7 @@ void Replicator::resync_begin() {
   resync_scan_done_ = false;
   resync_total_ = bitmap_.dirty_bytes();
   resync_done_ = 0;
+  resync_same_ = 0;
   resync_batch_.clear();
   resync_batch_bytes_ = 0;
   flushing_batch_.clear();
@@ -39,7 +43,8 @@ void Replicator::resync_begin() {
   rate_window_bytes_ = 0;
   tokens_ = 0;
   tokens_ms_ = coarse_ms();
-  MLOG_INFO("resync started: %llu bytes to copy", static_cast<unsigned long long>(resync_total_));
+  MLOG_INFO("resync started: %llu bytes to copy%s", static_cast<unsigned long long>(resync_total_),
+            csums_ ? " (checksums: only regions that differ on the peer are sent)" : "");
 }
 
 void Replicator::resync_link_lost() {
@@ -167,6 +172,42 @@ void Replicator::resync_local_done(Op* op, int err) {
     --resync_in_flight_;
     return finish(op, -ENOTCONN);
   }
+  if (csums_ && !op->hole) {
+    // Ask for the peer's digests first. The chunk stays in the interlock
+    // until its last write is acknowledged, so no write changes either
+    // copy between the two digests and the copies that follow.
+    op->digests = region_digests({op->rbuf.data(), op->len}, bitmap_.granularity());
+    op->payload = link::encode_verify(bitmap_.granularity());
+    op->csum_wait = true;
+    return send_to_peer(op);
+  }
+  op->runs.assign(1, link::Range{op->off, op->len});
+  op->run = 0;
+  send_to_peer(op);
+}
+
+void Replicator::resync_digests(Op* op, const std::vector<link::Digest>* peer, int err) {
+  op->csum_wait = false;
+  op->payload.clear();
+  if (!peer) {
+    MLOG_WARN("resync: the peer could not digest %llu+%u (%s): copying it whole",
+              static_cast<unsigned long long>(op->off), op->len, strerror(err));
+  }
+  op->runs = differing_runs(op->off, op->len, bitmap_.granularity(), op->digests,
+                            peer ? std::span<const link::Digest>(*peer)
+                                 : std::span<const link::Digest>());
+  uint64_t sent = 0;
+  for (const link::Range& r : op->runs) sent += r.length;
+  op->same = op->len - sent;
+  op->run = 0;
+  if (!mirroring()) {
+    --resync_in_flight_;
+    return finish(op, -ENOTCONN);
+  }
+  // Identical everywhere: nothing to send, but the chunk joins the batch
+  // like a copy, its bits cleared only after the peer's flush (its data
+  // may be in the peer's page cache only).
+  if (op->runs.empty()) return resync_copy_done(op, 0);
   send_to_peer(op);
 }
 
@@ -185,19 +226,28 @@ void Replicator::resync_reply(Op* op, int err) {
       resync_active_ = false;
       peer_io_error_ = false;
       state_ = LinkState::kSynced;
-      MLOG_INFO("resync complete: the peer is up to date");
+      MLOG_INFO("resync complete: the peer is up to date: %llu bytes, %llu identical on the peer "
+                "(not sent)",
+                static_cast<unsigned long long>(resync_done_),
+                static_cast<unsigned long long>(resync_same_));
       if (on_synced) on_synced();
       // A verify marked regions after the scan ended: copy them too.
       if (bitmap_.dirty_bytes() > 0) resync_again();
       return;
     }
     case Kind::kResync:
+      // A plain REPLY to the chunk's VERIFY: the peer refused it.
+      if (op->csum_wait) return resync_digests(op, nullptr, err ? err : EPROTO);
       if (err) {
         MLOG_WARN("resync: the peer failed to write %llu+%u: %s",
                   static_cast<unsigned long long>(op->off), op->len, strerror(err));
         --resync_in_flight_;
         finish(op, -err);
         return peer_failed("the peer failed a resync write");
+      }
+      if (!op->hole && op->run + 1 < op->runs.size()) {
+        ++op->run;  // the next part that differs, still under the interlock
+        return send_to_peer(op);
       }
       return resync_copy_done(op, 0);
     default: {  // kFlush: the peer flushed a batch (resync_batch_flush)
@@ -225,6 +275,8 @@ void Replicator::resync_copy_done(Op* op, int) {
   resync_batch_bytes_ += len;
   rate_window_bytes_ += len;
   resynced_total_ += len;
+  resync_same_ += op->same;
+  same_total_ += op->same;
   finish(op, 0);
   resync_pump();
 }
@@ -245,6 +297,7 @@ ResyncProgress Replicator::progress() const {
   p.running = state_ == LinkState::kResyncing;
   p.total_bytes = resync_total_;
   p.done_bytes = std::min(resync_done_, resync_total_);
+  p.same_bytes = resync_same_;
   p.rate_bps = rate_bps_;
   uint64_t left = bitmap_.dirty_bytes();
   p.eta_seconds = rate_bps_ ? left / rate_bps_ : 0;

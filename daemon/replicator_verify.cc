@@ -123,17 +123,25 @@ void Replicator::verify_local_done(Op* op, int err) {
 
 void Replicator::on_verify_reply(const link::Header& h, Buffer& payload) {
   auto it = outstanding_.find(h.id);
-  if (it == outstanding_.end() || it->second->kind != Kind::kVerify) return;
+  if (it == outstanding_.end()) return;
   Op* op = it->second;
+  const bool resync = op->kind == Kind::kResync && op->csum_wait;
+  if (op->kind != Kind::kVerify && !resync) return;
   outstanding_.erase(it);
   op->peer_pending = false;
-  if (h.length) return verify_chunk_done(op, int(h.length), nullptr);
-  auto d = link::decode_digests({payload.data(), h.payload}, op->digests.size());
-  if (!d) {
-    MLOG_WARN("verify: %s", d.error().message.c_str());
-    return verify_chunk_done(op, EPROTO, nullptr);
+  int err = int(h.length);
+  std::vector<link::Digest> peer;
+  if (!err) {
+    auto d = link::decode_digests({payload.data(), h.payload}, op->digests.size());
+    if (d) {
+      peer = *d;
+    } else {
+      MLOG_WARN("%s: %s", resync ? "resync" : "verify", d.error().message.c_str());
+      err = EPROTO;
+    }
   }
-  verify_chunk_done(op, 0, &*d);
+  if (resync) return resync_digests(op, err ? nullptr : &peer, err);
+  verify_chunk_done(op, err, err ? nullptr : &peer);
 }
 
 void Replicator::verify_chunk_done(Op* op, int err, const std::vector<link::Digest>* peer) {

@@ -656,6 +656,7 @@ VolumeStatus Volume::status() const {
     st.resync = replicator_->progress();
     st.verify = replicator_->verify_progress();
     st.resynced_bytes_total = replicator_->resynced_bytes_total();
+    st.resync_same_bytes_total = replicator_->resync_same_bytes_total();
     st.local_io_errors = replicator_->local_errors();
     st.trim = replicator_->trim_state();
   } else {

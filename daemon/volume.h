@@ -57,6 +57,7 @@ struct VolumeStatus {
   ResyncProgress resync;
   VerifyProgress verify;  // primary: the last verify run (run == 0: none)
   uint64_t resynced_bytes_total = 0;  // sent (primary) or received (secondary)
+  uint64_t resync_same_bytes_total = 0;  // primary: of those, identical on the peer, not sent
   std::string last_error;
   uint64_t local_io_errors = 0;  // requests this node's disk failed, since start
   // Whether a client's TRIM changes the copies: "applied", or why not

@@ -273,7 +273,7 @@ void Volume::activate(Session* s) {
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
   } else {
-    replicator_->attach(s->conn.get(), s->plan);
+    replicator_->attach(s->conn.get(), s->plan, s->peer_features);
   }
   // Only now: released before attach, the held writes would be issued
   // while not mirroring, marked dirty under an "in sync" plan and never
