@@ -14,13 +14,47 @@
 
 namespace mirror {
 
+ThreadCall::~ThreadCall() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void ThreadCall::run(std::function<Status()> work, std::function<void(Status)> done) {
+  if (running_) {
+    loop_.defer([done = std::move(done)] { done(Error{EAGAIN, "another call is running"}); });
+    return;
+  }
+  if (thread_.joinable()) thread_.join();  // returned: its wake was handled
+  wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+  if (!wake_.valid()) {
+    Error e = errno_error("eventfd");
+    loop_.defer([done = std::move(done), e] { done(e); });
+    return;
+  }
+  running_ = true;
+  done_ = std::move(done);
+  io_uring_prep_read(loop_.sqe(this), wake_.get(), &wake_value_, sizeof wake_value_, 0);
+  thread_ = std::thread([this, work = std::move(work), wake = wake_.get()] {
+    result_ = work();
+    uint64_t one = 1;
+    (void)!::write(wake, &one, sizeof one);
+  });
+}
+
+void ThreadCall::on_complete(int res, uint32_t) {
+  if (thread_.joinable()) thread_.join();
+  wake_.reset();
+  running_ = false;
+  Status st = result_;
+  if (res != sizeof wake_value_) st = Error{res < 0 ? -res : EIO, "waiting for the call's thread"};
+  auto done = std::move(done_);
+  done_ = nullptr;
+  done(st);  // may start the next call
+}
+
 KernelDevice::KernelDevice(Loop& loop, NbdServer& server, Options opts)
     : loop_(loop), server_(server), opts_(std::move(opts)) {}
 
-KernelDevice::~KernelDevice() {
-  if (probe_.joinable()) probe_.join();
-  if (resize_thread_.joinable()) resize_thread_.join();
-}
+KernelDevice::~KernelDevice() = default;
 
 Result<std::vector<UniqueFd>> KernelDevice::make_sockets() {
   std::vector<UniqueFd> kernel_ends;
@@ -60,13 +94,7 @@ Status KernelDevice::attach() {
     api_ = *api;
   }
 
-  knbd::AttachParams p;
-  p.index = *configured;
-  p.size_bytes = server_.find(opts_.export_name)->size;
-  p.server_flags = server_.kernel_flags(opts_.export_name);
-  p.timeout_s = opts_.cfg.timeout_s;
-  p.dead_conn_timeout_s = opts_.cfg.dead_conn_timeout_s;
-  p.backend_id = opts_.backend_id;
+  knbd::AttachParams p = attach_params(*configured);
 
   if (api_ == knbd::Api::kIoctl) {
     if (opts_.api != "ioctl")
@@ -128,6 +156,17 @@ Status KernelDevice::attach() {
             opts_.cfg.dead_conn_timeout_s, opts_.backend_id.c_str());
   listen_link_dead();
   return {};
+}
+
+knbd::AttachParams KernelDevice::attach_params(int index) const {
+  knbd::AttachParams p;
+  p.index = index;
+  p.size_bytes = server_.find(opts_.export_name)->size;
+  p.server_flags = server_.kernel_flags(opts_.export_name);
+  p.timeout_s = opts_.cfg.timeout_s;
+  p.dead_conn_timeout_s = opts_.cfg.dead_conn_timeout_s;
+  p.backend_id = opts_.backend_id;
+  return p;
 }
 
 Status KernelDevice::reconfigure(int index) {
@@ -219,45 +258,110 @@ void KernelDevice::stop(std::function<void()> done) {
   }
   stop_listening();  // no more RECONFIGURE on LINK_DEAD
   stop_done_ = std::move(done);
-  probe_wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
-  if (!probe_wake_.valid()) {
-    MLOG_ERROR("kernel nbd: eventfd: %s: leaving /dev/nbd%d attached", strerror(errno), index_);
-    loop_.defer(std::move(stop_done_));
-    return;
-  }
-  io_uring_prep_read(loop_.sqe(&probe_done_), probe_wake_.get(), &probe_value_, sizeof probe_value_,
-                     0);
-  std::string path = opts_.dev_dir + "/nbd" + std::to_string(index_);
-  probe_ = std::thread([this, path, wake = probe_wake_.get()] {
-    // O_EXCL on a block device fails EBUSY while a file system is mounted
-    // on it, a holder (dm, md) claims it, or someone else opened it O_EXCL.
-    int fd = ::open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
-    probe_errno_ = fd < 0 ? errno : 0;
-    if (fd >= 0) ::close(fd);
-    uint64_t one = 1;
-    (void)!::write(wake, &one, sizeof one);
-  });
+  probe_in_use([this](Status in_use) { on_probed(in_use); });
 }
 
-void KernelDevice::on_probed(int res, uint32_t) {
-  if (probe_.joinable()) probe_.join();
+void KernelDevice::probe_in_use(std::function<void(Status)> done) {
+  std::string dev = path();
+  device_call_.run(
+      [dev] {
+        // O_EXCL on a block device fails EBUSY while a file system is
+        // mounted on it, a holder (dm, md) claims it, or someone else
+        // opened it O_EXCL.
+        int fd = ::open(dev.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
+        if (fd < 0) return Status(errno_error("open " + dev));
+        ::close(fd);
+        return Status();
+      },
+      std::move(done));
+}
+
+void KernelDevice::on_probed(Status in_use) {
   auto done = std::move(stop_done_);
-  if (res != sizeof probe_value_) {
-    MLOG_ERROR("kernel nbd: waiting for the in-use probe: %s: leaving /dev/nbd%d attached",
-               strerror(res < 0 ? -res : EIO), index_);
-  } else if (probe_errno_ == EBUSY) {
+  if (!in_use && in_use.error().code == EBUSY) {
     MLOG_WARN(
         "kernel nbd: /dev/nbd%d is in use (mounted, held open exclusively or by a holder): "
         "leaving it attached. I/O waits up to the dead-connection timeout (%us) for the "
         "next mirrord, which re-attaches it; unmount it and stop again to detach",
         index_, opts_.cfg.dead_conn_timeout_s);
   } else {
-    if (probe_errno_ != 0)
-      MLOG_WARN("kernel nbd: cannot tell whether /dev/nbd%d is in use (open: %s): detaching",
-                index_, strerror(probe_errno_));
+    if (!in_use)
+      MLOG_WARN("kernel nbd: cannot tell whether /dev/nbd%d is in use (%s): detaching", index_,
+                in_use.error().to_string().c_str());
     detach();
   }
   done();
+}
+
+bool KernelDevice::kernel_read_only() const {
+  return read_line(opts_.sysfs_block + "/nbd" + std::to_string(index_) + "/ro") == "1";
+}
+
+std::string KernelDevice::path() const {
+  return index_ >= 0 ? opts_.dev_dir + "/nbd" + std::to_string(index_) : opts_.cfg.path;
+}
+
+void KernelDevice::follow_role(std::function<void(std::string)> done) {
+  bool want_ro = server_.kernel_flags(opts_.export_name) & nbd::kFlagReadOnly;
+  std::string dev = path();
+  if (!attached_ || kernel_read_only() == want_ro) return done("");
+  if (ioctl_)
+    return done(dev + " keeps its " + (want_ro ? "writable" : "read-only") +
+                " state (the ioctl interface cannot re-attach it): restart mirrord to change it");
+  probe_in_use([this, want_ro, dev, done = std::move(done)](Status in_use) {
+    if (!in_use && in_use.error().code == EBUSY) {
+      MLOG_WARN("kernel nbd: %s is in use: it stays %s", dev.c_str(),
+                want_ro ? "writable (its writes are refused)" : "read-only");
+      return done(want_ro ? dev + " is in use, so it stays writable, but its writes are refused"
+                          : dev + " is in use (mounted read-only?): it stays read-only; "
+                                  "unmount it and run `mirrorctl promote` again to make it "
+                                  "writable");
+    }
+    reattach(done);
+  });
+}
+
+void KernelDevice::reattach(std::function<void(std::string)> done) {
+  std::string dev = path();
+  auto socks = make_sockets();
+  if (!socks) return done(dev + " keeps its old state: " + socks.error().to_string());
+  knbd::AttachParams p = attach_params(index_);
+  bool ro = p.server_flags & nbd::kFlagReadOnly;
+  auto kernel_ends = std::make_shared<std::vector<UniqueFd>>(std::move(*socks));
+  p.sock_fds = raw(*kernel_ends);
+  attached_ = false;  // from the DISCONNECT on, until the CONNECT succeeded
+  device_call_.run(
+      [p, kernel_ends] {
+        // A netlink socket of this thread's own: the loop's stays the loop's.
+        auto t = knbd::NetlinkTransport::open();
+        if (!t) return Status(t.error());
+        knbd::NetlinkNbd nbd(**t);
+        if (auto st = nbd.disconnect(p.index); !st) return st;
+        // The kernel frees the old configuration when its last user is gone;
+        // a short-lived opener (udev's probe after the change event) makes
+        // CONNECT fail with EBUSY meanwhile.
+        for (int attempt = 0;; ++attempt) {
+          auto idx = nbd.connect(p);
+          if (idx) return Status();
+          if (idx.error().code != EBUSY || attempt == 100) return Status(idx.error());
+          ::usleep(20000);
+        }
+      },
+      [this, dev, ro, done = std::move(done)](Status st) {
+        if (!st) {
+          // A failed DISCONNECT left the device as it was.
+          std::string size = read_line(opts_.sysfs_block + "/nbd" + std::to_string(index_) + "/size");
+          attached_ = !size.empty() && size != "0";
+          MLOG_ERROR("kernel nbd: re-attach %s: %s", dev.c_str(), st.error().to_string().c_str());
+          return done(dev + " could not be re-attached (" + st.error().to_string() +
+                      "): restart mirrord to attach it");
+        }
+        attached_ = true;
+        dead_ = false;
+        MLOG_INFO("kernel nbd: re-attached %s %s for the new role", dev.c_str(),
+                  ro ? "read-only" : "read-write");
+        done("");
+      });
 }
 
 uint64_t KernelDevice::size_to_set(int index) const {
@@ -275,52 +379,33 @@ void KernelDevice::resize(uint64_t size, std::function<void(Status)> done) {
     loop_.defer([done = std::move(done)] { done({}); });
     return;
   }
-  if (resize_done_) {
+  if (resize_call_.busy()) {
     loop_.defer([done = std::move(done)] { done(Error{EBUSY, "a resize is running"}); });
     return;
   }
-  if (resize_thread_.joinable()) resize_thread_.join();
-  resize_wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
-  if (!resize_wake_.valid()) {
-    Error e = errno_error("eventfd");
-    loop_.defer([done = std::move(done), e] { done(e); });
-    return;
-  }
-  resize_done_ = std::move(done);
-  io_uring_prep_read(loop_.sqe(&resize_completion_), resize_wake_.get(), &resize_value_,
-                     sizeof resize_value_, 0);
-  std::string dev = "/dev/nbd" + std::to_string(index_);
+  std::string dev = path();
   knbd::IoctlNbd* ioctl = ioctl_.get();
-  resize_thread_ = std::thread([this, size, dev, ioctl, index = index_,
-                                id = opts_.backend_id, wake = resize_wake_.get()] {
-    Status st;
-    if (ioctl) {
-      st = ioctl->resize(size);
-    } else {
-      // A socket of its own: the loop's stays the loop's.
-      auto t = knbd::NetlinkTransport::open();
-      if (!t) {
-        st = t.error();
-      } else {
-        knbd::NetlinkNbd nbd(**t);
-        st = nbd.reconfigure(index, {}, id, 0, size);
-      }
-    }
-    resize_result_ = st ? st : Status(Error{st.error().code, dev + ": resize: " + st.error().message});
-    uint64_t one = 1;
-    (void)!::write(wake, &one, sizeof one);
-  });
-}
-
-void KernelDevice::on_resized(int res, uint32_t) {
-  if (resize_thread_.joinable()) resize_thread_.join();
-  resize_wake_.reset();
-  auto done = std::move(resize_done_);
-  resize_done_ = nullptr;
-  Status st = resize_result_;
-  if (res != sizeof resize_value_) st = Error{res < 0 ? -res : EIO, "waiting for the resize thread"};
-  if (st) MLOG_INFO("kernel nbd: /dev/nbd%d has the new size", index_);
-  done(st);
+  resize_call_.run(
+      [size, dev, ioctl, index = index_, id = opts_.backend_id] {
+        Status st;
+        if (ioctl) {
+          st = ioctl->resize(size);
+        } else {
+          // A socket of its own: the loop's stays the loop's.
+          auto t = knbd::NetlinkTransport::open();
+          if (!t) {
+            st = t.error();
+          } else {
+            knbd::NetlinkNbd nbd(**t);
+            st = nbd.reconfigure(index, {}, id, 0, size);
+          }
+        }
+        return st ? st : Status(Error{st.error().code, dev + ": resize: " + st.error().message});
+      },
+      [this, done = std::move(done)](Status st) {
+        if (st) MLOG_INFO("kernel nbd: /dev/nbd%d has the new size", index_);
+        done(st);
+      });
 }
 
 DeviceStatus KernelDevice::status() const {
@@ -331,7 +416,10 @@ DeviceStatus KernelDevice::status() const {
   s.state = !attached_ ? "detached" : dead_ ? "dead" : "attached";
   s.reattached = reattached_;
   s.link_dead_events = link_dead_events_;
-  s.read_only = server_.kernel_flags(opts_.export_name) & nbd::kFlagReadOnly;
+  // What the kernel enforces, which after a role change can differ from
+  // what the export tells new clients (a device in use keeps its state).
+  s.read_only = attached_ ? kernel_read_only()
+                          : server_.kernel_flags(opts_.export_name) & nbd::kFlagReadOnly;
   return s;
 }
 

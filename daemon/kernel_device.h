@@ -11,6 +11,12 @@
 // (mounted, held open exclusively, has holders): then it stays attached for
 // the next mirrord to RECONFIGURE, as after a crash.
 //
+// Role changes (follow_role): the kernel takes a device's read-only state
+// only at CONNECT (NBD_ATTR_SERVER_FLAGS; RECONFIGURE does not apply them),
+// so after a demote or promote a device that nobody uses is DISCONNECTed and
+// CONNECTed again with the flags of the new role; a device in use keeps its
+// state, and the caller says so.
+//
 // Thread: the Loop's. Attach and detach make blocking netlink calls; the
 // kernel does not wait for our NBD replies inside them.
 #pragma once
@@ -27,6 +33,28 @@
 
 namespace mirror {
 
+// Runs a blocking call on a thread of its own and its `done` on the loop
+// once it returned: for calls the kernel may only finish once the loop
+// serves the device (an open that writes back, a queue freeze). One call at
+// a time; the destructor joins.
+class ThreadCall final : public Completion {
+ public:
+  explicit ThreadCall(Loop& loop) : loop_(loop) {}
+  ~ThreadCall();
+  bool busy() const { return running_; }
+  void run(std::function<Status()> work, std::function<void(Status)> done);
+  void on_complete(int res, uint32_t flags) override;
+
+ private:
+  Loop& loop_;
+  bool running_ = false;
+  std::thread thread_;
+  Status result_;
+  UniqueFd wake_;
+  uint64_t wake_value_ = 0;
+  std::function<void(Status)> done_;
+};
+
 // What `mirrorctl status` shows under "device".
 struct DeviceStatus {
   std::string path;         // /dev/nbdN once attached, else what was configured
@@ -35,7 +63,7 @@ struct DeviceStatus {
   std::string state;        // "attached", "dead" (waiting for sockets) or "detached"
   bool reattached = false;  // took over the device a previous mirrord left
   uint64_t link_dead_events = 0;
-  bool read_only = false;
+  bool read_only = false;    // the kernel's view (/sys/block/nbdN/ro) once attached
 };
 
 class KernelDevice final : public Completion {
@@ -70,6 +98,18 @@ class KernelDevice final : public Completion {
   // loop. `done` runs on the loop (at once when not attached); one resize
   // at a time.
   void resize(uint64_t size, std::function<void(Status)> done);
+  // Whether something uses the device (an O_EXCL open, on a thread of its
+  // own): `done` gets {} when free, EBUSY when mounted, held open
+  // exclusively or claimed by a holder, or the open's other error.
+  void probe_in_use(std::function<void(Status)> done);
+  // After a promote or demote: makes the device's read-only state the
+  // export's (read-only on a secondary), re-attaching it when nobody uses it.
+  // `done` gets a note for the command's reply: empty when the device has
+  // the new role's state, else what the user must do.
+  void follow_role(std::function<void(std::string)> done);
+  // The kernel's read-only state of the attached device.
+  bool kernel_read_only() const;
+  std::string path() const;
   DeviceStatus status() const;
 
   // The LINK_DEAD listener's poll.
@@ -82,8 +122,10 @@ class KernelDevice final : public Completion {
   void listen_link_dead();
   void arm_poll();
   void stop_listening();
-  void on_probed(int res, uint32_t flags);
-  void on_resized(int res, uint32_t flags);
+  void on_probed(Status in_use);
+  // DISCONNECT, then CONNECT with the export's current flags, on a thread.
+  void reattach(std::function<void(std::string)> done);
+  knbd::AttachParams attach_params(int index) const;
   // What the re-attach RECONFIGURE sets: the export's size if the device
   // has another one, else 0 (nothing to change, nothing to wait for).
   uint64_t size_to_set(int index) const;
@@ -103,20 +145,9 @@ class KernelDevice final : public Completion {
   bool stopping_ = false;
   uint64_t link_dead_events_ = 0;
   uint64_t next_peer_ = 0;
-  // stop()'s in-use probe: the thread writes the open's errno (0: free) and
-  // then wakes the loop through the eventfd.
-  std::thread probe_;
-  int probe_errno_ = 0;
-  UniqueFd probe_wake_;
-  uint64_t probe_value_ = 0;
-  MemberCompletion<KernelDevice, &KernelDevice::on_probed> probe_done_{this};
-  // resize()'s thread, like the probe's: its result, then a wake.
-  std::thread resize_thread_;
-  Status resize_result_;
-  UniqueFd resize_wake_;
-  uint64_t resize_value_ = 0;
-  std::function<void(Status)> resize_done_;
-  MemberCompletion<KernelDevice, &KernelDevice::on_resized> resize_completion_{this};
+  // The in-use probe and the re-attach (one at a time), and the resize.
+  ThreadCall device_call_{loop_};
+  ThreadCall resize_call_{loop_};
   std::function<void()> stop_done_;
 };
 

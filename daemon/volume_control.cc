@@ -29,6 +29,45 @@ json VolumeControl::status_json() const {
   return status_to_json(volume_.status(), &d);
 }
 
+// Like DRBD's `drbdadm secondary`: refused while the node's device is in use
+// (a file system mounted on it would get write errors from the demote on),
+// before anything changes.
+void VolumeControl::demote(uint32_t timeout_ms, Reply reply) {
+  if (device_ == nullptr || volume_.role() != Role::kPrimary)
+    return volume_.demote(timeout_ms, reply);
+  device_->probe_in_use([this, timeout_ms, reply](Status in_use) {
+    if (!in_use && in_use.error().code == EBUSY) {
+      std::string dev = device_->path();
+      return reply(EBUSY, dev + " is in use (mounted, held open exclusively or by a holder): "
+                              "unmount " + dev + " first; still primary");
+    }
+    if (!in_use)
+      return reply(in_use.error().code,
+                   "cannot tell whether the device is in use: " + in_use.error().to_string() +
+                       "; still primary");
+    volume_.demote(timeout_ms, [this, reply](int err, const std::string& msg) {
+      device_follow_role(err, msg, reply);
+    });
+  });
+}
+
+void VolumeControl::promote(bool force, Reply reply) {
+  if (device_ == nullptr) return volume_.promote(force, reply);
+  volume_.promote(force, [this, reply](int err, const std::string& msg) {
+    // Already primary: a device that stayed read-only through the promote
+    // (it was in use) gets another chance.
+    if (err == EALREADY && device_->status().read_only) err = 0;
+    device_follow_role(err, msg, reply);
+  });
+}
+
+void VolumeControl::device_follow_role(int err, const std::string& msg, const Reply& reply) {
+  if (err) return reply(err, msg);
+  device_->follow_role([reply, msg](const std::string& note) {
+    reply(0, note.empty() ? msg : msg + "; " + note);
+  });
+}
+
 void VolumeControl::on_command(const control::Request& req, const ControlPeer&,
                                ControlServer::Respond respond) {
   dispatch(req, false, std::move(respond));
@@ -61,11 +100,11 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
   if (cmd == "split") return volume_.split(reply);
   if (cmd == "hold") return volume_.hold(uint32_t(req.args["timeout_ms"].get<int64_t>()), reply);
   if (cmd == "release") return volume_.release(reply);
-  if (cmd == "promote") return volume_.promote(req.args.value("force", false), reply);
+  if (cmd == "promote") return promote(req.args.value("force", false), reply);
   if (cmd == "demote") {
     int64_t s = req.args.value("timeout", int64_t(60));
     if (s <= 0 || s > 86400) return reply(EINVAL, "demote: timeout must be 1..86400 seconds");
-    return volume_.demote(uint32_t(s * 1000), reply);
+    return demote(uint32_t(s * 1000), reply);
   }
   if (cmd == "open-rw") return volume_.open_rw(reply);
   if (cmd == "resize") return volume_.resize(req.args.value("assume-clean", false), reply);

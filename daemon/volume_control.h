@@ -19,8 +19,9 @@ class VolumeControl final : public ControlServer::Handler {
   void on_command(const control::Request& req, const ControlPeer& peer,
                   ControlServer::Respond respond) override;
   void stop();
-  // The node's kernel device, shown by status (may stay null).
-  void set_device(const KernelDevice* d) { device_ = d; }
+  // The node's kernel device (may stay null): shown by status, and made to
+  // follow the role by demote and promote.
+  void set_device(KernelDevice* d) { device_ = d; }
 
  private:
   // from_peer: relayed by the peer's daemon (never relayed back).
@@ -28,11 +29,16 @@ class VolumeControl final : public ControlServer::Handler {
   void relay_to_peer(const control::Request& req, ControlServer::Respond respond);
   void poll();
   nlohmann::json status_json() const;
+  using Reply = std::function<void(int, const std::string&)>;
+  void demote(uint32_t timeout_ms, Reply reply);
+  void promote(bool force, Reply reply);
+  // A role change's reply once the device has the new role's state.
+  void device_follow_role(int err, const std::string& msg, const Reply& reply);
 
   Loop& loop_;
   Volume& volume_;
   ControlServer& server_;
-  const KernelDevice* device_ = nullptr;
+  KernelDevice* device_ = nullptr;
   Timer timer_;
   nlohmann::json last_;  // what the last event reported
   uint64_t last_size_ = 0;  // the volume's size at the last poll
