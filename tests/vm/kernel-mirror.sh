@@ -3,7 +3,8 @@
 #
 # CASE: ext4 | split-freeze | kill-secondary | trim-vfat  (runs tests/vm/guest/mirror-CASE.sh)
 #       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl |
-#       attach-resize[-stale] (tests/vm/guest/CASE.sh: mirrord attaches /dev/nbdX itself, no nbd-client)
+#       attach-resize[-stale] | attach-failover | attach-force-promote
+#       (tests/vm/guest/CASE.sh: mirrord attaches /dev/nbdX itself, no nbd-client)
 #       sync-error (tests/vm/guest/sync-error.sh: ONE unmirrored mirrord over a device-mapper
 #       disk that fails writes, driven by qemu-io; the host kernel has no device-mapper)
 #
@@ -36,7 +37,8 @@ skip() { log "SKIP: $*"; exit 77; }
 EXTRA_BINS="debugfs $HERE/guest/mirror-lib.sh"
 case "$CASE" in
   ext4|split-freeze|kill-secondary) SCRIPT=$HERE/guest/mirror-$CASE.sh ;;
-  attach-ext4|attach-restart|attach-term|attach-ioctl) SCRIPT=$HERE/guest/$CASE.sh ;;
+  attach-ext4|attach-restart|attach-term|attach-ioctl|attach-failover|attach-force-promote)
+    SCRIPT=$HERE/guest/$CASE.sh ;;
   attach-resize|attach-resize-stale)
     # the root tmpfs (half the guest's RAM) holds both grown images and the sources
     SCRIPT=$HERE/guest/attach-resize.sh; EXTRA_BINS="$EXTRA_BINS resize2fs"; MEM=${MEM:-768}
@@ -49,7 +51,7 @@ case "$CASE" in
   sync-error) SCRIPT=$HERE/guest/$CASE.sh
               EXTRA_BINS="$EXTRA_BINS qemu-io dmsetup losetup filefrag mkfs.xfs"
               export EXTRA_MODULES="loop dm_mod dm_thin_pool xfs" ;;
-  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|trim-vfat|sync-error" >&2
+  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|attach-failover|attach-force-promote|trim-vfat|sync-error" >&2
      exit 2 ;;
 esac
 

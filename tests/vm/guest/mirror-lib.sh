@@ -228,6 +228,12 @@ load_wait() {
   step "write loop at file $(cat /tmp/load.progress)"
 }
 
+# fsck_clean DEV: e2fsck -fn finds no error on the (unmounted) DEV.
+fsck_clean() {
+  e2fsck -fn "$1" >/tmp/e2fsck.log 2>&1 || { cat /tmp/e2fsck.log; die "e2fsck -fn $1 found errors"; }
+  step "e2fsck -fn $1 clean: $(tail -n1 /tmp/e2fsck.log)"
+}
+
 # pair_finish: umount, disconnect, both daemons SIGTERM (exit 0), images identical,
 # e2fsck -fn clean on both.
 pair_finish() {
