@@ -56,7 +56,12 @@ void VolumeControl::promote(bool force, Reply reply) {
   volume_.promote(force, [this, reply](int err, const std::string& msg) {
     // Already primary: a device that stayed read-only through the promote
     // (it was in use) gets another chance.
-    if (err == EALREADY && device_->status().read_only) err = 0;
+    if (err == EALREADY && device_->status().read_only) {
+      return device_->follow_role([reply, dev = device_->path()](const std::string& note) {
+        if (!note.empty()) return reply(EBUSY, "already primary; " + note);
+        reply(0, "already primary; " + dev + " is writable now");
+      });
+    }
     device_follow_role(err, msg, reply);
   });
 }
