@@ -8,8 +8,9 @@
 # naming the device, and changes nothing (still primary, the mounted file system still
 # writes without an error). Unmounted: demote, then /dev/nbd0 is read-only in the kernel and
 # in status; promote beta: /dev/nbd1 is writable at once, mounts read-write, has every file,
-# takes new writes which reach alpha. Then back the same way: alpha's /dev/nbd0 has beta's
-# files. At the end e2fsck is clean, both images are identical, dmesg has no I/O error.
+# takes new writes which reach alpha. Then back, with alpha's device mounted read-only
+# across the promote: it stays read-only, the reply says so; unmounted, a second promote
+# makes it writable, and it has beta's files. At the end e2fsck is clean, both images are identical, dmesg has no I/O error.
 # Environment (GUEST_ENV): VOL_SIZE (default 64M).
 # shellcheck disable=SC1091  # packed by kernel-mirror.sh through EXTRA_BINS
 . /usr/local/bin/mirror-lib.sh
@@ -89,8 +90,31 @@ run umount /mnt
 fsck_clean /dev/nbd1
 wait_state beta synchronized 60
 
-# And back.
-switch_to beta /dev/nbd1 alpha /dev/nbd0
+# And back, with alpha's (secondary, read-only) device mounted read-only across the promote:
+# it cannot be re-attached, so it stays read-only and the reply says how to get it writable.
+mkdir -p /mnt2
+run mount -t ext4 -o ro /dev/nbd0 /mnt2
+ctl beta demote >/tmp/demote.out 2>&1 || { cat /tmp/demote.out; die "demote beta failed"; }
+expect_ro /dev/nbd1 beta 1
+ctl alpha promote >/tmp/promote.out 2>&1 || { cat /tmp/promote.out; die "promote alpha failed"; }
+grep -q "/dev/nbd0 is in use .*stays read-only; unmount it and run .mirrorctl promote. again" /tmp/promote.out ||
+  { cat /tmp/promote.out; die "the promote reply does not say that the mounted /dev/nbd0 stays read-only"; }
+[ "$(status_field alpha role)" = primary ] || die "alpha is $(status_field alpha role) after promote"
+expect_ro /dev/nbd0 alpha 1
+step "promote alpha with /dev/nbd0 mounted read-only: $(cat /tmp/promote.out)"
+if ctl alpha promote >/tmp/promote.out 2>&1; then
+  die "promote again while /dev/nbd0 is still mounted succeeded: $(cat /tmp/promote.out)"
+fi
+expect_ro /dev/nbd0 alpha 1
+step "promote again while still mounted: $(cat /tmp/promote.out)"
+run umount /mnt2
+ctl alpha promote >/tmp/promote.out 2>&1 || { cat /tmp/promote.out; die "the second promote failed"; }
+grep -q "already primary; /dev/nbd0 is writable now" /tmp/promote.out ||
+  { cat /tmp/promote.out; die "the second promote does not say that /dev/nbd0 is writable now"; }
+expect_ro /dev/nbd0 alpha 0
+expect_attached /dev/nbd0 alpha
+step "unmounted, promote again: $(cat /tmp/promote.out); /dev/nbd0 is writable (kernel and status)"
+wait_state alpha synchronized 60
 mount_check /dev/nbd0
 add_file back-on-alpha.bin
 run umount /mnt
