@@ -284,6 +284,11 @@ void KernelDevice::on_probed(Status in_use) {
         "leaving it attached. I/O waits up to the dead-connection timeout (%us) for the "
         "next mirrord, which re-attaches it; unmount it and stop again to detach",
         index_, opts_.cfg.dead_conn_timeout_s);
+  } else if (!in_use && in_use.error().code == EAGAIN) {
+    // A demote's or promote's probe or re-attach is running: the device
+    // may be mounted, so it is not pulled; the next mirrord takes it over.
+    MLOG_WARN("kernel nbd: /dev/nbd%d is being probed or re-attached for a role change: leaving "
+              "it attached for the next mirrord", index_);
   } else {
     if (!in_use)
       MLOG_WARN("kernel nbd: cannot tell whether /dev/nbd%d is in use (%s): detaching", index_,
