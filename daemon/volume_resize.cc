@@ -17,6 +17,7 @@
 //     any lost link, and the command says the peer's size is unknown.
 // A node whose link is down grows alone, its new area marked out of sync;
 // the HELLO size check keeps the pair apart until the peer grew too.
+#include <csignal>
 #include <cstring>
 
 #include "clock.h"
@@ -294,6 +295,11 @@ void Volume::on_resize_request(LinkConn* c, const link::Header& h) {
   };
   auto to = link::decode_resize(h);
   if (!to) return c->close("the primary sent a " + to.error().message);
+  if (opts_.faults && opts_.faults->stop_on_resize) {
+    MLOG_WARN("volume '%s': MIRRORD_FAULTS=stop-on-resize: stopping (SIGCONT resumes)",
+              cfg_.name.c_str());
+    ::raise(SIGSTOP);
+  }
   const std::string me = "node '" + self_.name + "'";
   if (resize_) return reply(EBUSY, false, me + " is resizing already");
   auto target = resize_target();

@@ -31,7 +31,7 @@ bool FaultSpec::any_data() const {
          enospc_after || power_loss || crash_after || trim_unsupported;
 }
 
-bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms; }
+bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms || stop_on_resize; }
 
 Result<FaultSpec> FaultSpec::parse(const std::string& text) {
   FaultSpec spec;
@@ -51,6 +51,10 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     }
     if (key == "power-loss" && eq == std::string::npos) {
       spec.power_loss = true;
+      continue;
+    }
+    if (key == "stop-on-resize" && eq == std::string::npos) {
+      spec.stop_on_resize = true;
       continue;
     }
     if (eq == std::string::npos)
@@ -91,7 +95,8 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     }
     return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
                              "' (write-eio, read-eio, write-enospc, eio-after, enospc-after, "
-                             "power-loss, crash-after, meta-eio-after, meta-delay-ms, trim-unsupported)"};
+                             "power-loss, crash-after, meta-eio-after, meta-delay-ms, "
+                             "trim-unsupported, stop-on-resize)"};
   }
   return spec;
 }
@@ -112,6 +117,7 @@ std::string FaultSpec::to_string() const {
   if (meta_eio_after) add("meta-eio-after=" + std::to_string(meta_eio_after));
   if (meta_delay_ms) add("meta-delay-ms=" + std::to_string(meta_delay_ms));
   if (trim_unsupported) add("trim-unsupported");
+  if (stop_on_resize) add("stop-on-resize");
   return s;
 }
 

@@ -39,11 +39,16 @@ struct FaultSpec {
   uint64_t meta_eio_after = 0;  // metadata commits after the first N fail (daemon only)
   uint64_t meta_delay_ms = 0;   // each metadata commit completes this much later (daemon only)
   bool trim_unsupported = false;  // TRIM fails EOPNOTSUPP, as on a store that cannot punch holes
+  // A secondary stops itself (SIGSTOP) when a RESIZE arrives, before handling
+  // it: a hung peer exactly after the primary's pre-resize flush and with
+  // RESIZE sent; the test resumes it with SIGCONT (daemon only).
+  bool stop_on_resize = false;
 
   bool any() const;
   bool any_data() const;  // a fault on the data path (FaultBackend's part)
   // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,eio-after=N,
-  // enospc-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,trim-unsupported"; numbers take
+  // enospc-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
+  // trim-unsupported,stop-on-resize"; numbers take
   // K, M, G suffixes.
   static Result<FaultSpec> parse(const std::string& text);
   std::string to_string() const;

@@ -78,6 +78,12 @@ TEST(FaultSpec, ParsesEveryFault) {
   EXPECT_TRUE(s->power_loss) << "crash-after implies power-loss tracking";
   EXPECT_EQ(FaultSpec::parse(s->to_string())->to_string(), s->to_string());
   EXPECT_TRUE(FaultSpec::parse("power-loss")->power_loss);
+  auto stop = FaultSpec::parse("stop-on-resize");
+  ASSERT_TRUE(stop) << stop.error().message;
+  EXPECT_TRUE(stop->stop_on_resize);
+  EXPECT_TRUE(stop->any());
+  EXPECT_FALSE(stop->any_data()) << "the daemon's, not the data path's";
+  EXPECT_EQ(stop->to_string(), "stop-on-resize");
   EXPECT_FALSE(FaultSpec::parse("")->any());
 }
 
