@@ -362,6 +362,11 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
       if (hello->volume != cfg_.name)
         return session_error(s, "the peer serves volume '" + hello->volume + "', not '" +
                                     cfg_.name + "'");
+      // A grow under way (the backing store's sync, a metadata commit)
+      // changes cfg_.size once it ends: the size checked now would be stale.
+      if (resize_)
+        return session_error(s, "node '" + self_.name +
+                                    "' is resizing: it takes no new session until that ends");
       if (hello->size != cfg_.size) {
         // After a resize with the link down, or one whose answer was lost:
         // the smaller node has yet to grow.

@@ -315,6 +315,8 @@ class Volume final : public LinkConn::Handler {
   struct Resize;
   std::unique_ptr<Resize> resize_;
   Result<uint64_t> resize_target() const;
+  void resize_flushed(int err);
+  void resize_resume_writes();
   void resize_drained();
   void resize_grow_here(bool peer_zeroed);
   void resize_finish(int err, const std::string& message);

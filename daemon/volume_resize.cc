@@ -5,11 +5,15 @@
 // and takes only the size from it.
 //
 // Primary, peer connected and synchronized:
-//  1. checks here first (a larger size, a store that can hold it);
+//  1. checks here first (a larger size, a store that can hold it), extends
+//     its backing file and flushes both copies (a mirrored FLUSH) while
+//     writes go on: the syncs below, inside the pause, then find little to
+//     write;
 //  2. pauses new writes (queued, not failed) and waits for those running:
 //     the point in the write stream where the volume grows;
 //  3. sends RESIZE, FIFO after every mirrored write; the secondary checks its
-//     own volume file, grows its store and metadata and answers;
+//     own volume file, grows its store (extended, then fdatasync on its
+//     loop) and metadata and answers;
 //  4. on OK grows here the same way, marks the new area dirty unless both
 //     nodes know it reads as zeros (or --assume-clean), updates every size
 //     it holds and lets the writes go;
@@ -114,13 +118,41 @@ void Volume::resize(bool assume_clean, Done done) {
   resize_->to = to;
   resize_->assume_clean = assume_clean;
   resize_->alone = alone;
-  MLOG_INFO("volume '%s': resize from %llu to %llu bytes%s", cfg_.name.c_str(),
-            static_cast<unsigned long long>(from), static_cast<unsigned long long>(to),
-            alone ? (" on this node alone ('" + peer_.name + "' is not connected)").c_str()
-                  : ": holding new writes until both nodes grew");
+  MLOG_INFO("volume '%s': resize from %llu to %llu bytes%s: flushing first, writes go on",
+            cfg_.name.c_str(), static_cast<unsigned long long>(from),
+            static_cast<unsigned long long>(to),
+            alone ? (" on this node alone ('" + peer_.name + "' is not connected)").c_str() : "");
+  // The extended length must be durable before RESIZE goes out (and before
+  // a node grows alone): an fdatasync, which writes out every dirty page of
+  // the file too, seconds' worth under a busy writer. It runs here, on the
+  // loop, while writes go on; through the replicator it is a mirrored FLUSH,
+  // so the secondary's copy is flushed too and the sync it does inside the
+  // pause (after extending its own file) finds only the last moments' writes.
+  IoDone* flushed = FnDone::make([this](int err) { resize_flushed(err); });
+  if (replicator_) return replicator_->flush(flushed);
+  disk_->flush(flushed);
+}
+
+void Volume::resize_flushed(int err) {
+  if (!resize_) return;
+  if (err)
+    return resize_finish(-err, "flushing the backing store " + file_->path() +
+                                   " failed: " + strerror(-err) + "; nothing changed");
   if (!replicator_) return when_metadata_idle([this] { resize_grow_here(false); });
+  MLOG_INFO("volume '%s': %s", cfg_.name.c_str(),
+            resize_->alone ? "flushed: holding new writes while this node grows"
+                           : "flushed: holding new writes until both nodes grew");
   resize_->paused = true;
+  resize_->paused_at_ms = mono_ms();
   replicator_->pause_writes([this] { resize_drained(); });
+}
+
+void Volume::resize_resume_writes() {
+  if (!resize_->paused) return;
+  resize_->paused = false;
+  replicator_->resume_writes();
+  MLOG_INFO("volume '%s': writes held for %llu ms", cfg_.name.c_str(),
+            static_cast<unsigned long long>(mono_ms() - resize_->paused_at_ms));
 }
 
 void Volume::resize_drained() {
@@ -141,6 +173,7 @@ void Volume::resize_drained() {
   resize_->peer_may_grow = true;
   resize_->deadline_ms = mono_ms() + relay_timeout_ms();
   active_->conn->send_owned(link::encode_resize(resize_->id, resize_->to));
+  MLOG_INFO("volume '%s': RESIZE sent to '%s'", cfg_.name.c_str(), peer_.name.c_str());
 }
 
 void Volume::on_resize_reply(const link::Header& h, Buffer& payload) {
@@ -199,10 +232,7 @@ void Volume::resize_grow_here(bool peer_zeroed) {
   }
   // The writes go on before the kernel device learns the size: the kernel
   // may wait for those in flight.
-  if (resize_->paused) {
-    resize_->paused = false;
-    replicator_->resume_writes();
-  }
+  resize_resume_writes();
   if (!on_resized) return resize_finish(0, msg);
   on_resized(resize_->to, [this, msg](const std::string& warning) {
     resize_finish(0, warning.empty() ? msg : msg + "; " + warning);
@@ -243,8 +273,8 @@ void Volume::when_metadata_idle(std::function<void()> fn) {
 
 void Volume::resize_finish(int err, const std::string& message) {
   if (!resize_) return;
+  resize_resume_writes();
   std::unique_ptr<Resize> r = std::move(resize_);
-  if (r->paused && replicator_) replicator_->resume_writes();
   if (err && r->file_was && !r->peer_may_grow && cfg_.size == r->from) {
     if (auto st = file_->unextend(r->file_was); !st)
       MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), st.error().message.c_str());
@@ -319,16 +349,32 @@ void Volume::on_resize_request(LinkConn* c, const link::Header& h) {
   MLOG_INFO("volume '%s': the primary grows the volume from %llu to %llu bytes", cfg_.name.c_str(),
             static_cast<unsigned long long>(cfg_.size), static_cast<unsigned long long>(*to));
   const uint64_t grow_to = *to;
-  when_metadata_idle([this, reply, grow_to, me] {
+  // The extended length is made durable before the metadata records the
+  // size and before the answer lets the primary grow. The fdatasync runs on
+  // the loop (pings, reads and control go on meanwhile); the primary's
+  // mirrored flush just before it held its writes left it little to write.
+  if (auto ext = file_->extend(grow_to); !ext) {
     resize_.reset();
-    // This node's dirty map records only its own writes of a split: the
-    // primary's decides what is copied.
-    auto grown = grow_here(grow_to, [](bool) { return false; });
-    if (!grown)
-      return reply(grown.error().code, false, me + " could not grow: " + grown.error().message);
-    reply(0, grown->zeroed, "");
-    if (on_resized) on_resized(grow_to, [](const std::string&) {});  // main.cc logs a failure
-  });
+    return reply(ext.error().code, false, me + " could not grow: " + ext.error().message);
+  }
+  disk_->flush(FnDone::make([this, reply, grow_to, me](int err) {
+    if (err) {
+      resize_.reset();
+      return reply(-err, false,
+                   me + " could not grow: flushing its backing store " + file_->path() +
+                       " after extending it failed: " + strerror(-err));
+    }
+    when_metadata_idle([this, reply, grow_to, me] {
+      resize_.reset();
+      // This node's dirty map records only its own writes of a split: the
+      // primary's decides what is copied.
+      auto grown = grow_here(grow_to, [](bool) { return false; });
+      if (!grown)
+        return reply(grown.error().code, false, me + " could not grow: " + grown.error().message);
+      reply(0, grown->zeroed, "");
+      if (on_resized) on_resized(grow_to, [](const std::string&) {});  // main.cc logs a failure
+    });
+  }));
 }
 
 }  // namespace mirror

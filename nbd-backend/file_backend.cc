@@ -193,13 +193,6 @@ Result<bool> FileBackend::extend(uint64_t new_size, uint64_t* was_length) {
       if (::ftruncate(fd_.get(), off_t(new_size)) < 0)
         return errno_error("extend backing file " + path_ + " to " + std::to_string(new_size) +
                            " bytes");
-      // fd_'s writeback errors are taken by fsync calls only (see
-      // dsync_fd_): one reported here fails every later write and flush.
-      if (::fsync(fd_.get()) < 0) {
-        Error e = errno_error("fsync backing file " + path_ + " after extending it");
-        set_sticky(e.code, "fsync after extending the file");
-        return e;
-      }
       MLOG_INFO("%s extended from %llu to %llu bytes (sparse)", path_.c_str(),
                 static_cast<unsigned long long>(st.st_size),
                 static_cast<unsigned long long>(new_size));

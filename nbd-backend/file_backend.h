@@ -74,8 +74,11 @@ class FileBackend final : public Backend {
   // nothing: EINVAL if new_size is not larger than size(), EROFS if
   // read-only, EINVAL naming the device and both sizes if a block device is
   // too small. extend makes the store hold new_size bytes: a regular file
-  // that is too short is extended (ftruncate: sparse, then fsync so the new
-  // length survives a crash); size() does not change. It says whether the
+  // that is too short is extended (ftruncate: sparse); size() does not
+  // change. The new length survives a crash once a flush() started after
+  // extend has completed (fdatasync writes a changed file size: fdatasync(2));
+  // that flush runs on the loop like any other, and it writes out the file's
+  // dirty pages too, so extend itself never waits for the disk. It says whether the
   // new area [size(), new_size) is known to read as zeros: a regular file
   // where SEEK_DATA finds no data there (a block device never is).
   // set_size then serves new_size bytes (at most what extend made room for).

@@ -289,6 +289,17 @@ node_alive() {
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ "$(ps -o stat= -p "$p" 2>/dev/null | cut -c1)" != Z ]
 }
 
+# wait_stopped NODE SECS: NODE's mirrord is stopped (SIGSTOP, or stopped
+# itself: MIRRORD_FAULTS=stop-on-resize) within SECS seconds.
+wait_stopped() {
+    local p=${NODE_PID[$1]:-} deadline=$((SECONDS + $2))
+    while [ $SECONDS -lt $deadline ]; do
+        [ -n "$p" ] && [ "$(ps -o stat= -p "$p" 2>/dev/null | cut -c1)" = T ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 # node_listening NODE: a listener of NODE is open, as NODE's network namespace
 # sees it: its replication address, its NBD unix socket or its control socket
 # (its NBD TCP port is a new one at every start).

@@ -1,9 +1,10 @@
 #!/bin/bash
 # resize-crash: the primary dies in the middle of `mirrorctl resize`, after
 # the secondary grew and before the primary did: the one window where the
-# two nodes' sizes differ on disk. Made exact: beta is stopped (SIGSTOP) so
-# RESIZE waits in its socket, alpha is stopped once it holds the writes and
-# waits for the answer, beta is resumed and grows, then alpha is killed.
+# two nodes' sizes differ on disk. Made exact: beta stops itself when RESIZE
+# arrives (MIRRORD_FAULTS=stop-on-resize: after the flush that comes before
+# the pause), alpha is stopped then, as it holds the writes and waits for
+# the answer, beta is resumed and grows, then alpha is killed.
 # Then, as after any crash of the primary: alpha restarts with the raised
 # size (its backing file was extended before RESIZE went out, so it is long
 # enough; its metadata grows at open with the new area dirty), the pair
@@ -24,16 +25,18 @@ wait_acks w 800 60 || die "the writer did not get 800 writes acknowledged"
 stop_writer w
 check_eq "the writer saw no error" 0 "$WRITER_RC"
 
+stop_node beta
+start_with_faults beta stop-on-resize
+wait_state alpha synchronized 30 >/dev/null || die "alpha and the faulty beta not synchronized"
 VOL_SIZE=96M
 write_configs
 log_mark alpha
 log_mark beta
-kill -STOP "${NODE_PID[beta]}"
 ctl alpha resize >"$T/resize.out" 2>&1 &
 RESIZE_PID=$!
 BG_PIDS+=("$RESIZE_PID")
-wait_log alpha "holding new writes until both nodes grew" 5 >/dev/null || die "alpha did not start the resize"
-sleep 0.2   # the writes drain (none in flight) and RESIZE goes out
+wait_stopped beta 20 || die "beta did not stop at the RESIZE: $(log_since alpha | grep resize)"
+wait_log alpha "RESIZE sent to 'beta'" 5 >/dev/null || die "alpha did not log RESIZE sent"
 kill -STOP "${NODE_PID[alpha]}"
 check_eq "alpha's backing file is extended before RESIZE went out" $((96 * MiB)) \
     "$(stat -c %s "${NODE_IMG[alpha]}")"

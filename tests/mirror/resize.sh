@@ -241,7 +241,8 @@ resize_ok "grow alone again" alpha "on this node alone"
 nbd_fill "$(nbd_unix_uri alpha)" $((200 * MiB)) $MiB 201 || fail "writing into the new area failed"
 truncate -s 224M "${NODE_IMG[beta]}"
 log_mark alpha
-must_start beta
+# beta stops itself at the next RESIZE it gets (part 7).
+start_with_faults beta stop-on-resize
 wait_state alpha synchronized 60 >/dev/null || fail "not synchronized after beta's offline grow"
 plan=$(plan_of alpha)
 case "$plan" in
@@ -253,8 +254,9 @@ esac
 sizes_are "after the offline grow" $((224 * MiB))
 check_eq "alpha's new area data is on beta" 201 "$(byte_at "${NODE_IMG[beta]}" $((200 * MiB)))"
 
-# --- 7. beta hangs (SIGSTOP) with RESIZE unanswered (no write in flight, so
-# RESIZE goes out at once): the command fails once the link is declared lost,
+# --- 7. beta hangs with RESIZE unanswered (it stops itself when RESIZE
+# arrives: MIRRORD_FAULTS=stop-on-resize, after the flush that comes before
+# the pause): the command fails once the link is declared lost,
 # saying beta's size is unknown; writes go on (tracked for beta). Resumed,
 # beta reads the RESIZE still in its socket and grows; alpha did not: the
 # reconnect is refused naming alpha, which then grows alone, and the pair
@@ -262,8 +264,8 @@ check_eq "alpha's new area data is on beta" 201 "$(byte_at "${NODE_IMG[beta]}" $
 sizes 256M 256M
 log_mark alpha
 log_mark beta
-kill -STOP "${NODE_PID[beta]}"
 refused_ctl "beta hung: resize fails, saying beta's size is unknown" alpha "its size is unknown" resize
+wait_stopped beta 1 && pass "beta stopped at the RESIZE" || fail "beta is not stopped at the RESIZE"
 check_eq "alpha did not grow" $((224 * MiB)) "$(status_get alpha .size)"
 nbd_fill "$(nbd_unix_uri alpha)" $((30 * MiB)) $MiB 230 && pass "writes go on after the failed resize" \
     || fail "a write failed after the failed resize"
