@@ -137,7 +137,8 @@ class Bitmap {
   // before it returns (synchronous I/O: an admin operation, not the data path).
   // Errors: EBUSY while a commit runs, EINVAL for a size not above the current one or
   // invalid (the same rules as open's identity), the sticky error if one happened, I/O
-  // errors (the in-memory state then stays the old size and the file is safe to reopen).
+  // errors (the in-memory state then stays the old size and the file is safe to reopen);
+  // ENOSPC / EDQUOT from a full filesystem say so, with the bytes the grown file needs.
   Status grow(uint64_t new_size, bool new_area_dirty);
 
   const std::string& path() const { return path_; }

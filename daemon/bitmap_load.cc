@@ -348,6 +348,7 @@ Status Bitmap::grow(uint64_t new_size, bool new_area_dirty) {
   const uint64_t old_instance = instance_;
 
   grow_maps(new_size, new_area_dirty);
+  const uint64_t need = (2 + al_->blocks + dm_->blocks) * kBlock;
   Status st = rewrite_all(sequence_ + 1, false);
   if (st) return st;
   id_ = old_id;
@@ -359,6 +360,17 @@ Status Bitmap::grow(uint64_t new_size, bool new_area_dirty) {
   changed_list_ = std::move(old_list);
   header_changed_ = old_header;
   instance_ = old_instance;
+  // A full filesystem (a bare "write metadata PATH" said nothing of it):
+  // what ran out, where, and what to do. The old maps still load. (A
+  // device too small says so already.)
+  const int code = st.error().code;
+  bool blk = false;
+  if ((code == ENOSPC || code == EDQUOT) && store_bytes(fd_.get(), "metadata", path_, &blk) &&
+      !blk)
+    return Error{code, pre + (code == ENOSPC ? "no space left" : "disk quota exceeded") +
+                           " on its filesystem: the grown maps need " + std::to_string(need) +
+                           " bytes; free space there, or move the metadata file to a larger "
+                           "filesystem"};
   return st;
 }
 

@@ -170,6 +170,8 @@ json error_reply(int code, std::string_view message) {
     case EAGAIN: name = "EAGAIN"; break;
     case EPROTO: name = "EPROTO"; break;
     case EROFS: name = "EROFS"; break;
+    case ENOSPC: name = "ENOSPC"; break;
+    case EDQUOT: name = "EDQUOT"; break;
     default: break;
   }
   return json{{"ok", false}, {"code", name}, {"error", std::string(message)}};

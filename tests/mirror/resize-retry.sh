@@ -3,8 +3,9 @@
 # beta grew, alpha could not. The command says so, alpha keeps serving the
 # old size, and once there is room a second `mirrorctl resize` finishes the
 # job (the map that did grow the first time is not grown twice, which used
-# to fail every retry with "the new size must be larger"). alpha's metadata
-# lives on a small tmpfs (needs root and mount).
+# to fail every retry with "the new size must be larger"). The refusal names
+# the full filesystem, the file and ENOSPC. alpha's metadata lives on a
+# small tmpfs (needs root and mount).
 . "$(dirname "$0")/pairlib.sh"
 
 VOL_SIZE=64M
@@ -23,7 +24,10 @@ start_synchronized_pair
 nbd_fill "$(nbd_unix_uri alpha)" $((8 * MiB)) $MiB 21 || die "writing to alpha failed"
 VOL_SIZE=4G
 write_configs
-refused_ctl "alpha's metadata cannot grow (beta did)" alpha "'beta' grew, but this node could not" resize
+# What the user reads: which file, that its filesystem is full, what to do,
+# and ENOSPC (it said only "write metadata PATH" and EIO before).
+refused_ctl "alpha's metadata cannot grow (beta did)" alpha \
+    "'beta' grew, but this node could not: metadata ${META_DIR}/alpha.meta(.backup)?: no space left on its filesystem: the grown maps need [0-9]+ bytes; free space there.*run resize again.*\\(ENOSPC\\)$" resize
 check_eq "alpha still serves 64M" $((64 * MiB)) "$(status_get alpha .size)"
 nbd_fill "$(nbd_unix_uri alpha)" $((9 * MiB)) $MiB 22 && pass "writes go on at the old size" \
     || fail "a write failed after the failed resize"
