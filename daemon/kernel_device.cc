@@ -14,43 +14,6 @@
 
 namespace mirror {
 
-ThreadCall::~ThreadCall() {
-  if (thread_.joinable()) thread_.join();
-}
-
-void ThreadCall::run(std::function<Status()> work, std::function<void(Status)> done) {
-  if (running_) {
-    loop_.defer([done = std::move(done)] { done(Error{EAGAIN, "another call is running"}); });
-    return;
-  }
-  if (thread_.joinable()) thread_.join();  // returned: its wake was handled
-  wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
-  if (!wake_.valid()) {
-    Error e = errno_error("eventfd");
-    loop_.defer([done = std::move(done), e] { done(e); });
-    return;
-  }
-  running_ = true;
-  done_ = std::move(done);
-  io_uring_prep_read(loop_.sqe(this), wake_.get(), &wake_value_, sizeof wake_value_, 0);
-  thread_ = std::thread([this, work = std::move(work), wake = wake_.get()] {
-    result_ = work();
-    uint64_t one = 1;
-    (void)!::write(wake, &one, sizeof one);
-  });
-}
-
-void ThreadCall::on_complete(int res, uint32_t) {
-  if (thread_.joinable()) thread_.join();
-  wake_.reset();
-  running_ = false;
-  Status st = result_;
-  if (res != sizeof wake_value_) st = Error{res < 0 ? -res : EIO, "waiting for the call's thread"};
-  auto done = std::move(done_);
-  done_ = nullptr;
-  done(st);  // may start the next call
-}
-
 KernelDevice::KernelDevice(Loop& loop, NbdServer& server, Options opts)
     : loop_(loop), server_(server), opts_(std::move(opts)) {}
 
@@ -261,9 +224,17 @@ void KernelDevice::stop(std::function<void()> done) {
   probe_in_use([this](Status in_use) { on_probed(in_use); });
 }
 
+void KernelDevice::run_device_call(std::function<Status()> work,
+                                   std::function<void(Status)> done) {
+  Status st = device_call_.start(std::move(work), 0, done, nullptr);
+  if (st) return;
+  if (st.error().code == EBUSY) st = Error{EAGAIN, "another call is running"};
+  loop_.defer([done = std::move(done), st] { done(st); });
+}
+
 void KernelDevice::probe_in_use(std::function<void(Status)> done) {
   std::string dev = path();
-  device_call_.run(
+  run_device_call(
       [dev] {
         // O_EXCL on a block device fails EBUSY while a file system is
         // mounted on it, a holder (dm, md) claims it, or someone else
@@ -335,7 +306,7 @@ void KernelDevice::reattach(std::function<void(std::string)> done) {
   auto kernel_ends = std::make_shared<std::vector<UniqueFd>>(std::move(*socks));
   p.sock_fds = raw(*kernel_ends);
   attached_ = false;  // from the DISCONNECT on, until the CONNECT succeeded
-  device_call_.run(
+  run_device_call(
       [p, kernel_ends] {
         // A netlink socket of this thread's own: the loop's stays the loop's.
         auto t = knbd::NetlinkTransport::open();
@@ -384,33 +355,51 @@ void KernelDevice::resize(uint64_t size, std::function<void(Status)> done) {
     loop_.defer([done = std::move(done)] { done({}); });
     return;
   }
-  if (resize_call_.busy()) {
-    loop_.defer([done = std::move(done)] { done(Error{EBUSY, "a resize is running"}); });
-    return;
-  }
-  std::string dev = path();
+  const std::string dev = path();
   knbd::IoctlNbd* ioctl = ioctl_.get();
-  resize_call_.run(
-      [size, dev, ioctl, index = index_, id = opts_.backend_id] {
-        Status st;
-        if (ioctl) {
-          st = ioctl->resize(size);
-        } else {
-          // A socket of its own: the loop's stays the loop's.
-          auto t = knbd::NetlinkTransport::open();
-          if (!t) {
-            st = t.error();
-          } else {
-            knbd::NetlinkNbd nbd(**t);
-            st = nbd.reconfigure(index, {}, id, 0, size);
-          }
-        }
-        return st ? st : Status(Error{st.error().code, dev + ": resize: " + st.error().message});
-      },
-      [this, done = std::move(done)](Status st) {
-        if (st) MLOG_INFO("kernel nbd: /dev/nbd%d has the new size", index_);
-        done(st);
-      });
+  auto call = [size, dev, ioctl, index = index_, id = opts_.backend_id]() -> Status {
+    Status st;
+    if (ioctl) {
+      st = ioctl->resize(size);
+    } else {
+      // A socket of its own: the loop's stays the loop's.
+      auto t = knbd::NetlinkTransport::open();
+      if (!t) {
+        st = t.error();
+      } else {
+        knbd::NetlinkNbd nbd(**t);
+        st = nbd.reconfigure(index, {}, id, 0, size);
+      }
+    }
+    return st ? st : Status(Error{st.error().code, dev + ": resize: " + st.error().message});
+  };
+  auto answer = [this, dev, done](Status st) {
+    if (st) {
+      MLOG_INFO("kernel nbd: %s has the new size", dev.c_str());
+      return done(st);
+    }
+    if (st.error().code != ETIMEDOUT) return done(st);
+    Error e{ETIMEDOUT, dev + ": the kernel has not taken the new size within " +
+                           std::to_string(opts_.resize_wait_ms / 1000) +
+                           " s (its resize call has not returned: it waits for the requests "
+                           "in flight); run `mirrorctl resize` again later, which hands it "
+                           "the size again"};
+    MLOG_WARN("kernel nbd: %s", e.message.c_str());
+    done(e);
+  };
+  auto late = [dev](Status st) {
+    if (st) {
+      MLOG_INFO("kernel nbd: %s has the new size (late)", dev.c_str());
+    } else {
+      MLOG_WARN("kernel nbd: the late resize failed: %s", st.error().to_string().c_str());
+    }
+  };
+  Status st = resize_call_.start(std::move(call), opts_.resize_wait_ms, answer, late);
+  if (st) return;
+  if (st.error().code == EBUSY)
+    st = Error{EBUSY, dev + ": the kernel has not returned from the last resize call yet; run "
+                            "`mirrorctl resize` again once it has (the log says when)"};
+  loop_.defer([done = std::move(done), st] { done(st); });
 }
 
 DeviceStatus KernelDevice::status() const {

@@ -26,34 +26,13 @@
 #include <string>
 #include <thread>
 
+#include "blocking_call.h"
 #include "config.h"
 #include "kernel_nbd.h"
 #include "server.h"
 #include "uring.h"
 
 namespace mirror {
-
-// Runs a blocking call on a thread of its own and its `done` on the loop
-// once it returned: for calls the kernel may only finish once the loop
-// serves the device (an open that writes back, a queue freeze). One call at
-// a time; the destructor joins.
-class ThreadCall final : public Completion {
- public:
-  explicit ThreadCall(Loop& loop) : loop_(loop) {}
-  ~ThreadCall();
-  bool busy() const { return running_; }
-  void run(std::function<Status()> work, std::function<void(Status)> done);
-  void on_complete(int res, uint32_t flags) override;
-
- private:
-  Loop& loop_;
-  bool running_ = false;
-  std::thread thread_;
-  Status result_;
-  UniqueFd wake_;
-  uint64_t wake_value_ = 0;
-  std::function<void(Status)> done_;
-};
 
 // What `mirrorctl status` shows under "device".
 struct DeviceStatus {
@@ -76,6 +55,8 @@ class KernelDevice final : public Completion {
     std::string api = "auto";  // or "netlink" / "ioctl": no fallback
     std::string dev_dir = "/dev";
     bool detach_in_use = false;  // stop() detaches even a mounted device
+    // How long resize()'s `done` waits for the kernel to take the size.
+    uint64_t resize_wait_ms = 30000;
   };
   KernelDevice(Loop& loop, NbdServer& server, Options opts);
   ~KernelDevice();
@@ -96,7 +77,10 @@ class KernelDevice final : public Completion {
   // thread of its own while the loop keeps serving the device: the kernel
   // may wait for the requests in flight (a queue freeze), which need this
   // loop. `done` runs on the loop (at once when not attached); one resize
-  // at a time.
+  // at a time. A kernel call that has not returned within resize_wait_ms
+  // gets ETIMEDOUT ("has not taken the new size yet"): the caller answers
+  // rather than wait on it; the call goes on (its late result is logged),
+  // and a resize() meanwhile gets EBUSY.
   void resize(uint64_t size, std::function<void(Status)> done);
   // Whether something uses the device (an O_EXCL open, on a thread of its
   // own): `done` gets {} when free, EBUSY when mounted, held open
@@ -123,6 +107,9 @@ class KernelDevice final : public Completion {
   void arm_poll();
   void stop_listening();
   void on_probed(Status in_use);
+  // device_call_.start without a time limit; EAGAIN (deferred) while the
+  // probe or a re-attach runs.
+  void run_device_call(std::function<Status()> work, std::function<void(Status)> done);
   // DISCONNECT, then CONNECT with the export's current flags, on a thread.
   void reattach(std::function<void(std::string)> done);
   knbd::AttachParams attach_params(int index) const;
@@ -145,9 +132,10 @@ class KernelDevice final : public Completion {
   bool stopping_ = false;
   uint64_t link_dead_events_ = 0;
   uint64_t next_peer_ = 0;
-  // The in-use probe and the re-attach (one at a time), and the resize.
-  ThreadCall device_call_{loop_};
-  ThreadCall resize_call_{loop_};
+  // The in-use probe and the re-attach (one at a time, no time limit), and
+  // the resize (its reply waits resize_wait_ms at most).
+  BlockingCall device_call_{loop_};
+  BlockingCall resize_call_{loop_};
   std::function<void()> stop_done_;
 };
 

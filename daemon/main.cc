@@ -473,7 +473,9 @@ int run(int argc, char** argv) {
       device->resize(size, [done](Status st) {
         if (st) return done("");
         MLOG_ERROR("%s", st.error().to_string().c_str());
-        done("the kernel device kept its old size: " + st.error().to_string());
+        done((st.error().code == ETIMEDOUT ? "the kernel device has not taken the new size yet: "
+                                           : "the kernel device kept its old size: ") +
+             st.error().to_string());
       });
     };
   }
