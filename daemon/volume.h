@@ -315,6 +315,7 @@ class Volume final : public LinkConn::Handler {
   struct Resize;
   std::unique_ptr<Resize> resize_;
   Result<uint64_t> resize_target() const;
+  void resize_flush();
   void resize_flushed(int err);
   void resize_resume_writes();
   void resize_drained();

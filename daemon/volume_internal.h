@@ -60,6 +60,8 @@ struct Volume::Resize {
   bool alone = false;        // the link is down: this node grows alone
   bool paused = false;       // the replicator's writes wait (resume_writes)
   uint64_t paused_at_ms = 0;  // since when (logged when they go on)
+  int flush_rounds = 0;       // the flushes before the pause, so far
+  uint64_t flush_started_ms = 0;
   uint64_t id = 0;           // the RESIZE sent, until its reply (0: none)
   uint64_t deadline_ms = 0;  // of that reply
   // The backing file's length before this resize extended it (0: it did

@@ -6,9 +6,9 @@
 //
 // Primary, peer connected and synchronized:
 //  1. checks here first (a larger size, a store that can hold it), extends
-//     its backing file and flushes both copies (a mirrored FLUSH) while
-//     writes go on: the syncs below, inside the pause, then find little to
-//     write;
+//     its backing file and flushes both copies (a mirrored FLUSH, again
+//     while flushes are slow) while writes go on: the syncs below, inside
+//     the pause, then find little to write;
 //  2. pauses new writes (queued, not failed) and waits for those running:
 //     the point in the write stream where the volume grows;
 //  3. sends RESIZE, FIFO after every mirrored write; the secondary checks its
@@ -128,6 +128,12 @@ void Volume::resize(bool assume_clean, Done done) {
   // loop, while writes go on; through the replicator it is a mirrored FLUSH,
   // so the secondary's copy is flushed too and the sync it does inside the
   // pause (after extending its own file) finds only the last moments' writes.
+  resize_flush();
+}
+
+void Volume::resize_flush() {
+  ++resize_->flush_rounds;
+  resize_->flush_started_ms = mono_ms();
   IoDone* flushed = FnDone::make([this](int err) { resize_flushed(err); });
   if (replicator_) return replicator_->flush(flushed);
   disk_->flush(flushed);
@@ -138,6 +144,17 @@ void Volume::resize_flushed(int err) {
   if (err)
     return resize_finish(-err, "flushing the backing store " + file_->path() +
                                    " failed: " + strerror(-err) + "; nothing changed");
+  // A slow flush let the writes made meanwhile pile up, and the sync in the
+  // pause would write them all: flush again, as long as flushes stay slow
+  // (a few rounds at most: a writer faster than the disk never converges).
+  constexpr uint64_t kQuickFlushMs = 100;
+  constexpr int kFlushRounds = 3;
+  const uint64_t took = mono_ms() - resize_->flush_started_ms;
+  if (took > kQuickFlushMs && resize_->flush_rounds < kFlushRounds) {
+    MLOG_INFO("volume '%s': resize: flush %d took %llu ms: flushing again", cfg_.name.c_str(),
+              resize_->flush_rounds, static_cast<unsigned long long>(took));
+    return resize_flush();
+  }
   if (!replicator_) return when_metadata_idle([this] { resize_grow_here(false); });
   MLOG_INFO("volume '%s': %s", cfg_.name.c_str(),
             resize_->alone ? "flushed: holding new writes while this node grows"
