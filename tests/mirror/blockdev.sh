@@ -128,17 +128,7 @@ VOL_SIZE=96M
 write_configs
 
 # A clean restart: both at the grown size, nothing to copy.
-stop_node alpha
-stop_node beta
-check_identical "after a clean stop"
-must_start alpha
-must_start beta
-if wait_log alpha "peer 'beta' connected:" 20 >/dev/null; then
-    read -r -a plan <<<"$(plan_of alpha)"
-    check_eq "a clean restart copies nothing (${plan[*]:0:${#plan[@]}-1})" 0 "${plan[-1]:-0}"
-else
-    fail "alpha and beta did not reconnect within 20s"
-fi
+clean_restart_copies_nothing "after a clean stop"
 check_eq "alpha serves $NEW bytes after the restart" "$NEW" "$(status_get alpha .size)"
 
 pair_finish

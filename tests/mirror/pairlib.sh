@@ -522,6 +522,24 @@ EOF
     return 1
 }
 
+# clean_restart_copies_nothing LABEL: stop both nodes (alpha first), check
+# the copies are identical (LABEL), start both: the handshake plans nothing
+# to copy.
+clean_restart_copies_nothing() {
+    local plan
+    stop_node alpha
+    stop_node beta
+    check_identical "$1"
+    must_start alpha
+    must_start beta
+    if wait_log alpha "peer 'beta' connected:" 20 >/dev/null; then
+        read -r -a plan <<<"$(plan_of alpha)"
+        check_eq "a clean restart copies nothing (${plan[*]:0:${#plan[@]}-1})" 0 "${plan[-1]:-0}"
+    else
+        fail "alpha and beta did not reconnect within 20s"
+    fi
+}
+
 # nbd_flush NODE: a client FLUSH through NODE's NBD export.
 nbd_flush() { "${NBDTOOL[@]}" flush "$(nbd_unix_uri "$1")"; }
 
