@@ -11,6 +11,9 @@
 # repeats the same timings. Run i of a scenario uses seed S + i. Needs root
 # for the ENOSPC scenario's tmpfs (it skips without). docs/reliability.md
 # has the full command and the last table.
+#
+# FAULT_VOL_EXTRA adds lines to every run's [volume] table, e.g. FAULT_VOL_EXTRA='resync-checksums = true'
+# runs the matrix with checksum-based resync.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SEED=$(( $(date +%s%N) % 1000000000 ))

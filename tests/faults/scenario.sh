@@ -28,6 +28,8 @@ VOL_ACK=2s
 # window at 8M/s: ~2s) leaves time to crash in the middle of it.
 VOL_EXTRA='initial-sync = "skip"
 resync-rate = "8M"'
+# More [volume] lines for every run, e.g. FAULT_VOL_EXTRA='resync-checksums = true'.
+[ -z "${FAULT_VOL_EXTRA:-}" ] || VOL_EXTRA+=$'\n'"$FAULT_VOL_EXTRA"
 W1=$((16 * MiB)) W2=$((48 * MiB)) W3=$((80 * MiB)) WIN=$((16 * MiB))
 have_ctl || die "the fault harness needs mirrorctl"
 
