@@ -107,7 +107,10 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       a->len = h.length;
       a->verify_region = *region;
       a->buf.reserve(h.length);
-      local_.read(h.offset, h.length, a->buf.data(), a);
+      // What this copy's disk holds, not its page cache: a page whose
+      // writeback failed stays cached as if written (a checksum resync would
+      // then skip a region the disk lacks), and verify must see bit rot.
+      local_.read_stable(h.offset, h.length, a->buf.data(), a);
       return;
     }
     case link::Type::kSyncDone: {

@@ -73,6 +73,14 @@ class Backend {
   // it promises nothing (errors surface at that flush); a backend without a
   // write-back cache ignores it.
   virtual void start_writeback(uint64_t /*offset*/, uint32_t /*length*/) {}
+  // A read of what the store itself holds, below any cache of this host
+  // where it can (verify, checksum resync: a page that failed writeback
+  // stays cached as if written, and bit rot hides under a cached page).
+  // Dirty cached data in the range is written first, so it reads the same
+  // bytes as read() unless the store lost some. By default read().
+  virtual void read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+    read(offset, length, buf, done);
+  }
   // Appends at most max_extents extents describing [offset, offset+length)
   // from the start (they may cover less than length).
   virtual void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,

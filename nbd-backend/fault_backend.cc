@@ -199,6 +199,12 @@ void FaultBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* 
   inner_.read(offset, length, buf, done);
 }
 
+void FaultBackend::read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+  for (const auto& r : spec_.read_eio)
+    if (r.touches(offset, length)) return fail_later(done, -EIO);
+  inner_.read_stable(offset, length, buf, done);
+}
+
 void FaultBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
                          IoDone* done) {
   if (Op* op = begin(offset, length, fua, done)) inner_.write(offset, length, buf, fua && !pl_, op);

@@ -62,6 +62,7 @@ class FaultBackend final : public ForwardingBackend {
   ~FaultBackend() override;
 
   void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override;
+  void read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override;
   void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
              IoDone* done) override;
   void flush(IoDone* done) override;

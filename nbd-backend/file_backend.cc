@@ -73,6 +73,7 @@ struct FileBackend::Op final : Completion {
   bool dsync = false;       // written with RWF_DSYNC: durable on completion
   bool direct = false;      // a direct write: no other write may share its folio span
   bool via_direct = false;  // the last submission went through the O_DIRECT fd
+  bool stable = false;      // read_stable: through the O_DIRECT fd while aligned
   bool tracked = false;     // in mods_
   bool fua_counted = false; // in fua_in_flight_
   IoDone* done = nullptr;
@@ -250,9 +251,12 @@ void FileBackend::complete_later(IoDone* done, int err) {
 void FileBackend::submit(Op* op) {
   io_uring_sqe* s = loop_.sqe(op);
   switch (op->kind) {
-    case Op::Kind::kRead:
-      io_uring_prep_read(s, fd_.get(), op->buf, op->left, op->offset);
+    case Op::Kind::kRead: {
+      op->via_direct = op->stable && direct_fd_.valid() && dio_aligned(op->buf, op->offset, op->left);
+      io_uring_prep_read(s, op->via_direct ? direct_fd_.get() : fd_.get(), op->buf, op->left,
+                         op->offset);
       break;
+    }
     case Op::Kind::kWrite: {
       // A direct write whose rest (after a short transfer) lost its
       // alignment goes on buffered; it keeps its span to itself meanwhile.
@@ -288,6 +292,10 @@ void FileBackend::on_op(Op* op, int res) {
   if (res == -EAGAIN || res == -EINTR) return submit(op);
   switch (op->kind) {
     case Op::Kind::kRead:
+      if (res == -EINVAL && op->via_direct) {
+        op->stable = false;  // the filesystem refused what statx promised: buffered
+        return submit(op);
+      }
       if (res < 0) return finish(op, res);
       if (res == 0) {  // the file shrank under us: the rest reads as zeroes
         std::memset(op->buf, 0, op->left);
@@ -455,11 +463,22 @@ void FileBackend::end_mod(Op* op) {
 }
 
 void FileBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+  start_read(offset, length, buf, false, done);
+}
+
+void FileBackend::read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+  if (direct_fd_.valid() && dio_aligned(buf, offset, length)) ++stable_direct_reads_;
+  start_read(offset, length, buf, true, done);
+}
+
+void FileBackend::start_read(uint64_t offset, uint32_t length, uint8_t* buf, bool stable,
+                             IoDone* done) {
   Op* op = get_op(done);
   op->kind = Op::Kind::kRead;
   op->offset = offset;
   op->left = length;
   op->buf = buf;
+  op->stable = stable;
   submit(op);
 }
 

@@ -56,6 +56,11 @@ class FileBackend final : public Backend {
   bool can_trim() const override { return true; }
 
   void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override;
+  // Through the O_DIRECT descriptor when the file has one and the buffer,
+  // offset and length meet its alignment (the kernel writes dirty cached
+  // pages of the range first); else a buffered read (tmpfs).
+  void read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override;
+  uint64_t stable_direct_reads() const { return stable_direct_reads_; }  // tests
   void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
              IoDone* done) override;
   void flush(IoDone* done) override;
@@ -115,6 +120,7 @@ class FileBackend final : public Backend {
   uint64_t folio_span() const { return folio_span_; }
 
  private:
+  void start_read(uint64_t offset, uint32_t length, uint8_t* buf, bool stable, IoDone* done);
   struct Op;
   FileBackend(Loop& loop, UniqueFd fd, std::string path, uint64_t size, Options opts);
   Op* get_op(IoDone* done);
@@ -165,6 +171,7 @@ class FileBackend final : public Backend {
   size_t fua_in_flight_ = 0;  // FUA modifications not yet completed
   uint32_t group_hold_ = 0;   // lone FUA writes still to take the group path
   FuaStats fua_stats_;
+  uint64_t stable_direct_reads_ = 0;
 
   // Group commit of fdatasync.
   MemberCompletion<FileBackend, &FileBackend::on_sync> sync_completion_{this};

@@ -253,6 +253,44 @@ TEST_F(FileBackendFixture, TmpfsHasNoDirectPath) {
   EXPECT_EQ(read(4096, 4096), bytes(4096, 0x77));
 }
 
+// read_stable (verify, checksum resync): through O_DIRECT where the file
+// allows it, so it reads what the disk holds; a write still only in the page
+// cache is written first, so it reads the same bytes as read().
+TEST_F(FileBackendFixture, ReadStableGoesBelowThePageCacheAndSeesUnsyncedWrites) {
+  open_in(disk_dir());
+  if (!be->has_direct_path()) GTEST_SKIP() << disk_dir() << " has no direct I/O";
+  Buffer b = filled(65536, 0x5c);
+  ASSERT_EQ(write(8192, b.data(), 65536, false), 0);  // buffered, not synced
+  Buffer out(65536);
+  int res = 1;
+  start([&](IoDone* d) { be->read_stable(8192, 65536, out.data(), d); }, &res);
+  run();
+  ASSERT_EQ(res, 0);
+  EXPECT_EQ(std::vector<uint8_t>(out.data(), out.data() + 65536), bytes(65536, 0x5c));
+  EXPECT_EQ(be->stable_direct_reads(), 1u);
+  // An unaligned buffer: buffered, same bytes.
+  std::vector<uint8_t> odd(4097);
+  start([&](IoDone* d) { be->read_stable(8192, 4096, odd.data() + 1, d); }, &res);
+  run();
+  ASSERT_EQ(res, 0);
+  EXPECT_EQ(std::vector<uint8_t>(odd.begin() + 1, odd.end()), bytes(4096, 0x5c));
+  EXPECT_EQ(be->stable_direct_reads(), 1u);
+}
+
+TEST_F(FileBackendFixture, ReadStableOnTmpfsIsABufferedRead) {
+  if (::access("/dev/shm", W_OK) != 0) GTEST_SKIP() << "no /dev/shm";
+  open_in("/dev/shm");
+  Buffer b = filled(4096, 0x66);
+  ASSERT_EQ(write(0, b.data(), 4096, false), 0);
+  Buffer out(4096);
+  int res = 1;
+  start([&](IoDone* d) { be->read_stable(0, 4096, out.data(), d); }, &res);
+  run();
+  ASSERT_EQ(res, 0);
+  EXPECT_EQ(std::vector<uint8_t>(out.data(), out.data() + 4096), bytes(4096, 0x66));
+  EXPECT_EQ(be->stable_direct_reads(), 0u);
+}
+
 TEST_F(FileBackendFixture, ReadOnlyFileHasNoDirectPath) {
   path = make_file(disk_dir());
   ASSERT_FALSE(path.empty());

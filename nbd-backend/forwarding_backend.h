@@ -22,6 +22,9 @@ class ForwardingBackend : public Backend {
   void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override {
     inner_.read(offset, length, buf, done);
   }
+  void read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override {
+    inner_.read_stable(offset, length, buf, done);
+  }
   void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
              IoDone* done) override {
     inner_.write(offset, length, buf, fua, done);
