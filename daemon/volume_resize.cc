@@ -181,6 +181,12 @@ void Volume::resize_drained() {
                                        "run resize again (it grows both nodes now)");
     return when_metadata_idle([this] { resize_grow_here(false); });
   }
+  if (active_ && replicator_->state() == Replicator::LinkState::kResyncing)
+    // Regions marked out of sync meanwhile (a TRIM only one copy could
+    // apply, a verify's mismatch): the copies must agree before they grow.
+    return resize_finish(EBUSY, "a resync started meanwhile (" + bytes(replicator_->progress().total_bytes) +
+                                    " to copy); nothing changed: run resize again once "
+                                    "synchronized");
   if (!active_ || replicator_->state() != Replicator::LinkState::kSynced)
     return resize_finish(ECONNRESET, "the link to '" + peer_.name +
                                          "' was lost before the "
@@ -205,7 +211,8 @@ void Volume::on_resize_reply(const link::Header& h, Buffer& payload) {
   if (r->err) {
     resize_->peer_may_grow = false;
     return resize_finish(int(r->err),
-                         "'" + peer_.name + "' refused: " + r->message + "; nothing changed");
+                         "'" + peer_.name + "' refused: " + r->message +
+                             "; the volume did not grow");
   }
   bool zeroed = r->zeroed;
   when_metadata_idle([this, zeroed] { resize_grow_here(zeroed); });
@@ -370,24 +377,30 @@ void Volume::on_resize_request(LinkConn* c, const link::Header& h) {
   // size and before the answer lets the primary grow. The fdatasync runs on
   // the loop (pings, reads and control go on meanwhile); the primary's
   // mirrored flush just before it held its writes left it little to write.
-  if (auto ext = file_->extend(grow_to); !ext) {
+  uint64_t file_was = 0;
+  if (auto ext = file_->extend(grow_to, &file_was); !ext) {
     resize_.reset();
     return reply(ext.error().code, false, me + " could not grow: " + ext.error().message);
   }
-  disk_->flush(FnDone::make([this, reply, grow_to, me](int err) {
+  disk_->flush(FnDone::make([this, reply, grow_to, me, file_was](int err) {
     if (err) {
       resize_.reset();
+      // Its length back as it was, as far as this backend can still do it.
+      if (file_was) (void)file_->unextend(file_was);
       return reply(-err, false,
                    me + " could not grow: flushing its backing store " + file_->path() +
                        " after extending it failed: " + strerror(-err));
     }
-    when_metadata_idle([this, reply, grow_to, me] {
+    when_metadata_idle([this, reply, grow_to, me, file_was] {
       resize_.reset();
       // This node's dirty map records only its own writes of a split: the
       // primary's decides what is copied.
       auto grown = grow_here(grow_to, [](bool) { return false; });
       if (!grown)
-        return reply(grown.error().code, false, me + " could not grow: " + grown.error().message);
+        return reply(grown.error().code, false,
+                     me + " could not grow: " + grown.error().message +
+                         (file_was ? " (its backing file stays extended, sparse; a retry uses it)"
+                                   : ""));
       reply(0, grown->zeroed, "");
       if (on_resized) on_resized(grow_to, [](const std::string&) {});  // main.cc logs a failure
     });
