@@ -293,6 +293,17 @@ void KernelDevice::follow_role(std::function<void(std::string)> done) {
                                   "unmount it and run `mirrorctl promote` again to make it "
                                   "writable");
     }
+    if (!in_use) {
+      // Not known to be free (another device call runs, the open failed):
+      // never pulled on a guess.
+      MLOG_WARN("kernel nbd: %s: could not check whether it is in use (%s): left as it is",
+                dev.c_str(), in_use.error().to_string().c_str());
+      return done(dev + " keeps its " + (want_ro ? "writable" : "read-only") +
+                  " state: could not check whether it is in use (" +
+                  in_use.error().to_string() + "); " +
+                  (want_ro ? "restart mirrord to make it read-only"
+                           : "run `mirrorctl promote` again to make it writable"));
+    }
     reattach(done);
   });
 }
