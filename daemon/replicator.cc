@@ -87,11 +87,7 @@ void Replicator::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) 
   // TRIM is advisory, and punched on one copy only it would leave the copies
   // different: while either store cannot punch holes, it changes neither.
   if (!trim_local_ok_ || (mirroring() && !trim_peer_ok_)) {
-    ++deferred_;
-    loop_.defer([this, done] {
-      --deferred_;
-      done->io_done(0);
-    });
+    defer([done] { done->io_done(0); });
     return;
   }
   Op* op = new_op(Kind::kTrim, offset, length, done);
@@ -215,11 +211,7 @@ void Replicator::dispatch(Op* op) {
     // A resize's pause may be waiting for exactly this: every write held or
     // done (check_drained runs otherwise only when an op finishes).
     if (!drain_waiters_.empty()) {
-      ++deferred_;
-      loop_.defer([this] {
-        --deferred_;
-        check_drained();
-      });
+      defer([this] { check_drained(); });
     }
     return;
   }

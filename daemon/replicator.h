@@ -275,6 +275,14 @@ class Replicator final : public Backend {
   std::vector<std::unique_ptr<Op>> free_ops_;
   uint64_t live_ops_ = 0;  // handed out by new_op, not yet back in free_ops_
   uint32_t deferred_ = 0;  // Loop::defer callbacks that name this replicator
+  // Loop::defer, counted in deferred_ (idle() waits until none is pending).
+  void defer(std::function<void()> fn) {
+    ++deferred_;
+    loop_.defer([this, fn = std::move(fn)] {
+      --deferred_;
+      fn();
+    });
+  }
 
   // Activity log bookkeeping: per active extent, writes in flight and the
   // tick of the last completion; a flush started at tick T covers every

@@ -68,11 +68,7 @@ void Replicator::end_plan_hold() {
 void Replicator::pause_writes(std::function<void()> drained) {
   ++plan_holds_;
   drain_waiters_.push_back(std::move(drained));
-  ++deferred_;
-  loop_.defer([this] {
-    --deferred_;
-    check_drained();
-  });
+  defer([this] { check_drained(); });
 }
 
 void Replicator::check_drained() {

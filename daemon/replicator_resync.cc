@@ -92,11 +92,7 @@ void Replicator::resync_pump() {
     readahead_cursor_ = 0;
     resync_scan_done_ = false;
     batch_epoch_ = dirty_epoch_;
-    ++deferred_;
-    loop_.defer([this] {
-      --deferred_;
-      resync_pump();
-    });
+    defer([this] { resync_pump(); });
     return;
   }
   if (sync_done_sent_) return;
