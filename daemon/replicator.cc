@@ -346,13 +346,8 @@ void Replicator::mark_dirty_and_wait(Op* op) {
 void Replicator::on_local(Op* op, int err) {
   op->local_pending = false;
   if (op->kind == Kind::kTrim && err == -EOPNOTSUPP) {
-    op->trim_kept_local = true;
     err = 0;
-    if (trim_local_ok_) {
-      trim_local_ok_ = false;
-      MLOG_WARN("this node's backing store cannot punch holes: TRIM changes neither copy from "
-                "now on (punched on one copy only, it would leave them different)");
-    }
+    trim_kept(op, /*peer=*/false);
   }
   if (err) ++local_errors_;
   // A failed dirty-bit commit (on_meta) may have come first: its error must
@@ -362,6 +357,16 @@ void Replicator::on_local(Op* op, int err) {
   if (op->kind == Kind::kResync) return resync_local_done(op, err);
   if (op->kind == Kind::kVerify) return verify_local_done(op, err);
   maybe_complete(op);
+}
+
+void Replicator::trim_kept(Op* op, bool peer) {
+  (peer ? op->trim_kept_peer : op->trim_kept_local) = true;
+  bool& ok = peer ? trim_peer_ok_ : trim_local_ok_;
+  if (!ok) return;
+  ok = false;
+  MLOG_WARN("%s backing store cannot punch holes: TRIM changes neither copy %s (punched on one "
+            "copy only, it would leave them different)",
+            peer ? "the peer's" : "this node's", peer ? "while it is connected" : "from now on");
 }
 
 void Replicator::on_meta(Op* op, int err) {
@@ -383,13 +388,8 @@ void Replicator::on_reply(const link::Header& h) {
   op->peer_pending = false;
   int err = int(h.length);
   if (op->kind == Kind::kTrim && err == EOPNOTSUPP) {
-    op->trim_kept_peer = true;
     err = 0;
-    if (trim_peer_ok_) {
-      trim_peer_ok_ = false;
-      MLOG_WARN("the peer's backing store cannot punch holes: TRIM changes neither copy while "
-                "it is connected (punched on one copy only, it would leave them different)");
-    }
+    trim_kept(op, /*peer=*/true);
   }
   if (err) peer_io_error_ = true;
   switch (op->kind) {

@@ -236,6 +236,10 @@ class Replicator final : public Backend {
   // Regions found different while synchronized: resync them (the
   // generation moves on, as for any change the peer lacks).
   void resync_again();
+  // A TRIM's copy (this node's or the peer's) kept its data: its store
+  // cannot punch holes. Records it on the op; the first time, TRIM stops
+  // being applied (trim_local_ok_ / trim_peer_ok_) and says so.
+  void trim_kept(Op* op, bool peer);
   // The resync rate limit's token bucket, shared by resync and verify:
   // takes `len` bytes' worth, or returns false (tick() pumps again).
   bool take_tokens(uint64_t len);
