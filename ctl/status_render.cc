@@ -124,6 +124,12 @@ std::string render_status(const nlohmann::json& s, bool bar) {
   if (uint64_t n = s.value("local_io_errors", uint64_t(0)))
     row("disk errors", std::to_string(n) + " failed request" + (n == 1 ? "" : "s") +
                            " on this node's disk since start");
+  if (uint64_t n = s.value("reads_from_peer", uint64_t(0))) {
+    uint64_t fixed = s.value("read_repairs", uint64_t(0));
+    row("read errors", std::to_string(n) + " read" + (n == 1 ? "" : "s") +
+                           " this disk failed answered by the peer's copy; " +
+                           std::to_string(fixed) + " rewritten here");
+  }
   const std::string trim = s.value("trim", std::string("applied"));
   if (trim == "local-store-cannot-punch")
     row("trim", "not applied: this node's backing store cannot punch holes");

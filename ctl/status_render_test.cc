@@ -71,6 +71,20 @@ TEST(StatusRender, TrimLineOnlyWhenNotApplied) {
       << out;
 }
 
+TEST(StatusRender, ReadErrorsLineOnlyOnceThePeerAnsweredOne) {
+  VolumeStatus v = volume();
+  nlohmann::json j = status_to_json(v);
+  EXPECT_EQ(j["reads_from_peer"], 0);
+  EXPECT_EQ(j["read_repairs"], 0);
+  EXPECT_EQ(render_status(j, false).find("read errors"), std::string::npos);
+  v.reads_from_peer = 3;
+  v.read_repairs = 2;
+  std::string out = render_status(status_to_json(v), false);
+  EXPECT_NE(out.find("3 reads this disk failed answered by the peer's copy; 2 rewritten here"),
+            std::string::npos)
+      << out;
+}
+
 TEST(StatusRender, VerifyRunningAndFinished) {
   VolumeStatus v = volume();
   nlohmann::json none = status_to_json(v);

@@ -42,6 +42,7 @@ Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in) {
     case Type::kSplit:
     case Type::kReply:
     case Type::kResize:
+    case Type::kRead:
       max_payload = 0;
       break;
     case Type::kHello:
@@ -56,6 +57,9 @@ Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in) {
       break;
     case Type::kResizeReply:
       max_payload = kMaxResizeMessage;
+      break;
+    case Type::kReadReply:
+      max_payload = kMaxData;
       break;
     case Type::kRelay:
     case Type::kRelayReply:

@@ -49,11 +49,14 @@ enum class Type : uint16_t {
   kSplit = 22,    // the mirror is split; offset = the split's time (Unix ms)
   kVerify = 24,   // digest offset+length per region (payload: u32 region size)
   kResize = 25,   // grow the volume to `offset` bytes (online resize; no payload)
+  kRead = 26,     // send back offset+length of this copy (no payload): a read the
+                  // primary's disk failed
   // Secondary -> primary.
   kReply = 32,    // length = 0 or an errno
   kDirtyRanges = 33,  // the secondary's own changed regions (after a split)
   kVerifyReply = 34,  // answers kVerify: length = 0 or an errno; payload = digests
   kResizeReply = 35,  // answers kResize: length = 0 or an errno; payload = why (text)
+  kReadReply = 36,    // answers kRead: length = 0 and payload = the data, or an errno
 };
 
 // HELLO's header flags: what the sender's daemon understands beyond the
@@ -64,7 +67,11 @@ inline constexpr uint16_t kFeatureResize = 1 << 1;  // kResize / kResizeReply
 // A primary that sends it takes kReply EOPNOTSUPP to a TRIM as "this copy
 // kept its data" (its store cannot punch holes), not as a failed write.
 inline constexpr uint16_t kFeatureTrimKept = 1 << 2;
-inline constexpr uint16_t kFeatures = kFeatureVerify | kFeatureResize | kFeatureTrimKept;
+// kRead / kReadReply: the secondary serves reads of its copy, which the
+// primary asks for when its own disk fails a client's read.
+inline constexpr uint16_t kFeatureRead = 1 << 3;
+inline constexpr uint16_t kFeatures =
+    kFeatureVerify | kFeatureResize | kFeatureTrimKept | kFeatureRead;
 
 // Online verify: SHA-256 of each region of the range (docs/replication-protocol.md).
 inline constexpr size_t kDigestSize = 32;

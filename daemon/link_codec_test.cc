@@ -235,5 +235,18 @@ TEST(LinkResize, HelloAdvertisesTheFeatureBesideVerify) {
   EXPECT_EQ(kFeatures & kFeatureResize, kFeatureResize);
 }
 
+TEST(LinkRead, RequestHasNoPayloadAndTheReplyCarriesUpToOneWritesData) {
+  auto req = decode(header_bytes(26, 5, 0));
+  ASSERT_TRUE(req) << req.error().message;
+  EXPECT_EQ(req->type, Type::kRead);
+  EXPECT_FALSE(decode(header_bytes(26, 5, 1))) << "READ carries no payload";
+  auto reply = decode(header_bytes(36, 5, kMaxData));
+  ASSERT_TRUE(reply) << reply.error().message;
+  EXPECT_EQ(reply->type, Type::kReadReply);
+  EXPECT_FALSE(decode(header_bytes(36, 5, kMaxData + 1))) << "larger than any WRITE";
+  EXPECT_EQ(kFeatureRead, 8);
+  EXPECT_EQ(kFeatures & kFeatureRead, kFeatureRead);
+}
+
 }  // namespace
 }  // namespace mirror::link

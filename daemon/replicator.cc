@@ -63,7 +63,11 @@ void Replicator::free_op(Op* op) {
 // ------------------------------------------------------- client requests --
 
 void Replicator::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
-  local_.read(offset, length, buf, done);  // reads are served locally
+  // Served locally; replicator_read.cc has what happens when that fails.
+  Op* op = new_op(Kind::kRead, offset, length, done);
+  op->out = buf;
+  op->local_pending = true;
+  local_.read(offset, length, buf, op);
 }
 
 void Replicator::cache(uint64_t offset, uint32_t length, IoDone* done) {
@@ -181,6 +185,7 @@ void Replicator::start(Op* op) {
 }
 
 void Replicator::dispatch(Op* op) {
+  if (op->kind == Kind::kRead) return read_from_peer(op);
   if (op->kind == Kind::kResync) {
     // A region that is a hole here becomes a ZERO on the peer: no data to
     // read or send (a full sync of a sparse volume costs almost nothing).
@@ -283,6 +288,9 @@ void Replicator::send_to_peer(Op* op) {
     case Kind::kPing:
       h.type = link::Type::kPing;
       break;
+    case Kind::kRead:
+      h.type = link::Type::kRead;
+      break;
     case Kind::kSyncDone:
     case Kind::kVerify:
       h.type = op->kind == Kind::kVerify ? link::Type::kVerify : link::Type::kSyncDone;
@@ -345,6 +353,7 @@ void Replicator::mark_dirty_and_wait(Op* op) {
 
 void Replicator::on_local(Op* op, int err) {
   op->local_pending = false;
+  if (op->kind == Kind::kRead) return read_done(op, err);
   if (op->kind == Kind::kTrim && err == -EOPNOTSUPP) {
     err = 0;
     trim_kept(op, /*peer=*/false);

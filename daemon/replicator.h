@@ -140,6 +140,9 @@ class Replicator final : public Backend {
   const VerifyProgress& verify_progress() const { return verify_; }
   // The peer's VERIFY_REPLY (the Volume routes it here).
   void on_verify_reply(const link::Header& h, Buffer& payload);
+  // The peer's READ_REPLY: its copy of a range this node's disk failed to
+  // read (the Volume routes it here).
+  void on_read_reply(const link::Header& h, Buffer& payload);
 
   LinkState state() const { return state_; }
   ResyncProgress progress() const;
@@ -155,6 +158,11 @@ class Replicator final : public Backend {
   bool peer_io_error() const { return peer_io_error_; }
   // Client requests and resync reads the local disk failed, since start.
   uint64_t local_errors() const { return local_errors_; }
+  // Client reads the local disk failed that the peer's copy answered, and of
+  // those, the ones whose range was rewritten here from it (md's corrected
+  // read errors), since start.
+  uint64_t reads_from_peer() const { return reads_from_peer_; }
+  uint64_t read_repairs() const { return read_repairs_; }
   // status "trim": whether a client's TRIM changes the copies now.
   const char* trim_state() const {
     return !trim_local_ok_                 ? "local-store-cannot-punch"
@@ -189,7 +197,7 @@ class Replicator final : public Backend {
 
  private:
   struct Op;
-  enum class Kind { kWrite, kTrim, kZero, kFlush, kResync, kPing, kSyncDone, kVerify };
+  enum class Kind { kWrite, kTrim, kZero, kFlush, kResync, kPing, kSyncDone, kVerify, kRead };
 
   // The mirrored-write path (replicator.cc).
   Op* new_op(Kind kind, uint64_t off, uint32_t len, IoDone* upper);
@@ -249,6 +257,16 @@ class Replicator final : public Backend {
   void verify_local_done(Op* op, int err);
   void verify_chunk_done(Op* op, int err, const std::vector<link::Digest>* peer);
   void verify_maybe_end();
+  // Reads (replicator_read.cc): a client read the local disk failed is
+  // answered from the peer's copy when that copy is known to be the same,
+  // and the range rewritten here (a disk remaps a bad sector on write).
+  void read_done(Op* op, int err);
+  void read_from_peer(Op* op);
+  // Why the peer's copy of op's range cannot answer for this one now ("" if
+  // it can).
+  const char* peer_cannot_read(const Op* op) const;
+  // Whether one more read-error line may be logged in this window.
+  bool read_log_ok();
   bool mirroring() const {
     return link_ && (state_ == LinkState::kResyncing || state_ == LinkState::kSynced);
   }
@@ -262,6 +280,11 @@ class Replicator final : public Backend {
   LinkConn* link_ = nullptr;
   std::string last_error_;
   uint64_t local_errors_ = 0;
+  uint64_t reads_from_peer_ = 0, read_repairs_ = 0;
+  bool peer_reads_ = false;  // the peer answers READ (link::kFeatureRead)
+  uint64_t read_log_window_ms_ = 0;
+  uint32_t read_log_lines_ = 0;
+  uint64_t read_log_suppressed_ = 0;
   bool peer_io_error_ = false;
   // Whether each store punches holes for TRIM (EOPNOTSUPP: it keeps the
   // data). While either cannot, TRIM changes neither copy. The peer's is

@@ -18,6 +18,9 @@ struct Replicator::Op final : IoDone {
   uint64_t off = 0;
   uint32_t len = 0;
   const uint8_t* buf = nullptr;
+  uint8_t* out = nullptr;       // read: the client's buffer
+  bool repair = false;          // read: the local disk failed it; the peer's copy answers
+  bool rewrite = false;         // read: writing the peer's data over the failed range
   bool fua = false;
   ZeroFlags zf;
   IoDone* upper = nullptr;

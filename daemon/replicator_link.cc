@@ -26,6 +26,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_fea
   link_ = link;
   trim_peer_ok_ = true;
   csums_ = cfg_.resync_checksums && (peer_features & link::kFeatureVerify);
+  peer_reads_ = peer_features & link::kFeatureRead;
   if (cfg_.resync_checksums && !csums_)
     MLOG_WARN("resync-checksums: the peer's mirrord cannot digest its copy (no VERIFY): "
               "resyncs send every region whole");
@@ -156,6 +157,9 @@ void Replicator::link_lost(const std::string& why) {
         break;
       case Kind::kVerify:
         verify_chunk_done(op, ECONNRESET, nullptr);
+        break;
+      case Kind::kRead:  // the local disk failed it, and the peer is gone
+        finish(op, -EIO);
         break;
       case Kind::kFlush:
         if (op->freeze) {

@@ -15,6 +15,7 @@ struct SecondaryApplier::Apply final : IoDone {
   bool is_sync_done = false;
   bool resync = false;  // a resync copy: its writeback starts once it is applied
   uint32_t verify_region = 0;  // a VERIFY: read, then answer with digests
+  bool read = false;           // a READ: answer with the data
   link::Type type = link::Type::kWrite;
   uint64_t off = 0;
   uint32_t len = 0;
@@ -49,8 +50,19 @@ SecondaryApplier::Apply* SecondaryApplier::get() {
     a = free_.back().release();
     free_.pop_back();
   }
-  a->is_flush = a->is_sync_done = a->resync = false;
+  a->is_flush = a->is_sync_done = a->resync = a->read = false;
   a->verify_region = 0;
+  return a;
+}
+
+SecondaryApplier::Apply* SecondaryApplier::get_read(const link::Header& h) {
+  Apply* a = get();
+  a->id = h.id;
+  a->epoch = epoch_;
+  a->seq = 0;  // no flush waits for a read
+  a->off = h.offset;
+  a->len = h.length;
+  a->buf.reserve(h.length);
   return a;
 }
 
@@ -71,7 +83,8 @@ void SecondaryApplier::reply(uint64_t epoch, uint64_t id, int err) {
 void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
   uint64_t end = h.offset + h.length;
   bool ranged = h.type == link::Type::kWrite || h.type == link::Type::kTrim ||
-                h.type == link::Type::kZero || h.type == link::Type::kVerify;
+                h.type == link::Type::kZero || h.type == link::Type::kVerify ||
+                h.type == link::Type::kRead;
   if (ranged && (h.length == 0 || end < h.offset || end > local_.size())) {
     MLOG_WARN("replication: request outside the volume (%llu+%u)",
               static_cast<unsigned long long>(h.offset), h.length);
@@ -99,18 +112,22 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
         MLOG_WARN("replication: %s", region.error().message.c_str());
         return verify_reply(epoch_, h.id, h.offset, EPROTO, {});
       }
-      Apply* a = get();
-      a->id = h.id;
-      a->epoch = epoch_;
-      a->seq = 0;
-      a->off = h.offset;
-      a->len = h.length;
+      Apply* a = get_read(h);
       a->verify_region = *region;
-      a->buf.reserve(h.length);
       // What this copy's disk holds, not its page cache: a page whose
       // writeback failed stays cached as if written (a checksum resync would
       // then skip a region the disk lacks), and verify must see bit rot.
       local_.read_stable(h.offset, h.length, a->buf.data(), a);
+      return;
+    }
+    case link::Type::kRead: {
+      // The primary's disk failed a client's read of this range. Like
+      // VERIFY, a read of what this copy holds, which the primary sends
+      // only while no write overlapping it runs; unlike VERIFY, the page
+      // cache is the right answer: it holds every write applied here.
+      Apply* a = get_read(h);
+      a->read = true;
+      local_.read(h.offset, h.length, a->buf.data(), a);
       return;
     }
     case link::Type::kSyncDone: {
@@ -189,6 +206,26 @@ void SecondaryApplier::verify_reply(uint64_t epoch, uint64_t id, uint64_t offset
 }
 
 void SecondaryApplier::done(Apply* a, int err) {
+  if (a->read) {
+    if (err) {
+      MLOG_ERROR("replication: reading %llu+%u for the primary (its disk failed it) failed: %s",
+                 static_cast<unsigned long long>(a->off), a->len, strerror(-err));
+    } else {
+      MLOG_DEBUG("replication: the primary's disk failed a read of %llu+%u: this copy answered",
+                static_cast<unsigned long long>(a->off), a->len);
+    }
+    if (link_ && a->epoch == epoch_) {
+      link::Header h;
+      h.type = link::Type::kReadReply;
+      h.id = a->id;
+      h.offset = a->off;
+      h.length = uint32_t(-err);
+      std::span<const uint8_t> data;
+      if (!err) data = {a->buf.data(), a->len};
+      link_->send_owned(link::encode_message(h, data));
+    }
+    return put(a);
+  }
   if (a->verify_region) {
     uint64_t epoch = a->epoch, id = a->id, off = a->off;
     std::vector<link::Digest> d;

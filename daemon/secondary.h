@@ -47,8 +47,9 @@ class SecondaryApplier {
   void attach(LinkConn* link, uint16_t peer_features);
   void detach();
   bool attached() const { return link_ != nullptr; }
-  // A data message (WRITE, TRIM, ZERO, FLUSH, PING, SYNC_DONE), or VERIFY
-  // (answered with the digests of this copy's regions, VERIFY_REPLY).
+  // A data message (WRITE, TRIM, ZERO, FLUSH, PING, SYNC_DONE), VERIFY
+  // (answered with the digests of this copy's regions, VERIFY_REPLY) or READ
+  // (answered with this copy's data, READ_REPLY).
   void on_message(const link::Header& h, Buffer& payload);
 
   // Nothing is being applied (a detached applier may be destroyed).
@@ -73,6 +74,8 @@ class SecondaryApplier {
   void local_failed(const Apply* a, int err);
   void check_flushes();
   Apply* get();
+  // An Apply for a read of h's range (VERIFY, READ), its buffer sized.
+  Apply* get_read(const link::Header& h);
   void put(Apply* a);
 
   Loop& loop_;

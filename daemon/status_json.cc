@@ -31,6 +31,8 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"resync_same_bytes_total", st.resync_same_bytes_total},
       {"last_error", st.last_error},
       {"local_io_errors", st.local_io_errors},
+      {"reads_from_peer", st.reads_from_peer},
+      {"read_repairs", st.read_repairs},
       {"trim", st.trim},
       {"generation", gen},
       {"holding_writes", st.holding},

@@ -330,6 +330,7 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
     }
     if (h.type == link::Type::kReply) return replicator_->on_reply(h);
     if (h.type == link::Type::kVerifyReply) return replicator_->on_verify_reply(h, payload);
+    if (h.type == link::Type::kReadReply) return replicator_->on_read_reply(h, payload);
     if (h.type == link::Type::kResizeReply) return on_resize_reply(h, payload);
     return c->close("unexpected message from the secondary");
   }
@@ -663,6 +664,8 @@ VolumeStatus Volume::status() const {
     st.resynced_bytes_total = replicator_->resynced_bytes_total();
     st.resync_same_bytes_total = replicator_->resync_same_bytes_total();
     st.local_io_errors = replicator_->local_errors();
+    st.reads_from_peer = replicator_->reads_from_peer();
+    st.read_repairs = replicator_->read_repairs();
     st.trim = replicator_->trim_state();
   } else {
     if (applier_->trim_kept()) st.trim = "local-store-cannot-punch";

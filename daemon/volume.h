@@ -60,6 +60,10 @@ struct VolumeStatus {
   uint64_t resync_same_bytes_total = 0;  // primary: of those, identical on the peer, not sent
   std::string last_error;
   uint64_t local_io_errors = 0;  // requests this node's disk failed, since start
+  // Primary: client reads this disk failed that the peer's copy answered,
+  // and of those, the ranges rewritten here from it (since start).
+  uint64_t reads_from_peer = 0;
+  uint64_t read_repairs = 0;
   // Whether a client's TRIM changes the copies: "applied", or why not
   // ("local-store-cannot-punch", "peer-store-cannot-punch").
   std::string trim = "applied";

@@ -27,7 +27,8 @@ Result<uint64_t> parse_size(const std::string& key, const std::string& s) {
 }  // namespace
 
 bool FaultSpec::any_data() const {
-  return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() || eio_after ||
+  return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() ||
+         !bad_sector.empty() || eio_after ||
          enospc_after || power_loss || crash_after || trim_unsupported;
 }
 
@@ -59,7 +60,8 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     }
     if (eq == std::string::npos)
       return Error{EINVAL, "MIRRORD_FAULTS: '" + item + "': expected KEY=VALUE"};
-    if (key == "write-eio" || key == "read-eio" || key == "write-enospc") {
+    if (key == "write-eio" || key == "read-eio" || key == "write-enospc" ||
+        key == "bad-sector") {
       size_t colon = value.find(':');
       if (colon == std::string::npos)
         return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": expected OFFSET:LENGTH, got '" + value + "'"};
@@ -68,9 +70,10 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       auto len = parse_size(key, value.substr(colon + 1));
       if (!len) return len.error();
       if (*len == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": empty range"};
-      auto& v = key == "write-eio" ? spec.write_eio
-                : key == "read-eio" ? spec.read_eio
-                                    : spec.write_enospc;
+      auto& v = key == "write-eio"    ? spec.write_eio
+                : key == "read-eio"   ? spec.read_eio
+                : key == "bad-sector" ? spec.bad_sector
+                                      : spec.write_enospc;
       v.push_back({*off, *len});
       continue;
     }
@@ -94,7 +97,7 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       continue;
     }
     return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
-                             "' (write-eio, read-eio, write-enospc, eio-after, enospc-after, "
+                             "' (write-eio, read-eio, write-enospc, bad-sector, eio-after, enospc-after, "
                              "power-loss, crash-after, meta-eio-after, meta-delay-ms, "
                              "trim-unsupported, stop-on-resize)"};
   }
@@ -110,6 +113,7 @@ std::string FaultSpec::to_string() const {
   ranges("write-eio", write_eio);
   ranges("read-eio", read_eio);
   ranges("write-enospc", write_enospc);
+  ranges("bad-sector", bad_sector);
   if (eio_after) add("eio-after=" + std::to_string(eio_after));
   if (enospc_after) add("enospc-after=" + std::to_string(enospc_after));
   if (crash_after) add("crash-after=" + std::to_string(crash_after));
@@ -127,6 +131,7 @@ struct FaultBackend::Op final : IoDone {
   IoDone* upper = nullptr;
   uint64_t record = 0;  // PowerLoss undo record of a modification
   uint64_t sync = 0;    // PowerLoss token of a running sync
+  uint64_t off = 0, len = 0;  // a modification's range (bad sectors it remaps)
   bool fua = false;     // a sync follows the modification
   uint64_t fua_record = 0;  // ... which makes this record durable
   void io_done(int err) override { fb->on_done(this, err); }
@@ -163,6 +168,8 @@ FaultBackend::Op* FaultBackend::begin(uint64_t off, uint64_t len, bool fua, IoDo
   Op* op = new Op();
   op->fb = this;
   op->upper = done;
+  op->off = off;
+  op->len = len;
   ++in_flight_;
   if (pl_) {
     op->record = pl_->before_write(fd_, off, len);
@@ -172,6 +179,11 @@ FaultBackend::Op* FaultBackend::begin(uint64_t off, uint64_t len, bool fua, IoDo
 }
 
 void FaultBackend::on_done(Op* op, int err) {
+  if (!err && op->len) {  // a bad sector the modification covers whole is remapped
+    std::erase_if(spec_.bad_sector, [op](const FaultSpec::Range& r) {
+      return op->off <= r.off && r.off + r.len <= op->off + op->len;
+    });
+  }
   if (op->record) {
     pl_->write_done(op->record);
     if (!err && op->fua) {
@@ -193,15 +205,21 @@ void FaultBackend::on_done(Op* op, int err) {
   upper->io_done(err);
 }
 
-void FaultBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+bool FaultBackend::unreadable(uint64_t off, uint64_t len) const {
   for (const auto& r : spec_.read_eio)
-    if (r.touches(offset, length)) return fail_later(done, -EIO);
+    if (r.touches(off, len)) return true;
+  for (const auto& r : spec_.bad_sector)
+    if (r.touches(off, len)) return true;
+  return false;
+}
+
+void FaultBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
+  if (unreadable(offset, length)) return fail_later(done, -EIO);
   inner_.read(offset, length, buf, done);
 }
 
 void FaultBackend::read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
-  for (const auto& r : spec_.read_eio)
-    if (r.touches(offset, length)) return fail_later(done, -EIO);
+  if (unreadable(offset, length)) return fail_later(done, -EIO);
   inner_.read_stable(offset, length, buf, done);
 }
 

@@ -32,6 +32,10 @@ struct FaultSpec {
     bool touches(uint64_t o, uint64_t l) const { return o < off + len && off < o + l; }
   };
   std::vector<Range> write_eio, write_enospc, read_eio;
+  // Unreadable until written: reads touching one fail with EIO until a
+  // write, zero or trim covering it whole succeeds (a disk remaps a bad
+  // sector when it is written).
+  std::vector<Range> bad_sector;
   uint64_t eio_after = 0;     // writes after the first N fail with EIO (0: never)
   uint64_t enospc_after = 0;  // ... with ENOSPC
   bool power_loss = false;    // track unsynced writes; SIGUSR2 crashes
@@ -46,7 +50,7 @@ struct FaultSpec {
 
   bool any() const;
   bool any_data() const;  // a fault on the data path (FaultBackend's part)
-  // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,eio-after=N,
+  // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,bad-sector=OFF:LEN,eio-after=N,
   // enospc-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
   // trim-unsupported,stop-on-resize"; numbers take
   // K, M, G suffixes.
@@ -76,6 +80,7 @@ class FaultBackend final : public ForwardingBackend {
   struct Op;
   // The error a modification of [off, off+len) gets, or 0 (counts it).
   int modification_fault(uint64_t off, uint64_t len);
+  bool unreadable(uint64_t off, uint64_t len) const;  // read-eio or a bad sector
   // A modification's Op, its undo record taken when power loss is tracked
   // (then a FUA modification gets its sync as a separate flush). nullptr:
   // it failed (done will be told).

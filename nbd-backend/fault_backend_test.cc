@@ -113,6 +113,27 @@ TEST_F(FaultFixture, WriteEioHitsOnlyTheRange) {
   EXPECT_EQ(run([&](IoDone* d) { fb.trim(0, 8192, false, d); }), 0);
 }
 
+TEST_F(FaultFixture, BadSectorReadsFailUntilAWriteCoversIt) {
+  FaultSpec spec = FaultSpec::parse("bad-sector=8K:4K,bad-sector=64K:4K").value();
+  EXPECT_TRUE(spec.any_data());
+  EXPECT_EQ(spec.to_string(), "bad-sector=8192:4096,bad-sector=65536:4096");
+  FaultBackend fb(*loop, *file, file->fd(), spec, nullptr);
+  std::vector<uint8_t> buf(16384);
+  auto read = [&](uint64_t off, uint32_t len) {
+    return run([&](IoDone* d) { fb.read(off, len, buf.data(), d); });
+  };
+  EXPECT_EQ(read(0, 16384), -EIO) << "a read touching the bad sector fails";
+  EXPECT_EQ(read(12288, 4096), 0) << "the next sector is fine";
+  EXPECT_EQ(write(fb, 8192, 0x55, false, 2048), 0);
+  EXPECT_EQ(read(8192, 4096), -EIO) << "a write covering part of it does not remap it";
+  EXPECT_EQ(write(fb, 4096, 0x66, false, 12288), 0);
+  EXPECT_EQ(read(0, 16384), 0) << "a write covering it whole remapped it";
+  EXPECT_EQ(buf[8192], 0x66);
+  EXPECT_EQ(read(65536, 512), -EIO) << "the other bad sector is still bad";
+  EXPECT_EQ(run([&](IoDone* d) { fb.zero(65536, 4096, {}, d); }), 0);
+  EXPECT_EQ(read(65536, 4096), 0) << "WRITE_ZEROES remaps too";
+}
+
 TEST_F(FaultFixture, ReadEioAndCountedFailures) {
   FaultSpec spec = FaultSpec::parse("read-eio=8K:1,eio-after=2").value();
   FaultBackend fb(*loop, *file, file->fd(), spec, nullptr);
