@@ -346,6 +346,10 @@ class Replicator final : public Backend {
   uint64_t flushing_bytes_ = 0;
   bool resync_flushing_ = false;
   bool resync_scan_done_ = false;
+  // Chunks this pass could not read locally, and when to scan again (0: not
+  // waiting).
+  uint64_t resync_read_failures_ = 0;
+  uint64_t resync_retry_ms_ = 0;
   double tokens_ = 0;
   uint64_t tokens_ms_ = 0;
   uint64_t rate_window_ms_ = 0, rate_window_bytes_ = 0, rate_bps_ = 0;

@@ -22,6 +22,10 @@ constexpr uint64_t kResyncBatch = 64ull << 20;   // peer flush, then clear bits
 // How far past the copies in flight the local copy reads ahead (unlimited
 // resync rate only): a few regions' worth keeps its disk queue full.
 constexpr uint64_t kResyncReadAhead = 16ull << 20;
+// A region this node's disk cannot read stays dirty; the pass that met it
+// scans again after this long, not at once (a bad sector fails the same way
+// until a write remaps it, and each attempt costs the disk its retries).
+constexpr uint64_t kResyncReadRetryMs = 10'000;
 
 }  // namespace
 
@@ -43,6 +47,8 @@ void Replicator::resync_begin() {
   rate_window_bytes_ = 0;
   tokens_ = 0;
   tokens_ms_ = coarse_ms();
+  resync_read_failures_ = 0;
+  resync_retry_ms_ = 0;
   MLOG_INFO("resync started: %llu bytes to copy%s", static_cast<unsigned long long>(resync_total_),
             csums_ ? " (checksums: only regions that differ on the peer are sent)" : "");
 }
@@ -61,6 +67,16 @@ void Replicator::resync_tick(uint64_t now_ms) {
     rate_bps_ = rate_window_bytes_ * 1000 / std::max<uint64_t>(1, now_ms - rate_window_ms_);
     rate_window_ms_ = now_ms;
     rate_window_bytes_ = 0;
+  }
+  if (resync_retry_ms_ && now_ms >= resync_retry_ms_ && resync_active_) {
+    MLOG_INFO("resync: scanning again for the %llu bytes left (a local read failed)",
+              static_cast<unsigned long long>(bitmap_.dirty_bytes()));
+    resync_retry_ms_ = 0;
+    resync_read_failures_ = 0;
+    resync_cursor_ = 0;
+    readahead_cursor_ = 0;
+    resync_scan_done_ = false;
+    batch_epoch_ = dirty_epoch_;
   }
   resync_pump();
 }
@@ -87,6 +103,22 @@ void Replicator::resync_pump() {
   if (!resync_batch_.empty()) return resync_batch_flush();
   if (!resync_scan_done_) return;
   if (bitmap_.dirty_bytes() > 0) {
+    if (resync_read_failures_ > 0) {
+      // This pass left regions this disk could not read: retried later
+      // (resync_tick), while client writes go on.
+      if (resync_retry_ms_ == 0) {
+        resync_retry_ms_ = now_ms_ + kResyncReadRetryMs;
+        last_error_ = "resync: this node's disk could not read " +
+                      std::to_string(resync_read_failures_) +
+                      " chunk(s) the peer lacks (" + std::to_string(bitmap_.dirty_bytes()) +
+                      " bytes out of sync): retried every " +
+                      std::to_string(kResyncReadRetryMs / 1000) +
+                      " s; a client write over them (which remaps bad sectors) lets the next "
+                      "attempt copy them";
+        MLOG_ERROR("%s", last_error_.c_str());
+      }
+      return;
+    }
     // Bits set again behind the cursor (a failed write): scan again.
     resync_cursor_ = 0;
     readahead_cursor_ = 0;
@@ -160,6 +192,7 @@ void Replicator::resync_local_done(Op* op, int err) {
   if (err) {
     MLOG_ERROR("resync: reading %llu+%u locally failed: %s",
                static_cast<unsigned long long>(op->off), op->len, strerror(-err));
+    ++resync_read_failures_;
     --resync_in_flight_;
     finish(op, err);
     return resync_pump();
@@ -221,6 +254,7 @@ void Replicator::resync_reply(Op* op, int err) {
       bitmap_.commit(nullptr);
       resync_active_ = false;
       peer_io_error_ = false;
+      if (last_error_.starts_with("resync: ")) last_error_.clear();  // resolved
       state_ = LinkState::kSynced;
       MLOG_INFO("resync complete: the peer is up to date: %llu bytes, %llu identical on the peer "
                 "(not sent)",

@@ -14,7 +14,7 @@
 
 VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"'
-A=$((1 * MiB)) B=$((3 * MiB)) C=$((5 * MiB)) SECTOR=4096
+A=$((1 * MiB)) B=$((3 * MiB)) C=$((5 * MiB)) D=$((7 * MiB)) SECTOR=4096
 have_ctl || skip "read-repair needs mirrorctl"
 
 # read_sha NODE OFFSET LENGTH: sha256 of an NBD read through NODE; prints
@@ -46,7 +46,7 @@ check "alpha writes 8 MiB of data at 0" "${NBDTOOL[@]}" pattern "$(nbd_unix_uri 
 check_identical "before any read"
 # The sectors go bad after they were written (a write would remap them).
 stop_node alpha
-start_with_faults alpha "bad-sector=$A:$SECTOR,bad-sector=$B:$SECTOR,bad-sector=$C:$SECTOR"
+start_with_faults alpha "bad-sector=$A:$SECTOR,bad-sector=$B:$SECTOR,bad-sector=$C:$SECTOR,bad-sector=$D:$SECTOR"
 wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize again"
 log_mark alpha; log_mark beta
 
@@ -113,5 +113,35 @@ check_eq "after rejoin the sector reads back as written" \
 check_eq "alpha's status: still 2 reads answered by the peer" 2 "$(status_get alpha .reads_from_peer)"
 nbd_flush alpha
 check_identical "after the split, the rewrite and the rejoin"
+
+# 4. A region the resync must copy holds a bad sector: the resync cannot
+#    read it. It copies the rest, keeps that region out of sync and says
+#    so, retries every 10 s (no busy loop), and finishes once a client write
+#    remapped the sector.
+out=$(ctl alpha split) && pass "split again: $out" || fail "split again: $out"
+check "a write next to the bad sector at 7 MiB while split" \
+    nbd_fill "$(nbd_unix_uri alpha)" $((D + 8192)) 4096 5
+check "a write elsewhere while split" nbd_fill "$(nbd_unix_uri alpha)" $((12 * MiB)) 65536 6
+log_mark alpha
+out=$(ctl alpha rejoin) && pass "rejoin starts: $out" || fail "rejoin: $out"
+wait_log alpha "resync: this node's disk could not read 1 chunk" 20 >/dev/null \
+    && pass "alpha says the resync could not read a chunk and retries" \
+    || fail "alpha does not say the resync could not read a chunk"
+sleep 2
+check_eq "alpha: resyncing, the region with the bad sector still out of sync" "resyncing 65536" \
+    "$(status_get alpha '"\(.state) \(.out_of_sync_bytes)"')"
+status_get alpha .last_error | grep -q "could not read 1 chunk(s) the peer lacks (65536 bytes out of sync)" \
+    && pass "alpha's status names the problem" || fail "alpha's status: $(status_get alpha .last_error)"
+n=$(log_since alpha | grep -c "resync: reading $D\|resync: reading $((D))")
+[ "$n" -le 2 ] && pass "the unreadable chunk was tried $n time(s) in 2 s (no busy loop)" \
+    || fail "the unreadable chunk was tried $n times in 2 s"
+check_eq "reading the bad sector meanwhile fails (the peer's copy is out of date)" EIO \
+    "$(read_sha alpha $D $SECTOR)"
+check "the client rewrites the bad sector" nbd_fill "$(nbd_unix_uri alpha)" $D $SECTOR 4
+wait_state alpha synchronized 30 >/dev/null && pass "synchronized after the retry" \
+    || fail "not synchronized 30 s after the sector was rewritten"
+check_eq "alpha's last error is cleared" "" "$(status_get alpha .last_error)"
+nbd_flush alpha
+check_identical "after the resync that met a bad sector"
 
 pair_finish
