@@ -123,10 +123,14 @@ void Replicator::on_read_reply(const link::Header& h, Buffer& payload) {
   // Still inside the interlock: no write to the range runs, so the peer's
   // data is what this copy must hold. The rewrite is local only (the peer
   // has it) and outside the activity log: a crash in the middle leaves the
-  // range holding that same data or the old unreadable sectors.
+  // range holding that same data or the old unreadable sectors. Backend::
+  // rewrite: the disk's own answer (it remapped the sector, or cannot), and
+  // a failure that stays this request's: not a page lost at writeback that
+  // would fail the client's next FLUSH, not a failed sync that would make
+  // the store refuse every later write.
   op->rewrite = true;
   op->local_pending = true;
-  local_.write(op->off, op->len, op->out, /*fua=*/false, op);
+  local_.rewrite(op->off, op->len, op->out, op);
 }
 
 }  // namespace mirror

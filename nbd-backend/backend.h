@@ -81,6 +81,15 @@ class Backend {
   virtual void read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
     read(offset, length, buf, done);
   }
+  // Writes data the store should hold already over a range it failed to
+  // read (read-error correction: a disk remaps a bad sector when written).
+  // Below any cache of this host where it can, so that done's result is the
+  // store's own answer, and a failure is this call's alone: it never fails a
+  // later flush() nor other writes. Not durable until a flush. By default
+  // write() without FUA.
+  virtual void rewrite(uint64_t offset, uint32_t length, const uint8_t* buf, IoDone* done) {
+    write(offset, length, buf, false, done);
+  }
   // Appends at most max_extents extents describing [offset, offset+length)
   // from the start (they may cover less than length).
   virtual void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,

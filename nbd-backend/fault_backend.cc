@@ -228,6 +228,11 @@ void FaultBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, b
   if (Op* op = begin(offset, length, fua, done)) inner_.write(offset, length, buf, fua && !pl_, op);
 }
 
+void FaultBackend::rewrite(uint64_t offset, uint32_t length, const uint8_t* buf,
+                           IoDone* done) {
+  if (Op* op = begin(offset, length, false, done)) inner_.rewrite(offset, length, buf, op);
+}
+
 void FaultBackend::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
   // What FileBackend reports on a filesystem or device that cannot punch.
   if (spec_.trim_unsupported) return fail_later(done, -EOPNOTSUPP);

@@ -71,6 +71,7 @@ class FaultBackend final : public ForwardingBackend {
              IoDone* done) override;
   void flush(IoDone* done) override;
   void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
+  void rewrite(uint64_t offset, uint32_t length, const uint8_t* buf, IoDone* done) override;
   void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
 
   uint64_t writes_seen() const { return writes_; }

@@ -72,6 +72,7 @@ struct FileBackend::Op final : Completion {
   bool syncing = false;
   bool dsync = false;       // written with RWF_DSYNC: durable on completion
   bool direct = false;      // a direct write: no other write may share its folio span
+  bool rewrite = false;     // rewrite(): direct when it can, never RWF_DSYNC
   bool via_direct = false;  // the last submission went through the O_DIRECT fd
   bool stable = false;      // read_stable: through the O_DIRECT fd while aligned
   bool tracked = false;     // in mods_
@@ -443,6 +444,11 @@ void FileBackend::start_mod(Op* op) {
       ++fua_stats_.group;
     }
   }
+  if (op->rewrite) {
+    op->direct = direct_fd_.valid() && dio_aligned(op->buf, op->offset, op->left) &&
+                 std::none_of(mods_.begin(), mods_.end(),
+                              [&](const Op* m) { return shares_folio(op, m); });
+  }
   if (op->fua) {
     op->fua_counted = true;
     ++fua_in_flight_;
@@ -484,6 +490,15 @@ void FileBackend::start_read(uint64_t offset, uint32_t length, uint8_t* buf, boo
 
 void FileBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
                         IoDone* done) {
+  start_write(offset, length, buf, fua, /*rewrite=*/false, done);
+}
+
+void FileBackend::rewrite(uint64_t offset, uint32_t length, const uint8_t* buf, IoDone* done) {
+  start_write(offset, length, buf, /*fua=*/false, /*rewrite=*/true, done);
+}
+
+void FileBackend::start_write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
+                              bool rewrite, IoDone* done) {
   if (sticky_error_) return complete_later(done, -sticky_error_);
   Op* op = get_op(done);
   op->kind = Op::Kind::kWrite;
@@ -491,6 +506,7 @@ void FileBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, bo
   op->left = length;
   op->buf = const_cast<uint8_t*>(buf);  // only read from for a write
   op->fua = fua;
+  op->rewrite = rewrite;
   start_mod(op);
 }
 

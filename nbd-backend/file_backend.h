@@ -65,6 +65,9 @@ class FileBackend final : public Backend {
              IoDone* done) override;
   void flush(IoDone* done) override;
   void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
+  // Through the O_DIRECT descriptor when aligned (no RWF_DSYNC: its error
+  // is the write's own and never sticky); else a plain buffered write.
+  void rewrite(uint64_t offset, uint32_t length, const uint8_t* buf, IoDone* done) override;
   void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
   void cache(uint64_t offset, uint32_t length, IoDone* done) override;
   // sync_file_range(SYNC_FILE_RANGE_WRITE): queues the range's dirty pages
@@ -133,6 +136,9 @@ class FileBackend final : public Backend {
   void on_sync(int res, uint32_t flags);
   void set_sticky(int err, const char* what);
   // Modifications (write, zero, trim) and the page-cache coherence rule.
+  // write() and rewrite().
+  void start_write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua, bool rewrite,
+                   IoDone* done);
   void start_mod(Op* op);
   void end_mod(Op* op);
   bool dio_aligned(const uint8_t* buf, uint64_t offset, uint32_t length) const;

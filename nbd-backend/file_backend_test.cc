@@ -171,6 +171,31 @@ TEST_F(FileBackendFixture, FuaWriteThenBufferedReadSeesNewData) {
   EXPECT_EQ(read_disk(0, 4096), bytes(4096, 0x02));
 }
 
+TEST_F(FileBackendFixture, RewriteReplacesCachedDataAlignedOrNot) {
+  open_in(disk_dir());
+  Buffer old = filled(8192, 0x01), fresh = filled(8192, 0x02);
+  ASSERT_EQ(write(0, old.data(), 8192, false), 0);
+  EXPECT_EQ(read(0, 8192), bytes(8192, 0x01)) << "the old data is now cached";
+  int result = 1;
+  auto rewrite = [&](uint64_t off, const uint8_t* buf, uint32_t len) {
+    result = 1;
+    be->rewrite(off, len, buf, FnDone::make([&](int err) {
+      result = err;
+      loop->stop();
+    }));
+    loop->run();
+    return result;
+  };
+  ASSERT_EQ(rewrite(0, fresh.data(), 4096), 0) << "aligned: through O_DIRECT where it can";
+  EXPECT_EQ(read(0, 4096), bytes(4096, 0x02)) << "the cached copy was invalidated";
+  ASSERT_EQ(rewrite(4096 + 100, fresh.data() + 1, 1000), 0) << "unaligned: buffered";
+  EXPECT_EQ(read(4096, 100), bytes(100, 0x01));
+  EXPECT_EQ(read(4096 + 100, 1000), bytes(1000, 0x02));
+  EXPECT_EQ(read_disk(0, 4096), bytes(4096, 0x02));
+  EXPECT_EQ(be->fua_stats().direct + be->fua_stats().dsync + be->fua_stats().group, 0u)
+      << "a rewrite is not a FUA write";
+}
+
 TEST_F(FileBackendFixture, FuaWriteSharingAPageWithAWriteInFlightIsNotDirect) {
   open_in(disk_dir());
   if (!be->has_direct_path()) GTEST_SKIP() << disk_dir() << " has no direct I/O";

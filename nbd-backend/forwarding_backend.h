@@ -39,6 +39,9 @@ class ForwardingBackend : public Backend {
   void cache(uint64_t offset, uint32_t length, IoDone* done) override {
     inner_.cache(offset, length, done);
   }
+  void rewrite(uint64_t offset, uint32_t length, const uint8_t* buf, IoDone* done) override {
+    inner_.rewrite(offset, length, buf, done);
+  }
   void start_writeback(uint64_t offset, uint32_t length) override {
     inner_.start_writeback(offset, length);
   }
