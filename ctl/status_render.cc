@@ -84,6 +84,13 @@ std::string render_status(const nlohmann::json& s, bool bar) {
     std::string found = human_bytes(bytes) + " out of sync in " + std::to_string(regions) +
                         " region" + (regions == 1 ? "" : "s") +
                         (regions ? " (resynced from the primary)" : "");
+    // Read errors the run met (verify is a scrub too).
+    if (uint64_t n = v.value("repaired_bytes", uint64_t(0)))
+      found += "; " + human_bytes(n) + " unreadable here, rewritten from the peer's copy";
+    if (uint64_t n = v.value("peer_unreadable_bytes", uint64_t(0)))
+      found += "; " + human_bytes(n) + " unreadable on the peer, resynced there";
+    if (uint64_t n = v.value("unreadable_bytes", uint64_t(0)))
+      found += "; " + human_bytes(n) + " unreadable here and not repaired (not compared)";
     if (v.value("running", false)) {
       char buf[96];
       std::snprintf(buf, sizeof buf, "%.1f%% of %s, %s/s, ",

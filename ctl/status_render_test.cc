@@ -115,6 +115,21 @@ TEST(StatusRender, VerifyRunningAndFinished) {
   EXPECT_NE(out.find(": 16.0 MiB of 64.0 MiB compared, 128.0 KiB out of sync in 2 regions"),
             std::string::npos)
       << out;
+  EXPECT_EQ(out.find("unreadable"), std::string::npos) << "no read error, no words about it";
+
+  v.verify.repaired_bytes = 1 << 20;
+  v.verify.peer_unreadable_bytes = 2 << 20;
+  v.verify.unreadable_bytes = 3 << 20;
+  j = status_to_json(v);
+  EXPECT_EQ(j["verify"]["repaired_bytes"], 1 << 20);
+  EXPECT_EQ(j["verify"]["peer_unreadable_bytes"], 2 << 20);
+  EXPECT_EQ(j["verify"]["unreadable_bytes"], 3 << 20);
+  out = render_status(j, false);
+  EXPECT_NE(out.find("; 1.0 MiB unreadable here, rewritten from the peer's copy; 2.0 MiB "
+                     "unreadable on the peer, resynced there; 3.0 MiB unreadable here and not "
+                     "repaired (not compared)"),
+            std::string::npos)
+      << out;
 }
 
 }  // namespace

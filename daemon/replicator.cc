@@ -249,7 +249,7 @@ void Replicator::send_to_peer(Op* op) {
   const uint8_t* data = nullptr;
   uint64_t off = op->off;
   uint32_t len = op->len;
-  switch (op->kind) {
+  switch (op->repair ? Kind::kRead : op->kind) {  // a verify chunk's repair is a READ
     case Kind::kWrite:
       h.type = link::Type::kWrite;
       h.payload = op->len;

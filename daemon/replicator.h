@@ -61,6 +61,12 @@ struct VerifyProgress {
   uint64_t done_bytes = 0;               // compared so far
   uint64_t rate_bps = 0;                 // recent rate
   uint64_t out_of_sync_bytes = 0, out_of_sync_regions = 0;  // found, marked dirty
+  // Read errors met (verify is also a scrub, as md's "repair"): chunks this
+  // disk could not read that were rewritten from the peer's copy; that could
+  // not be (part of them out of sync: their bytes were not compared); and
+  // that the peer's disk could not read, marked dirty so that the resync
+  // rewrites them there.
+  uint64_t repaired_bytes = 0, unreadable_bytes = 0, peer_unreadable_bytes = 0;
   uint64_t started_unix_ms = 0, finished_unix_ms = 0;
   // "running", "completed", "cancelled", or "failed: why" (the link was lost).
   std::string result;
@@ -257,6 +263,14 @@ class Replicator final : public Backend {
   void verify_local_done(Op* op, int err);
   void verify_chunk_done(Op* op, int err, const std::vector<link::Digest>* peer);
   void verify_maybe_end();
+  // A chunk this disk could not read: rewritten from the peer's copy when it
+  // can be, else counted; the run goes on either way.
+  void verify_local_failed(Op* op, int err);
+  // The peer's disk could not read a chunk: marked dirty (resync rewrites it).
+  void verify_peer_failed(Op* op, int err);
+  // A chunk compared (or repaired): counts it, commits and resyncs the
+  // `marked` bytes it marked dirty, ends it and starts the next.
+  void verify_chunk_end(Op* op, uint64_t marked);
   // Reads (replicator_read.cc): a client read the local disk failed is
   // answered from the peer's copy when that copy is known to be the same,
   // and the range rewritten here (a disk remaps a bad sector on write).

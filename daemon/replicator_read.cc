@@ -104,7 +104,7 @@ void Replicator::on_read_reply(const link::Header& h, Buffer& payload) {
   auto it = outstanding_.find(h.id);
   if (it == outstanding_.end()) return;  // answered after a timeout: ignore
   Op* op = it->second;
-  if (op->kind != Kind::kRead) {
+  if (!op->repair) {
     if (on_link_failure) on_link_failure("the peer answered a request with READ_REPLY");
     return;
   }
@@ -116,10 +116,14 @@ void Replicator::on_read_reply(const link::Header& h, Buffer& payload) {
     if (read_log_ok())
       MLOG_ERROR("local disk: the read of %llu+%u fails: the peer's copy failed it too: %s",
                  static_cast<unsigned long long>(op->off), op->len, strerror(err));
+    if (op->kind == Kind::kVerify) {  // not compared; the run goes on
+      verify_.unreadable_bytes += op->len;
+      return verify_chunk_done(op, 0, nullptr);
+    }
     return finish(op, op->local_err);
   }
   std::memcpy(op->out, payload.data(), op->len);
-  ++reads_from_peer_;
+  if (op->kind == Kind::kRead) ++reads_from_peer_;
   // Still inside the interlock: no write to the range runs, so the peer's
   // data is what this copy must hold. The rewrite is local only (the peer
   // has it) and outside the activity log: a crash in the middle leaves the

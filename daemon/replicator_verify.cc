@@ -109,7 +109,23 @@ void Replicator::verify_maybe_end() {
 }
 
 void Replicator::verify_local_done(Op* op, int err) {
-  if (err || !mirroring() || op->verify_run != verify_.run || !verify_.running) {
+  const bool ours = mirroring() && op->verify_run == verify_.run && verify_.running;
+  if (op->rewrite) {  // the chunk as the peer has it, rewritten here
+    op->rewrite = false;
+    if (err) {  // on_local counted it in local_errors_
+      MLOG_ERROR("verify: rewriting %llu+%u from the peer's copy failed: %s",
+                 static_cast<unsigned long long>(op->off), op->len, strerror(-err));
+      if (ours) verify_.unreadable_bytes += op->len;
+    } else {
+      ++read_repairs_;
+      MLOG_WARN("verify: %llu+%u rewritten from the peer's copy (read error corrected)",
+                static_cast<unsigned long long>(op->off), op->len);
+      if (ours) verify_.repaired_bytes += op->len;
+    }
+    return verify_chunk_done(op, 0, nullptr);
+  }
+  if (err && ours) return verify_local_failed(op, err);
+  if (err || !ours) {
     if (err) {
       MLOG_ERROR("verify: reading %llu+%u locally failed: %s",
                  static_cast<unsigned long long>(op->off), op->len, strerror(-err));
@@ -119,6 +135,55 @@ void Replicator::verify_local_done(Op* op, int err) {
   op->digests = region_digests({op->rbuf.data(), op->len}, bitmap_.granularity());
   op->payload = link::encode_verify(bitmap_.granularity());
   send_to_peer(op);
+}
+
+void Replicator::verify_local_failed(Op* op, int err) {
+  // Inside the interlock since it was admitted: as for a client's read
+  // (replicator_read.cc), the peer's copy answers if it is known to be ours.
+  if (const char* why = peer_cannot_read(op); *why) {
+    MLOG_ERROR("verify: reading %llu+%u locally failed: %s; not compared (the peer's copy cannot "
+               "answer: %s)",
+               static_cast<unsigned long long>(op->off), op->len, strerror(-err), why);
+    verify_.unreadable_bytes += op->len;
+    return verify_chunk_done(op, 0, nullptr);
+  }
+  MLOG_WARN("verify: reading %llu+%u locally failed: %s; reading the peer's copy",
+            static_cast<unsigned long long>(op->off), op->len, strerror(-err));
+  op->repair = true;
+  op->out = op->rbuf.data();
+  send_to_peer(op);
+}
+
+void Replicator::verify_peer_failed(Op* op, int err) {
+  // Its copy of the chunk is unreadable there: this node's is the one to
+  // keep, and a write remaps a bad sector. Regions dirty already are copied
+  // anyway.
+  const uint64_t g = bitmap_.granularity();
+  uint64_t marked = 0;
+  for (uint64_t off = op->off; off < op->off + op->len; off += g) {
+    uint64_t len = std::min<uint64_t>(g, op->off + op->len - off);
+    if (bitmap_.any_dirty(off, len)) continue;
+    if (move_generation()) MLOG_INFO("verify: the peer lacks data: the generation moves on");
+    bitmap_.set_dirty(off, len);
+    marked += len;
+  }
+  MLOG_WARN("verify: the peer's disk could not read %llu+%u (%s): marked out of sync, the resync "
+            "rewrites it there from this node",
+            static_cast<unsigned long long>(op->off), op->len, strerror(err));
+  verify_.peer_unreadable_bytes += op->len;
+  verify_chunk_end(op, marked);
+}
+
+void Replicator::verify_chunk_end(Op* op, uint64_t marked) {
+  verify_.done_bytes += op->len;
+  verify_window_bytes_ += op->len;
+  if (marked) {
+    bitmap_.commit(nullptr);
+    if (state_ == LinkState::kResyncing) resync_total_ += marked;
+  }
+  finish(op, 0);
+  if (marked) resync_again();
+  verify_pump();
 }
 
 void Replicator::on_verify_reply(const link::Header& h, Buffer& payload) {
@@ -147,6 +212,9 @@ void Replicator::on_verify_reply(const link::Header& h, Buffer& payload) {
 void Replicator::verify_chunk_done(Op* op, int err, const std::vector<link::Digest>* peer) {
   --verify_in_flight_;
   const bool ours = verify_.running && op->verify_run == verify_.run;
+  if (ours && err == EIO && mirroring()) return verify_peer_failed(op, err);
+  // A chunk ended by a read error (repaired or counted).
+  if (ours && !err && !peer) return verify_chunk_end(op, 0);
   if (ours && err) {
     std::string why = err == ECONNRESET ? std::string("the link was lost")
                                         : "comparing " + std::to_string(op->off) + "+" +
@@ -173,15 +241,7 @@ void Replicator::verify_chunk_done(Op* op, int err, const std::vector<link::Dige
       if (move_generation()) MLOG_INFO("verify: the peer lacks data: the generation moves on");
       bitmap_.set_dirty(off, len);
     }
-    verify_.done_bytes += op->len;
-    verify_window_bytes_ += op->len;
-    if (marked) {
-      bitmap_.commit(nullptr);
-      if (state_ == LinkState::kResyncing) resync_total_ += marked;
-    }
-    finish(op, 0);
-    if (marked) resync_again();
-    return verify_pump();
+    return verify_chunk_end(op, marked);
   }
   finish(op, 0);
   verify_pump();

@@ -77,6 +77,9 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
                    {"rate_bytes_per_sec", v.rate_bps},
                    {"out_of_sync_bytes", v.out_of_sync_bytes},
                    {"out_of_sync_regions", v.out_of_sync_regions},
+                   {"repaired_bytes", v.repaired_bytes},
+                   {"unreadable_bytes", v.unreadable_bytes},
+                   {"peer_unreadable_bytes", v.peer_unreadable_bytes},
                    {"started_unix_ms", v.started_unix_ms},
                    {"finished_unix_ms", v.finished_unix_ms}};
   } else {

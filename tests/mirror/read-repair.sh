@@ -14,7 +14,7 @@
 
 VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"'
-A=$((1 * MiB)) B=$((3 * MiB)) C=$((5 * MiB)) D=$((7 * MiB)) SECTOR=4096
+A=$((1 * MiB)) B=$((3 * MiB)) C=$((5 * MiB)) D=$((7 * MiB)) E=$((9 * MiB)) F=$((11 * MiB)) SECTOR=4096
 have_ctl || skip "read-repair needs mirrorctl"
 
 # read_sha NODE OFFSET LENGTH: sha256 of an NBD read through NODE; prints
@@ -46,7 +46,7 @@ check "alpha writes 8 MiB of data at 0" "${NBDTOOL[@]}" pattern "$(nbd_unix_uri 
 check_identical "before any read"
 # The sectors go bad after they were written (a write would remap them).
 stop_node alpha
-start_with_faults alpha "bad-sector=$A:$SECTOR,bad-sector=$B:$SECTOR,bad-sector=$C:$SECTOR,bad-sector=$D:$SECTOR"
+start_with_faults alpha "bad-sector=$A:$SECTOR,bad-sector=$B:$SECTOR,bad-sector=$C:$SECTOR,bad-sector=$D:$SECTOR,bad-sector=$E:$SECTOR"
 wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize again"
 log_mark alpha; log_mark beta
 
@@ -143,5 +143,30 @@ wait_state alpha synchronized 30 >/dev/null && pass "synchronized after the retr
 check_eq "alpha's last error is cleared" "" "$(status_get alpha .last_error)"
 nbd_flush alpha
 check_identical "after the resync that met a bad sector"
+
+# 5. mirrorctl verify is a scrub too (md's "repair"): a bad sector on alpha
+#    that no client read (9 MiB) is rewritten from beta's copy; one on beta
+#    (11 MiB) is marked out of sync and resynced, which rewrites it there.
+#    Verify works in 1 MiB chunks: each repair covers its chunk.
+stop_node beta
+start_with_faults beta "bad-sector=$F:$SECTOR"
+wait_state alpha synchronized 30 >/dev/null || fail "not synchronized with beta's bad sector"
+reads_before=$(status_get alpha .reads_from_peer)
+out=$(ctl alpha verify --wait) && pass "verify --wait: $out" || fail "verify --wait: $out"
+check_eq "verify: completed; 1 MiB rewritten on alpha, 1 MiB unreadable on beta, none left unread" \
+    "completed 1048576 1048576 0" \
+    "$(status_get alpha '"\(.verify.result) \(.verify.repaired_bytes) \(.verify.peer_unreadable_bytes) \(.verify.unreadable_bytes)"')"
+out=$(ctl alpha status)
+grep -q "1.0 MiB unreadable here, rewritten from the peer's copy; 1.0 MiB unreadable on the peer, resynced there" <<<"$out" \
+    && pass "mirrorctl status shows what verify repaired" || fail "mirrorctl status: $out"
+wait_state alpha synchronized 30 >/dev/null && pass "synchronized after the verify's resync" \
+    || fail "not synchronized after the verify"
+check_eq "the bad sector on alpha reads locally now" "$(image_sha beta $E $SECTOR) $reads_before" \
+    "$(read_sha alpha $E $SECTOR) $(status_get alpha .reads_from_peer)"
+out=$(ctl alpha verify --wait) && pass "a second verify: $out" || fail "a second verify: $out"
+check_eq "the second verify finds nothing" "completed 0 0 0 0" \
+    "$(status_get alpha '"\(.verify.result) \(.verify.out_of_sync_bytes) \(.verify.repaired_bytes) \(.verify.peer_unreadable_bytes) \(.verify.unreadable_bytes)"')"
+nbd_flush alpha
+check_identical "after the scrub"
 
 pair_finish
