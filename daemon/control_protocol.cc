@@ -35,7 +35,10 @@ const std::vector<CommandSpec>& commands() {
          false},
         {"offset", T::kInt, "Start here (bytes; rounded down to a region)", false, false},
         {"length", T::kInt, "Verify this many bytes (default: to the end)", false, false},
-        {"cancel", T::kBool, "Stop the verify that is running", false, false}}},
+        {"cancel", T::kBool, "Stop the verify that is running", false, false},
+        {"if-primary", T::kBool,
+         "On a secondary, do nothing and succeed (one timer or cron job on both hosts)", false,
+         false}}},
       {"resize",
        "Grow the volume online to the size its volume file now says (edit `size` in both "
        "nodes' files first; like drbdadm resize). Runs on the primary and grows both nodes; "

@@ -127,6 +127,9 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
     int64_t off = req.args.value("offset", int64_t(0)), len = req.args.value("length", int64_t(0));
     if (off < 0 || len < 0) return reply(EINVAL, "verify: offset and length are not negative");
     bool wait = req.args.value("wait", false), cancel = req.args.value("cancel", false);
+    if (req.args.value("if-primary", false) && volume_.status().role != Role::kPrimary)
+      return reply(0, "this node is not the primary: nothing to verify here (verify runs on "
+                      "the primary)");
     return volume_.verify(
         uint64_t(off), uint64_t(len), cancel,
         [this, wait, cancel, respond](int err, const std::string& msg) {

@@ -103,10 +103,19 @@ refused_ctl "a range outside the volume" alpha "outside the volume" verify --off
 
 # --- 5. refusals
 refused_ctl "verify on the secondary" beta "runs on the primary" verify
+# The timer unit (systemd/mirrord-verify@.timer) runs on both hosts with --if-primary.
+runs_before=$(status_get alpha .verify.run)
+out=$(ctl beta verify --wait --if-primary) && grep -q "not the primary: nothing to verify here" <<<"$out" \
+    && pass "verify --if-primary on the secondary succeeds doing nothing: $out" \
+    || fail "verify --if-primary on the secondary: $out"
+check_eq "... and started no run on the primary" "$runs_before" "$(status_get alpha .verify.run)"
+out=$(ctl alpha verify --wait --if-primary --offset 0 --length $G) \
+    && check_eq "verify --if-primary on the primary runs it" completed "$(jq -r .result <<<"$out")" \
+    || fail "verify --if-primary on the primary: $out"
 out=$(ctl alpha split) || die "split failed: $out"
 refused_ctl "verify while split" alpha "split" verify
 out=$(ctl alpha rejoin --wait) || die "rejoin failed: $out"
-check_eq "status after refusals: the last verify is still the range" $G "$(status_get alpha .verify.total_bytes)"
+check_eq "status after refusals: the last verify is still a range" $G "$(status_get alpha .verify.total_bytes)"
 stop_node beta
 wait_state alpha 'degraded|disconnected' 30 >/dev/null || fail "alpha did not see beta leave"
 refused_ctl "verify with the link down" alpha "not connected" verify
