@@ -147,8 +147,8 @@ dead-connection-timeout = "60s"'
   node beta 7789 "$B_DEV"
 } >/etc/mirrord/db-alpha.toml
 cp /etc/mirrord/db-alpha.toml /etc/mirrord/db-beta.toml
-echo "MIRRORD_ARGS=--node alpha" >/etc/mirrord/db-alpha.env
-echo "MIRRORD_ARGS=--node beta" >/etc/mirrord/db-beta.env
+printf 'MIRRORD_ARGS=--node alpha\nMIRRORCTL_ARGS=--node alpha\n' >/etc/mirrord/db-alpha.env
+printf 'MIRRORD_ARGS=--node beta\nMIRRORCTL_ARGS=--node beta\n' >/etc/mirrord/db-beta.env
 
 t0=$(date +%s.%N)
 systemctl start "$B" "$A" || die "systemctl start failed (status $?)"
@@ -246,6 +246,19 @@ umount /mnt/db || die "umount"
 if dmesg | grep -iE 'I/O error|EXT4-fs error|Buffer I/O'; then die "the kernel logged I/O errors (above)"; fi
 step "remounted: all $FILES files intact, no I/O error in dmesg"
 wait_synchronized 60
+
+# ---- 5b. the verify timer's service, on both hosts' instances ----------------------------
+props mirrord-verify@db-alpha.timer
+[ "${P[FragmentPath]}" = /usr/local/lib/systemd/system/mirrord-verify@.timer ] ||
+  die "the verify timer is not installed: '${P[FragmentPath]}'"
+systemctl start mirrord-verify@db-alpha.service mirrord-verify@db-beta.service ||
+  die "the verify service failed: $(journalctl -q -o cat -u 'mirrord-verify@*' | tail -n 5)"
+journal=$(journalctl -q -o cat -u mirrord-verify@db-beta.service)
+grep -q "not the primary: nothing to verify here" <<<"$journal" ||
+  die "mirrord-verify@db-beta did not skip the secondary: $journal"
+[ "$(ctl alpha status --json | jq -r .verify.result)" = completed ] ||
+  die "alpha's last verify: $(ctl alpha status --json | jq -c .verify)"
+step "mirrord-verify@: a completed verify on the primary, nothing on the secondary"
 
 # ---- 6. a clean stop ------------------------------------------------------------------------
 # systemd drops an inactive unit's exit status as soon as it unloads it, so read it from the
