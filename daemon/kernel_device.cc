@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 
 #include "log.h"
@@ -317,13 +318,18 @@ void KernelDevice::reattach(std::function<void(std::string)> done) {
   auto kernel_ends = std::make_shared<std::vector<UniqueFd>>(std::move(*socks));
   p.sock_fds = raw(*kernel_ends);
   attached_ = false;  // from the DISCONNECT on, until the CONNECT succeeded
+  uint64_t delay_ms = opts_.call_delay_ms;
+  if (delay_ms)
+    MLOG_WARN("TEST FAULT: the re-attach of %s pauses %llu ms after its DISCONNECT", dev.c_str(),
+              static_cast<unsigned long long>(delay_ms));
   run_device_call(
-      [p, kernel_ends] {
+      [p, kernel_ends, delay_ms] {
         // A netlink socket of this thread's own: the loop's stays the loop's.
         auto t = knbd::NetlinkTransport::open();
         if (!t) return Status(t.error());
         knbd::NetlinkNbd nbd(**t);
         if (auto st = nbd.disconnect(p.index); !st) return st;
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
         // The kernel frees the old configuration when its last user is gone;
         // a short-lived opener (udev's probe after the change event) makes
         // CONNECT fail with EBUSY meanwhile.
@@ -368,7 +374,12 @@ void KernelDevice::resize(uint64_t size, std::function<void(Status)> done) {
   }
   const std::string dev = path();
   knbd::IoctlNbd* ioctl = ioctl_.get();
-  auto call = [size, dev, ioctl, index = index_, id = opts_.backend_id]() -> Status {
+  uint64_t delay_ms = opts_.call_delay_ms;
+  if (delay_ms)
+    MLOG_WARN("TEST FAULT: the resize call of %s pauses %llu ms before the kernel call",
+              dev.c_str(), static_cast<unsigned long long>(delay_ms));
+  auto call = [size, dev, ioctl, index = index_, id = opts_.backend_id, delay_ms]() -> Status {
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     Status st;
     if (ioctl) {
       st = ioctl->resize(size);

@@ -455,6 +455,7 @@ int run(int argc, char** argv) {
     o.export_name = self ? cfg.name : exports.front().name;
     o.api = device_api;
     o.detach_in_use = detach_in_use;
+    o.call_delay_ms = faults.device_call_delay_ms;
     o.backend_id = self ? "mirrord:" + cfg.name + ":" + self->name : "mirrord:export:" + o.export_name;
     device = std::make_unique<KernelDevice>(**loop, server, std::move(o));
     if (auto st = device->attach(); !st) {

@@ -32,7 +32,9 @@ bool FaultSpec::any_data() const {
          enospc_after || power_loss || crash_after || trim_unsupported;
 }
 
-bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms || stop_on_resize; }
+bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms || stop_on_resize ||
+         device_call_delay_ms;
+}
 
 Result<FaultSpec> FaultSpec::parse(const std::string& text) {
   FaultSpec spec;
@@ -77,11 +79,11 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       v.push_back({*off, *len});
       continue;
     }
-    if (key == "meta-delay-ms") {
+    if (key == "meta-delay-ms" || key == "device-call-delay-ms") {
       auto n = parse_size(key, value);
       if (!n) return n.error();
       if (*n == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": must be at least 1"};
-      spec.meta_delay_ms = *n;
+      (key == "meta-delay-ms" ? spec.meta_delay_ms : spec.device_call_delay_ms) = *n;
       continue;
     }
     if (key == "eio-after" || key == "enospc-after" || key == "crash-after" ||
@@ -99,7 +101,7 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
                              "' (write-eio, read-eio, write-enospc, bad-sector, eio-after, enospc-after, "
                              "power-loss, crash-after, meta-eio-after, meta-delay-ms, "
-                             "trim-unsupported, stop-on-resize)"};
+                             "trim-unsupported, stop-on-resize, device-call-delay-ms)"};
   }
   return spec;
 }
@@ -122,6 +124,7 @@ std::string FaultSpec::to_string() const {
   if (meta_delay_ms) add("meta-delay-ms=" + std::to_string(meta_delay_ms));
   if (trim_unsupported) add("trim-unsupported");
   if (stop_on_resize) add("stop-on-resize");
+  if (device_call_delay_ms) add("device-call-delay-ms=" + std::to_string(device_call_delay_ms));
   return s;
 }
 

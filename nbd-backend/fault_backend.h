@@ -47,12 +47,17 @@ struct FaultSpec {
   // it: a hung peer exactly after the primary's pre-resize flush and with
   // RESIZE sent; the test resumes it with SIGCONT (daemon only).
   bool stop_on_resize = false;
+  // The kernel device's calls made on a thread of their own (the re-attach
+  // of a role change, between its DISCONNECT and its CONNECT; the online
+  // resize, before its call) pause this long, as a kernel that waits for the
+  // requests in flight would (daemon only).
+  uint64_t device_call_delay_ms = 0;
 
   bool any() const;
   bool any_data() const;  // a fault on the data path (FaultBackend's part)
   // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,bad-sector=OFF:LEN,eio-after=N,
   // enospc-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
-  // trim-unsupported,stop-on-resize"; numbers take
+  // trim-unsupported,stop-on-resize,device-call-delay-ms=N"; numbers take
   // K, M, G suffixes.
   static Result<FaultSpec> parse(const std::string& text);
   std::string to_string() const;

@@ -84,13 +84,19 @@ TEST(FaultSpec, ParsesEveryFault) {
   EXPECT_TRUE(stop->any());
   EXPECT_FALSE(stop->any_data()) << "the daemon's, not the data path's";
   EXPECT_EQ(stop->to_string(), "stop-on-resize");
+  auto delay = FaultSpec::parse("device-call-delay-ms=5000");
+  ASSERT_TRUE(delay) << delay.error().message;
+  EXPECT_EQ(delay->device_call_delay_ms, 5000u);
+  EXPECT_TRUE(delay->any());
+  EXPECT_FALSE(delay->any_data()) << "the kernel device's, not the data path's";
+  EXPECT_EQ(delay->to_string(), "device-call-delay-ms=5000");
   EXPECT_FALSE(FaultSpec::parse("")->any());
 }
 
 TEST(FaultSpec, RefusesBadSpecsWithTheReason) {
   for (const char* bad : {"write-eio=5", "write-eio=x:1", "eio-after=", "eio-after=0",
                           "crash-after=-1", "bogus=1", "write-eio=0:0", "eio-after=3T",
-                          "power-loss=1"}) {
+                          "power-loss=1", "device-call-delay-ms=0"}) {
     auto s = FaultSpec::parse(bad);
     ASSERT_FALSE(s) << bad;
     EXPECT_EQ(s.error().code, EINVAL) << bad;
