@@ -159,5 +159,48 @@ TEST_F(BlockingCallTest, SecondCallWhileRunningIsRefusedAndDoneMayChainTheNext) 
   EXPECT_EQ(chained, 1);
 }
 
+// A daemon that stops while the call blocks (a kernel call nobody will
+// serve): abandoned, the call is neither answered nor reported late, and
+// destroying the BlockingCall does not wait for it; the thread returns on
+// its own later without touching the destroyed object.
+TEST_F(BlockingCallTest, AnAbandonedCallIsNotWaitedForNorAnswered) {
+  auto call = std::make_unique<BlockingCall>(*loop);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  auto returned = std::make_shared<std::atomic<bool>>(false);
+  int answers = 0, late = 0;
+  ASSERT_TRUE(call->start(
+      [released, returned] {
+        released.wait();
+        *returned = true;
+        return Status();
+      },
+      60000, [&](Status) { ++answers; }, [&](Status) { ++late; }));
+  call->abandon();
+  EXPECT_TRUE(call->running()) << "its thread has not returned";
+  Status refused = call->start([] { return Status(); }, 0, [&](Status) { ++answers; }, nullptr);
+  EXPECT_FALSE(refused);
+  // The loop goes on (a stop drains the server after this): the cancelled
+  // wake-up read completes on it.
+  bool ran = false;
+  Timer t(*loop, [&] {
+    ran = true;
+    loop->stop();
+  });
+  t.arm(50);
+  loop->run();
+  EXPECT_TRUE(ran);
+  auto t0 = std::chrono::steady_clock::now();
+  call.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1000))
+      << "the destructor waited for the abandoned call";
+  release.set_value();
+  for (int i = 0; i < 200 && !*returned; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(*returned);
+  run_until([] { return false; }, 50);
+  EXPECT_EQ(answers, 0);
+  EXPECT_EQ(late, 0);
+}
+
 }  // namespace
 }  // namespace mirror
