@@ -213,61 +213,127 @@ void KernelDevice::detach() {
 }
 
 void KernelDevice::stop(std::function<void()> done) {
+  stop_listening();  // no more RECONFIGURE on LINK_DEAD
+  stop_done_ = std::move(done);
+  stop_step();
+}
+
+// Each device call that returns comes back here while a stop waits. The
+// loop keeps serving the device meanwhile: the calls may wait for requests
+// in flight (a close's write-back, a queue freeze), which only it answers.
+void KernelDevice::stop_step() {
+  if (!stop_done_ || stop_probing_) return;
+  std::string dev = path();
+  if (device_call_.running()) {
+    // A role change's in-use check or re-attach: a few seconds at most. Not
+    // waiting for it left a re-attach to CONNECT the device, after we were
+    // gone, to sockets nobody serves.
+    if (!stop_told_device_call_)
+      MLOG_INFO("kernel nbd: stopping: waiting for the %s of %s for a role change to finish",
+                device_call_what_.c_str(), dev.c_str());
+    stop_told_device_call_ = true;
+    return;
+  }
+  if (resize_call_.running()) {
+    if (!resize_answered_) {
+      if (!stop_told_resize_)
+        MLOG_INFO("kernel nbd: stopping: the resize call of %s has not returned (the kernel may "
+                  "wait for the requests in flight): serving the device until it does, until "
+                  "the resize's %llu s limit at most",
+                  dev.c_str(), static_cast<unsigned long long>(opts_.resize_wait_ms / 1000));
+      stop_told_resize_ = true;
+      return;
+    }
+    // A DISCONNECT (or the ioctl's) could wait behind that call for as
+    // long as it blocks: the device is left as after a crash.
+    MLOG_WARN("kernel nbd: stopping: the resize call of %s has not returned within %llu s: "
+              "leaving %s attached without waiting for it. I/O waits up to the "
+              "dead-connection timeout (%us) for the next mirrord, which re-attaches it and "
+              "hands it the new size",
+              dev.c_str(), static_cast<unsigned long long>(opts_.resize_wait_ms / 1000),
+              dev.c_str(), opts_.cfg.dead_conn_timeout_s);
+    resize_call_.abandon();
+    return finish_stop();
+  }
   // The ioctl interface has no re-attach: a device left behind would only
   // fail its I/O once we are gone, so it is detached whatever uses it.
   if (!attached_ || ioctl_ || opts_.detach_in_use) {
     detach();
-    done();
-    return;
+    return finish_stop();
   }
-  stop_listening();  // no more RECONFIGURE on LINK_DEAD
-  stop_done_ = std::move(done);
-  probe_in_use([this](Status in_use) { on_probed(in_use); });
+  stop_probing_ = true;
+  probe([this](Status in_use) { on_probed(in_use); });
 }
 
-void KernelDevice::run_device_call(std::function<Status()> work,
+void KernelDevice::finish_stop() {
+  auto done = std::move(stop_done_);
+  stop_done_ = nullptr;
+  done();
+}
+
+void KernelDevice::run_device_call(std::string what, std::function<Status()> work,
                                    std::function<void(Status)> done) {
-  Status st = device_call_.start(std::move(work), 0, done, nullptr);
-  if (st) return;
+  Status st = device_call_.start(
+      std::move(work), 0,
+      [this, done](Status result) {
+        done(result);
+        stop_step();
+      },
+      nullptr);
+  if (st) {
+    device_call_what_ = std::move(what);
+    return;
+  }
   if (st.error().code == EBUSY) st = Error{EAGAIN, "another call is running"};
   loop_.defer([done = std::move(done), st] { done(st); });
 }
 
-void KernelDevice::probe_in_use(std::function<void(Status)> done) {
+namespace {
+// O_EXCL on a block device fails EBUSY while a file system is mounted on it,
+// a holder (dm, md) claims it, or someone else opened it O_EXCL.
+Result<UniqueFd> open_exclusive(const std::string& dev) {
+  UniqueFd fd(::open(dev.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC));
+  if (!fd.valid()) return errno_error("open " + dev);
+  return fd;
+}
+}  // namespace
+
+void KernelDevice::probe(std::function<void(Status)> done) {
   std::string dev = path();
   run_device_call(
+      "in-use check",
       [dev] {
-        // O_EXCL on a block device fails EBUSY while a file system is
-        // mounted on it, a holder (dm, md) claims it, or someone else
-        // opened it O_EXCL.
-        int fd = ::open(dev.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
-        if (fd < 0) return Status(errno_error("open " + dev));
-        ::close(fd);
-        return Status();
+        auto fd = open_exclusive(dev);
+        return fd ? Status() : Status(fd.error());
       },
       std::move(done));
 }
 
+void KernelDevice::probe_in_use(std::function<void(Status)> done) {
+  Error stopping{ESHUTDOWN, "mirrord is stopping"};
+  if (stopping_) return loop_.defer([done = std::move(done), stopping] { done(stopping); });
+  // A stop that came meanwhile decides about the device itself: the
+  // caller must not act on the answer (re-attach, demote).
+  probe([this, done = std::move(done), stopping](Status in_use) {
+    done(stopping_ ? Status(stopping) : in_use);
+  });
+}
+
 void KernelDevice::on_probed(Status in_use) {
-  auto done = std::move(stop_done_);
+  stop_probing_ = false;
   if (!in_use && in_use.error().code == EBUSY) {
     MLOG_WARN(
         "kernel nbd: /dev/nbd%d is in use (mounted, held open exclusively or by a holder): "
         "leaving it attached. I/O waits up to the dead-connection timeout (%us) for the "
         "next mirrord, which re-attaches it; unmount it and stop again to detach",
         index_, opts_.cfg.dead_conn_timeout_s);
-  } else if (!in_use && in_use.error().code == EAGAIN) {
-    // A demote's or promote's probe or re-attach is running: the device
-    // may be mounted, so it is not pulled; the next mirrord takes it over.
-    MLOG_WARN("kernel nbd: /dev/nbd%d is being probed or re-attached for a role change: leaving "
-              "it attached for the next mirrord", index_);
   } else {
     if (!in_use)
       MLOG_WARN("kernel nbd: cannot tell whether /dev/nbd%d is in use (%s): detaching", index_,
                 in_use.error().to_string().c_str());
     detach();
   }
-  done();
+  finish_stop();
 }
 
 bool KernelDevice::kernel_read_only() const {
@@ -323,6 +389,7 @@ void KernelDevice::reattach(std::function<void(std::string)> done) {
     MLOG_WARN("TEST FAULT: the re-attach of %s pauses %llu ms after its DISCONNECT", dev.c_str(),
               static_cast<unsigned long long>(delay_ms));
   run_device_call(
+      "re-attach",
       [p, kernel_ends, delay_ms] {
         // A netlink socket of this thread's own: the loop's stays the loop's.
         auto t = knbd::NetlinkTransport::open();
@@ -368,12 +435,25 @@ uint64_t KernelDevice::size_to_set(int index) const {
 }
 
 void KernelDevice::resize(uint64_t size, std::function<void(Status)> done) {
+  if (stopping_) {
+    Error e{ESHUTDOWN, path() + ": mirrord is stopping: the next mirrord gives the device its "
+                                "new size"};
+    return loop_.defer([done = std::move(done), e] { done(e); });
+  }
   if (!attached_ || size_to_set(index_) == 0) {  // detached, or it has the size
     loop_.defer([done = std::move(done)] { done({}); });
     return;
   }
   const std::string dev = path();
-  knbd::IoctlNbd* ioctl = ioctl_.get();
+  // The call's own descriptor: an abandoned call (stop()) may outlive ioctl_.
+  std::shared_ptr<UniqueFd> ioctl;
+  if (ioctl_) {
+    ioctl = std::make_shared<UniqueFd>(::fcntl(ioctl_->device_fd(), F_DUPFD_CLOEXEC, 0));
+    if (!ioctl->valid()) {
+      Error e = errno_error(dev + ": resize: dup");
+      return loop_.defer([done = std::move(done), e] { done(e); });
+    }
+  }
   uint64_t delay_ms = opts_.call_delay_ms;
   if (delay_ms)
     MLOG_WARN("TEST FAULT: the resize call of %s pauses %llu ms before the kernel call",
@@ -382,7 +462,7 @@ void KernelDevice::resize(uint64_t size, std::function<void(Status)> done) {
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     Status st;
     if (ioctl) {
-      st = ioctl->resize(size);
+      st = knbd::IoctlNbd::set_size(ioctl->get(), size);
     } else {
       // A socket of its own: the loop's stays the loop's.
       auto t = knbd::NetlinkTransport::open();
@@ -396,32 +476,43 @@ void KernelDevice::resize(uint64_t size, std::function<void(Status)> done) {
     return st ? st : Status(Error{st.error().code, dev + ": resize: " + st.error().message});
   };
   auto answer = [this, dev, done](Status st) {
-    if (st) {
-      MLOG_INFO("kernel nbd: %s has the new size", dev.c_str());
-      return done(st);
-    }
-    if (st.error().code != ETIMEDOUT) return done(st);
-    Error e{ETIMEDOUT, dev + ": the kernel has not taken the new size within " +
-                           std::to_string(opts_.resize_wait_ms / 1000) +
-                           " s (its resize call has not returned: it waits for the requests "
-                           "in flight); run `mirrorctl resize` again later, which hands it "
-                           "the size again"};
-    MLOG_WARN("kernel nbd: %s", e.message.c_str());
-    done(e);
+    resize_answered_ = true;
+    answer_resize(dev, st, done);
+    stop_step();
   };
-  auto late = [dev](Status st) {
+  auto late = [this, dev](Status st) {
     if (st) {
       MLOG_INFO("kernel nbd: %s has the new size (late)", dev.c_str());
     } else {
       MLOG_WARN("kernel nbd: the late resize failed: %s", st.error().to_string().c_str());
     }
+    stop_step();
   };
   Status st = resize_call_.start(std::move(call), opts_.resize_wait_ms, answer, late);
-  if (st) return;
+  if (st) {
+    resize_answered_ = false;
+    return;
+  }
   if (st.error().code == EBUSY)
     st = Error{EBUSY, dev + ": the kernel has not returned from the last resize call yet; run "
                             "`mirrorctl resize` again once it has (the log says when)"};
   loop_.defer([done = std::move(done), st] { done(st); });
+}
+
+void KernelDevice::answer_resize(const std::string& dev, Status st,
+                                 const std::function<void(Status)>& done) {
+  if (st) {
+    MLOG_INFO("kernel nbd: %s has the new size", dev.c_str());
+    return done(st);
+  }
+  if (st.error().code != ETIMEDOUT) return done(st);
+  Error e{ETIMEDOUT, dev + ": the kernel has not taken the new size within " +
+                         std::to_string(opts_.resize_wait_ms / 1000) +
+                         " s (its resize call has not returned: it waits for the requests "
+                         "in flight); run `mirrorctl resize` again later, which hands it "
+                         "the size again"};
+  MLOG_WARN("kernel nbd: %s", e.message.c_str());
+  done(e);
 }
 
 DeviceStatus KernelDevice::status() const {

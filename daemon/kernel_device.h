@@ -9,7 +9,10 @@
 // running, a LINK_DEAD for our device (a connection died) is logged and
 // answered the same way. Stop: DISCONNECT, unless the device is in use
 // (mounted, held open exclusively, has holders): then it stays attached for
-// the next mirrord to RECONFIGURE, as after a crash.
+// the next mirrord to RECONFIGURE, as after a crash. A stop first waits for
+// a role change's call (bounded: it needs only this loop) and, up to the
+// resize's limit, for a resize call; a resize call still blocked then is
+// abandoned and the device left attached.
 //
 // Role changes (follow_role): the kernel takes a device's read-only state
 // only at CONNECT (NBD_ATTR_SERVER_FLAGS; RECONFIGURE does not apply them),
@@ -73,7 +76,12 @@ class KernelDevice final : public Completion {
   // attached (logged) so that a mounted file system survives a restart.
   // The in-use probe (an O_EXCL open) runs on a thread of its own while the
   // loop keeps serving the device: closing it may write back dirty pages
-  // through us. `done` runs on the loop once decided.
+  // through us. A role change's probe or re-attach that runs is waited for
+  // first (its CONNECT would otherwise hand the kernel sockets nobody
+  // serves), and a resize call until its resize_wait_ms are over; one still
+  // blocked then is abandoned and the device left attached (a DISCONNECT
+  // could wait behind it). Later probes, re-attaches and resizes are
+  // refused (ESHUTDOWN). `done` runs on the loop once decided.
   void stop(std::function<void()> done);
   // Online resize: the attached device takes the export's new size
   // (netlink RECONFIGURE with NBD_ATTR_SIZE_BYTES, or NBD_SET_SIZE), and
@@ -88,7 +96,8 @@ class KernelDevice final : public Completion {
   void resize(uint64_t size, std::function<void(Status)> done);
   // Whether something uses the device (an O_EXCL open, on a thread of its
   // own): `done` gets {} when free, EBUSY when mounted, held open
-  // exclusively or claimed by a holder, or the open's other error.
+  // exclusively or claimed by a holder, ESHUTDOWN once stop() was called,
+  // or the open's other error.
   void probe_in_use(std::function<void(Status)> done);
   // After a promote or demote: makes the device's read-only state the
   // export's (read-only on a secondary), re-attaching it when nobody uses it.
@@ -111,9 +120,16 @@ class KernelDevice final : public Completion {
   void arm_poll();
   void stop_listening();
   void on_probed(Status in_use);
-  // device_call_.start without a time limit; EAGAIN (deferred) while the
-  // probe or a re-attach runs.
-  void run_device_call(std::function<Status()> work, std::function<void(Status)> done);
+  // The stop's next step, run again whenever a device call returns.
+  void stop_step();
+  void finish_stop();
+  // The O_EXCL probe, whether or not a stop runs.
+  void probe(std::function<void(Status)> done);
+  // device_call_.start without a time limit (`what` names it in the stop's
+  // log); EAGAIN (deferred) while the probe or a re-attach runs.
+  void run_device_call(std::string what, std::function<Status()> work,
+                       std::function<void(Status)> done);
+  void answer_resize(const std::string& dev, Status st, const std::function<void(Status)>& done);
   // DISCONNECT, then CONNECT with the export's current flags, on a thread.
   void reattach(std::function<void(std::string)> done);
   knbd::AttachParams attach_params(int index) const;
@@ -140,7 +156,11 @@ class KernelDevice final : public Completion {
   // the resize (its reply waits resize_wait_ms at most).
   BlockingCall device_call_{loop_};
   BlockingCall resize_call_{loop_};
-  std::function<void()> stop_done_;
+  std::string device_call_what_;
+  bool resize_answered_ = true;  // the resize's caller got its reply
+  std::function<void()> stop_done_;  // set while a stop waits
+  bool stop_probing_ = false;
+  bool stop_told_device_call_ = false, stop_told_resize_ = false;  // logged once
 };
 
 }  // namespace mirror

@@ -438,9 +438,8 @@ Result<int> IoctlNbd::connect(const AttachParams& p) {
   return index;
 }
 
-Status IoctlNbd::resize(uint64_t size_bytes) {
-  if (!attached()) return Error{ENOTCONN, "nbd ioctl: not attached"};
-  if (::ioctl(dev_.get(), NBD_SET_SIZE, static_cast<unsigned long>(size_bytes)) < 0)
+Status IoctlNbd::set_size(int dev_fd, uint64_t size_bytes) {
+  if (::ioctl(dev_fd, NBD_SET_SIZE, static_cast<unsigned long>(size_bytes)) < 0)
     return errno_error("NBD_SET_SIZE " + std::to_string(size_bytes));
   return {};
 }

@@ -162,9 +162,12 @@ class IoctlNbd {
   ~IoctlNbd();
   Result<int> connect(const AttachParams& p);
   Status disconnect();
-  // NBD_SET_SIZE on the attached device (online resize).
-  Status resize(uint64_t size_bytes);
+  // NBD_SET_SIZE (online resize) on a descriptor of the attached device, a
+  // dup of device_fd(): the call runs on a thread that may outlive this
+  // object.
+  static Status set_size(int dev_fd, uint64_t size_bytes);
   bool attached() const { return dev_.valid() && !disconnect_sent_; }
+  int device_fd() const { return dev_.get(); }
 
  private:
   std::string dev_dir_, sysfs_block_;

@@ -201,6 +201,14 @@ expect_detached() {
   step "$1 detached: no pid, size 0"
 }
 
+# no_block_errors: no I/O error reached the block layer or ext4 (a device left attached
+# across a restart logs its dead connection, which is not one).
+no_block_errors() {
+  if dmesg | grep -iE 'I/O error|blk_update_request|EXT4-fs error|Buffer I/O'; then
+    die "the kernel logged I/O errors (above)"
+  fi
+}
+
 # load_start FILES: in the background, write /mnt/f1 .. /mnt/fFILES with conv=fsync: a copy
 # of /tmp/srcI when the test prepared one, else 1 MiB from /dev/urandom. Progress in
 # /tmp/load.progress, errors in /tmp/load.err; the loop's pid in LOAD.
@@ -290,9 +298,29 @@ reattached_verify() {
   run umount /mnt
   e2fsck -fn /dev/nbd0 >/tmp/e2fsck.log 2>&1 || { cat /tmp/e2fsck.log; die "e2fsck -fn /dev/nbd0 found errors"; }
   step "e2fsck -fn /dev/nbd0 clean: $(tail -n1 /tmp/e2fsck.log)"
-  if dmesg | grep -iE 'I/O error|blk_update_request|EXT4-fs error|Buffer I/O'; then
-    die "the kernel logged I/O errors (above)"
-  fi
+  no_block_errors
   step "dmesg: no I/O errors ($(dmesg | grep -c 'nbd0: Connection timed out') request timeouts retried," \
        "$(dmesg | grep -c 'nbd0: reconnected socket') sockets reconnected)"
+}
+
+# faulty_pair_files FAULTS TEXT: the pair with alpha started under MIRRORD_FAULTS=FAULTS
+# (docs/reliability.md), /dev/nbd0 attached by alpha, ext4 mounted on it at /mnt with
+# write_files TEXT 4 4 2 (checksums in /tmp/sums).
+faulty_pair_files() {
+  export MIRRORD_FAULTS="$1"
+  pair_start
+  unset MIRRORD_FAULTS
+  expect_attached /dev/nbd0 alpha
+  mkfs_mount
+  write_files "$2" 4 4 2
+}
+
+# wait_log NODE TEXT: until NODE's log has a line with TEXT (30 s at most).
+wait_log() {
+  _i=0
+  until grep -q "$2" "$PAIR/$1.log"; do
+    _i=$((_i + 1))
+    [ $_i -le 600 ] || die "$1 did not log '$2' within 30 s"
+    usleep 50000
+  done
 }
