@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 
@@ -290,7 +291,8 @@ void KernelDevice::run_device_call(std::string what, std::function<Status()> wor
 
 namespace {
 // O_EXCL on a block device fails EBUSY while a file system is mounted on it,
-// a holder (dm, md) claims it, or someone else opened it O_EXCL.
+// a holder (dm, md) claims it, or someone else opened it O_EXCL; held, it
+// makes a mount fail with EBUSY in turn.
 Result<UniqueFd> open_exclusive(const std::string& dev) {
   UniqueFd fd(::open(dev.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC));
   if (!fd.valid()) return errno_error("open " + dev);
@@ -386,17 +388,39 @@ void KernelDevice::reattach(std::function<void(std::string)> done) {
   attached_ = false;  // from the DISCONNECT on, until the CONNECT succeeded
   uint64_t delay_ms = opts_.call_delay_ms;
   if (delay_ms)
-    MLOG_WARN("TEST FAULT: the re-attach of %s pauses %llu ms after its DISCONNECT", dev.c_str(),
-              static_cast<unsigned long long>(delay_ms));
+    MLOG_WARN("TEST FAULT: the re-attach of %s pauses %llu ms before its DISCONNECT and again "
+              "before its CONNECT", dev.c_str(), static_cast<unsigned long long>(delay_ms));
+  // Set by the thread once the DISCONNECT went through: an error after it
+  // (the CONNECT's) leaves the device detached whatever its sysfs says (an
+  // opener keeps the old size until it closes).
+  auto disconnected = std::make_shared<std::atomic<bool>>(false);
   run_device_call(
       "re-attach",
-      [p, kernel_ends, delay_ms] {
+      [p, kernel_ends, delay_ms, dev, disconnected] {
+        auto test_pause = [delay_ms] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        };
+        test_pause();  // a mount may come after follow_role's probe
         // A netlink socket of this thread's own: the loop's stays the loop's.
         auto t = knbd::NetlinkTransport::open();
         if (!t) return Status(t.error());
         knbd::NetlinkNbd nbd(**t);
-        if (auto st = nbd.disconnect(p.index); !st) return st;
-        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        {
+          // The check that counts: claimed here and held through the
+          // DISCONNECT, the device is never pulled from a mount. One that
+          // came after follow_role's probe makes the claim fail (EBUSY:
+          // the device stays as it is); one that comes later fails itself.
+          // Released before the CONNECT, which an opener would make EBUSY;
+          // a mount in between finds an empty device and fails.
+          auto claim = open_exclusive(dev);
+          if (!claim) return Status(claim.error());
+          if (auto st = nbd.disconnect(p.index); !st) return st;
+          *disconnected = true;
+        }
+        if (delay_ms)
+          MLOG_WARN("TEST FAULT: %s disconnected; the re-attach pauses before its CONNECT",
+                    dev.c_str());
+        test_pause();
         // The kernel frees the old configuration when its last user is gone;
         // a short-lived opener (udev's probe after the change event) makes
         // CONNECT fail with EBUSY meanwhile.
@@ -407,11 +431,19 @@ void KernelDevice::reattach(std::function<void(std::string)> done) {
           ::usleep(20000);
         }
       },
-      [this, dev, ro, done = std::move(done)](Status st) {
+      [this, dev, ro, disconnected, done = std::move(done)](Status st) {
         if (!st) {
-          // A failed DISCONNECT left the device as it was.
-          std::string size = read_line(opts_.sysfs_block + "/nbd" + std::to_string(index_) + "/size");
-          attached_ = !size.empty() && size != "0";
+          // A failed claim or DISCONNECT left the device as it was.
+          attached_ = !*disconnected;
+          if (st.error().code == EBUSY && attached_) {
+            MLOG_WARN("kernel nbd: %s was mounted or claimed after the in-use check: it keeps its "
+                      "state", dev.c_str());
+            return done(dev + " is in use (mounted since the check?): it keeps its " +
+                        (ro ? "writable state, but its writes are refused; unmount it and "
+                              "restart mirrord to make it read-only"
+                            : "read-only state; unmount it and run `mirrorctl promote` again "
+                              "to make it writable"));
+          }
           MLOG_ERROR("kernel nbd: re-attach %s: %s", dev.c_str(), st.error().to_string().c_str());
           return done(dev + " could not be re-attached (" + st.error().to_string() +
                       "): restart mirrord to attach it");

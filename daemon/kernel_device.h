@@ -61,8 +61,8 @@ class KernelDevice final : public Completion {
     // How long resize()'s `done` waits for the kernel to take the size.
     uint64_t resize_wait_ms = 30000;
     // Tests only (MIRRORD_FAULTS device-call-delay-ms): the re-attach pauses
-    // this long between its DISCONNECT and its CONNECT, the resize before its
-    // kernel call.
+    // this long before its DISCONNECT and again before its CONNECT, the
+    // resize before its kernel call.
     uint64_t call_delay_ms = 0;
   };
   KernelDevice(Loop& loop, NbdServer& server, Options opts);

@@ -48,9 +48,9 @@ struct FaultSpec {
   // RESIZE sent; the test resumes it with SIGCONT (daemon only).
   bool stop_on_resize = false;
   // The kernel device's calls made on a thread of their own (the re-attach
-  // of a role change, between its DISCONNECT and its CONNECT; the online
-  // resize, before its call) pause this long, as a kernel that waits for the
-  // requests in flight would (daemon only).
+  // of a role change, before its DISCONNECT and again before its CONNECT;
+  // the online resize, before its call) pause this long, as a kernel that
+  // waits for the requests in flight would (daemon only).
   uint64_t device_call_delay_ms = 0;
 
   bool any() const;

@@ -5,7 +5,7 @@
 #       (runs tests/vm/guest/mirror-CASE.sh)
 #       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl |
 #       attach-resize[-stale] | attach-failover | attach-force-promote |
-#       attach-stop-reattach | attach-stop-resize
+#       attach-stop-reattach | attach-stop-resize | attach-reattach-mount
 #       (tests/vm/guest/CASE.sh: mirrord attaches /dev/nbdX itself, no nbd-client)
 #       sync-error (tests/vm/guest/sync-error.sh: ONE unmirrored mirrord over a device-mapper
 #       disk that fails writes, driven by qemu-io; the host kernel has no device-mapper)
@@ -40,7 +40,7 @@ EXTRA_BINS="debugfs $HERE/guest/mirror-lib.sh"
 case "$CASE" in
   ext4|split-freeze|kill-secondary) SCRIPT=$HERE/guest/mirror-$CASE.sh ;;
   attach-ext4|attach-restart|attach-term|attach-ioctl|attach-failover|attach-force-promote|\
-  attach-stop-reattach)
+  attach-stop-reattach|attach-reattach-mount)
     SCRIPT=$HERE/guest/$CASE.sh ;;
   attach-stop-resize) SCRIPT=$HERE/guest/$CASE.sh; EXTRA_BINS="$EXTRA_BINS resize2fs" ;;
   attach-resize|attach-resize-stale)
@@ -58,7 +58,7 @@ case "$CASE" in
   sync-error) SCRIPT=$HERE/guest/$CASE.sh
               EXTRA_BINS="$EXTRA_BINS qemu-io dmsetup losetup filefrag mkfs.xfs"
               export EXTRA_MODULES="loop dm_mod dm_thin_pool xfs" ;;
-  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|attach-failover|attach-force-promote|attach-stop-reattach|attach-stop-resize|trim-vfat|read-error|sync-error" >&2
+  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|attach-failover|attach-force-promote|attach-stop-reattach|attach-stop-resize|attach-reattach-mount|trim-vfat|read-error|sync-error" >&2
      exit 2 ;;
 esac
 

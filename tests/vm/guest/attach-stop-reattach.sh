@@ -22,7 +22,7 @@ run umount /mnt
 
 ctl alpha demote >/tmp/demote.out 2>&1 &
 DEMOTE=$!
-wait_log alpha "TEST FAULT: the re-attach of /dev/nbd0 pauses"
+wait_log alpha "TEST FAULT: /dev/nbd0 disconnected; the re-attach pauses"
 expect_detached /dev/nbd0
 step "demote: /dev/nbd0 disconnected, its re-attach paused before the CONNECT"
 
