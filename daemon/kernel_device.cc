@@ -256,6 +256,9 @@ void KernelDevice::stop_step() {
     resize_call_.abandon();
     return finish_stop();
   }
+  // A demote that holds the device (its claim) gives it up: the stop
+  // decides about the device now. Comes back here once closed.
+  if (claim_.valid()) return release_claim();
   // The ioctl interface has no re-attach: a device left behind would only
   // fail its I/O once we are gone, so it is detached whatever uses it.
   if (!attached_ || ioctl_ || opts_.detach_in_use) {
@@ -321,6 +324,42 @@ void KernelDevice::probe_in_use(std::function<void(Status)> done) {
   });
 }
 
+void KernelDevice::claim(std::function<void(Status)> done) {
+  Error stopping{ESHUTDOWN, "mirrord is stopping"};
+  if (stopping_) return loop_.defer([done = std::move(done), stopping] { done(stopping); });
+  if (claim_.valid()) {
+    Error held{EINPROGRESS, "a demote holds " + path() + " already"};
+    return loop_.defer([done = std::move(done), held] { done(held); });
+  }
+  std::string dev = path();
+  auto fd = std::make_shared<UniqueFd>();
+  run_device_call(
+      "in-use check",
+      [dev, fd] {
+        auto c = open_exclusive(dev);
+        if (!c) return Status(c.error());
+        *fd = std::move(*c);
+        return Status();
+      },
+      [this, fd, done = std::move(done), stopping](Status st) {
+        // Kept even when a stop came meanwhile: stop_step() closes it.
+        if (fd->valid()) claim_ = std::move(*fd);
+        done(stopping_ ? Status(stopping) : st);
+      });
+}
+
+void KernelDevice::release_claim() {
+  if (!claim_.valid()) return;
+  auto fd = std::make_shared<UniqueFd>(std::move(claim_));
+  // Closed on a thread: the last close of a block device writes its dirty
+  // pages back, through this loop.
+  run_device_call(
+      "release of the demote's claim", [fd] { fd->reset(); return Status(); },
+      [this, fd](Status) {
+        if (fd->valid()) claim_ = std::move(*fd);  // not run (another call): kept for later
+      });
+}
+
 void KernelDevice::on_probed(Status in_use) {
   stop_probing_ = false;
   if (!in_use && in_use.error().code == EBUSY) {
@@ -349,10 +388,18 @@ std::string KernelDevice::path() const {
 void KernelDevice::follow_role(std::function<void(std::string)> done) {
   bool want_ro = server_.kernel_flags(opts_.export_name) & nbd::kFlagReadOnly;
   std::string dev = path();
-  if (!attached_ || kernel_read_only() == want_ro) return done("");
-  if (ioctl_)
+  if (!attached_ || kernel_read_only() == want_ro) {
+    release_claim();
+    return done("");
+  }
+  if (ioctl_) {
+    release_claim();
     return done(dev + " keeps its " + (want_ro ? "writable" : "read-only") +
                 " state (the ioctl interface cannot re-attach it): restart mirrord to change it");
+  }
+  // Claimed since the demote's check: nobody can have mounted it since. A
+  // stop meanwhile gives the claim up itself (the probe answers ESHUTDOWN).
+  if (claim_.valid() && !stopping_) return reattach(done);
   probe_in_use([this, want_ro, dev, done = std::move(done)](Status in_use) {
     if (!in_use && in_use.error().code == EBUSY) {
       MLOG_WARN("kernel nbd: %s is in use: it stays %s", dev.c_str(),
@@ -380,7 +427,10 @@ void KernelDevice::follow_role(std::function<void(std::string)> done) {
 void KernelDevice::reattach(std::function<void(std::string)> done) {
   std::string dev = path();
   auto socks = make_sockets();
-  if (!socks) return done(dev + " keeps its old state: " + socks.error().to_string());
+  if (!socks) {
+    release_claim();
+    return done(dev + " keeps its old state: " + socks.error().to_string());
+  }
   knbd::AttachParams p = attach_params(index_);
   bool ro = p.server_flags & nbd::kFlagReadOnly;
   auto kernel_ends = std::make_shared<std::vector<UniqueFd>>(std::move(*socks));
@@ -394,26 +444,32 @@ void KernelDevice::reattach(std::function<void(std::string)> done) {
   // (the CONNECT's) leaves the device detached whatever its sysfs says (an
   // opener keeps the old size until it closes).
   auto disconnected = std::make_shared<std::atomic<bool>>(false);
+  auto held = std::make_shared<UniqueFd>(std::move(claim_));  // a demote's, or none
   run_device_call(
       "re-attach",
-      [p, kernel_ends, delay_ms, dev, disconnected] {
+      [p, kernel_ends, delay_ms, dev, disconnected, held] {
         auto test_pause = [delay_ms] {
           std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
         };
-        test_pause();  // a mount may come after follow_role's probe
+        test_pause();  // a mount may come here unless the claim is held
         // A netlink socket of this thread's own: the loop's stays the loop's.
         auto t = knbd::NetlinkTransport::open();
         if (!t) return Status(t.error());
         knbd::NetlinkNbd nbd(**t);
         {
-          // The check that counts: claimed here and held through the
-          // DISCONNECT, the device is never pulled from a mount. One that
-          // came after follow_role's probe makes the claim fail (EBUSY:
-          // the device stays as it is); one that comes later fails itself.
-          // Released before the CONNECT, which an opener would make EBUSY;
-          // a mount in between finds an empty device and fails.
-          auto claim = open_exclusive(dev);
-          if (!claim) return Status(claim.error());
+          // The check that counts: claimed (here, or since the demote's
+          // check) and held through the DISCONNECT, the device is never
+          // pulled from a mount. One that came after follow_role's probe
+          // makes the claim fail (EBUSY: the device stays as it is); one
+          // that comes later fails itself. Released before the CONNECT,
+          // which an opener would make EBUSY; a mount in between finds an
+          // empty device and fails.
+          UniqueFd claim = std::move(*held);
+          if (!claim.valid()) {
+            auto c = open_exclusive(dev);
+            if (!c) return Status(c.error());
+            claim = std::move(*c);
+          }
           if (auto st = nbd.disconnect(p.index); !st) return st;
           *disconnected = true;
         }

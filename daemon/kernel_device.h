@@ -18,7 +18,9 @@
 // only at CONNECT (NBD_ATTR_SERVER_FLAGS; RECONFIGURE does not apply them),
 // so after a demote or promote a device that nobody uses is DISCONNECTed and
 // CONNECTed again with the flags of the new role; a device in use keeps its
-// state, and the caller says so.
+// state, and the caller says so. The device is held O_EXCL (claimed) from
+// the in-use check through the DISCONNECT (from a demote's first check,
+// claim(), or else from the re-attach's own), so that no mount is pulled.
 //
 // Thread: the Loop's. Attach and detach make blocking netlink calls; the
 // kernel does not wait for our NBD replies inside them.
@@ -99,6 +101,13 @@ class KernelDevice final : public Completion {
   // exclusively or claimed by a holder, ESHUTDOWN once stop() was called,
   // or the open's other error.
   void probe_in_use(std::function<void(Status)> done);
+  // The demote's check: the same O_EXCL open, kept open (the claim) until
+  // follow_role() re-attaches the device or release_claim(), so that no
+  // mount lands on a device that is about to refuse writes and be
+  // re-attached. EINPROGRESS while a claim is held.
+  void claim(std::function<void(Status)> done);
+  // Gives the claim up (closed on a thread), e.g. after a failed demote.
+  void release_claim();
   // After a promote or demote: makes the device's read-only state the
   // export's (read-only on a secondary), re-attaching it when nobody uses it.
   // `done` gets a note for the command's reply: empty when the device has
@@ -157,6 +166,7 @@ class KernelDevice final : public Completion {
   BlockingCall device_call_{loop_};
   BlockingCall resize_call_{loop_};
   std::string device_call_what_;
+  UniqueFd claim_;  // a demote's O_EXCL claim, held until its re-attach
   bool resize_answered_ = true;  // the resize's caller got its reply
   std::function<void()> stop_done_;  // set while a stop waits
   bool stop_probing_ = false;

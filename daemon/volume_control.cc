@@ -35,7 +35,9 @@ json VolumeControl::status_json() const {
 void VolumeControl::demote(uint32_t timeout_ms, Reply reply) {
   if (device_ == nullptr || volume_.role() != Role::kPrimary)
     return volume_.demote(timeout_ms, reply);
-  device_->probe_in_use([this, timeout_ms, reply](Status in_use) {
+  // Claimed from the check through the re-attach: a mount meanwhile fails
+  // (EBUSY) instead of getting a device that refuses its writes.
+  device_->claim([this, timeout_ms, reply](Status in_use) {
     if (!in_use && in_use.error().code == EBUSY) {
       std::string dev = device_->path();
       return reply(EBUSY, dev + " is in use (mounted, held open exclusively or by a holder): "
@@ -46,6 +48,7 @@ void VolumeControl::demote(uint32_t timeout_ms, Reply reply) {
                    "cannot tell whether the device is in use: " + in_use.error().to_string() +
                        "; still primary");
     volume_.demote(timeout_ms, [this, reply](int err, const std::string& msg) {
+      if (err) device_->release_claim();
       device_follow_role(err, msg, reply);
     });
   });
