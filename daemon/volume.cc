@@ -558,6 +558,14 @@ void Volume::reload_tls(Done done) {
 void Volume::tick() {
   now_ms_ = mono_ms();
   if (replicator_) replicator_->tick(now_ms_);
+  if (stopping_) {
+    // The stop waits for its final flush on both copies: a peer that hangs
+    // (its process stopped, its host frozen, the TCP connection still open)
+    // must still time out as at any other time, or the stop waits for it
+    // for good. Nothing else runs any more.
+    if (!quiesced_) tick_timer_.arm(100);
+    return;
+  }
   if (demote_) demote_poll();
   if (discard_) discard_poll();
   if (!relay_waiters_.empty()) expire_relays();
@@ -576,18 +584,18 @@ void Volume::tick() {
     }
   }
   dial();
-  if (!stopping_) tick_timer_.arm(100);
+  tick_timer_.arm(100);
 }
 
 // ---------------------------------------------------------------- stop --
 
 void Volume::stop(std::function<void()> done) {
-  stopping_ = true;
-  tick_timer_.cancel();
+  stopping_ = true;  // tick() goes on only for the replicator's timeouts, until quiesced
   dial_timer_.cancel();
   if (acceptor_) acceptor_->stop();
   auto finish = [this, done = std::move(done)](bool synced) {
     quiesced_ = true;
+    tick_timer_.cancel();
     if (role_ == Role::kPrimary && !synced && replicator_) replicator_->mark_unflushed_dirty();
     auto close_all = [this, done] {
       for (auto& s : sessions_) s->conn->close("node stopping");

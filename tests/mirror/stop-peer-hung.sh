@@ -1,0 +1,49 @@
+#!/bin/bash
+# stop-peer-hung: the primary is stopped (systemctl stop) while its peer hangs:
+# the secondary's process is stopped (SIGSTOP: a frozen VM or host, a hung
+# disk under it), its TCP connection still open. The primary's stop waits for
+# its final flush on both copies; the peer never answers. What an operator
+# expects: the stop ends within the ack-timeout like any other wait for the
+# peer (it used to wait until the peer came back: the timeouts were no longer
+# checked once a stop began), exit 0, the peer marked lost; after both are
+# back, the pair resyncs and converges with every acknowledged write.
+. "$(dirname "$0")/pairlib.sh"
+
+VOL_SIZE=64M
+VOL_ACK=2s
+VOL_EXTRA='initial-sync = "skip"'
+WIN=$((16 * MiB))
+
+start_synced_pair 30
+start_writer w "$(nbd_uri alpha)" 0 $WIN --qd 8 --seed 13
+wait_acks w 1000 60 || die "the writer did not get 1000 writes acknowledged"
+stop_writer w
+check_eq "the writer saw no error" 0 "$WRITER_RC"
+
+log_mark alpha
+kill -STOP "${NODE_PID[beta]}"
+t0=$SECONDS
+kill -TERM "${NODE_PID[alpha]}"
+deadline=$((SECONDS + 15))
+while node_alive alpha && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+if node_alive alpha; then
+    fail "alpha still running 15 s after its SIGTERM (ack-timeout 2 s): its stop waits for a hung peer"
+    kill -KILL "${NODE_PID[alpha]}"
+else
+    pass "alpha stopped $((SECONDS - t0)) s after its SIGTERM, beta still frozen"
+fi
+wait "${NODE_PID[alpha]}"; rc=$?
+NODE_PID[alpha]=""
+check_eq "alpha exits 0" 0 "$rc"
+log_since alpha | grep -q "did not answer a ping within 2000 ms" \
+    && pass "alpha logs that the peer stopped answering" \
+    || fail "alpha does not say why it gave up on the peer: $(log_since alpha | tail -n 5)"
+kill -CONT "${NODE_PID[beta]}"
+
+must_start alpha
+wait_state alpha synchronized 60 >/dev/null || fail "the pair did not synchronize after the restart"
+stop_pair
+check_identical "after a stop with a hung peer"
+verify_writes "alpha's image holds every acknowledged write" w --image "${NODE_IMG[alpha]}" 0 $WIN
+verify_writes "beta's image holds every acknowledged write" w --image "${NODE_IMG[beta]}" 0 $WIN
+finish
