@@ -338,6 +338,9 @@ class Volume final : public LinkConn::Handler {
     bool zeroed = false, dirty = false;
   };
   Result<Grown> grow_here(uint64_t to, const std::function<bool(bool zeroed)>& dirty);
+  // file_->extend, and under MIRRORD_FAULTS=power-loss the extension
+  // recorded: a simulated power loss before a sync covers it cuts it back.
+  Result<bool> extend_file(uint64_t to, uint64_t* was_length = nullptr);
   // fn() once neither metadata file has a commit running (Bitmap::grow
   // refuses to run beside one).
   void when_metadata_idle(std::function<void()> fn);

@@ -109,7 +109,7 @@ void Volume::resize(bool assume_clean, Done done) {
   // shorter than the volume. grow_here() then finds it long enough; a
   // resize that fails before the peer may have grown puts the length back.
   uint64_t file_was = 0;
-  if (auto ext = file_->extend(to, &file_was); !ext)
+  if (auto ext = extend_file(to, &file_was); !ext)
     return done(ext.error().code, ext.error().message);
   resize_ = std::make_unique<Resize>();
   resize_->file_was = file_was;
@@ -267,7 +267,7 @@ Result<Volume::Grown> Volume::grow_here(uint64_t to,
                                         const std::function<bool(bool zeroed)>& dirty) {
   const uint64_t from = cfg_.size;
   Grown g;
-  auto zeroed = file_->extend(to);
+  auto zeroed = extend_file(to);
   if (!zeroed) return zeroed.error();
   g.zeroed = *zeroed;
   g.dirty = dirty(g.zeroed);
@@ -285,6 +285,14 @@ Result<Volume::Grown> Volume::grow_here(uint64_t to,
             g.zeroed ? "reads as zeros here" : "may hold data here",
             g.dirty ? ", marked out of sync" : "");
   return g;
+}
+
+Result<bool> Volume::extend_file(uint64_t to, uint64_t* was_length) {
+  uint64_t was = 0;
+  auto zeroed = file_->extend(to, &was);
+  if (zeroed && was && opts_.power_loss) opts_.power_loss->extended(file_->fd(), was);
+  if (was_length) *was_length = was;
+  return zeroed;
 }
 
 void Volume::when_metadata_idle(std::function<void()> fn) {
@@ -378,7 +386,7 @@ void Volume::on_resize_request(LinkConn* c, const link::Header& h) {
   // the loop (pings, reads and control go on meanwhile); the primary's
   // mirrored flush just before it held its writes left it little to write.
   uint64_t file_was = 0;
-  if (auto ext = file_->extend(grow_to, &file_was); !ext) {
+  if (auto ext = extend_file(grow_to, &file_was); !ext) {
     resize_.reset();
     return reply(ext.error().code, false, me + " could not grow: " + ext.error().message);
   }

@@ -4,6 +4,7 @@
 #include "fault_backend.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -205,6 +206,62 @@ TEST_F(FaultFixture, PowerLossAfterAFailedSyncKeepsTheRecords) {
   EXPECT_EQ(at(0), 'x');
   EXPECT_EQ(pl.restore_for_testing(), 4096u);
   EXPECT_EQ(at(0), 'x');
+}
+
+// A file extended for a resize: its new length survives a power loss only
+// once a sync (a flush, or a FUA write's) covered the extension.
+TEST_F(FaultFixture, PowerLossCutsAnUnsyncedExtensionBack) {
+  const int fd = file->fd();
+  auto length = [&] {
+    struct stat st {};
+    EXPECT_EQ(::fstat(fd, &st), 0);
+    return uint64_t(st.st_size);
+  };
+  auto extend = [&](PowerLoss& pl, uint64_t to) {
+    const uint64_t was = length();
+    ASSERT_EQ(::ftruncate(fd, off_t(to)), 0);
+    pl.extended(fd, was);
+  };
+  auto write_at = [&](PowerLoss& pl, uint64_t off) {
+    uint64_t id = pl.before_write(fd, off, 4096);
+    EXPECT_EQ(::pwrite(fd, std::string(4096, 'n').data(), 4096, off), 4096);
+    pl.write_done(id);
+    return id;
+  };
+  {
+    PowerLoss pl;
+    extend(pl, 2 * kSize);
+    write_at(pl, kSize + 8192);  // into the new area, unsynced
+    pl.restore_for_testing();
+    EXPECT_EQ(length(), kSize) << "an extension no sync covered is lost";
+  }
+  {
+    PowerLoss pl;
+    extend(pl, 2 * kSize);
+    pl.sync_done(pl.sync_started(fd), true);
+    EXPECT_EQ(pl.unsynced_writes(), 0u);
+    write_at(pl, kSize + 8192);
+    pl.restore_for_testing();
+    EXPECT_EQ(length(), 2 * kSize) << "a synced extension stays";
+    EXPECT_EQ(at(kSize + 8192), 0) << "the unsynced write into it does not";
+  }
+  ASSERT_EQ(::ftruncate(fd, kSize), 0);
+  {
+    PowerLoss pl;
+    extend(pl, 2 * kSize);
+    pl.write_durable(write_at(pl, kSize + 8192));  // FUA: its fdatasync writes the size
+    pl.restore_for_testing();
+    EXPECT_EQ(length(), 2 * kSize);
+    EXPECT_EQ(at(kSize + 8192), 'n');
+  }
+  {
+    PowerLoss pl;
+    extend(pl, 3 * kSize);
+    uint64_t t = pl.sync_started(fd);
+    pl.sync_done(t, false);
+    pl.restore_for_testing();
+    EXPECT_EQ(length(), 2 * kSize) << "a failed sync leaves the extension unsynced";
+  }
 }
 
 // The inner backend of the crash test: plain pread/pwrite/fdatasync on an

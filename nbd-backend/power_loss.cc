@@ -33,6 +33,13 @@ uint64_t PowerLoss::before_write(int fd, uint64_t off, uint64_t len) {
   return id;
 }
 
+void PowerLoss::extended(int fd, uint64_t old_length) {
+  Record r{fd, old_length, 0, {}};
+  r.done = true;  // the next sync covers it
+  r.extension = true;
+  records_.emplace(next_id_++, std::move(r));
+}
+
 void PowerLoss::write_done(uint64_t id) {
   if (auto it = records_.find(id); it != records_.end()) it->second.done = true;
 }
@@ -68,7 +75,7 @@ void PowerLoss::write_durable(uint64_t id) {
   bytes_ -= record_bytes(it->second);
   for (auto o = records_.begin(); o != it; ++o) {
     Record& r = o->second;
-    if (r.fd != fd) continue;
+    if (r.fd != fd || r.extension) continue;
     std::vector<Segment> kept;
     for (auto& s : r.segs) {
       uint64_t s_lo = s.off, s_hi = s.off + s.old.size();
@@ -84,12 +91,24 @@ void PowerLoss::write_durable(uint64_t id) {
     bytes_ += record_bytes(r);
   }
   records_.erase(it);
+  for (auto o = records_.begin(); o != records_.end();) {
+    bool older_extension = o->first < id && o->second.fd == fd && o->second.extension;
+    o = older_extension ? records_.erase(o) : std::next(o);
+  }
 }
 
 uint64_t PowerLoss::restore_for_testing() {
   uint64_t restored = 0;
   for (auto it = records_.rbegin(); it != records_.rend(); ++it) {
     const Record& r = it->second;
+    if (r.extension) {
+      // Newer writes past the old end were put back first (as zeroes, which
+      // re-extended the file): the cut removes them too.
+      if (::ftruncate(r.fd, off_t(r.off)) < 0)
+        MLOG_ERROR("power loss: cutting a file back to %llu bytes: %s",
+                   static_cast<unsigned long long>(r.off), strerror(errno));
+      continue;
+    }
     for (const Segment& s : r.segs) {
       size_t put = 0;
       while (put < s.old.size()) {

@@ -6,7 +6,9 @@
 // of everything not forgotten (newest first) and kills the process with
 // SIGKILL. What stays on the files is what a disk that lost power may hold:
 // every synced write and, of the others, only those still in flight in the
-// kernel at the crash (they may land or not, as on a real disk).
+// kernel at the crash (they may land or not, as on a real disk). A file
+// extended and not synced since gets its old length back, as a file system
+// whose journal never committed the new size.
 //
 // Enabled only by MIRRORD_FAULTS (docs/reliability.md); never in production.
 // Thread: the Loop's. Files are identified by their fd, which must stay open
@@ -34,8 +36,13 @@ class PowerLoss {
   // The sync finished; on success the writes it covered are durable.
   void sync_done(uint64_t token, bool ok);
   // Write `id` alone is durable (FUA): its record goes, and so does the part
-  // of every older record under its range (the FUA data supersedes them).
+  // of every older record under its range (the FUA data supersedes them),
+  // and every older extension of its file (the sync that made it durable,
+  // an fdatasync, wrote the file's size too).
   void write_durable(uint64_t id);
+  // fd was extended (ftruncate) from old_length: until a sync of fd covers
+  // it, a crash cuts the file back to old_length.
+  void extended(int fd, uint64_t old_length);
 
   // Restores every unsynced write's old contents, newest first, then kills
   // this process (SIGKILL). Never returns.
@@ -57,6 +64,7 @@ class PowerLoss {
     std::vector<Segment> segs;  // one, until a FUA write cuts a hole
     bool done = false;
     uint64_t sync = 0;  // the sync that covers it (0: none yet)
+    bool extension = false;  // an extension: the file's length was `off`
   };
   static uint64_t record_bytes(const Record& r);
   std::map<uint64_t, Record> records_;  // by id: issue order
