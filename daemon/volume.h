@@ -341,6 +341,9 @@ class Volume final : public LinkConn::Handler {
   // file_->extend, and under MIRRORD_FAULTS=power-loss the extension
   // recorded: a simulated power loss before a sync covers it cuts it back.
   Result<bool> extend_file(uint64_t to, uint64_t* was_length = nullptr);
+  // MIRRORD_FAULTS=power-loss-at-resize=STEP: a simulated power loss here
+  // when `step` is the one chosen.
+  void resize_fault(const char* step);
   // fn() once neither metadata file has a commit running (Bitmap::grow
   // refuses to run beside one).
   void when_metadata_idle(std::function<void()> fn);

@@ -111,6 +111,7 @@ void Volume::resize(bool assume_clean, Done done) {
   uint64_t file_was = 0;
   if (auto ext = extend_file(to, &file_was); !ext)
     return done(ext.error().code, ext.error().message);
+  resize_fault("extended");
   resize_ = std::make_unique<Resize>();
   resize_->file_was = file_was;
   resize_->done = std::move(done);
@@ -159,6 +160,7 @@ void Volume::resize_flushed(int err) {
   MLOG_INFO("volume '%s': %s", cfg_.name.c_str(),
             resize_->alone ? "flushed: holding new writes while this node grows"
                            : "flushed: holding new writes until both nodes grew");
+  resize_fault("flushed");
   resize_->paused = true;
   resize_->paused_at_ms = mono_ms();
   replicator_->pause_writes([this] { resize_drained(); });
@@ -214,6 +216,7 @@ void Volume::on_resize_reply(const link::Header& h, Buffer& payload) {
                          "'" + peer_.name + "' refused: " + r->message +
                              "; the volume did not grow");
   }
+  resize_fault("answered");  // the peer grew, this node not yet
   bool zeroed = r->zeroed;
   when_metadata_idle([this, zeroed] { resize_grow_here(zeroed); });
 }
@@ -239,6 +242,7 @@ void Volume::resize_grow_here(bool peer_zeroed) {
                              ": fix that and run resize again" +
                              (alone ? "" : " (the peer answers that it has the size already)"));
   }
+  resize_fault("grown");
   std::string msg = "resized " + range;
   if (alone) {
     msg += " on this node alone ('" + peer_.name + "' is not connected); unless '" + peer_.name +
@@ -293,6 +297,13 @@ Result<bool> Volume::extend_file(uint64_t to, uint64_t* was_length) {
   if (zeroed && was && opts_.power_loss) opts_.power_loss->extended(file_->fd(), was);
   if (was_length) *was_length = was;
   return zeroed;
+}
+
+void Volume::resize_fault(const char* step) {
+  if (!opts_.faults || opts_.faults->power_loss_at_resize != step) return;
+  MLOG_WARN("volume '%s': MIRRORD_FAULTS=power-loss-at-resize=%s: power lost at this step",
+            cfg_.name.c_str(), step);
+  opts_.power_loss->crash(step);
 }
 
 void Volume::when_metadata_idle(std::function<void()> fn) {
@@ -390,6 +401,7 @@ void Volume::on_resize_request(LinkConn* c, const link::Header& h) {
     resize_.reset();
     return reply(ext.error().code, false, me + " could not grow: " + ext.error().message);
   }
+  resize_fault("extended");
   disk_->flush(FnDone::make([this, reply, grow_to, me, file_was](int err) {
     if (err) {
       resize_.reset();
@@ -399,6 +411,7 @@ void Volume::on_resize_request(LinkConn* c, const link::Header& h) {
                    me + " could not grow: flushing its backing store " + file_->path() +
                        " after extending it failed: " + strerror(-err));
     }
+    resize_fault("flushed");
     when_metadata_idle([this, reply, grow_to, me, file_was] {
       resize_.reset();
       // This node's dirty map records only its own writes of a split: the
@@ -409,6 +422,7 @@ void Volume::on_resize_request(LinkConn* c, const link::Header& h) {
                      me + " could not grow: " + grown.error().message +
                          (file_was ? " (its backing file stays extended, sparse; a retry uses it)"
                                    : ""));
+      resize_fault("grown");
       reply(0, grown->zeroed, "");
       if (on_resized) on_resized(grow_to, [](const std::string&) {});  // main.cc logs a failure
     });

@@ -79,6 +79,16 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       v.push_back({*off, *len});
       continue;
     }
+    if (key == "power-loss-at-resize") {
+      bool known = false;
+      for (const char* step : kResizeSteps) known = known || value == step;
+      if (!known)
+        return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": unknown step '" + value +
+                                 "' (extended, flushed, answered, grown)"};
+      spec.power_loss_at_resize = value;
+      spec.power_loss = true;
+      continue;
+    }
     if (key == "meta-delay-ms" || key == "device-call-delay-ms") {
       auto n = parse_size(key, value);
       if (!n) return n.error();
@@ -101,7 +111,8 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
                              "' (write-eio, read-eio, write-enospc, bad-sector, eio-after, enospc-after, "
                              "power-loss, crash-after, meta-eio-after, meta-delay-ms, "
-                             "trim-unsupported, stop-on-resize, device-call-delay-ms)"};
+                             "trim-unsupported, stop-on-resize, device-call-delay-ms, "
+                             "power-loss-at-resize)"};
   }
   return spec;
 }
@@ -119,7 +130,8 @@ std::string FaultSpec::to_string() const {
   if (eio_after) add("eio-after=" + std::to_string(eio_after));
   if (enospc_after) add("enospc-after=" + std::to_string(enospc_after));
   if (crash_after) add("crash-after=" + std::to_string(crash_after));
-  else if (power_loss) add("power-loss");
+  if (!power_loss_at_resize.empty()) add("power-loss-at-resize=" + power_loss_at_resize);
+  if (power_loss && !crash_after && power_loss_at_resize.empty()) add("power-loss");
   if (meta_eio_after) add("meta-eio-after=" + std::to_string(meta_eio_after));
   if (meta_delay_ms) add("meta-delay-ms=" + std::to_string(meta_delay_ms));
   if (trim_unsupported) add("trim-unsupported");

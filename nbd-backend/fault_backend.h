@@ -52,12 +52,21 @@ struct FaultSpec {
   // the online resize, before its call) pause this long, as a kernel that
   // waits for the requests in flight would (daemon only).
   uint64_t device_call_delay_ms = 0;
+  // A simulated power loss at one step of an online resize (implies
+  // power_loss; daemon only): "extended" (the backing file extended, not yet
+  // synced), "flushed" (its sync done; the primary's: the mirrored flush,
+  // before the pause), "answered" (the primary got the peer's OK: the peer
+  // grew, this node not yet), "grown" (this node's store and metadata grew;
+  // before the answer or before writes resume).
+  std::string power_loss_at_resize;
+  static constexpr const char* kResizeSteps[] = {"extended", "flushed", "answered", "grown"};
 
   bool any() const;
   bool any_data() const;  // a fault on the data path (FaultBackend's part)
   // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,bad-sector=OFF:LEN,eio-after=N,
   // enospc-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
-  // trim-unsupported,stop-on-resize,device-call-delay-ms=N"; numbers take
+  // trim-unsupported,stop-on-resize,device-call-delay-ms=N,power-loss-at-resize=STEP";
+  // numbers take
   // K, M, G suffixes.
   static Result<FaultSpec> parse(const std::string& text);
   std::string to_string() const;

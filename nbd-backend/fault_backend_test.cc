@@ -91,13 +91,19 @@ TEST(FaultSpec, ParsesEveryFault) {
   EXPECT_TRUE(delay->any());
   EXPECT_FALSE(delay->any_data()) << "the kernel device's, not the data path's";
   EXPECT_EQ(delay->to_string(), "device-call-delay-ms=5000");
+  auto at_step = FaultSpec::parse("power-loss-at-resize=grown");
+  ASSERT_TRUE(at_step) << at_step.error().message;
+  EXPECT_EQ(at_step->power_loss_at_resize, "grown");
+  EXPECT_TRUE(at_step->power_loss) << "the unsynced writes must be tracked to be dropped";
+  EXPECT_EQ(at_step->to_string(), "power-loss-at-resize=grown");
   EXPECT_FALSE(FaultSpec::parse("")->any());
 }
 
 TEST(FaultSpec, RefusesBadSpecsWithTheReason) {
   for (const char* bad : {"write-eio=5", "write-eio=x:1", "eio-after=", "eio-after=0",
                           "crash-after=-1", "bogus=1", "write-eio=0:0", "eio-after=3T",
-                          "power-loss=1", "device-call-delay-ms=0"}) {
+                          "power-loss=1", "device-call-delay-ms=0", "power-loss-at-resize=",
+                          "power-loss-at-resize=x"}) {
     auto s = FaultSpec::parse(bad);
     ASSERT_FALSE(s) << bad;
     EXPECT_EQ(s.error().code, EINVAL) << bad;
