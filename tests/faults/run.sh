@@ -76,7 +76,7 @@ done
 
 {
     echo "mirrord fault matrix, seed $SEED, $(date -u '+%Y-%m-%d %H:%M UTC'), $((SECONDS - t0)) s"
-    printf '%-22s %5s %8s %8s %5s %10s %s\n' scenario runs passed checked lost converged result
+    printf '%-28s %5s %8s %8s %5s %10s %s\n' scenario runs passed checked lost converged result
     awk '
     { n[$1]++; if ($7 == "pass") p[$1]++; if ($7 == "skip") sk[$1]++
       c[$1] += $4; l[$1] += $5; if ($6 == "yes") cv[$1]++
@@ -84,9 +84,9 @@ done
     END {
       for (i = 1; i <= k; i++) { s = order[i]
         res = (p[s] + sk[s] == n[s] && l[s] == 0) ? (sk[s] == n[s] ? "SKIP" : "ok") : "FAIL"
-        printf "%-22s %5d %8d %8d %5d %6d/%-3d %s\n", s, n[s], p[s] + 0, c[s], l[s], cv[s] + 0, n[s], res
+        printf "%-28s %5d %8d %8d %5d %6d/%-3d %s\n", s, n[s], p[s] + 0, c[s], l[s], cv[s] + 0, n[s], res
         tn += n[s]; tp += p[s]; tc += c[s]; tl += l[s]; tcv += cv[s] }
-      printf "%-22s %5d %8d %8d %5d %6d/%-3d\n", "total", tn, tp, tc, tl, tcv, tn
+      printf "%-28s %5d %8d %8d %5d %6d/%-3d\n", "total", tn, tp, tc, tl, tcv, tn
     }' "$ROWS"
 } | tee "$OUT"
 echo "table written to $OUT"

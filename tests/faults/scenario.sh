@@ -13,7 +13,8 @@ SCENARIOS=(kill-primary-write kill-secondary-write kill-primary-resync kill-seco
            kill-primary-split kill-secondary-split kill-primary-rejoin kill-secondary-rejoin
            link-partition link-partition-netns link-delay link-lossy link-flap enospc-primary eio-primary meta-eio-primary
            enospc-secondary eio-secondary meta-eio-secondary
-           bitmap-damage power-loss-primary power-loss-secondary)
+           bitmap-damage power-loss-primary power-loss-secondary
+           power-loss-resize-primary power-loss-resize-secondary)
 if [ "${1:-}" = --list ]; then printf '%s\n' "${SCENARIOS[@]}"; exit 0; fi
 [ $# -eq 4 ] || { echo "usage: $0 NAME SEED RUN RESULT_FILE | --list" >&2; exit 2; }
 NAME=$1 SEED=$2 RUN=$3 RESULT=$4
@@ -155,6 +156,169 @@ secondary_fault_check() {
     check_eq "beta's status: its copy is not consistent" false "$(status_get beta .consistent)"
     status_get beta .last_error | grep -q "local disk" && pass "beta's last_error names its disk" \
         || fail "beta's last_error does not name its disk: $(status_get beta .last_error)"
+}
+
+# ---- power loss during `mirrorctl resize` (power-loss-resize-*) ----
+
+# resize_restart NODE: NODE starts again after its power loss with the
+# grown size in its volume file. A backing file whose extension no sync
+# covered is back at its old length: the start is refused, saying how to
+# fix it, and the harness does what it says.
+resize_restart() {
+    local node=$1 len
+    len=$(stat -c %s "${NODE_IMG[$node]}")
+    if [ "$len" -lt "$NEW_BYTES" ]; then
+        if start_node "$node"; then
+            fail "$node started with a $len-byte backing file under a $NEW_BYTES-byte volume"
+            return
+        fi
+        grep -q "less than the volume's $NEW_BYTES: grow it first (truncate -s $NEW_BYTES " "${NODE_LOG[$node]}" \
+            && pass "$node refuses its short backing file and says how to grow it" \
+            || fail "$node's refusal does not say how to grow its backing file: $(tail -n 1 "${NODE_LOG[$node]}")"
+        truncate -s "$NEW_BYTES" "${NODE_IMG[$node]}"
+    fi
+    must_start "$node"
+}
+
+# resize_meet: both nodes run, their volume files say NEW_BYTES. If their
+# sizes differ, the reconnect is refused naming the smaller node, which then
+# grows alone (docs/configuration.md, "Growing a volume"); both end at
+# NEW_BYTES, the size both volume files ask for.
+resize_meet() {
+    local sa sb small out rc try deadline=$((SECONDS + 20))
+    sa=$(status_get alpha .size) sb=$(status_get beta .size)
+    log "sizes after the restart: alpha $sa, beta $sb"
+    if [ "$sa" != "$sb" ]; then
+        small=alpha; [ "$sb" -lt "$sa" ] && small=beta
+        until log_since alpha | grep -q "smaller node ('$small')" ||
+              log_since beta | grep -q "smaller node ('$small')"; do
+            [ $SECONDS -lt $deadline ] || { fail "no refusal naming the smaller node ('$small')"; break; }
+            sleep 0.1
+        done
+        [ $SECONDS -lt $deadline ] && pass "the reconnect is refused naming the smaller node ('$small')"
+        for try in $(seq 20); do
+            out=$(ctl "$small" resize 2>&1); rc=$?
+            grep -q "under way" <<<"$out" || break
+            sleep 0.2
+        done
+        [ $rc -eq 0 ] && pass "$small grows alone: $out" || fail "$small could not grow alone: exit $rc: $out"
+    fi
+    check_eq "alpha serves the size both volume files say" "$NEW_BYTES" "$(status_get alpha .size)"
+    check_eq "beta serves the size both volume files say" "$NEW_BYTES" "$(status_get beta .size)"
+}
+
+# resize_power_loss NODE: the pair grows from VOL_SIZE to 192M under a FUA
+# writer and NODE loses power at a step of the resize drawn from the seed
+# (power-loss-at-resize=STEP), or, "after", by SIGUSR2 once both grew and a
+# second FUA writer runs in the new area. By seed, one image holds stale
+# bytes where the volume grows (then the new area is resynced). Checked:
+# the survivor's copy (or the dead secondary's disk) holds every write
+# acknowledged before the power loss; an extension is on disk after the
+# power loss unless it was lost before its sync ("extended"); the restarted
+# pair meets at the new size, resyncs, and `mirrorctl verify` finds
+# nothing; then converge_and_check.
+resize_power_loss() {
+    local node=$1 steps step i spec len acked_before="" resized rc w name off win line
+    if [ "$node" = alpha ]; then steps=(extended flushed answered grown after)
+    else steps=(extended flushed grown after); fi
+    rand i 0 $((${#steps[@]} - 1))
+    # FAULT_RESIZE_STEP chooses the step instead of the seed (to cover each).
+    step=${FAULT_RESIZE_STEP:-${steps[$i]}}
+    spec=power-loss-at-resize=$step
+    [ "$step" = after ] && spec=power-loss
+    log "$node loses power at resize step '$step'"
+    OLD_BYTES=$(size_bytes "$VOL_SIZE") NEW_BYTES=$((192 * MiB))
+    setup_pair
+    # By seed, one node's image already reaches the new size with stale bytes
+    # in the area the resize adds (a reused file; a block device): that area
+    # is not known to read as zeros, so the primary marks it out of sync and
+    # the pair resyncs it after the grow. They lie below the writers' windows
+    # in the new area: a block no writer wrote must read as zeroes there.
+    local stale stale_node="" soff
+    rand stale 0 2
+    if [ "$stale" -gt 0 ]; then
+        stale_node=alpha; [ "$stale" = 2 ] && stale_node=beta
+        rand soff 0 24
+        truncate -s "$NEW_BYTES" "${NODE_IMG[$stale_node]}"
+        dd if=/dev/urandom of="${NODE_IMG[$stale_node]}" bs=1M seek=$((OLD_BYTES / MiB + soff)) count=8 \
+            conv=notrunc status=none
+        log "$stale_node's image holds 8 MiB of stale bytes $soff MiB past the old end"
+    fi
+    if [ "$node" = alpha ]; then start_with_faults alpha "$spec"; must_start beta
+    else must_start alpha; start_with_faults beta "$spec"; fi
+    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN --fua
+    some_acks w1 300 1500
+    VOL_SIZE=192M
+    write_configs
+    log_mark alpha
+    log_mark beta
+    ctl alpha resize >"$T/resize.out" 2>&1 &
+    resized=$!
+    if [ "$step" = after ]; then
+        wait "$resized"; rc=$?
+        [ $rc -eq 0 ] && pass "resized under FUA writes: $(cat "$T/resize.out")" \
+            || die "resize failed (exit $rc): $(cat "$T/resize.out")"
+        # A second writer in the new area, its window past the old end.
+        add_writer w3 "$(nbd_uri alpha)" $((OLD_BYTES + 32 * MiB)) $WIN --fua
+        some_acks w3 200 1500
+        acked_before=$(date +%s%3N)
+        power_loss "$node"
+    else
+        local deadline=$((SECONDS + 60))
+        while node_alive "$node" && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+        node_alive "$node" && die "$node did not lose power at step '$step': $(cat "$T/resize.out")"
+        wait "${NODE_PID[$node]}" 2>/dev/null; NODE_PID[$node]=""
+        wait_dead_log "$node"
+        line=$(grep -m1 "power-loss-at-resize=$step: power lost" "${NODE_LOG[$node]}") \
+            || fail "$node's log does not say at which step its power went"
+        acked_before=$(log_line_ms "$line")
+        wait "$resized"; rc=$?
+        log "the resize command: exit $rc: $(cat "$T/resize.out")"
+        if [ "$node" = beta ]; then
+            [ $rc -ne 0 ] && grep -q "size is unknown" "$T/resize.out" \
+                && pass "the resize fails saying beta's size is unknown" \
+                || fail "resize with beta's power lost: exit $rc: $(cat "$T/resize.out")"
+            check_eq "alpha still serves the old size" "$OLD_BYTES" "$(status_get alpha .size)"
+        fi
+    fi
+    len=$(stat -c %s "${NODE_IMG[$node]}")
+    if [ "$step" = extended ] && [ "$node" != "$stale_node" ]; then
+        check_eq "$node's extension, never synced, is lost with the power" "$OLD_BYTES" "$len"
+    else
+        check_eq "$node's extension was durable before it acted on it" "$NEW_BYTES" "$len"
+    fi
+    if [ "$node" = alpha ]; then
+        for w in "${WRITERS[@]}"; do writer_gone "${w%% *}" 30; done
+        for w in "${WRITERS[@]}"; do
+            read -r name off win <<<"$w"
+            count_verify "beta's copy right after the primary's power loss ($name)" "$name" \
+                --uri "$(nbd_unix_uri beta)" "$off" "$win"
+        done
+        resize_restart alpha
+        resize_meet
+        add_writer w2 "$(nbd_uri alpha)" $((NEW_BYTES - WIN)) $WIN --duration 3
+    else
+        # FUA writes acknowledged before the power loss are on beta's disk;
+        # those after it may be (in flight then) or not.
+        for w in "${WRITERS[@]}"; do
+            read -r name off win <<<"$w"
+            count_verify "beta's disk right after its power loss ($name, acknowledged before it)" "$name" \
+                --image "${NODE_IMG[beta]}" "$off" "$win" --acked-before "$acked_before"
+        done
+        some_acks w1 200 1000
+        log_mark alpha
+        resize_restart beta
+        resize_meet
+        add_writer w2 "$(nbd_uri alpha)" $((NEW_BYTES - WIN)) $WIN --duration 3
+    fi
+    for w in "${WRITERS[@]}"; do end_writer "${w%% *}"; done
+    wait_state alpha synchronized 180 >/dev/null && pass "synchronized at the new size" \
+        || fail "not synchronized 180 s after the restart (alpha: $(status_get alpha .state))"
+    local v
+    v=$(ctl alpha verify --wait 2>&1) || fail "verify failed: $v"
+    check_eq "verify compared the whole grown volume" "$NEW_BYTES" "$(jq -r .done_bytes <<<"$v" 2>/dev/null)"
+    check_eq "verify finds nothing out of sync" 0 "$(jq -r .out_of_sync_bytes <<<"$v" 2>/dev/null)"
 }
 
 case $NAME in
@@ -513,6 +677,8 @@ power-loss-primary|power-loss-secondary)
         must_start beta
     fi
     ;;
+power-loss-resize-primary) resize_power_loss alpha ;;
+power-loss-resize-secondary) resize_power_loss beta ;;
 *) die "unknown scenario '$NAME' (scenario.sh --list)" ;;
 esac
 
