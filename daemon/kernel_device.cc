@@ -289,7 +289,11 @@ void KernelDevice::run_device_call(std::string what, std::function<Status()> wor
     return;
   }
   if (st.error().code == EBUSY) st = Error{EAGAIN, "another call is running"};
-  loop_.defer([done = std::move(done), st] { done(st); });
+  // A stop waiting for this call goes on as when one ends.
+  loop_.defer([this, done = std::move(done), st] {
+    done(st);
+    stop_step();
+  });
 }
 
 namespace {
@@ -355,8 +359,17 @@ void KernelDevice::release_claim() {
   // pages back, through this loop.
   run_device_call(
       "release of the demote's claim", [fd] { fd->reset(); return Status(); },
-      [this, fd](Status) {
-        if (fd->valid()) claim_ = std::move(*fd);  // not run (another call): kept for later
+      [this, fd](Status st) {
+        if (!fd->valid()) return;
+        // Not run. Another call runs: kept, released after it. No thread to
+        // be had at all: a stop closes it here rather than never.
+        if (stop_done_ && !st && st.error().code != EAGAIN) {
+          MLOG_WARN("kernel nbd: closing the demote's claim on the event loop: %s",
+                    st.error().message.c_str());
+          fd->reset();
+        } else {
+          claim_ = std::move(*fd);
+        }
       });
 }
 
@@ -487,7 +500,10 @@ void KernelDevice::reattach(std::function<void(std::string)> done) {
           ::usleep(20000);
         }
       },
-      [this, dev, ro, disconnected, done = std::move(done)](Status st) {
+      [this, dev, ro, disconnected, held, done = std::move(done)](Status st) {
+        // The call never ran (no thread): the demote's claim is still here;
+        // kept, to be closed on a thread like every other.
+        if (held->valid()) claim_ = std::move(*held);
         if (!st) {
           // A failed claim or DISCONNECT left the device as it was.
           attached_ = !*disconnected;
