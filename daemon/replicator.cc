@@ -358,7 +358,7 @@ void Replicator::on_local(Op* op, int err) {
     err = 0;
     trim_kept(op, /*peer=*/false);
   }
-  if (err) ++local_errors_;
+  if (err && !(op->rewrite && err == -EOPNOTSUPP)) ++local_errors_;  // a rewrite not tried
   // A failed dirty-bit commit (on_meta) may have come first: its error must
   // survive a successful local write, or the write is acknowledged
   // untracked (rule 2). Resync ops run two local steps; the last one counts.

@@ -249,14 +249,28 @@ void Replicator::retire() {
   if (verify_.running) verify_stop("cancelled: the role changed");
   on_link_failure = nullptr;
   on_synced = nullptr;
-  bool only_pings = true;
+  // Requests that change nothing on the peer: pings, SYNC_DONE, reads
+  // (a client read repair, a verify chunk).
+  bool only_reads = true;
   for (const auto& [id, op] : outstanding_)
-    only_pings = only_pings && (op->kind == Kind::kPing || op->kind == Kind::kSyncDone);
+    only_reads = only_reads && (op->kind == Kind::kPing || op->kind == Kind::kSyncDone ||
+                                op->kind == Kind::kRead || op->kind == Kind::kVerify);
   // Unanswered data requests: their regions are marked dirty, as for any
-  // lost link (conservative; a clean demote leaves none).
-  if (link_ && !only_pings) link_lost("the role changed");
-  for (auto& [id, op] : std::exchange(outstanding_, {})) free_op(op);
+  // lost link (conservative; a clean demote leaves none). Unanswered reads
+  // are no reason: moving the generation on here would make the peer's
+  // promote refuse (the two generations differ) after a clean demote.
+  if (link_ && !only_reads) link_lost("the role changed");
   link_ = nullptr;
+  for (auto& [id, op] : std::exchange(outstanding_, {})) {
+    op->peer_pending = false;
+    if (op->kind == Kind::kRead) {
+      finish(op, -EIO);  // a client read the local disk failed: no peer to answer now
+    } else if (op->kind == Kind::kVerify) {
+      verify_chunk_done(op, ECONNRESET, nullptr);
+    } else {
+      free_op(op);
+    }
+  }
   state_ = LinkState::kDisconnected;
   ping_outstanding_ = false;
   resync_active_ = false;

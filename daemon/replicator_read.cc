@@ -52,7 +52,12 @@ bool Replicator::read_log_ok() {
 
 void Replicator::read_done(Op* op, int err) {
   if (op->rewrite) {
-    if (err) {
+    if (err == -EOPNOTSUPP) {
+      if (read_log_ok())
+        MLOG_WARN("local disk: %llu+%u not rewritten: this store takes no direct write of the "
+                  "range (unaligned, or no O_DIRECT); reads of it keep going to the peer's copy",
+                  static_cast<unsigned long long>(op->off), op->len);
+    } else if (err) {
       ++local_errors_;
       last_error_ = "local disk: rewriting " + std::to_string(op->off) + "+" +
                     std::to_string(op->len) + " from the peer's copy failed: " + strerror(-err) +
@@ -95,7 +100,9 @@ void Replicator::read_from_peer(Op* op) {
     if (read_log_ok())
       MLOG_ERROR("local disk: the read of %llu+%u fails: the peer's copy cannot answer: %s",
                  static_cast<unsigned long long>(op->off), op->len, why);
-    return finish(op, op->local_err);
+    // Deferred: start() may be running this from unblock(), which must not
+    // see requests complete (and new ones submitted) under it.
+    return defer([this, op] { finish(op, op->local_err); });
   }
   send_to_peer(op);
 }
@@ -117,7 +124,7 @@ void Replicator::on_read_reply(const link::Header& h, Buffer& payload) {
       MLOG_ERROR("local disk: the read of %llu+%u fails: the peer's copy failed it too: %s",
                  static_cast<unsigned long long>(op->off), op->len, strerror(err));
     if (op->kind == Kind::kVerify) {  // not compared; the run goes on
-      verify_.unreadable_bytes += op->len;
+      if (verify_.running && op->verify_run == verify_.run) verify_.unreadable_bytes += op->len;
       return verify_chunk_done(op, 0, nullptr);
     }
     return finish(op, op->local_err);

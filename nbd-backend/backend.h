@@ -85,8 +85,9 @@ class Backend {
   // read (read-error correction: a disk remaps a bad sector when written).
   // Below any cache of this host where it can, so that done's result is the
   // store's own answer, and a failure is this call's alone: it never fails a
-  // later flush() nor other writes. Not durable until a flush. By default
-  // write() without FUA.
+  // later flush() nor other writes. Not durable until a flush. -EOPNOTSUPP:
+  // this store cannot write the range that way (nothing was written). By
+  // default write() without FUA.
   virtual void rewrite(uint64_t offset, uint32_t length, const uint8_t* buf, IoDone* done) {
     write(offset, length, buf, false, done);
   }

@@ -72,7 +72,7 @@ struct FileBackend::Op final : Completion {
   bool syncing = false;
   bool dsync = false;       // written with RWF_DSYNC: durable on completion
   bool direct = false;      // a direct write: no other write may share its folio span
-  bool rewrite = false;     // rewrite(): direct when it can, never RWF_DSYNC
+  bool rewrite = false;     // rewrite(): always direct, never RWF_DSYNC
   bool via_direct = false;  // the last submission went through the O_DIRECT fd
   bool stable = false;      // read_stable: through the O_DIRECT fd while aligned
   bool tracked = false;     // in mods_
@@ -414,7 +414,17 @@ void FileBackend::start_mod(Op* op) {
     return complete_later(done, -sticky_error_);
   }
   for (const Op* m : mods_) {
-    if (m->direct && shares_folio(op, m)) {
+    // A rewrite must go direct, so it waits for every modification in its
+    // folio span, not only direct ones.
+    if ((m->direct || op->rewrite) && shares_folio(op, m)) {
+      blocked_.push_back(op);
+      return;
+    }
+  }
+  // ... and those that come meanwhile wait behind it, or a steady stream of
+  // writes to its span could keep it waiting for good.
+  for (const Op* b : blocked_) {
+    if (b->rewrite && b != op && shares_folio(op, b)) {
       blocked_.push_back(op);
       return;
     }
@@ -444,11 +454,7 @@ void FileBackend::start_mod(Op* op) {
       ++fua_stats_.group;
     }
   }
-  if (op->rewrite) {
-    op->direct = direct_fd_.valid() && dio_aligned(op->buf, op->offset, op->left) &&
-                 std::none_of(mods_.begin(), mods_.end(),
-                              [&](const Op* m) { return shares_folio(op, m); });
-  }
+  if (op->rewrite) op->direct = true;  // rewrite() checked it can; nothing shares its span
   if (op->fua) {
     op->fua_counted = true;
     ++fua_in_flight_;
@@ -462,7 +468,10 @@ void FileBackend::end_mod(Op* op) {
   if (!op->tracked) return;
   op->tracked = false;
   mods_.erase(std::find(mods_.begin(), mods_.end(), op));
-  if (!op->direct || blocked_.empty()) return;
+  if (blocked_.empty()) return;
+  if (!op->direct && std::none_of(blocked_.begin(), blocked_.end(),
+                                  [](const Op* b) { return b->rewrite; }))
+    return;
   std::vector<Op*> waiting;
   waiting.swap(blocked_);
   for (Op* b : waiting) start_mod(b);  // blocks again behind another direct write
@@ -494,6 +503,11 @@ void FileBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, bo
 }
 
 void FileBackend::rewrite(uint64_t offset, uint32_t length, const uint8_t* buf, IoDone* done) {
+  // Only a direct write answers for the disk itself: a buffered one would
+  // "succeed" into the page cache and fail at writeback, failing the next
+  // fdatasync and so every later write (sticky_error_).
+  if (!direct_fd_.valid() || !dio_aligned(buf, offset, length))
+    return complete_later(done, -EOPNOTSUPP);
   start_write(offset, length, buf, /*fua=*/false, /*rewrite=*/true, done);
 }
 

@@ -65,8 +65,9 @@ class FileBackend final : public Backend {
              IoDone* done) override;
   void flush(IoDone* done) override;
   void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
-  // Through the O_DIRECT descriptor when aligned (no RWF_DSYNC: its error
-  // is the write's own and never sticky); else a plain buffered write.
+  // Through the O_DIRECT descriptor (no RWF_DSYNC: its error is the write's
+  // own and never sticky), once no other modification shares its folio
+  // span; -EOPNOTSUPP without O_DIRECT or when unaligned (never buffered).
   void rewrite(uint64_t offset, uint32_t length, const uint8_t* buf, IoDone* done) override;
   void zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone* done) override;
   void cache(uint64_t offset, uint32_t length, IoDone* done) override;
