@@ -247,6 +247,8 @@ class Replicator final : public Backend {
   void resync_digests(Op* op, const std::vector<link::Digest>* peer, int err);
   void resync_batch_flush();
   void resync_read_ahead();
+  // The pass starts again from the volume's start (bits left or set again).
+  void resync_rescan();
   // Regions found different while synchronized: resync them (the
   // generation moves on, as for any change the peer lacks).
   void resync_again();

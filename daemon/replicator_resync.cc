@@ -31,9 +31,7 @@ constexpr uint64_t kResyncReadRetryMs = 10'000;
 
 void Replicator::resync_begin() {
   resync_active_ = true;
-  resync_cursor_ = 0;
-  readahead_cursor_ = 0;
-  resync_scan_done_ = false;
+  resync_rescan();
   resync_total_ = bitmap_.dirty_bytes();
   resync_done_ = 0;
   resync_same_ = 0;
@@ -42,7 +40,6 @@ void Replicator::resync_begin() {
   flushing_batch_.clear();
   flushing_bytes_ = 0;
   resync_flushing_ = false;
-  batch_epoch_ = dirty_epoch_;
   rate_window_ms_ = now_ms_;
   rate_window_bytes_ = 0;
   tokens_ = 0;
@@ -73,10 +70,7 @@ void Replicator::resync_tick(uint64_t now_ms) {
               static_cast<unsigned long long>(bitmap_.dirty_bytes()));
     resync_retry_ms_ = 0;
     resync_read_failures_ = 0;
-    resync_cursor_ = 0;
-    readahead_cursor_ = 0;
-    resync_scan_done_ = false;
-    batch_epoch_ = dirty_epoch_;
+    resync_rescan();
   }
   resync_pump();
 }
@@ -120,10 +114,7 @@ void Replicator::resync_pump() {
       return;
     }
     // Bits set again behind the cursor (a failed write): scan again.
-    resync_cursor_ = 0;
-    readahead_cursor_ = 0;
-    resync_scan_done_ = false;
-    batch_epoch_ = dirty_epoch_;
+    resync_rescan();
     defer([this] { resync_pump(); });
     return;
   }
@@ -134,6 +125,13 @@ void Replicator::resync_pump() {
   auto g = bitmap_.generation();
   op->payload = link::encode_generation({g.current, 0, g.history[0], g.history[1]});
   send_to_peer(op);
+}
+
+void Replicator::resync_rescan() {
+  resync_cursor_ = 0;
+  readahead_cursor_ = 0;
+  resync_scan_done_ = false;
+  batch_epoch_ = dirty_epoch_;
 }
 
 bool Replicator::take_tokens(uint64_t len) {
