@@ -353,12 +353,13 @@ void Replicator::mark_dirty_and_wait(Op* op) {
 
 void Replicator::on_local(Op* op, int err) {
   op->local_pending = false;
+  if (op->rewrite) return rewrite_done(op, err);
   if (op->kind == Kind::kRead) return read_done(op, err);
   if (op->kind == Kind::kTrim && err == -EOPNOTSUPP) {
     err = 0;
     trim_kept(op, /*peer=*/false);
   }
-  if (err && !(op->rewrite && err == -EOPNOTSUPP)) ++local_errors_;  // a rewrite not tried
+  if (err) ++local_errors_;
   // A failed dirty-bit commit (on_meta) may have come first: its error must
   // survive a successful local write, or the write is acknowledged
   // untracked (rule 2). Resync ops run two local steps; the last one counts.

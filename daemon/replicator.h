@@ -277,6 +277,9 @@ class Replicator final : public Backend {
   // answered from the peer's copy when that copy is known to be the same,
   // and the range rewritten here (a disk remaps a bad sector on write).
   void read_done(Op* op, int err);
+  // A repair's rewrite of the local copy (a client read's or a verify
+  // chunk's) finished: counted and logged once here, then the request goes on.
+  void rewrite_done(Op* op, int err);
   void read_from_peer(Op* op);
   // Why the peer's copy of op's range cannot answer for this one now ("" if
   // it can).

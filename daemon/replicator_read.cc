@@ -50,27 +50,34 @@ bool Replicator::read_log_ok() {
   return false;
 }
 
-void Replicator::read_done(Op* op, int err) {
-  if (op->rewrite) {
-    if (err == -EOPNOTSUPP) {
-      if (read_log_ok())
-        MLOG_WARN("local disk: %llu+%u not rewritten: this store takes no direct write of the "
-                  "range (unaligned, or no O_DIRECT); reads of it keep going to the peer's copy",
-                  static_cast<unsigned long long>(op->off), op->len);
-    } else if (err) {
-      ++local_errors_;
-      last_error_ = "local disk: rewriting " + std::to_string(op->off) + "+" +
-                    std::to_string(op->len) + " from the peer's copy failed: " + strerror(-err) +
-                    "; reads of it are answered by the peer's copy while the mirror is connected";
-      if (read_log_ok()) MLOG_ERROR("%s", last_error_.c_str());
-    } else {
-      ++read_repairs_;
-      if (read_log_ok())
-        MLOG_INFO("local disk: %llu+%u rewritten from the peer's copy (read error corrected)",
-                  static_cast<unsigned long long>(op->off), op->len);
-    }
-    return finish(op, 0);  // the client has the peer's data either way
+void Replicator::rewrite_done(Op* op, int err) {
+  op->rewrite = false;
+  if (err == -EOPNOTSUPP) {  // not tried: no error of the disk
+    if (read_log_ok())
+      MLOG_WARN("local disk: %llu+%u not rewritten: this store takes no direct write of the "
+                "range (unaligned, or no O_DIRECT); reads of it keep going to the peer's copy",
+                static_cast<unsigned long long>(op->off), op->len);
+  } else if (err) {
+    ++local_errors_;
+    last_error_ = "local disk: rewriting " + std::to_string(op->off) + "+" +
+                  std::to_string(op->len) + " from the peer's copy failed: " + strerror(-err) +
+                  "; reads of it are answered by the peer's copy while the mirror is connected";
+    if (read_log_ok()) MLOG_ERROR("%s", last_error_.c_str());
+  } else {
+    ++read_repairs_;
+    if (read_log_ok())
+      MLOG_INFO("local disk: %llu+%u rewritten from the peer's copy (read error corrected)",
+                static_cast<unsigned long long>(op->off), op->len);
   }
+  if (op->kind == Kind::kVerify) {  // the chunk is settled: repaired, or not compared
+    if (verify_.running && op->verify_run == verify_.run)
+      (err ? verify_.unreadable_bytes : verify_.repaired_bytes) += op->len;
+    return verify_chunk_done(op, 0, nullptr);
+  }
+  finish(op, 0);  // the client has the peer's data either way
+}
+
+void Replicator::read_done(Op* op, int err) {
   if (!err) {  // the common case: no interlock, nothing else to do
     IoDone* upper = op->upper;
     free_op(op);

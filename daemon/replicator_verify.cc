@@ -110,22 +110,6 @@ void Replicator::verify_maybe_end() {
 
 void Replicator::verify_local_done(Op* op, int err) {
   const bool ours = mirroring() && op->verify_run == verify_.run && verify_.running;
-  if (op->rewrite) {  // the chunk as the peer has it, rewritten here
-    op->rewrite = false;
-    if (err) {  // on_local counted it in local_errors_ (unless EOPNOTSUPP: not tried)
-      MLOG_ERROR("verify: rewriting %llu+%u from the peer's copy %s",
-                 static_cast<unsigned long long>(op->off), op->len,
-                 err == -EOPNOTSUPP ? "not done: this store takes no direct write of it"
-                                    : (std::string("failed: ") + strerror(-err)).c_str());
-      if (ours) verify_.unreadable_bytes += op->len;
-    } else {
-      ++read_repairs_;
-      MLOG_WARN("verify: %llu+%u rewritten from the peer's copy (read error corrected)",
-                static_cast<unsigned long long>(op->off), op->len);
-      if (ours) verify_.repaired_bytes += op->len;
-    }
-    return verify_chunk_done(op, 0, nullptr);
-  }
   if (err && ours) return verify_local_failed(op, err);
   if (err || !ours) {
     if (err) {
