@@ -71,6 +71,19 @@ struct FileBackendFixture : ::testing::Test {
     run();
     return res;
   }
+  int rewrite(uint64_t off, const uint8_t* buf, uint32_t len) {
+    int res = 1;
+    start([&](IoDone* d) { be->rewrite(off, len, buf, d); }, &res);
+    run();
+    return res;
+  }
+  // read_stable into buf; its result.
+  int read_stable(uint64_t off, uint32_t len, uint8_t* buf) {
+    int res = 1;
+    start([&](IoDone* d) { be->read_stable(off, len, buf, d); }, &res);
+    run();
+    return res;
+  }
   int flush() {
     int res = 1;
     start([&](IoDone* d) { be->flush(d); }, &res);
@@ -177,16 +190,6 @@ TEST_F(FileBackendFixture, RewriteGoesDirectOrNotAtAll) {
   Buffer old = filled(8192, 0x01), fresh = filled(8192, 0x02);
   ASSERT_EQ(write(0, old.data(), 8192, false), 0);
   EXPECT_EQ(read(0, 8192), bytes(8192, 0x01)) << "the old data is now cached";
-  int result = 1;
-  auto rewrite = [&](uint64_t off, const uint8_t* buf, uint32_t len) {
-    result = 1;
-    be->rewrite(off, len, buf, FnDone::make([&](int err) {
-      result = err;
-      loop->stop();
-    }));
-    loop->run();
-    return result;
-  };
   ASSERT_EQ(rewrite(0, fresh.data(), 4096), 0) << "aligned: through O_DIRECT";
   EXPECT_EQ(read(0, 4096), bytes(4096, 0x02)) << "the cached copy was invalidated";
   EXPECT_EQ(read_disk(0, 4096), bytes(4096, 0x02));
@@ -196,6 +199,24 @@ TEST_F(FileBackendFixture, RewriteGoesDirectOrNotAtAll) {
   EXPECT_EQ(read(4096, 4096), bytes(4096, 0x01)) << "nothing was written";
   EXPECT_EQ(be->fua_stats().direct + be->fua_stats().dsync + be->fua_stats().group, 0u)
       << "a rewrite is not a FUA write";
+}
+
+// A rewrite must go direct, so it waits for a buffered write in flight in its
+// folio span; a write that comes after it waits behind it (or it could be
+// starved, and it would land over the newer write).
+TEST_F(FileBackendFixture, RewriteWaitsForItsSpanAndLaterWritesWaitForIt) {
+  open_in(disk_dir());
+  if (!be->has_direct_path()) GTEST_SKIP() << disk_dir() << " has no direct I/O";
+  Buffer a = filled(2048, 0xaa), r = filled(4096, 0xbb), b = filled(2048, 0xcc);
+  int ra = 1, rr = 1, rb = 1;
+  start([&](IoDone* d) { be->write(0, 2048, a.data(), false, d); }, &ra);     // buffered, page 0
+  start([&](IoDone* d) { be->rewrite(0, 4096, r.data(), d); }, &rr);          // page 0: waits
+  start([&](IoDone* d) { be->write(2048, 2048, b.data(), false, d); }, &rb);  // after the rewrite
+  run();
+  ASSERT_EQ(ra, 0);
+  ASSERT_EQ(rr, 0) << "the rewrite went through once the buffered write was done";
+  ASSERT_EQ(rb, 0);
+  expect_read_then_flushed(0, halves(2048, 0xbb, 4096, 0xcc));
 }
 
 TEST_F(FileBackendFixture, FuaWriteSharingAPageWithAWriteInFlightIsNotDirect) {
@@ -289,17 +310,12 @@ TEST_F(FileBackendFixture, ReadStableGoesBelowThePageCacheAndSeesUnsyncedWrites)
   Buffer b = filled(65536, 0x5c);
   ASSERT_EQ(write(8192, b.data(), 65536, false), 0);  // buffered, not synced
   Buffer out(65536);
-  int res = 1;
-  start([&](IoDone* d) { be->read_stable(8192, 65536, out.data(), d); }, &res);
-  run();
-  ASSERT_EQ(res, 0);
+  ASSERT_EQ(read_stable(8192, 65536, out.data()), 0);
   EXPECT_EQ(std::vector<uint8_t>(out.data(), out.data() + 65536), bytes(65536, 0x5c));
   EXPECT_EQ(be->stable_direct_reads(), 1u);
   // An unaligned buffer: buffered, same bytes.
   std::vector<uint8_t> odd(4097);
-  start([&](IoDone* d) { be->read_stable(8192, 4096, odd.data() + 1, d); }, &res);
-  run();
-  ASSERT_EQ(res, 0);
+  ASSERT_EQ(read_stable(8192, 4096, odd.data() + 1), 0);
   EXPECT_EQ(std::vector<uint8_t>(odd.begin() + 1, odd.end()), bytes(4096, 0x5c));
   EXPECT_EQ(be->stable_direct_reads(), 1u);
 }
@@ -310,10 +326,7 @@ TEST_F(FileBackendFixture, ReadStableOnTmpfsIsABufferedRead) {
   Buffer b = filled(4096, 0x66);
   ASSERT_EQ(write(0, b.data(), 4096, false), 0);
   Buffer out(4096);
-  int res = 1;
-  start([&](IoDone* d) { be->read_stable(0, 4096, out.data(), d); }, &res);
-  run();
-  ASSERT_EQ(res, 0);
+  ASSERT_EQ(read_stable(0, 4096, out.data()), 0);
   EXPECT_EQ(std::vector<uint8_t>(out.data(), out.data() + 4096), bytes(4096, 0x66));
   EXPECT_EQ(be->stable_direct_reads(), 0u);
 }
