@@ -658,6 +658,30 @@ verify_writes() {
     check "$label" "${NBDTOOL[@]}" verify "$how" "$src" --log "$T/$name.acks" --offset "$off" --window "$win"
 }
 
+# write_acked NAME URI OFFSET WINDOW COUNT [writer options]: a writer that
+# gets COUNT writes acknowledged (60 s at most), then stops with no error.
+write_acked() {
+    local name=$1 uri=$2 off=$3 win=$4 count=$5
+    shift 5
+    start_writer "$name" "$uri" "$off" "$win" "$@"
+    wait_acks "$name" "$count" 60 || die "the writer did not get $count writes acknowledged"
+    stop_writer "$name"
+    check_eq "the writer saw no error" 0 "$WRITER_RC"
+}
+
+# restart_converged LABEL NAME OFFSET WINDOW: both nodes (re)started, the pair
+# synchronizes and is stopped; the images are identical and both hold every
+# write NAME had acknowledged.
+restart_converged() {
+    local label=$1 name=$2 off=$3 win=$4 n
+    for n in alpha beta; do node_alive "$n" || must_start "$n"; done
+    wait_state alpha synchronized 60 >/dev/null || fail "$label: the pair did not synchronize"
+    stop_pair
+    check_identical "$label"
+    verify_writes "alpha's image holds every acknowledged write" "$name" --image "${NODE_IMG[alpha]}" "$off" "$win"
+    verify_writes "beta's image holds every acknowledged write" "$name" --image "${NODE_IMG[beta]}" "$off" "$win"
+}
+
 # ---------------------------------------------------------- refusals --
 
 START_ARGS=()
