@@ -9,7 +9,9 @@
 #include <sys/un.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 namespace mirror {
 
@@ -86,9 +88,18 @@ Result<BoundSocket> bind_listener(const ListenAddr& addr, int backlog) {
     if (::lstat(addr.path.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode))
         return Error{EEXIST, addr.path + " exists and is not a socket"};
-      UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&un), sizeof un) == 0)
-        return Error{EADDRINUSE, "another server is listening on " + addr.path};
+      // A server that was just killed may still accept for a moment: its
+      // io_uring's pending accept keeps the socket alive until the ring's
+      // teardown, which the kernel runs later (seconds under load). Like
+      // FileLock, wait a little before calling it another server.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      for (;;) {
+        UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&un), sizeof un) != 0) break;
+        if (std::chrono::steady_clock::now() >= deadline)
+          return Error{EADDRINUSE, "another server is listening on " + addr.path};
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
       ::unlink(addr.path.c_str());
     }
     b.fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));

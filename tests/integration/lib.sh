@@ -142,7 +142,8 @@ start_mirrord() {
         if ! kill -0 "$MIRRORD_PID" 2>/dev/null; then
             wait "$MIRRORD_PID"; local rc=$?
             MIRRORD_PID=""
-            die "mirrord exited (status $rc) before writing the ready file"
+            sed 's/^/    | /' "$MIRRORD_LOG" | tail -n 20
+            die "mirrord exited (status $rc) before writing the ready file (its log above)"
         fi
         [ $SECONDS -lt $deadline ] || die "mirrord did not write the ready file $READY_FILE within ${READY_TIMEOUT:-20}s"
         sleep 0.05
