@@ -28,11 +28,11 @@ Result<uint64_t> parse_size(const std::string& key, const std::string& s) {
 
 bool FaultSpec::any_data() const {
   return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() ||
-         !bad_sector.empty() || eio_after ||
+         !bad_sector.empty() || eio_after || dead_after ||
          enospc_after || power_loss || crash_after || trim_unsupported;
 }
 
-bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms || stop_on_resize ||
+bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms || stop_on_resize || stop_on_detach ||
          device_call_delay_ms;
 }
 
@@ -58,6 +58,10 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     }
     if (key == "stop-on-resize" && eq == std::string::npos) {
       spec.stop_on_resize = true;
+      continue;
+    }
+    if (key == "stop-on-detach" && eq == std::string::npos) {
+      spec.stop_on_detach = true;
       continue;
     }
     if (eq == std::string::npos)
@@ -97,21 +101,22 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       continue;
     }
     if (key == "eio-after" || key == "enospc-after" || key == "crash-after" ||
-        key == "meta-eio-after") {
+        key == "meta-eio-after" || key == "dead-after") {
       auto n = parse_size(key, value);
       if (!n) return n.error();
       if (*n == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": must be at least 1"};
       (key == "eio-after"      ? spec.eio_after
        : key == "enospc-after" ? spec.enospc_after
        : key == "crash-after"  ? spec.crash_after
+       : key == "dead-after"   ? spec.dead_after
                                : spec.meta_eio_after) = *n;
       if (key == "crash-after") spec.power_loss = true;
       continue;
     }
     return Error{EINVAL, "MIRRORD_FAULTS: unknown fault '" + key +
                              "' (write-eio, read-eio, write-enospc, bad-sector, eio-after, enospc-after, "
-                             "power-loss, crash-after, meta-eio-after, meta-delay-ms, "
-                             "trim-unsupported, stop-on-resize, device-call-delay-ms, "
+                             "dead-after, power-loss, crash-after, meta-eio-after, meta-delay-ms, "
+                             "trim-unsupported, stop-on-resize, stop-on-detach, device-call-delay-ms, "
                              "power-loss-at-resize)"};
   }
   return spec;
@@ -129,6 +134,7 @@ std::string FaultSpec::to_string() const {
   ranges("bad-sector", bad_sector);
   if (eio_after) add("eio-after=" + std::to_string(eio_after));
   if (enospc_after) add("enospc-after=" + std::to_string(enospc_after));
+  if (dead_after) add("dead-after=" + std::to_string(dead_after));
   if (crash_after) add("crash-after=" + std::to_string(crash_after));
   if (!power_loss_at_resize.empty()) add("power-loss-at-resize=" + power_loss_at_resize);
   if (power_loss && !crash_after && power_loss_at_resize.empty()) add("power-loss");
@@ -136,6 +142,7 @@ std::string FaultSpec::to_string() const {
   if (meta_delay_ms) add("meta-delay-ms=" + std::to_string(meta_delay_ms));
   if (trim_unsupported) add("trim-unsupported");
   if (stop_on_resize) add("stop-on-resize");
+  if (stop_on_detach) add("stop-on-detach");
   if (device_call_delay_ms) add("device-call-delay-ms=" + std::to_string(device_call_delay_ms));
   return s;
 }
@@ -171,6 +178,7 @@ int FaultBackend::modification_fault(uint64_t off, uint64_t len) {
   for (const auto& r : spec_.write_enospc)
     if (r.touches(off, len)) return -ENOSPC;
   if (spec_.eio_after && n > spec_.eio_after) return -EIO;
+  if (spec_.dead_after && n > spec_.dead_after) return -EIO;
   if (spec_.enospc_after && n > spec_.enospc_after) return -ENOSPC;
   return 0;
 }
@@ -221,6 +229,7 @@ void FaultBackend::on_done(Op* op, int err) {
 }
 
 bool FaultBackend::unreadable(uint64_t off, uint64_t len) const {
+  if (dead()) return true;
   for (const auto& r : spec_.read_eio)
     if (r.touches(off, len)) return true;
   for (const auto& r : spec_.bad_sector)
@@ -261,6 +270,7 @@ void FaultBackend::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDon
 }
 
 void FaultBackend::flush(IoDone* done) {
+  if (dead()) return fail_later(done, -EIO);
   if (!pl_) return inner_.flush(done);
   Op* op = new Op();
   op->fb = this;

@@ -38,6 +38,7 @@ struct FaultSpec {
   std::vector<Range> bad_sector;
   uint64_t eio_after = 0;     // writes after the first N fail with EIO (0: never)
   uint64_t enospc_after = 0;  // ... with ENOSPC
+  uint64_t dead_after = 0;    // after N writes the disk is gone: every request fails with EIO
   bool power_loss = false;    // track unsynced writes; SIGUSR2 crashes
   uint64_t crash_after = 0;   // simulate a power loss at write N+1 (implies power_loss)
   uint64_t meta_eio_after = 0;  // metadata commits after the first N fail (daemon only)
@@ -47,6 +48,10 @@ struct FaultSpec {
   // it: a hung peer exactly after the primary's pre-resize flush and with
   // RESIZE sent; the test resumes it with SIGCONT (daemon only).
   bool stop_on_resize = false;
+  // A secondary stops itself (SIGSTOP) when the primary's first DETACH arrives,
+  // before handling it: the primary's detach then ends with its link lost
+  // before the answer (daemon only).
+  bool stop_on_detach = false;
   // The kernel device's calls made on a thread of their own (the re-attach
   // of a role change, before its DISCONNECT and again before its CONNECT;
   // the online resize, before its call) pause this long, as a kernel that
@@ -64,8 +69,8 @@ struct FaultSpec {
   bool any() const;
   bool any_data() const;  // a fault on the data path (FaultBackend's part)
   // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,bad-sector=OFF:LEN,eio-after=N,
-  // enospc-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
-  // trim-unsupported,stop-on-resize,device-call-delay-ms=N,power-loss-at-resize=STEP";
+  // enospc-after=N,dead-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
+  // trim-unsupported,stop-on-resize,stop-on-detach,device-call-delay-ms=N,power-loss-at-resize=STEP";
   // numbers take
   // K, M, G suffixes.
   static Result<FaultSpec> parse(const std::string& text);
@@ -96,6 +101,7 @@ class FaultBackend final : public ForwardingBackend {
   // The error a modification of [off, off+len) gets, or 0 (counts it).
   int modification_fault(uint64_t off, uint64_t len);
   bool unreadable(uint64_t off, uint64_t len) const;  // read-eio or a bad sector
+  bool dead() const { return spec_.dead_after && writes_ > spec_.dead_after; }  // dead-after
   // A modification's Op, its undo record taken when power loss is tracked
   // (then a FUA modification gets its sync as a separate flush). nullptr:
   // it failed (done will be told).

@@ -85,6 +85,11 @@ TEST(FaultSpec, ParsesEveryFault) {
   EXPECT_TRUE(stop->any());
   EXPECT_FALSE(stop->any_data()) << "the daemon's, not the data path's";
   EXPECT_EQ(stop->to_string(), "stop-on-resize");
+  auto det = FaultSpec::parse("stop-on-detach");
+  ASSERT_TRUE(det) << det.error().message;
+  EXPECT_TRUE(det->stop_on_detach);
+  EXPECT_FALSE(det->any_data());
+  EXPECT_EQ(det->to_string(), "stop-on-detach");
   auto delay = FaultSpec::parse("device-call-delay-ms=5000");
   ASSERT_TRUE(delay) << delay.error().message;
   EXPECT_EQ(delay->device_call_delay_ms, 5000u);
@@ -165,6 +170,26 @@ TEST_F(FaultFixture, ReadEioAndCountedFailures) {
   EXPECT_EQ(write(fb2, 0, 5), 0);
   EXPECT_EQ(write(fb2, 512 << 10, 5), -ENOSPC);
   EXPECT_EQ(write(fb2, 0, 6), -ENOSPC) << "every write after the first";
+}
+
+TEST_F(FaultFixture, DeadAfterFailsEveryRequestOnceTheDiskIsGone) {
+  FaultSpec spec = FaultSpec::parse("dead-after=2").value();
+  EXPECT_TRUE(spec.any_data());
+  EXPECT_EQ(spec.to_string(), "dead-after=2");
+  FaultBackend fb(*loop, *file, file->fd(), spec, nullptr);
+  std::vector<uint8_t> buf(4096);
+  auto read = [&] { return run([&](IoDone* d) { fb.read(0, 4096, buf.data(), d); }); };
+  EXPECT_EQ(write(fb, 0, 1), 0);
+  EXPECT_EQ(write(fb, 4096, 2), 0);
+  EXPECT_EQ(read(), 0) << "alive until the third write";
+  EXPECT_EQ(flush(fb), 0);
+  EXPECT_EQ(write(fb, 8192, 3), -EIO) << "the third write finds the disk gone";
+  EXPECT_EQ(read(), -EIO) << "and so does every read after it";
+  EXPECT_EQ(flush(fb), -EIO) << "and every flush";
+  EXPECT_EQ(run([&](IoDone* d) { fb.trim(0, 4096, false, d); }), -EIO);
+  EXPECT_EQ(run([&](IoDone* d) { fb.zero(0, 4096, {}, d); }), -EIO);
+  EXPECT_EQ(at(0), 1) << "what was written before stays";
+  EXPECT_EQ(at(8192), 0);
 }
 
 TEST_F(FaultFixture, PowerLossKeepsSyncedWritesAndDropsTheRest) {
