@@ -128,6 +128,18 @@ std::string render_status(const nlohmann::json& s, bool bar) {
                             (point ? " (backup point " + std::to_string(point) + ")"
                                    : " (no backup point yet)"));
   }
+  const std::string disk = s.value("disk", std::string("ok"));
+  if (disk == "diskless")
+    row("disk", "FAILED and detached (diskless): every read and write is served by " +
+                    s.value("peer", std::string("the peer")) +
+                    "'s copy, the only current one; see `mirrorctl promote` on the peer and "
+                    "--discard-my-data here");
+  else if (disk == "detaching")
+    row("disk", "FAILED: detaching it (recording on both nodes that the peer's copy is the "
+                "only current one)");
+  if (s.value("peer_disk_failed", false))
+    row("peer disk", "FAILED: the primary detached its disk; this copy is the only current one "
+                     "(promote needs no --force)");
   if (uint64_t n = s.value("local_io_errors", uint64_t(0)))
     row("disk errors", std::to_string(n) + " failed request" + (n == 1 ? "" : "s") +
                            " on this node's disk since start");

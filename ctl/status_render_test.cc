@@ -85,6 +85,25 @@ TEST(StatusRender, ReadErrorsLineOnlyOnceThePeerAnsweredOne) {
       << out;
 }
 
+TEST(StatusRender, DisklessAndPeerDiskFailedLines) {
+  VolumeStatus v = volume();
+  nlohmann::json j = status_to_json(v);
+  EXPECT_EQ(j["disk"], "ok");
+  EXPECT_EQ(j["peer_disk_failed"], false);
+  std::string out = render_status(j, false);
+  EXPECT_EQ(out.find("disk  "), std::string::npos) << out;
+  v.disk = "diskless";
+  out = render_status(status_to_json(v), false);
+  EXPECT_NE(out.find("FAILED and detached (diskless): every read and write is served by " +
+                     v.peer + "'s copy"),
+            std::string::npos)
+      << out;
+  v.disk = "ok";
+  v.peer_disk_failed = true;
+  out = render_status(status_to_json(v), false);
+  EXPECT_NE(out.find("this copy is the only current one"), std::string::npos) << out;
+}
+
 TEST(StatusRender, VerifyRunningAndFinished) {
   VolumeStatus v = volume();
   nlohmann::json none = status_to_json(v);

@@ -32,6 +32,14 @@ inline constexpr uint32_t kFlagCleanShutdown = 1;
 inline constexpr uint32_t kFlagPrimary = 2;
 inline constexpr uint32_t kFlagDisposableLocalWrites = 4;
 inline constexpr uint32_t kFlagFullSyncNeeded = 8;
+// This node's disk failed a write and was detached (on-io-error = detach):
+// its data is outdated, the peer holds the only current copy. A node with it
+// never serves again until --discard-my-data (a full copy from the peer).
+inline constexpr uint32_t kFlagDiskFailed = 1u << 18;
+// The primary detached its failed disk: this copy is the only current one
+// (a secondary's flag; promote needs no --force). Cleared by promote and by
+// a resync into this copy.
+inline constexpr uint32_t kFlagPeerDiskFailed = 1u << 19;
 
 // Who this metadata belongs to. volume, node and peer: at most 64 bytes, no
 // NUL. granularity, al_extent: powers of two, 4096 .. 2^31.

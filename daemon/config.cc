@@ -23,6 +23,9 @@ namespace mirror {
 std::string_view to_string(OnPeerLoss v) {
   return v == OnPeerLoss::kFailStop ? "fail-stop" : "continue";
 }
+std::string_view to_string(OnIoError v) {
+  return v == OnIoError::kPassOn ? "pass-on" : "detach";
+}
 std::string_view to_string(InitialSync v) {
   return v == InitialSync::kSkip ? "skip" : "full";
 }
@@ -241,7 +244,7 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
   if (auto st = check_keys(t, "volume",
                            {"name", "size", "secret", "secret-file", "ack-timeout",
                             "bitmap-granularity", "activity-extent", "activity-log-extents",
-                            "on-peer-loss", "resync-rate", "resync-max-inflight", "resync-checksums",
+                            "on-peer-loss", "on-io-error", "resync-rate", "resync-max-inflight", "resync-checksums",
                             "initial-sync",
                             "primary", "control-group", "tls", "tls-ca", "tls-cert", "tls-key"});
       !st)
@@ -312,6 +315,18 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
       cfg->on_peer_loss = OnPeerLoss::kFailStop;
     } else {
       return fail("volume.on-peer-loss", quote(*s) + " is not \"continue\" or \"fail-stop\"");
+    }
+  }
+
+  if (const auto* n = t.get("on-io-error")) {
+    auto s = get_string(*n, "volume.on-io-error");
+    if (!s) return s.error();
+    if (*s == "detach") {
+      cfg->on_io_error = OnIoError::kDetach;
+    } else if (*s == "pass-on") {
+      cfg->on_io_error = OnIoError::kPassOn;
+    } else {
+      return fail("volume.on-io-error", quote(*s) + " is not \"detach\" or \"pass-on\"");
     }
   }
 

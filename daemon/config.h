@@ -26,6 +26,13 @@ enum class OnPeerLoss {
   kFailStop,  // hold writes until the peer is back (the copies never diverge)
 };
 
+// What the primary does when its own disk fails a write (EIO): DRBD's
+// on-io-error.
+enum class OnIoError {
+  kDetach,  // the peer's copy (in sync) serves every request from then on
+  kPassOn,  // the client gets the error; the node keeps its disk
+};
+
 // How a new pair brings the secondary in line with the primary.
 enum class InitialSync {
   kFull,  // copy every block from the primary
@@ -34,6 +41,7 @@ enum class InitialSync {
 
 std::string_view to_string(OnPeerLoss v);
 std::string_view to_string(InitialSync v);
+std::string_view to_string(OnIoError v);
 
 // Attaching the volume to this host's kernel as /dev/nbdX (docs/kernel-attach.md).
 struct DeviceConfig {
@@ -70,6 +78,7 @@ struct VolumeConfig {
   uint32_t al_extent = 4 << 20;     // activity-log extent
   uint32_t al_extents = 1237;       // extents the activity log keeps active (DRBD's al-extents)
   OnPeerLoss on_peer_loss = OnPeerLoss::kContinue;
+  OnIoError on_io_error = OnIoError::kDetach;
   uint64_t resync_rate = 0;  // bytes per second; 0 = unlimited
   uint32_t resync_max_inflight = 8;
   // Resync compares digests with the peer first and sends only the regions

@@ -90,6 +90,7 @@ bitmap-granularity = "128K"
 activity-extent = "16M"
 activity-log-extents = 64
 on-peer-loss = "fail-stop"
+on-io-error = "pass-on"
 resync-rate = "200M"
 resync-max-inflight = 16
 resync-checksums = true
@@ -129,6 +130,7 @@ control = "/run/db.ctl"
   EXPECT_EQ(c.al_extent, 16u << 20);
   EXPECT_EQ(c.al_extents, 64u);
   EXPECT_EQ(c.on_peer_loss, OnPeerLoss::kFailStop);
+  EXPECT_EQ(c.on_io_error, OnIoError::kPassOn);
   EXPECT_EQ(c.resync_rate, 200ull << 20);
   EXPECT_EQ(c.resync_max_inflight, 16u);
   EXPECT_TRUE(c.resync_checksums);
@@ -159,6 +161,7 @@ control = "/run/db.ctl"
   EXPECT_EQ(c.node("gamma"), nullptr);
   EXPECT_EQ(c.peer_of("gamma"), nullptr);
   EXPECT_EQ(to_string(c.on_peer_loss), "fail-stop");
+  EXPECT_EQ(to_string(c.on_io_error), "pass-on");
   EXPECT_EQ(to_string(c.initial_sync), "skip");
 }
 
@@ -173,6 +176,7 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.al_extent, 4u << 20);
   EXPECT_EQ(c.al_extents, 1237u);
   EXPECT_EQ(c.on_peer_loss, OnPeerLoss::kContinue);
+  EXPECT_EQ(c.on_io_error, OnIoError::kDetach);
   EXPECT_EQ(c.resync_rate, 0u);
   EXPECT_EQ(c.resync_max_inflight, 8u);
   EXPECT_FALSE(c.resync_checksums);
@@ -264,6 +268,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "volume.bitmap-granularity (65536 bytes)"},
         ErrorCase{"primary", "on-peer-loss = \"stop\"\nprimary",
                   "volume.on-peer-loss: \"stop\" is not \"continue\" or \"fail-stop\""},
+        ErrorCase{"primary", "on-io-error = \"panic\"\nprimary",
+                  "volume.on-io-error: \"panic\" is not \"detach\" or \"pass-on\""},
         ErrorCase{"primary", "initial-sync = \"none\"\nprimary",
                   "volume.initial-sync: \"none\" is not \"full\" or \"skip\""},
         ErrorCase{"primary", "resync-rate = \"1K\"\nprimary",

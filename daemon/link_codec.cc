@@ -43,6 +43,7 @@ Result<Header> decode_header(std::span<const uint8_t, kHeaderSize> in) {
     case Type::kReply:
     case Type::kResize:
     case Type::kRead:
+    case Type::kDetach:
       max_payload = 0;
       break;
     case Type::kHello:

@@ -51,6 +51,8 @@ enum class Type : uint16_t {
   kResize = 25,   // grow the volume to `offset` bytes (online resize; no payload)
   kRead = 26,     // send back offset+length of this copy (no payload): a read the
                   // primary's disk failed
+  kDetach = 27,   // the primary's disk failed and is detached: this copy is the only
+                  // current one (no payload; REPLY once that is durable)
   // Secondary -> primary.
   kReply = 32,    // length = 0 or an errno
   kDirtyRanges = 33,  // the secondary's own changed regions (after a split)
@@ -70,8 +72,11 @@ inline constexpr uint16_t kFeatureTrimKept = 1 << 2;
 // kRead / kReadReply: the secondary serves reads of its copy, which the
 // primary asks for when its own disk fails a client's read.
 inline constexpr uint16_t kFeatureRead = 1 << 3;
+// kDetach: the secondary records that it holds the only current copy, so
+// the primary can go on without its failed disk (on-io-error = detach).
+inline constexpr uint16_t kFeatureDetach = 1 << 4;
 inline constexpr uint16_t kFeatures =
-    kFeatureVerify | kFeatureResize | kFeatureTrimKept | kFeatureRead;
+    kFeatureVerify | kFeatureResize | kFeatureTrimKept | kFeatureRead | kFeatureDetach;
 
 // Online verify: SHA-256 of each region of the range (docs/replication-protocol.md).
 inline constexpr size_t kDigestSize = 32;

@@ -248,5 +248,14 @@ TEST(LinkRead, RequestHasNoPayloadAndTheReplyCarriesUpToOneWritesData) {
   EXPECT_EQ(kFeatures & kFeatureRead, kFeatureRead);
 }
 
+TEST(LinkDetach, HasNoPayloadAndItsOwnFeatureBit) {
+  auto req = decode(header_bytes(27, 9, 0));
+  ASSERT_TRUE(req) << req.error().message;
+  EXPECT_EQ(req->type, Type::kDetach);
+  EXPECT_FALSE(decode(header_bytes(27, 9, 1))) << "DETACH carries no payload";
+  EXPECT_EQ(kFeatureDetach, 16);
+  EXPECT_EQ(kFeatures & kFeatureDetach, kFeatureDetach);
+}
+
 }  // namespace
 }  // namespace mirror::link

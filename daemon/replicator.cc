@@ -66,16 +66,27 @@ void Replicator::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* do
   // Served locally; replicator_read.cc has what happens when that fails.
   Op* op = new_op(Kind::kRead, offset, length, done);
   op->out = buf;
+  if (disk_ == DiskState::kDiskless) {  // the peer's copy answers, through the interlock
+    op->diskless = true;
+    op->repair = true;
+    op->local_err = -EIO;
+    return submit(op);
+  }
   op->local_pending = true;
   local_.read(offset, length, buf, op);
 }
 
 void Replicator::cache(uint64_t offset, uint32_t length, IoDone* done) {
+  if (disk_ == DiskState::kDiskless) return defer([done] { done->io_done(0); });
   local_.cache(offset, length, done);
 }
 
 void Replicator::block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
                               std::vector<nbd::Extent>* out, IoDone* done) {
+  if (disk_ == DiskState::kDiskless) {  // no map of the peer's holes here: all data
+    out->push_back({length, 0});
+    return defer([done] { done->io_done(0); });
+  }
   local_.block_status(offset, length, max_extents, out, done);
 }
 
@@ -90,7 +101,7 @@ void Replicator::write(uint64_t offset, uint32_t length, const uint8_t* buf, boo
 void Replicator::trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) {
   // TRIM is advisory, and punched on one copy only it would leave the copies
   // different: while either store cannot punch holes, it changes neither.
-  if (!trim_local_ok_ || (mirroring() && !trim_peer_ok_)) {
+  if ((!trim_local_ok_ && disk_ != DiskState::kDiskless) || (mirroring() && !trim_peer_ok_)) {
     defer([done] { done->io_done(0); });
     return;
   }
@@ -109,13 +120,14 @@ void Replicator::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone*
 void Replicator::flush(IoDone* done) {
   Op* op = new_op(Kind::kFlush, 0, 0, done);
   op->flush_tick = tick_++;
+  if (!done) internal_flush_running_ = true;
+  last_flush_ms_ = now_ms_;
+  writes_since_flush_ = 0;
+  if (disk_ == DiskState::kDiskless) return diskless_dispatch(op);
   op->degraded = !mirroring();
   op->local_pending = true;
   local_.flush(op);
   if (mirroring()) send_to_peer(op);
-  if (!done) internal_flush_running_ = true;
-  last_flush_ms_ = now_ms_;
-  writes_since_flush_ = 0;
 }
 
 // ------------------------------------------------------------- ordering --
@@ -172,8 +184,9 @@ void Replicator::start(Op* op) {
       held_.push_back(op);  // held, or fail-stop waiting for the peer
       return;
     }
-    // Rule 1: the activity extent is durable before either copy is written.
-    if (!bitmap_.is_active_durable(op->off, op->len)) {
+    // Rule 1: the activity extent is durable before either copy is written
+    // (diskless: there is no copy here to resync after a crash).
+    if (disk_ != DiskState::kDiskless && !bitmap_.is_active_durable(op->off, op->len)) {
       bitmap_.set_active(op->off, op->len);
       op->waiting_al = true;
       op->meta_pending = true;
@@ -220,6 +233,7 @@ void Replicator::dispatch(Op* op) {
     }
     return;
   }
+  if (disk_ == DiskState::kDiskless) return diskless_dispatch(op);
   ++writes_since_flush_;
   op->local_pending = true;
   op->degraded = !mirroring();
@@ -291,6 +305,9 @@ void Replicator::send_to_peer(Op* op) {
     case Kind::kRead:
       h.type = link::Type::kRead;
       break;
+    case Kind::kDetach:
+      h.type = link::Type::kDetach;
+      break;
     case Kind::kSyncDone:
     case Kind::kVerify:
       h.type = op->kind == Kind::kVerify ? link::Type::kVerify : link::Type::kSyncDone;
@@ -359,6 +376,10 @@ void Replicator::on_local(Op* op, int err) {
     err = 0;
     trim_kept(op, /*peer=*/false);
   }
+  if (err && absorb_disk_error(op, err)) {  // a detach takes it over
+    ++local_errors_;
+    err = 0;
+  }
   if (err) ++local_errors_;
   // A failed dirty-bit commit (on_meta) may have come first: its error must
   // survive a successful local write, or the write is acknowledged
@@ -380,6 +401,7 @@ void Replicator::trim_kept(Op* op, bool peer) {
 }
 
 void Replicator::on_meta(Op* op, int err) {
+  if (op->kind == Kind::kDetach) return detach_step(op, err);
   op->meta_pending = false;
   if (op->waiting_al) {
     op->waiting_al = false;
@@ -411,6 +433,8 @@ void Replicator::on_reply(const link::Header& h) {
       return resync_reply(op, err);
     case Kind::kVerify:  // a plain REPLY: the peer could not take the VERIFY
       return verify_chunk_done(op, err ? err : EPROTO, nullptr);
+    case Kind::kDetach:
+      return detach_step(op, err);
     case Kind::kFlush:
       if (op->freeze) {
         free_op(op);
@@ -428,6 +452,13 @@ void Replicator::on_reply(const link::Header& h) {
     default:
       break;
   }
+  if (err && op->diskless) {  // the only copy failed it
+    op->peer_err = err;
+    MLOG_ERROR("the peer failed a write at %llu+%u (this node is diskless): %s",
+               static_cast<unsigned long long>(op->off), op->len, strerror(err));
+    peer_failed("the peer failed a write");
+    return maybe_complete(op);
+  }
   if (err) {
     // The peer could not apply a client write: the copies differ here.
     op->peer_err = err;
@@ -442,6 +473,21 @@ void Replicator::on_reply(const link::Header& h) {
 
 void Replicator::maybe_complete(Op* op) {
   if (op->local_pending || op->peer_pending || op->meta_pending) return;
+  if (op->diskless) {  // the peer's copy is the only one: its result is the request's
+    if (op->kind == Kind::kFlush && !op->upper) internal_flush_running_ = false;
+    return finish(op, op->peer_err ? -EIO : 0);
+  }
+  if (op->disk_err) {  // this disk failed it; a detach took the error over
+    if (disk_ == DiskState::kDetaching) {
+      detach_waiters_.push_back(op);  // detach_end completes it
+      return;
+    }
+    if (disk_ == DiskState::kDiskless && !op->peer_err) {
+      op->disk_err = 0;  // the peer's copy has it, recorded as the only current one
+    } else {
+      op->local_err = std::exchange(op->disk_err, 0);  // not detached: the disk's error
+    }
+  }
   if (op->kind == Kind::kFlush) {
     bool covered = !op->local_err && ((op->sent_to_peer && !op->peer_err) || op->degraded);
     if (covered) evict_extents(op->flush_tick);

@@ -18,8 +18,15 @@
 //  5. Dirty bits are cleared only after the resynced data was flushed on the
 //     peer.
 //
+//  6. Diskless (on-io-error = detach): when this node's disk fails a change
+//     while the copies are in sync, the failure and this node's outdated
+//     copy are recorded on both nodes' metadata before any request relies
+//     on the peer's copy alone; from then on every request goes to the peer.
+//
 // Code: replicator.cc (the mirrored-write path), replicator_resync.cc (the
-// resync engine), replicator_link.cc (attach, link loss, split, the tick).
+// resync engine), replicator_link.cc (attach, link loss, split, the tick),
+// replicator_read.cc (reads and their repair), replicator_disk.cc (detaching
+// a failed disk).
 //
 // Thread: everything runs on the Loop's thread.
 #pragma once
@@ -75,6 +82,10 @@ struct VerifyProgress {
 class Replicator final : public Backend {
  public:
   enum class LinkState { kDisconnected, kResyncing, kSynced, kSplit };
+  // This node's disk (replicator_disk.cc): in use; failed, and its failure
+  // being recorded on both nodes (new writes wait); or detached: the peer's
+  // copy serves every request (DRBD's Diskless).
+  enum class DiskState { kOk, kDetaching, kDiskless };
 
   Replicator(Loop& loop, Backend& local, Bitmap& bitmap, const VolumeConfig& cfg);
   ~Replicator() override;
@@ -151,6 +162,14 @@ class Replicator final : public Backend {
   void on_read_reply(const link::Header& h, Buffer& payload);
 
   LinkState state() const { return state_; }
+  DiskState disk_state() const { return disk_; }
+  // What failed on this disk ("" while it works).
+  const std::string& disk_error() const { return disk_error_; }
+  // This node's disk was detached in an earlier session of this process:
+  // the peer that connects must be the one holding the only current copy
+  // (its STATE shows kFlagPeerDiskFailed and this node's generation as its
+  // base), and nothing is copied.
+  bool diskless() const { return disk_ == DiskState::kDiskless; }
   ResyncProgress progress() const;
   uint64_t dirty_bytes() const { return bitmap_.dirty_bytes(); }
   const std::string& last_error() const { return last_error_; }
@@ -203,7 +222,9 @@ class Replicator final : public Backend {
 
  private:
   struct Op;
-  enum class Kind { kWrite, kTrim, kZero, kFlush, kResync, kPing, kSyncDone, kVerify, kRead };
+  enum class Kind {
+    kWrite, kTrim, kZero, kFlush, kResync, kPing, kSyncDone, kVerify, kRead, kDetach
+  };
 
   // The mirrored-write path (replicator.cc).
   Op* new_op(Kind kind, uint64_t off, uint32_t len, IoDone* upper);
@@ -286,6 +307,26 @@ class Replicator final : public Backend {
   const char* peer_cannot_read(const Op* op) const;
   // Whether one more read-error line may be logged in this window.
   bool read_log_ok();
+  // Detaching a failed disk (replicator_disk.cc). absorb_disk_error: a
+  // change op's local leg failed with err; true if a detach takes the error
+  // over (the op then completes from the peer's result alone, once the
+  // detach is recorded on both nodes).
+  bool absorb_disk_error(Op* op, int err);
+  bool can_detach() const;
+  void begin_detach(const Op* op, int err);
+  // The detach op's metadata commit here, then the peer's REPLY.
+  void detach_step(Op* op, int err);
+  // failure "": detached, the peer confirmed. Otherwise why not: before
+  // DETACH was sent, or refused by the peer, the disk stays in use and the
+  // ops waiting get their local errors; sent but unanswered (the link was
+  // lost), the peer may have recorded it, so this disk is never used again:
+  // diskless, unconfirmed (the next session sends DETACH again).
+  void detach_end(Op* op, const std::string& failure);
+  // Sends DETACH (again) on a new session of an unconfirmed detach; new
+  // writes wait for the answer.
+  void detach_resend();
+  // A request while diskless: to the peer, or EIO when it is not connected.
+  void diskless_dispatch(Op* op);
   bool mirroring() const {
     return link_ && (state_ == LinkState::kResyncing || state_ == LinkState::kSynced);
   }
@@ -301,6 +342,12 @@ class Replicator final : public Backend {
   uint64_t local_errors_ = 0;
   uint64_t reads_from_peer_ = 0, read_repairs_ = 0;
   bool peer_reads_ = false;  // the peer answers READ (link::kFeatureRead)
+  bool peer_detach_ = false;  // the peer takes DETACH (link::kFeatureDetach)
+  DiskState disk_ = DiskState::kOk;
+  bool detach_sent_ = false;       // DETACH went out: the peer may have recorded it
+  bool detach_confirmed_ = false;  // the peer answered it
+  std::string disk_error_;
+  std::vector<Op*> detach_waiters_;  // failed locally, waiting for the detach
   uint64_t read_log_window_ms_ = 0;
   uint32_t read_log_lines_ = 0;
   uint64_t read_log_suppressed_ = 0;

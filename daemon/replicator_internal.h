@@ -30,6 +30,8 @@ struct Replicator::Op final : IoDone {
   bool waiting_al = false;
   bool sent_to_peer = false;
   bool degraded = false;       // dispatched while not mirroring
+  bool diskless = false;       // dispatched with no local leg (this disk is detached)
+  int disk_err = 0;            // the local leg's error, taken over by a detach
   bool resync_batch = false;   // a flush that ends a resync batch
   bool freeze = false;         // the flush that completes a split
   bool in_running = false;

@@ -27,6 +27,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_fea
   trim_peer_ok_ = true;
   csums_ = cfg_.resync_checksums && (peer_features & link::kFeatureVerify);
   peer_reads_ = peer_features & link::kFeatureRead;
+  peer_detach_ = peer_features & link::kFeatureDetach;
   if (cfg_.resync_checksums && !csums_)
     MLOG_WARN("resync-checksums: the peer's mirrord cannot digest its copy (no VERIFY): "
               "resyncs send every region whole");
@@ -37,6 +38,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_fea
   ping_outstanding_ = false;
   if (plan == link::Plan::kInSync || plan == link::Plan::kAdopt) {
     state_ = LinkState::kSynced;
+    if (disk_ == DiskState::kDiskless && !detach_confirmed_) detach_resend();
   } else {
     state_ = LinkState::kResyncing;
     resync_begin();
@@ -93,7 +95,7 @@ void Replicator::release_held() {
   std::deque<Op*> held;
   held.swap(held_);
   for (Op* op : held) {
-    if (!bitmap_.is_active_durable(op->off, op->len)) {
+    if (disk_ != DiskState::kDiskless && !bitmap_.is_active_durable(op->off, op->len)) {
       bitmap_.set_active(op->off, op->len);
       op->waiting_al = true;
       op->meta_pending = true;
@@ -105,6 +107,9 @@ void Replicator::release_held() {
 }
 
 void Replicator::diverge() {
+  // Diskless: there is no copy here to track differences of (and the
+  // generation must stay the one the peer recorded as this node's).
+  if (disk_ == DiskState::kDiskless || (disk_ == DiskState::kDetaching && detach_sent_)) return;
   // Rule 3: whatever the peer had not flushed may be gone; from here on the
   // bitmap records every difference, relative to the generation we share.
   uint64_t marked = mark_unflushed_dirty();
@@ -146,7 +151,14 @@ void Replicator::link_lost(const std::string& why) {
   for (auto& [id, op] : pending) {
     op->peer_pending = false;
     op->peer_err = ECONNRESET;
+    if (op->diskless && op->kind != Kind::kRead) {  // nothing to mark: it fails
+      maybe_complete(op);
+      continue;
+    }
     switch (op->kind) {
+      case Kind::kDetach:
+        detach_end(op, "the link to the peer was lost");
+        break;
       case Kind::kPing:
       case Kind::kSyncDone:
         free_op(op);

@@ -137,6 +137,7 @@ void Replicator::on_read_reply(const link::Header& h, Buffer& payload) {
     return finish(op, op->local_err);
   }
   std::memcpy(op->out, payload.data(), op->len);
+  if (op->diskless) return finish(op, 0);  // no disk here to rewrite
   if (op->kind == Kind::kRead) ++reads_from_peer_;
   // Still inside the interlock: no write to the range runs, so the peer's
   // data is what this copy must hold. The rewrite is local only (the peer

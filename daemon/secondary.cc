@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "auth.h"
 #include "log.h"
 #include "verify_digest.h"
 
@@ -13,6 +14,9 @@ struct SecondaryApplier::Apply final : IoDone {
   uint64_t id = 0, seq = 0, epoch = 0;
   bool is_flush = false;
   bool is_sync_done = false;
+  bool is_detach = false;  // DETACH: answered once the metadata is durable
+  Generation prev_gen;     // DETACH: what a failed commit puts back
+  uint32_t prev_flags = 0;
   bool resync = false;  // a resync copy: its writeback starts once it is applied
   uint32_t verify_region = 0;  // a VERIFY: read, then answer with digests
   bool read = false;           // a READ: answer with the data
@@ -50,7 +54,7 @@ SecondaryApplier::Apply* SecondaryApplier::get() {
     a = free_.back().release();
     free_.pop_back();
   }
-  a->is_flush = a->is_sync_done = a->resync = a->read = false;
+  a->is_flush = a->is_sync_done = a->is_detach = a->resync = a->read = false;
   a->verify_region = 0;
   return a;
 }
@@ -130,6 +134,40 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       local_.read(h.offset, h.length, a->buf.data(), a);
       return;
     }
+    case link::Type::kDetach: {
+      // The primary's disk failed; it goes on with this copy alone. Before
+      // it acknowledges anything from this copy only, record that this
+      // copy is the only current one: the generation moves on from the one
+      // both shared (which the primary keeps, so no handshake can take its
+      // copy for this one) and kFlagPeerDiskFailed lets promote go ahead.
+      // Requests that arrived before are applied in any order with this;
+      // the primary sends none after it until the REPLY.
+      if (bitmap_.flags() & kFlagInconsistent) {
+        MLOG_ERROR("replication: the primary's disk failed, but this copy is not consistent "
+                   "(a resync has not finished): refusing to be its only copy");
+        return reply(epoch_, h.id, EAGAIN);
+      }
+      Generation gen = bitmap_.generation();
+      Generation prev = gen;
+      uint32_t prev_flags = bitmap_.flags();
+      if (!(bitmap_.flags() & kFlagPeerDiskFailed)) {
+        if (gen.bitmap == 0) gen.bitmap = gen.current;
+        gen.current = random_id();
+        bitmap_.set_generation(gen);
+        bitmap_.set_flags(bitmap_.flags() | kFlagPeerDiskFailed);
+      }
+      MLOG_ERROR("replication: the primary's disk failed and it detached it: this copy is now "
+                 "the only current one (the primary serves every request from it)");
+      Apply* a = get();
+      a->id = h.id;
+      a->epoch = epoch_;
+      a->seq = 0;
+      a->is_detach = true;
+      a->prev_gen = prev;
+      a->prev_flags = prev_flags;
+      bitmap_.commit(a);
+      return;
+    }
     case link::Type::kSyncDone: {
       auto g = link::decode_generation({payload.data(), h.payload});
       if (!g) return reply(epoch_, h.id, EPROTO);
@@ -143,8 +181,8 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       // split (kept until now, so an interrupted resync still copies them)
       // are gone.
       bitmap_.clear_all_dirty();
-      bitmap_.set_flags(bitmap_.flags() &
-                        ~(kFlagInconsistent | kFlagFullSyncNeeded | kFlagDisposableLocalWrites));
+      bitmap_.set_flags(bitmap_.flags() & ~(kFlagInconsistent | kFlagFullSyncNeeded |
+                                            kFlagDisposableLocalWrites | kFlagPeerDiskFailed));
       Apply* a = get();
       a->id = h.id;
       a->epoch = epoch_;
@@ -246,6 +284,19 @@ void SecondaryApplier::done(Apply* a, int err) {
       last_local_error_.clear();
       if (on_sync_done) on_sync_done();
     }
+    return reply(epoch, id, err);
+  }
+  if (a->is_detach) {
+    uint64_t epoch = a->epoch, id = a->id;
+    if (err) {
+      // Not recorded: the primary keeps its disk (or stays detached, if it
+      // may think otherwise); this copy claims nothing it could not persist.
+      MLOG_ERROR("replication: cannot record in the metadata that this copy is the only "
+                 "current one: %s", strerror(-err));
+      bitmap_.set_generation(a->prev_gen);
+      bitmap_.set_flags(a->prev_flags);
+    }
+    put(a);
     return reply(epoch, id, err);
   }
   if (a->is_flush) {

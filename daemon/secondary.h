@@ -8,6 +8,9 @@
 // requests are being applied just gets no replies (the primary has already
 // marked those regions dirty).
 //
+// DETACH (the primary's own disk failed) is answered once this node's
+// metadata records, durably, that its copy is the only current one.
+//
 // A request the local disk fails (EIO, ENOSPC) is answered with that error,
 // never acknowledged: the primary then marks the region dirty, drops the
 // link and goes on alone (DRBD's on-io-error=detach); this copy is flagged

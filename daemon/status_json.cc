@@ -33,6 +33,8 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"local_io_errors", st.local_io_errors},
       {"reads_from_peer", st.reads_from_peer},
       {"read_repairs", st.read_repairs},
+      {"disk", st.disk},
+      {"peer_disk_failed", st.peer_disk_failed},
       {"trim", st.trim},
       {"generation", gen},
       {"holding_writes", st.holding},

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 
 #include "clock.h"
@@ -153,6 +154,12 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   } else {
     role_ = (flags & kFlagPrimary) ? Role::kPrimary : Role::kSecondary;
   }
+  if (role_ == Role::kPrimary && (flags & kFlagDiskFailed) && !opts_.discard_my_data)
+    return Error{EIO, "metadata " + bm.path() + ": this node's disk failed and was detached "
+                      "(on-io-error = detach): its copy is outdated and '" + peer_.name +
+                      "' holds the only current one. Promote '" + peer_.name +
+                      "' (`mirrorctl promote` there), replace this disk, then start this node "
+                      "once with --discard-my-data: it becomes secondary and takes a full copy"};
   if (opts_.discard_my_data) {
     // Persisted: a restart before the copy finished still takes the copy.
     role_ = Role::kSecondary;
@@ -337,6 +344,13 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
   // Two secondaries (standby): nothing is mirrored.
   if (peer_state_.role != link::State::kPrimary) return;
   if (h.type == link::Type::kResize) return on_resize_request(c, h);
+  static bool stopped_on_detach = false;  // the fault fires once
+  if (h.type == link::Type::kDetach && opts_.faults && opts_.faults->stop_on_detach &&
+      !std::exchange(stopped_on_detach, true)) {
+    MLOG_WARN("volume '%s': MIRRORD_FAULTS=stop-on-detach: stopping (SIGCONT resumes)",
+              cfg_.name.c_str());
+    ::raise(SIGSTOP);
+  }
   applier_->on_message(h, payload);
 }
 
@@ -675,7 +689,13 @@ VolumeStatus Volume::status() const {
     st.reads_from_peer = replicator_->reads_from_peer();
     st.read_repairs = replicator_->read_repairs();
     st.trim = replicator_->trim_state();
+    switch (replicator_->disk_state()) {
+      case Replicator::DiskState::kOk: break;
+      case Replicator::DiskState::kDetaching: st.disk = "detaching"; break;
+      case Replicator::DiskState::kDiskless: st.disk = "diskless"; break;
+    }
   } else {
+    st.peer_disk_failed = bitmap_->flags() & kFlagPeerDiskFailed;
     if (applier_->trim_kept()) st.trim = "local-store-cannot-punch";
     st.resynced_bytes_total = applier_->resync_bytes_received();
     st.local_io_errors = applier_->local_errors();
@@ -688,7 +708,9 @@ VolumeStatus Volume::status() const {
     st.state = "split";
   } else if (role_ == Role::kPrimary) {
     switch (replicator_->state()) {
-      case Replicator::LinkState::kSynced: st.state = "synchronized"; break;
+      case Replicator::LinkState::kSynced:
+        st.state = replicator_->diskless() ? "diskless" : "synchronized";
+        break;
       case Replicator::LinkState::kResyncing: st.state = "resyncing"; break;
       case Replicator::LinkState::kSplit: st.state = "split"; break;
       case Replicator::LinkState::kDisconnected:

@@ -64,6 +64,12 @@ struct VolumeStatus {
   // and of those, the ranges rewritten here from it (since start).
   uint64_t reads_from_peer = 0;
   uint64_t read_repairs = 0;
+  // This node's disk: "ok", "detaching" (it failed; being recorded), or
+  // "diskless" (detached: the peer's copy serves every request).
+  std::string disk = "ok";
+  // Secondary: the primary detached its failed disk; this copy is the only
+  // current one (kFlagPeerDiskFailed).
+  bool peer_disk_failed = false;
   // Whether a client's TRIM changes the copies: "applied", or why not
   // ("local-store-cannot-punch", "peer-store-cannot-punch").
   std::string trim = "applied";

@@ -12,6 +12,7 @@
 namespace mirror {
 
 using volume_internal::kControlIdBit;
+using volume_internal::kDisklessHelp;
 using volume_internal::kSplitBrainHelp;
 
 namespace {
@@ -26,6 +27,7 @@ void Volume::split(Done done) {
     return done(EINVAL, not_primary("split"));
   if (split_brain_) return done(EBUSY, kSplitBrainHelp);
   if (resize_) return done(EBUSY, "a resize is running: split after it");
+  if (replicator_->disk_state() != Replicator::DiskState::kOk) return done(EIO, kDisklessHelp);
   switch (replicator_->state()) {
     case Replicator::LinkState::kSplit:
       return done(EALREADY, "already split");
@@ -98,6 +100,7 @@ void Volume::verify(uint64_t offset, uint64_t length, bool cancel, Done done) {
   }
   if (split_brain_) return done(EBUSY, kSplitBrainHelp);
   if (resize_) return done(EBUSY, "a resize is running: verify after it");
+  if (replicator_->disk_state() != Replicator::DiskState::kOk) return done(EIO, kDisklessHelp);
   switch (replicator_->state()) {
     case Replicator::LinkState::kSplit:
       return done(EBUSY, "the mirror is split: the copies differ on purpose; rejoin, then verify");

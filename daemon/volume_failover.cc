@@ -7,6 +7,8 @@
 
 namespace mirror {
 
+using volume_internal::kDisklessHelp;
+
 void Volume::demote(uint32_t timeout_ms, Done done) {
   if (role_ != Role::kPrimary) return done(EALREADY, "already secondary");
   if (demote_) return done(EBUSY, "a demote is already running");
@@ -14,6 +16,8 @@ void Volume::demote(uint32_t timeout_ms, Done done) {
   if (split_brain_)
     return done(EBUSY, "the pair is in split brain: choose the survivor first "
                        "(docs/control-protocol.md, \"Split brain\")");
+  if (replicator_->disk_state() != Replicator::DiskState::kOk)
+    return done(EIO, kDisklessHelp);
   switch (replicator_->state()) {
     case Replicator::LinkState::kSplit:
       return done(EBUSY, "the mirror is split: the peer holds an older image; "
@@ -91,6 +95,8 @@ std::string Volume::behind_reason() const {
     return "this copy is not consistent (a resync has not finished)";
   if (f & kFlagSplit)
     return "the mirror is split: this copy is a point-in-time image, older than the peer's";
+  // The primary detached its failed disk onto this copy: the only current one.
+  if (f & kFlagPeerDiskFailed) return "";
   if (!active_ || !peer_known_)
     return "the peer is not connected, so nothing shows that this copy has its latest data "
            "(or that it is no longer primary)";
@@ -126,7 +132,7 @@ void Volume::promote(bool force, Done done) {
   } else {
     bitmap_->clear_all_dirty();
   }
-  flags &= ~(kFlagInconsistent | kFlagSplit | kFlagDisposableLocalWrites);
+  flags &= ~(kFlagInconsistent | kFlagSplit | kFlagDisposableLocalWrites | kFlagPeerDiskFailed);
   flags |= kFlagPrimary;
   bitmap_->set_generation(g);
   bitmap_->set_flags(flags);

@@ -16,13 +16,22 @@ inline constexpr const char* kSplitBrainHelp =
     "run `mirrorctl discard-my-data` (or restart it once with `mirrord --discard-my-data`); "
     "it becomes secondary and takes a full copy from the survivor";
 
+// What an operator reads when this node's disk is detached and a command
+// needs it.
+inline constexpr const char* kDisklessHelp =
+    "this node's disk failed and is detached (diskless): every request is served by the "
+    "peer's copy, the only current one. To end it: stop the application, stop mirrord here, "
+    "promote the peer (`mirrorctl promote` there), replace this disk, then start mirrord here "
+    "once with --discard-my-data (it becomes secondary and takes a full copy)";
+
 // The metadata flags of a node whose data lost a split brain (the operator
 // ran discard-my-data): secondary, and nothing of its own kept; the peer
 // sends a full copy. Persisted, so a restart before the copy ends still
 // takes it.
 inline uint32_t discard_my_data_flags(uint32_t flags) {
   flags |= kFlagFullSyncNeeded | kFlagInconsistent;
-  flags &= ~(kFlagSplit | kFlagDisposableLocalWrites | kFlagPrimary);
+  flags &= ~(kFlagSplit | kFlagDisposableLocalWrites | kFlagPrimary | kFlagDiskFailed |
+             kFlagPeerDiskFailed);
   return flags;
 }
 

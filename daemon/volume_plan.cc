@@ -81,7 +81,26 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   bool peer_disposable = st.flags & kFlagDisposableLocalWrites;
   link::Plan::Kind kind = link::Plan::kFull;
   std::string refuse;
-  if (flags & kFlagFullSyncNeeded) {
+  bool peer_sole = st.flags & kFlagPeerDiskFailed;
+  if (replicator_->diskless()) {
+    // This node detached its disk in this process: only the copy it
+    // detached to may serve it, unchanged since (its base is our current:
+    // DETACH moved it on from there), or, if the link was lost before the
+    // peer answered DETACH, that copy as it was (the replicator sends DETACH
+    // again). Nothing is copied either way.
+    bool detached_to = peer_sole && peer.bitmap == my.current;
+    bool before_detach = !peer_sole && peer.current == my.current && peer.bitmap == 0;
+    if ((detached_to || before_detach) && !(st.flags & (kFlagInconsistent | kFlagSplit)))
+      kind = link::Plan::kInSync;
+    else
+      refuse = "this node's disk is detached (diskless), and the peer's copy is not the one "
+               "it detached to (its generation moved on): nothing can serve this node's "
+               "volume; stop it, promote the peer";
+  } else if (peer_sole) {
+    refuse = "the peer holds the only current copy: this node's disk failed and was detached "
+             "(its copy is outdated). Promote '" + peer_.name + "', then start this node once "
+             "with --discard-my-data";
+  } else if (flags & kFlagFullSyncNeeded) {
     kind = link::Plan::kFull;
   } else if (peer.current == 0 || (st.flags & kFlagFullSyncNeeded)) {
     bool both_new = peer.current == 0 && my.bitmap == 0 && my.history[0] == 0 &&
@@ -203,6 +222,7 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       send_dirty_ranges(s);
       [[fallthrough]];
     case link::Plan::kFull:
+      flags &= ~kFlagPeerDiskFailed;  // this copy is being replaced
       if (g.current != 0) g.history[0] = g.current;
       g.current = plan.gen.bitmap;
       g.bitmap = 0;

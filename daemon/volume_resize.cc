@@ -74,6 +74,8 @@ void Volume::resize(bool assume_clean, Done done) {
     return done(EBUSY, "the mirror is split: rejoin first, then resize");
   if (demote_ || discard_)
     return done(EBUSY, demote_ ? "a demote is running" : "discard-my-data is running");
+  if (replicator_ && replicator_->disk_state() != Replicator::DiskState::kOk)
+    return done(EIO, volume_internal::kDisklessHelp);
   if (auto st = file_->check_grow(to); !st) return done(st.error().code, st.error().message);
   bool alone = false;
   if (role_ == Role::kPrimary) {

@@ -11,7 +11,7 @@
 # scenario.sh --list prints the scenario names.
 SCENARIOS=(kill-primary-write kill-secondary-write kill-primary-resync kill-secondary-resync
            kill-primary-split kill-secondary-split kill-primary-rejoin kill-secondary-rejoin
-           link-partition link-partition-netns link-delay link-lossy link-flap enospc-primary eio-primary meta-eio-primary
+           link-partition link-partition-netns link-delay link-lossy link-flap enospc-primary eio-primary dead-disk-primary meta-eio-primary
            enospc-secondary eio-secondary meta-eio-secondary
            bitmap-damage power-loss-primary power-loss-secondary
            power-loss-resize-primary power-loss-resize-secondary)
@@ -453,9 +453,10 @@ enospc-primary)
     ;;
 eio-primary)
     # A bad region of alpha's disk (or, by seed, a disk failing after N
-    # writes): every write that touches it fails for the client; none is
-    # acknowledged; the copies agree after the disk is replaced (restart
-    # without faults).
+    # writes), with on-io-error = "pass-on": every write that touches it
+    # fails for the client; none is acknowledged; the copies agree after the
+    # disk is replaced (restart without faults). (dead-disk-primary: detach.)
+    VOL_EXTRA+=$'\non-io-error = "pass-on"'
     rand which 0 1
     rand boff 0 15
     if [ "$which" = 0 ]; then
@@ -487,6 +488,53 @@ eio-primary)
     # verify (a failed write may be there or not, nothing else may).
     stop_node alpha
     must_start alpha
+    ;;
+dead-disk-primary)
+    # alpha's disk dies under the writer (dead-after=N: every request fails
+    # from then on) with on-io-error = "detach" (the default): alpha goes on
+    # with beta's copy alone and the client sees no error. By seed alpha is
+    # then killed (-9) under the writer. Recovery is the documented one:
+    # alpha refuses to start on its failed disk; beta is promoted (no
+    # --force); alpha gets a new disk and --discard-my-data (a full copy from
+    # beta); a planned switchover (demote beta, promote alpha) ends it.
+    # Every acknowledged write must be on both copies.
+    rand after 300 3000
+    rand crash 0 1
+    setup_pair
+    start_with_faults alpha "dead-after=$after"
+    must_start beta
+    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+    add_writer w1 "$(nbd_uri alpha)" $W1 $WIN
+    deadline=$((SECONDS + 90))
+    until [ "$(status_get alpha .disk)" = diskless ] || [ $SECONDS -ge $deadline ]; do sleep 0.2; done
+    check_eq "alpha detached its dead disk (after $after writes)" diskless "$(status_get alpha .disk)"
+    some_acks w1 200 1500
+    check_eq "no client write failed with alpha's disk dead" 0 "$(grep -c '^E ' "$T/w1.acks")"
+    if [ "$crash" = 1 ]; then
+        kill_node alpha
+        pass "alpha (diskless) killed (SIGKILL) under the writer"
+        writer_gone w1 30
+    else
+        end_writer w1
+        count_verify "alpha's export (beta's copy) while diskless" w1 --uri "$(nbd_unix_uri alpha)" $W1 $WIN
+        stop_node alpha
+    fi
+    count_verify "beta's copy once alpha is gone" w1 --uri "$(nbd_unix_uri beta)" $W1 $WIN
+    start_refused "alpha refuses to start on its failed disk" alpha \
+        "this node's disk failed and was detached"
+    out=$(ctl beta promote 2>&1); rc=$?
+    check_eq "beta promoted without --force ($out)" 0 "$rc"
+    add_writer w2 "$(nbd_uri beta)" $W2 $WIN --duration 2
+    rm -f "${NODE_IMG[alpha]}"
+    truncate -s "$(size_bytes "$VOL_SIZE")" "${NODE_IMG[alpha]}"
+    must_start alpha --discard-my-data
+    end_writer w2
+    wait_state beta synchronized 120 >/dev/null || fail "beta did not copy alpha's new disk"
+    out=$(ctl beta demote 2>&1); rc=$?
+    check_eq "switchover: beta demoted ($out)" 0 "$rc"
+    wait_state alpha standby 30 >/dev/null || true
+    out=$(ctl alpha promote 2>&1); rc=$?
+    check_eq "switchover: alpha promoted ($out)" 0 "$rc"
     ;;
 meta-eio-primary)
     # alpha's metadata file fails (every commit after the first N gets EIO).

@@ -86,7 +86,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // Data travels in WRITE and READ_REPLY (the peer's copy of a range the
     // primary's disk could not read); everything else is small.
     if (h->type != Type::kWrite && h->type != Type::kReadReply) check(h->payload <= kMaxControl);
-    if (h->type == Type::kRead) check(h->payload == 0);
+    if (h->type == Type::kRead || h->type == Type::kDetach) check(h->payload == 0);
     uint8_t again[kHeaderSize];
     encode_header(again, *h);
     check(std::memcmp(again, data + pos, kHeaderSize) == 0);

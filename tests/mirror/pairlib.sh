@@ -391,6 +391,20 @@ must_start() {
     start_node "$@" || die "$1 did not start (see its log)"
 }
 
+# start_refused LABEL NODE ERE [ARGS...]: NODE does not start, and its log
+# says why (ERE).
+start_refused() {
+    local label=$1 node=$2 re=$3
+    shift 3
+    if start_node "$node" "$@"; then
+        fail "$label: $node started"
+    elif grep -qE -- "$re" "${NODE_LOG[$node]}"; then
+        pass "$label"
+    else
+        fail "$label: $node did not start, but its log does not say /$re/: $(tail -n 2 "${NODE_LOG[$node]}")"
+    fi
+}
+
 # start_pair [ALPHA-ARGS...]: both nodes; on EADDRINUSE new ports, new
 # files, and again (up to 3 times).
 start_pair() {
