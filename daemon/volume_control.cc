@@ -205,6 +205,7 @@ void VolumeControl::poll() {
   // An event when anything but the counters changes.
   json key = {{"role", s["role"]}, {"link", s["link"]}, {"state", s["state"]},
               {"consistent", s["consistent"]}, {"last_error", s["last_error"]},
+              {"disk", s["disk"]}, {"peer_disk_failed", s["peer_disk_failed"]},
               {"device", s["device"].is_object() ? s["device"]["state"] : json()},
               // A verify's start and end, even one shorter than a poll.
               {"verify", s["verify"].is_object()

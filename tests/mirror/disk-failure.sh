@@ -27,6 +27,10 @@ must_start beta
 start_with_faults alpha "dead-after=400"
 wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize"
 log_mark alpha; log_mark beta
+for n in alpha beta; do
+    "$MIRRORCTL" --socket "${NODE_CTL[$n]}" events >"$T/events.$n" 2>&1 &
+    BG_PIDS+=($!)
+done
 
 # 1. The disk dies in the middle of a QD16 writer: no client error.
 write_acked w1 "$(nbd_unix_uri alpha)" 0 $WIN 3000
@@ -47,6 +51,12 @@ out=$(ctl beta status)
 grep -q "peer disk .*this copy is the only current one" <<<"$out" \
     && pass "mirrorctl status on beta says its copy is the only current one" \
     || fail "mirrorctl status on beta does not say it: $out"
+wait_for 5 grep -q '"disk":"diskless"' "$T/events.alpha" \
+    && pass "mirrorctl events on alpha reported the detach" \
+    || fail "no diskless event on alpha: $(tail -n 1 "$T/events.alpha")"
+wait_for 5 grep -q '"peer_disk_failed":true' "$T/events.beta" \
+    && pass "mirrorctl events on beta reported that its copy is the only current one" \
+    || fail "no peer_disk_failed event on beta: $(tail -n 1 "$T/events.beta")"
 check "client FLUSH through alpha (beta's copy only)" nbd_flush alpha
 verify_writes "alpha's export (served by beta's copy) holds every acknowledged write" w1 \
     --uri "$(nbd_unix_uri alpha)" 0 $WIN

@@ -62,7 +62,6 @@ stop_writer w0
     && pass "a write in flight across the demote was refused with EPERM (writer exit $WRITER_RC)" \
     || fail "writer 0 across the demote: exit $WRITER_RC, no EPERM: $(tail -n 2 "$T/w0.err")"
 check_eq "alpha is secondary after demote" secondary "$(status_get alpha .role)"
-wait_for() { local d=$((SECONDS + $1)); shift; until "$@"; do [ $SECONDS -lt $d ] || return 1; sleep 0.1; done; }
 wait_for 10 grep -q '"event":"change".*"role":"secondary"\|"role":"secondary".*"event":"change"' "$T/events.alpha" \
     && pass "mirrorctl events on alpha reported the change to secondary" \
     || fail "no role change event on alpha: $(tail -n 2 "$T/events.alpha")"

@@ -391,6 +391,9 @@ must_start() {
     start_node "$@" || die "$1 did not start (see its log)"
 }
 
+# wait_for TIMEOUT CMD...: CMD succeeds within TIMEOUT seconds (polled).
+wait_for() { local d=$((SECONDS + $1)); shift; until "$@"; do [ $SECONDS -lt $d ] || return 1; sleep 0.1; done; }
+
 # start_refused LABEL NODE ERE [ARGS...]: NODE does not start, and its log
 # says why (ERE).
 start_refused() {
