@@ -452,7 +452,7 @@ void Replicator::on_reply(const link::Header& h) {
     default:
       break;
   }
-  if (err && op->diskless) {  // the only copy failed it
+  if (err && (op->diskless || disk_abandoned())) {  // the only copy failed it
     op->peer_err = err;
     MLOG_ERROR("the peer failed a write at %llu+%u (this node is diskless): %s",
                static_cast<unsigned long long>(op->off), op->len, strerror(err));
@@ -477,13 +477,23 @@ void Replicator::maybe_complete(Op* op) {
     if (op->kind == Kind::kFlush && !op->upper) internal_flush_running_ = false;
     return finish(op, op->peer_err ? -EIO : 0);
   }
-  if (op->disk_err) {  // this disk failed it; a detach took the error over
+  const bool change = op->modifies() || op->kind == Kind::kFlush;
+  if (op->disk_err || (change && op->sent_to_peer && op->peer_err && disk_abandoned())) {
+    // This disk failed it (a detach took the error over), or the peer did
+    // not take it while this disk is being given up: decided once the
+    // detach is.
     if (disk_ == DiskState::kDetaching) {
       detach_waiters_.push_back(op);  // detach_end completes it
       return;
     }
-    if (disk_ == DiskState::kDiskless && !op->peer_err) {
-      op->disk_err = 0;  // the peer's copy has it, recorded as the only current one
+    if (disk_ == DiskState::kDiskless) {
+      if (op->peer_err || !detach_confirmed_) {
+        // Not on the peer, or the peer has not confirmed that its copy is
+        // the only current one: never acknowledged from one copy.
+        if (op->kind == Kind::kFlush && !op->upper) internal_flush_running_ = false;
+        return finish(op, -EIO);
+      }
+      op->disk_err = 0;  // the peer has it, recorded as the only current copy
     } else {
       op->local_err = std::exchange(op->disk_err, 0);  // not detached: the disk's error
     }

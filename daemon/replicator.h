@@ -327,6 +327,12 @@ class Replicator final : public Backend {
   void detach_resend();
   // A request while diskless: to the peer, or EIO when it is not connected.
   void diskless_dispatch(Op* op);
+  // This disk will not be used again: detached, or DETACH sent (the peer may
+  // have recorded it). A change the peer did not take fails from then on,
+  // whatever this disk answered.
+  bool disk_abandoned() const {
+    return disk_ == DiskState::kDiskless || (disk_ == DiskState::kDetaching && detach_sent_);
+  }
   bool mirroring() const {
     return link_ && (state_ == LinkState::kResyncing || state_ == LinkState::kSynced);
   }

@@ -66,6 +66,8 @@ bool Replicator::absorb_disk_error(Op* op, int err) {
 
 void Replicator::begin_detach(const Op* op, int err) {
   disk_ = DiskState::kDetaching;
+  detach_sent_ = false;
+  detach_confirmed_ = false;
   const char* what = op->kind == Kind::kFlush  ? "flushing"
                      : op->kind == Kind::kTrim ? "trimming"
                      : op->kind == Kind::kZero ? "zeroing"
@@ -88,7 +90,8 @@ void Replicator::detach_step(Op* op, int err) {
     op->meta_pending = false;
     if (err) return detach_end(op, std::string("cannot record it in the metadata (") +
                                        strerror(-err) + ")");
-    if (!mirroring()) return detach_end(op, "the link to the peer was lost");
+    if (!link_ || state_ != LinkState::kSynced)
+      return detach_end(op, link_ ? "the copies are no longer in sync" : "the link to the peer was lost");
     detach_sent_ = true;
     return send_to_peer(op);
   }
@@ -120,9 +123,12 @@ void Replicator::detach_end(Op* op, const std::string& failure) {
                  "requests fail until the peer is back",
                  disk_error_.c_str(), failure.c_str());
   } else if (resend) {
+    // Writes fail until a session's DETACH is confirmed (diskless_dispatch);
+    // a new session tries again.
     MLOG_ERROR("the peer did not record the detach of this node's failed disk (%s): this disk "
-               "stays detached",
+               "stays detached; writes fail until the peer records it",
                failure.c_str());
+    if (link_) peer_failed("the peer did not record the detach of this node's failed disk");
   } else {
     disk_ = DiskState::kOk;
     MLOG_ERROR("%s: not detached: %s; the client gets this disk's errors", disk_error_.c_str(),
@@ -146,7 +152,10 @@ void Replicator::detach_resend() {
 void Replicator::diskless_dispatch(Op* op) {
   op->diskless = true;
   op->local_pending = false;
-  if (!mirroring()) {
+  // Reads may come from the peer's copy at once: it holds every
+  // acknowledged write. Changes only once the peer confirmed it holds the
+  // only current copy.
+  if (!mirroring() || (op->kind != Kind::kRead && !detach_confirmed_)) {
     // No copy here, none reachable. Deferred: this may run inside unblock().
     return defer([this, op] {
       op->peer_err = ENOTCONN;

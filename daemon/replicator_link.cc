@@ -33,6 +33,8 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_fea
               "resyncs send every region whole");
   now_ms_ = coarse_ms();
   last_error_.clear();
+  if (disk_ == DiskState::kDiskless)  // still what the operator must see
+    last_error_ = disk_error_ + "; detached: every request is served by the peer's copy";
   sync_done_sent_ = false;
   last_ping_ms_ = now_ms_;
   ping_outstanding_ = false;

@@ -28,7 +28,9 @@ const char* Replicator::peer_cannot_read(const Op* op) const {
   if (!mirroring()) return "the mirror is not connected";
   if (!peer_reads_) return "the peer's mirrord cannot serve reads (upgrade it)";
   if (op->len > link::kMaxData) return "the read is larger than one link message";
-  if (bitmap_.any_dirty(op->off, op->len)) return "the peer's copy of the range is out of date";
+  // Diskless, the peer's copy is the only current one (nothing is marked).
+  if (!op->diskless && bitmap_.any_dirty(op->off, op->len))
+    return "the peer's copy of the range is out of date";
   return "";
 }
 
@@ -105,7 +107,8 @@ void Replicator::read_from_peer(Op* op) {
   // the range dirty).
   if (const char* why = peer_cannot_read(op); *why) {
     if (read_log_ok())
-      MLOG_ERROR("local disk: the read of %llu+%u fails: the peer's copy cannot answer: %s",
+      MLOG_ERROR("%s: the read of %llu+%u fails: the peer's copy cannot answer: %s",
+                 op->diskless ? "diskless" : "local disk",
                  static_cast<unsigned long long>(op->off), op->len, why);
     // Deferred: start() may be running this from unblock(), which must not
     // see requests complete (and new ones submitted) under it.

@@ -149,6 +149,8 @@ bool Replicator::take_tokens(uint64_t len) {
 
 void Replicator::resync_again() {
   if (state_ != LinkState::kSynced || !link_) return;  // resyncing: the pump rescans
+  // A failed disk is never a resync source (the detach needs kSynced).
+  if (disk_ != DiskState::kOk) return;
   move_generation();
   bitmap_.commit(nullptr);
   state_ = LinkState::kResyncing;

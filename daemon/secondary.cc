@@ -16,7 +16,8 @@ struct SecondaryApplier::Apply final : IoDone {
   bool is_sync_done = false;
   bool is_detach = false;  // DETACH: answered once the metadata is durable
   Generation prev_gen;     // DETACH: what a failed commit puts back
-  uint32_t prev_flags = 0;
+  bool moved = false;      // DETACH: this one moved the generation and set the flag
+  uint64_t new_current = 0;  // DETACH: the id it moved to
   bool resync = false;  // a resync copy: its writeback starts once it is applied
   uint32_t verify_region = 0;  // a VERIFY: read, then answer with digests
   bool read = false;           // a READ: answer with the data
@@ -139,7 +140,9 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       // it acknowledges anything from this copy only, record that this
       // copy is the only current one: the generation moves on from the one
       // both shared (which the primary keeps, so no handshake can take its
-      // copy for this one) and kFlagPeerDiskFailed lets promote go ahead.
+      // copy for this one; kept here as history[0], not as `bitmap`: this
+      // node tracks no changes relative to it, so no bitmap plan may pair
+      // the two copies) and kFlagPeerDiskFailed lets promote go ahead.
       // Requests that arrived before are applied in any order with this;
       // the primary sends none after it until the REPLY.
       if (bitmap_.flags() & kFlagInconsistent) {
@@ -148,23 +151,21 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
         return reply(epoch_, h.id, EAGAIN);
       }
       Generation gen = bitmap_.generation();
-      Generation prev = gen;
-      uint32_t prev_flags = bitmap_.flags();
-      if (!(bitmap_.flags() & kFlagPeerDiskFailed)) {
-        if (gen.bitmap == 0) gen.bitmap = gen.current;
-        gen.current = random_id();
-        bitmap_.set_generation(gen);
-        bitmap_.set_flags(bitmap_.flags() | kFlagPeerDiskFailed);
-      }
-      MLOG_ERROR("replication: the primary's disk failed and it detached it: this copy is now "
-                 "the only current one (the primary serves every request from it)");
       Apply* a = get();
       a->id = h.id;
       a->epoch = epoch_;
       a->seq = 0;
       a->is_detach = true;
-      a->prev_gen = prev;
-      a->prev_flags = prev_flags;
+      a->prev_gen = gen;
+      a->moved = !(bitmap_.flags() & kFlagPeerDiskFailed);
+      if (a->moved) {  // a DETACH sent again finds it recorded already
+        gen.history[1] = gen.history[0];
+        gen.history[0] = gen.current;
+        gen.current = random_id();
+        a->new_current = gen.current;
+        bitmap_.set_generation(gen);
+        bitmap_.set_flags(bitmap_.flags() | kFlagPeerDiskFailed);
+      }
       bitmap_.commit(a);
       return;
     }
@@ -289,12 +290,19 @@ void SecondaryApplier::done(Apply* a, int err) {
   if (a->is_detach) {
     uint64_t epoch = a->epoch, id = a->id;
     if (err) {
-      // Not recorded: the primary keeps its disk (or stays detached, if it
-      // may think otherwise); this copy claims nothing it could not persist.
+      // Not recorded: the primary keeps its disk (or, if it may think
+      // otherwise, stays detached and writes nothing). This copy claims
+      // nothing it could not persist: what DETACH changed is put back, and
+      // nothing else (a flag set meanwhile stays).
       MLOG_ERROR("replication: cannot record in the metadata that this copy is the only "
                  "current one: %s", strerror(-err));
-      bitmap_.set_generation(a->prev_gen);
-      bitmap_.set_flags(a->prev_flags);
+      if (a->moved && bitmap_.generation().current == a->new_current) {
+        bitmap_.set_generation(a->prev_gen);
+        bitmap_.set_flags(bitmap_.flags() & ~kFlagPeerDiskFailed);
+      }
+    } else {
+      MLOG_ERROR("replication: the primary's disk failed and it detached it: this copy is now "
+                 "the only current one (the primary serves every request from it)");
     }
     put(a);
     return reply(epoch, id, err);

@@ -154,7 +154,7 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   } else {
     role_ = (flags & kFlagPrimary) ? Role::kPrimary : Role::kSecondary;
   }
-  if (role_ == Role::kPrimary && (flags & kFlagDiskFailed) && !opts_.discard_my_data)
+  if ((flags & kFlagDiskFailed) && !opts_.discard_my_data)
     return Error{EIO, "metadata " + bm.path() + ": this node's disk failed and was detached "
                       "(on-io-error = detach): its copy is outdated and '" + peer_.name +
                       "' holds the only current one. Promote '" + peer_.name +
@@ -344,9 +344,8 @@ void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload
   // Two secondaries (standby): nothing is mirrored.
   if (peer_state_.role != link::State::kPrimary) return;
   if (h.type == link::Type::kResize) return on_resize_request(c, h);
-  static bool stopped_on_detach = false;  // the fault fires once
   if (h.type == link::Type::kDetach && opts_.faults && opts_.faults->stop_on_detach &&
-      !std::exchange(stopped_on_detach, true)) {
+      !std::exchange(stopped_on_detach_, true)) {  // the fault fires once
     MLOG_WARN("volume '%s': MIRRORD_FAULTS=stop-on-detach: stopping (SIGCONT resumes)",
               cfg_.name.c_str());
     ::raise(SIGSTOP);

@@ -299,6 +299,7 @@ class Volume final : public LinkConn::Handler {
     bool committing = false;
   };
   std::unique_ptr<Discard> discard_;  // discard-my-data running
+  bool stopped_on_detach_ = false;    // MIRRORD_FAULTS=stop-on-detach fired
 
   std::vector<std::shared_ptr<Session>> sessions_;
   Session* active_ = nullptr;

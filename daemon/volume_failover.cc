@@ -44,6 +44,10 @@ void Volume::demote(uint32_t timeout_ms, Done done) {
 // Runs from demote() and every tick until the peer is in sync.
 void Volume::demote_poll() {
   if (!demote_ || demote_->flushing) return;
+  // The disk may have failed (and been detached) since the demote started:
+  // a secondary on it would hold an outdated copy.
+  if (replicator_->disk_state() != Replicator::DiskState::kOk)
+    return demote_finish(EIO, kDisklessHelp);
   auto state = replicator_->state();
   if (state != Replicator::LinkState::kSynced && state != Replicator::LinkState::kResyncing)
     return demote_finish(ECONNRESET, "the link to the peer was lost; still primary");
@@ -61,7 +65,8 @@ void Volume::demote_poll() {
   demote_->flushing = true;
   replicator_->flush(FnDone::make([this](int err) {
     if (err) return demote_finish(-err, std::string("flush failed: ") + strerror(-err));
-    if (replicator_->state() != Replicator::LinkState::kSynced || bitmap_->dirty_bytes()) {
+    if (replicator_->state() != Replicator::LinkState::kSynced || bitmap_->dirty_bytes() ||
+        replicator_->disk_state() != Replicator::DiskState::kOk) {
       demote_->flushing = false;
       return demote_poll();
     }
@@ -108,6 +113,7 @@ std::string Volume::behind_reason() const {
 
 void Volume::promote(bool force, Done done) {
   if (role_ == Role::kPrimary) return done(EALREADY, "already primary");
+  if (bitmap_->flags() & kFlagDiskFailed) return done(EIO, kDisklessHelp);
   if (active_ && peer_known_ && peer_state_.role == link::State::kPrimary)
     return done(EBUSY, "'" + peer_.name + "' is primary: demote it first (`mirrorctl demote` "
                        "there); two primaries are never allowed");

@@ -84,11 +84,11 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   bool peer_sole = st.flags & kFlagPeerDiskFailed;
   if (replicator_->diskless()) {
     // This node detached its disk in this process: only the copy it
-    // detached to may serve it, unchanged since (its base is our current:
-    // DETACH moved it on from there), or, if the link was lost before the
+    // detached to may serve it, unchanged since (DETACH moved its current on
+    // from ours, which it keeps as history[0]), or, if the link was lost before the
     // peer answered DETACH, that copy as it was (the replicator sends DETACH
     // again). Nothing is copied either way.
-    bool detached_to = peer_sole && peer.bitmap == my.current;
+    bool detached_to = peer_sole && peer.history0 == my.current;
     bool before_detach = !peer_sole && peer.current == my.current && peer.bitmap == 0;
     if ((detached_to || before_detach) && !(st.flags & (kFlagInconsistent | kFlagSplit)))
       kind = link::Plan::kInSync;
@@ -100,7 +100,8 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     refuse = "the peer holds the only current copy: this node's disk failed and was detached "
              "(its copy is outdated). Promote '" + peer_.name + "', then start this node once "
              "with --discard-my-data";
-  } else if (flags & kFlagFullSyncNeeded) {
+  } else if ((flags & kFlagFullSyncNeeded) || (st.flags & kFlagDiskFailed)) {
+    // (A peer whose own disk failed and was detached holds an outdated copy.)
     kind = link::Plan::kFull;
   } else if (peer.current == 0 || (st.flags & kFlagFullSyncNeeded)) {
     bool both_new = peer.current == 0 && my.bitmap == 0 && my.history[0] == 0 &&

@@ -9,7 +9,10 @@
 #   - no write was acknowledged that beta lacks;
 #   - beta back (A: it resumes and records the DETACH late; B: it was killed
 #     before it could, and restarts), alpha sends DETACH again, serves from
-#     beta's copy, and every acknowledged write reads back through alpha.
+#     beta's copy, and every acknowledged write reads back through alpha;
+#   - C: only one region of alpha's disk fails (write-eio): the rest of it
+#     still works, and is given up all the same; beta is killed before it
+#     handled the DETACH. Every acknowledged write is on beta's copy.
 . "$(dirname "$0")/pairlib.sh"
 
 VOL_SIZE=64M
@@ -18,13 +21,14 @@ VOL_EXTRA='initial-sync = "skip"'
 WIN=$((16 * MiB))
 have_ctl || skip "disk-detach-unconfirmed needs mirrorctl"
 
-# run_case LABEL HOW: HOW is "resume" (SIGCONT) or "restart" (kill -9, start).
+# run_case LABEL HOW FAULT: HOW is "resume" (SIGCONT) or "restart" (kill -9,
+# start); FAULT is alpha's MIRRORD_FAULTS.
 run_case() {
-    local label=$1 how=$2 n out
+    local label=$1 how=$2 fault=$3 n out
     for n in alpha beta; do rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
     setup_pair
     start_with_faults beta "stop-on-detach"
-    start_with_faults alpha "dead-after=300"
+    start_with_faults alpha "$fault"
     wait_state alpha synchronized 30 >/dev/null || die "$label: the pair did not synchronize"
     log_mark alpha
     start_writer "w$how" "$(nbd_unix_uri alpha)" 0 $WIN
@@ -69,6 +73,7 @@ run_case() {
         --image "${NODE_IMG[beta]}" $WIN $WIN
 }
 
-run_case "A (beta resumes)" resume
-run_case "B (beta restarts)" restart
+run_case "A (beta resumes)" resume "dead-after=300"
+run_case "B (beta restarts)" restart "dead-after=300"
+run_case "C (one bad region, beta restarts)" restart "write-eio=$((8 * MiB)):$MiB"
 pair_finish
