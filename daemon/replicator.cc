@@ -123,6 +123,15 @@ void Replicator::flush(IoDone* done) {
   if (!done) internal_flush_running_ = true;
   last_flush_ms_ = now_ms_;
   writes_since_flush_ = 0;
+  if (disk_ == DiskState::kDiskless && flush_poisoned_) {
+    flush_poisoned_ = false;
+    MLOG_ERROR("diskless: this FLUSH fails: the link to the peer, the only copy, was lost with "
+               "acknowledged changes it had not flushed (lost if it lost power)");
+    op->diskless = true;
+    op->peer_err = EIO;
+    defer([this, op] { maybe_complete(op); });
+    return;
+  }
   if (disk_ == DiskState::kDiskless) return diskless_dispatch(op);
   op->degraded = !mirroring();
   op->local_pending = true;
@@ -233,8 +242,8 @@ void Replicator::dispatch(Op* op) {
     }
     return;
   }
+  ++writes_since_flush_;  // (diskless too: the periodic flush makes the peer's copy durable)
   if (disk_ == DiskState::kDiskless) return diskless_dispatch(op);
-  ++writes_since_flush_;
   op->local_pending = true;
   op->degraded = !mirroring();
   // The peer's leg (link, its disk, the reply) is the longer one: start it
@@ -454,7 +463,7 @@ void Replicator::on_reply(const link::Header& h) {
   }
   if (err && (op->diskless || disk_abandoned())) {  // the only copy failed it
     op->peer_err = err;
-    MLOG_ERROR("the peer failed a write at %llu+%u (this node is diskless): %s",
+    MLOG_ERROR("the peer failed a write at %llu+%u (this node's disk is given up): %s",
                static_cast<unsigned long long>(op->off), op->len, strerror(err));
     peer_failed("the peer failed a write");
     return maybe_complete(op);
@@ -474,7 +483,10 @@ void Replicator::on_reply(const link::Header& h) {
 void Replicator::maybe_complete(Op* op) {
   if (op->local_pending || op->peer_pending || op->meta_pending) return;
   if (op->diskless) {  // the peer's copy is the only one: its result is the request's
-    if (op->kind == Kind::kFlush && !op->upper) internal_flush_running_ = false;
+    if (op->kind == Kind::kFlush) {
+      if (!op->upper) internal_flush_running_ = false;
+      if (!op->peer_err) flushed_tick_ = std::max(flushed_tick_, op->flush_tick);
+    }
     return finish(op, op->peer_err ? -EIO : 0);
   }
   const bool change = op->modifies() || op->kind == Kind::kFlush;
@@ -504,8 +516,8 @@ void Replicator::maybe_complete(Op* op) {
     if (!op->upper) internal_flush_running_ = false;
     return finish(op, op->local_err);
   }
-  if (op->kind == Kind::kTrim && !op->trim_marked && !op->local_err && op->sent_to_peer &&
-      !op->peer_err && op->trim_kept_local != op->trim_kept_peer) {
+  if (op->kind == Kind::kTrim && !disk_abandoned() && !op->trim_marked && !op->local_err &&
+      op->sent_to_peer && !op->peer_err && op->trim_kept_local != op->trim_kept_peer) {
     // One copy punched, the other kept its data (the first TRIM to find a
     // store that cannot punch): resync gives the peer this copy's bytes.
     MLOG_INFO("TRIM %llu+%u was applied on %s copy only: resyncing it",
@@ -534,6 +546,7 @@ void Replicator::finish(Op* op, int err) {
       uint64_t e0 = op->off / bitmap_.al_extent(),
                e1 = (op->off + op->len - 1) / bitmap_.al_extent();
       uint64_t t = tick_++;
+      if (!op->fua) last_change_tick_ = t;  // a FUA change is durable once acknowledged
       for (uint64_t e = e0; e <= e1; ++e) {
         Extent& x = extents_[e];
         --x.in_flight;

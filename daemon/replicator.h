@@ -170,6 +170,8 @@ class Replicator final : public Backend {
   // (its STATE shows kFlagPeerDiskFailed and this node's generation as its
   // base), and nothing is copied.
   bool diskless() const { return disk_ == DiskState::kDiskless; }
+  // The peer answered this node's DETACH (in this process).
+  bool detach_confirmed() const { return detach_confirmed_; }
   ResyncProgress progress() const;
   uint64_t dirty_bytes() const { return bitmap_.dirty_bytes(); }
   const std::string& last_error() const { return last_error_; }
@@ -352,6 +354,11 @@ class Replicator final : public Backend {
   DiskState disk_ = DiskState::kOk;
   bool detach_sent_ = false;       // DETACH went out: the peer may have recorded it
   bool detach_confirmed_ = false;  // the peer answered it
+  // Diskless: the link was lost with changes acknowledged since the peer's
+  // last flush. The peer (the only copy) may have lost them (a power loss):
+  // the next FLUSH fails, as a disk's would after losing its cache.
+  bool flush_poisoned_ = false;
+  uint64_t last_change_tick_ = 0;  // tick of the last change that finished
   std::string disk_error_;
   std::vector<Op*> detach_waiters_;  // failed locally, waiting for the detach
   uint64_t read_log_window_ms_ = 0;

@@ -90,8 +90,12 @@ void Replicator::detach_step(Op* op, int err) {
     op->meta_pending = false;
     if (err) return detach_end(op, std::string("cannot record it in the metadata (") +
                                        strerror(-err) + ")");
-    if (!link_ || state_ != LinkState::kSynced)
-      return detach_end(op, link_ ? "the copies are no longer in sync" : "the link to the peer was lost");
+    // Checked again: the copies must still be in sync, nothing marked the
+    // peer lacks, the generation where both copies share it.
+    if (!link_ || link_->closing()) return detach_end(op, "the link to the peer was lost");
+    if (state_ != LinkState::kSynced || bitmap_.dirty_bytes() != 0 ||
+        bitmap_.generation().bitmap != 0)
+      return detach_end(op, "the copies are no longer in sync");
     detach_sent_ = true;
     return send_to_peer(op);
   }

@@ -137,6 +137,12 @@ void Replicator::peer_failed(const std::string& why) {
 void Replicator::link_lost(const std::string& why) {
   if (!link_) return;
   last_error_ = why;
+  if (disk_abandoned() && last_change_tick_ > flushed_tick_ && !flush_poisoned_) {
+    flush_poisoned_ = true;
+    MLOG_ERROR("diskless: the link to the peer, the only copy, was lost with acknowledged "
+               "changes it had not flushed yet: if it lost power they are gone; the next "
+               "FLUSH fails");
+  }
   if (state_ == LinkState::kResyncing || state_ == LinkState::kSynced) {
     state_ = LinkState::kDisconnected;
     diverge();

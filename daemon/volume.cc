@@ -158,8 +158,9 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
     return Error{EIO, "metadata " + bm.path() + ": this node's disk failed and was detached "
                       "(on-io-error = detach): its copy is outdated and '" + peer_.name +
                       "' holds the only current one. Promote '" + peer_.name +
-                      "' (`mirrorctl promote` there), replace this disk, then start this node "
-                      "once with --discard-my-data: it becomes secondary and takes a full copy"};
+                      "' (`mirrorctl promote` there; it needs --force only if it never learned "
+                      "of this failure), replace this disk, then start this node once with "
+                      "--discard-my-data: it becomes secondary and takes a full copy"};
   if (opts_.discard_my_data) {
     // Persisted: a restart before the copy finished still takes the copy.
     role_ = Role::kSecondary;

@@ -207,6 +207,10 @@ void Volume::backup_mark(uint64_t point, uint64_t expect, Done done) {
 }
 
 void Volume::discard_my_data(Done done) {
+  // Its failed disk would become a secondary's export until the full copy
+  // ends: a restart with --discard-my-data (after the disk is replaced).
+  if (replicator_ && replicator_->disk_state() != Replicator::DiskState::kOk)
+    return done(EIO, kDisklessHelp);
   if (!split_brain_)
     return done(EINVAL, "not in a split brain: discard-my-data would throw this copy away for "
                         "nothing (to recopy a healthy pair, restart the primary with "

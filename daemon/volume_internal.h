@@ -21,8 +21,9 @@ inline constexpr const char* kSplitBrainHelp =
 inline constexpr const char* kDisklessHelp =
     "this node's disk failed and is detached (diskless): every request is served by the "
     "peer's copy, the only current one. To end it: stop the application, stop mirrord here, "
-    "promote the peer (`mirrorctl promote` there), replace this disk, then start mirrord here "
-    "once with --discard-my-data (it becomes secondary and takes a full copy)";
+    "promote the peer (`mirrorctl promote` there; it needs --force only if it never learned "
+    "of this failure), replace this disk, then start mirrord here once with "
+    "--discard-my-data (it becomes secondary and takes a full copy)";
 
 // The metadata flags of a node whose data lost a split brain (the operator
 // ran discard-my-data): secondary, and nothing of its own kept; the peer

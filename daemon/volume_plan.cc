@@ -89,17 +89,28 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     // peer answered DETACH, that copy as it was (the replicator sends DETACH
     // again). Nothing is copied either way.
     bool detached_to = peer_sole && peer.history0 == my.current;
-    bool before_detach = !peer_sole && peer.current == my.current && peer.bitmap == 0;
-    if ((detached_to || before_detach) && !(st.flags & (kFlagInconsistent | kFlagSplit)))
+    bool before_detach = !replicator_->detach_confirmed() && !peer_sole &&
+                         peer.current == my.current && peer.bitmap == 0;
+    if (st.flags & (kFlagInconsistent | kFlagSplit | kFlagFullSyncNeeded))
+      refuse = "this node's disk is detached (diskless), and the peer's copy is not consistent: "
+               "nothing can serve this volume";
+    else if (detached_to || before_detach)
       kind = link::Plan::kInSync;
     else
       refuse = "this node's disk is detached (diskless), and the peer's copy is not the one "
                "it detached to (its generation moved on): nothing can serve this node's "
                "volume; stop it, promote the peer";
-  } else if (peer_sole) {
+  } else if (peer_sole && (flags & kFlagFullSyncNeeded)) {
+    // New or reset metadata here (a replaced disk): the peer's copy is the one.
     refuse = "the peer holds the only current copy: this node's disk failed and was detached "
              "(its copy is outdated). Promote '" + peer_.name + "', then start this node once "
              "with --discard-my-data";
+  } else if (peer_sole) {
+    // This node's metadata records no disk failure, yet the peer says it
+    // holds the only current copy: both may have changes of their own.
+    refuse = "split brain: the peer says it holds the only current copy (this node's disk "
+             "failed), but this node's metadata records no disk failure: both may have "
+             "changes the other lacks";
   } else if ((flags & kFlagFullSyncNeeded) || (st.flags & kFlagDiskFailed)) {
     // (A peer whose own disk failed and was detached holds an outdated copy.)
     kind = link::Plan::kFull;

@@ -70,7 +70,23 @@ refused_ctl "verify while diskless" alpha "diskless.*promote the peer" verify
 refused_ctl "demote while diskless" alpha "diskless.*--discard-my-data" demote
 
 # 3. Beta gone: there is no copy to serve from. EIO, never the dead disk's data.
-stop_node beta
+#    It dies (SIGKILL) with acknowledged writes it had not flushed: had it lost
+#    power, they would be gone, so the first FLUSH after it is back fails.
+# unflushed_write URI OFFSET BYTE: 64 KiB of BYTE written, acknowledged, no FLUSH.
+unflushed_write() {
+    "$PY" -c 'import nbd,sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+h.pwrite(bytes([int(sys.argv[3])]) * 65536, int(sys.argv[2])); h.shutdown()' "$@"
+}
+# read_bytes URI OFFSET: the distinct bytes of 64 KiB read at OFFSET.
+read_bytes() {
+    "$PY" -c 'import nbd,sys
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+print(sorted(set(h.pread(65536, int(sys.argv[2]))))); h.shutdown()' "$@"
+}
+check "a write acknowledged through alpha, not flushed" \
+    unflushed_write "$(nbd_unix_uri alpha)" $((3 * WIN)) 171
+kill_node beta
 wait_state alpha disconnected 10 >/dev/null || true
 if out=$("${NBDTOOL[@]}" sha "$(nbd_unix_uri alpha)" 2>&1); then
     fail "a read through alpha succeeded with no copy reachable: $out"
@@ -86,6 +102,14 @@ fi
 must_start beta
 wait_state alpha diskless 30 >/dev/null && pass "beta back: alpha serves from it again (diskless)" \
     || fail "alpha did not reconnect to beta: $(status_get alpha '"\(.state) \(.last_error)"')"
+if out=$(nbd_flush alpha 2>&1); then
+    fail "the first FLUSH after losing beta with unflushed writes succeeded"
+else
+    pass "the first FLUSH after losing beta with unflushed writes fails: $out"
+fi
+check "the next FLUSH succeeds" nbd_flush alpha
+check_eq "the unflushed write is there (beta was killed, not powered off)" "[171]" \
+    "$(read_bytes "$(nbd_unix_uri alpha)" $((3 * WIN)))"
 verify_writes "alpha's export holds every acknowledged write after the reconnect" w1 \
     --uri "$(nbd_unix_uri alpha)" 0 $WIN
 
