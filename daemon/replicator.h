@@ -172,6 +172,12 @@ class Replicator final : public Backend {
   bool diskless() const { return disk_ == DiskState::kDiskless; }
   // The peer answered this node's DETACH (in this process).
   bool detach_confirmed() const { return detach_confirmed_; }
+  // This disk is given up and the peer, the only copy, has not flushed
+  // every change acknowledged since (or the link was lost before it did):
+  // they are gone if it loses power.
+  bool only_copy_unflushed() const {
+    return disk_abandoned() && (flush_poisoned_ || last_change_tick_ > flushed_tick_);
+  }
   ResyncProgress progress() const;
   uint64_t dirty_bytes() const { return bitmap_.dirty_bytes(); }
   const std::string& last_error() const { return last_error_; }

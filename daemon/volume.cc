@@ -646,7 +646,17 @@ void Volume::stop(std::function<void()> done) {
   }
 }
 
-bool Volume::local_disk_failed() const { return file_ && file_->refusing_writes(); }
+bool Volume::local_disk_failed() const {
+  // A detached disk (on-io-error = detach) is not where acknowledged writes
+  // live: they are on the peer's copy (the requests this disk failed
+  // completed from the peer's answer, later ones went to it alone), and
+  // this copy is never served again (kFlagDiskFailed: a restart refuses
+  // it). What may be lost is what that copy had not flushed when this node
+  // last reached it (the stop's own flush goes there first).
+  if (bitmap_->flags() & kFlagDiskFailed)
+    return replicator_ && replicator_->only_copy_unflushed();
+  return file_ && file_->refusing_writes();
+}
 
 VolumeStatus Volume::status() const {
   VolumeStatus st;

@@ -129,7 +129,9 @@ class Volume final : public LinkConn::Handler {
   void stop(std::function<void()> done);
 
   // This node's disk failed a sync (its backend refuses writes until a
-  // restart): writes acknowledged before may be lost on this copy.
+  // restart): writes acknowledged before may be lost on this copy. Once the
+  // disk is detached (diskless): the peer's copy, the only one, has not
+  // flushed every acknowledged write.
   bool local_disk_failed() const;
   VolumeStatus status() const;
   Role role() const { return role_; }
