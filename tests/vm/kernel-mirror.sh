@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kernel-mirror.sh CASE - a mirrored pair under the real Linux kernel NBD client.
 #
-# CASE: ext4 | split-freeze | kill-secondary | trim-vfat | read-error
+# CASE: ext4 | split-freeze | kill-secondary | trim-vfat | read-error | disk-failure
 #       (runs tests/vm/guest/mirror-CASE.sh)
 #       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl |
 #       attach-resize[-stale] | attach-failover | attach-force-promote |
@@ -52,13 +52,13 @@ case "$CASE" in
   attach-multi-ro) SCRIPT=$HERE/guest/$CASE.sh; export SMP=${SMP:-2} ;;
   trim-vfat) SCRIPT=$HERE/guest/mirror-$CASE.sh
              export EXTRA_MODULES="loop vfat nls_cp437 nls_ascii" ;;
-  read-error) SCRIPT=$HERE/guest/mirror-$CASE.sh
+  read-error|disk-failure) SCRIPT=$HERE/guest/mirror-$CASE.sh
               EXTRA_BINS="$EXTRA_BINS dmsetup losetup"
               export EXTRA_MODULES="loop dm_mod" ;;
   sync-error) SCRIPT=$HERE/guest/$CASE.sh
               EXTRA_BINS="$EXTRA_BINS qemu-io dmsetup losetup filefrag mkfs.xfs"
               export EXTRA_MODULES="loop dm_mod dm_thin_pool xfs" ;;
-  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|attach-failover|attach-force-promote|attach-stop-reattach|attach-stop-resize|attach-reattach-mount|trim-vfat|read-error|sync-error" >&2
+  *) echo "usage: $0 ext4|split-freeze|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|attach-failover|attach-force-promote|attach-stop-reattach|attach-stop-resize|attach-reattach-mount|trim-vfat|read-error|disk-failure|sync-error" >&2
      exit 2 ;;
 esac
 

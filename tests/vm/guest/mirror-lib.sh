@@ -10,6 +10,7 @@
 # by the kernel's NBD client over 127.0.0.1:$NBD_PORT (export "db").
 #
 # Environment (GUEST_ENV): VOL_SIZE (default 64M).
+# VOL_KEYS: extra lines for the [volume] table.
 # ALPHA_KEYS / BETA_KEYS: extra lines for that node's table (the kernel-attach tests set
 # device = "/dev/nbd0" etc. there; mirrord then attaches the device itself).
 # shellcheck disable=SC1091  # packed from tests/vm/guest/lib.sh
@@ -87,6 +88,7 @@ size = "$VOL_SIZE"
 secret = "vm-test-secret-0123456789"
 primary = "alpha"
 ack-timeout = "2s"
+${VOL_KEYS:-}
 
 [[node]]
 name = "alpha"
@@ -210,12 +212,14 @@ no_block_errors() {
 }
 
 # load_start FILES: in the background, write /mnt/f1 .. /mnt/fFILES with conv=fsync: a copy
-# of /tmp/srcI when the test prepared one, else 1 MiB from /dev/urandom. Progress in
-# /tmp/load.progress, errors in /tmp/load.err; the loop's pid in LOAD.
+# of /tmp/srcI when the test prepared one, else 1 MiB from /dev/urandom; it stops early once
+# /tmp/load.stop exists. Progress in /tmp/load.progress, errors in /tmp/load.err; the loop's
+# pid in LOAD.
 load_start() {
+  rm -f /tmp/load.stop
   (
     i=1
-    while [ $i -le "$1" ]; do
+    while [ $i -le "$1" ] && [ ! -e /tmp/load.stop ]; do
       if [ -e "/tmp/src$i" ]; then
         dd if="/tmp/src$i" of="/mnt/f$i" bs=128k conv=fsync 2>>/tmp/load.err
       else
@@ -228,10 +232,13 @@ load_start() {
   LOAD=$!
 }
 
-# load_wait N: until the write loop has written N files (60 s at most).
+# load_wait N: until the write loop has written N files (60 s at most); it must not fail
+# meanwhile.
 load_wait() {
   _i=0
   while [ "$(cat /tmp/load.progress 2>/dev/null || echo 0)" -lt "$1" ]; do
+    kill -0 "$LOAD" 2>/dev/null || die "the write loop ended at file" \
+      "$(cat /tmp/load.progress 2>/dev/null || echo 0): $(tail -n 3 /tmp/load.err 2>/dev/null)"
     _i=$((_i + 1)); [ $_i -le 1200 ] || die "the write loop made no progress in 60 s"
     usleep 50000
   done
