@@ -141,6 +141,9 @@ void Replicator::detach_end(Op* op, const std::string& failure) {
     // as it was (the failed requests fail), and a restart may serve it.
     bitmap_.set_flags(bitmap_.flags() & ~kFlagDiskFailed);
     bitmap_.commit(nullptr);
+    // Regions marked while the detach ran (a TRIM one copy kept) were not
+    // resynced then: now they are.
+    if (bitmap_.dirty_bytes() != 0) resync_again();
   }
   for (Op* w : std::exchange(detach_waiters_, {})) maybe_complete(w);
   end_plan_hold();
