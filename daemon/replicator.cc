@@ -193,15 +193,19 @@ void Replicator::start(Op* op) {
       held_.push_back(op);  // held, or fail-stop waiting for the peer
       return;
     }
-    // Rule 1: the activity extent is durable before either copy is written
-    // (diskless: there is no copy here to resync after a crash).
-    if (disk_ != DiskState::kDiskless && !bitmap_.is_active_durable(op->off, op->len)) {
-      bitmap_.set_active(op->off, op->len);
-      op->waiting_al = true;
-      op->meta_pending = true;
-      bitmap_.commit(&op->meta);
-      return;
-    }
+    return log_then_dispatch(op);
+  }
+  dispatch(op);
+}
+
+void Replicator::log_then_dispatch(Op* op) {
+  // Rule 1: the activity extent is durable before either copy is written
+  // (diskless: there is no copy here to resync after a crash).
+  if (disk_ != DiskState::kDiskless && !bitmap_.is_active_durable(op->off, op->len)) {
+    bitmap_.set_active(op->off, op->len);
+    op->waiting_al = true;
+    op->meta_pending = true;
+    return bitmap_.commit(&op->meta);
   }
   dispatch(op);
 }
@@ -482,15 +486,11 @@ void Replicator::on_reply(const link::Header& h) {
 
 void Replicator::maybe_complete(Op* op) {
   if (op->local_pending || op->peer_pending || op->meta_pending) return;
-  if (op->diskless) {  // the peer's copy is the only one: its result is the request's
-    if (op->kind == Kind::kFlush) {
-      if (!op->upper) internal_flush_running_ = false;
-      if (!op->peer_err) flushed_tick_ = std::max(flushed_tick_, op->flush_tick);
-    }
-    return finish(op, op->peer_err ? -EIO : 0);
-  }
   const bool change = op->modifies() || op->kind == Kind::kFlush;
-  if (op->disk_err || (change && op->sent_to_peer && op->peer_err && disk_abandoned())) {
+  if (op->diskless) {
+    // The peer's copy is the only one: its result is the request's.
+    op->local_err = op->peer_err ? -EIO : 0;
+  } else if (op->disk_err || (change && op->sent_to_peer && op->peer_err && disk_abandoned())) {
     // This disk failed it (a detach took the error over), or the peer did
     // not take it while this disk is being given up: decided once the
     // detach is.
@@ -499,13 +499,10 @@ void Replicator::maybe_complete(Op* op) {
       return;
     }
     if (disk_ == DiskState::kDiskless) {
-      if (op->peer_err || !detach_confirmed_) {
-        // Not on the peer, or the peer has not confirmed that its copy is
-        // the only current one: never acknowledged from one copy.
-        if (op->kind == Kind::kFlush && !op->upper) internal_flush_running_ = false;
-        return finish(op, -EIO);
-      }
-      op->disk_err = 0;  // the peer has it, recorded as the only current copy
+      // On the peer, recorded as the only current copy: done. Not on the
+      // peer, or not confirmed there: never acknowledged from one copy.
+      op->local_err = op->peer_err || !detach_confirmed_ ? -EIO : 0;
+      op->disk_err = 0;
     } else {
       op->local_err = std::exchange(op->disk_err, 0);  // not detached: the disk's error
     }
@@ -529,7 +526,7 @@ void Replicator::maybe_complete(Op* op) {
     resync_again();
     if (op->meta_pending) return;  // on_meta completes it
   }
-  if (op->local_err && op->modifies() && op->sent_to_peer && !op->peer_err) {
+  if (op->local_err && op->modifies() && op->sent_to_peer && !op->peer_err && !disk_abandoned()) {
     // Written on the peer only: resync will restore one version on both.
     ++dirty_epoch_;
     bitmap_.set_dirty(op->off, op->len);

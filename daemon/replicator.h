@@ -241,6 +241,8 @@ class Replicator final : public Backend {
   bool conflicts(const Op* op) const;
   void start(Op* op);
   void dispatch(Op* op);
+  // A change's activity extent made durable first (rule 1), then dispatch.
+  void log_then_dispatch(Op* op);
   void send_to_peer(Op* op);
   // Before the first change the peer lacks: the generation both copies
   // share becomes the bitmap's base and this node's data gets a new one (not

@@ -96,22 +96,13 @@ void Replicator::release_held() {
   if (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected) return;
   std::deque<Op*> held;
   held.swap(held_);
-  for (Op* op : held) {
-    if (disk_ != DiskState::kDiskless && !bitmap_.is_active_durable(op->off, op->len)) {
-      bitmap_.set_active(op->off, op->len);
-      op->waiting_al = true;
-      op->meta_pending = true;
-      bitmap_.commit(&op->meta);
-    } else {
-      dispatch(op);
-    }
-  }
+  for (Op* op : held) log_then_dispatch(op);
 }
 
 void Replicator::diverge() {
   // Diskless: there is no copy here to track differences of (and the
   // generation must stay the one the peer recorded as this node's).
-  if (disk_ == DiskState::kDiskless || (disk_ == DiskState::kDetaching && detach_sent_)) return;
+  if (disk_abandoned()) return;
   // Rule 3: whatever the peer had not flushed may be gone; from here on the
   // bitmap records every difference, relative to the generation we share.
   uint64_t marked = mark_unflushed_dirty();
