@@ -227,6 +227,16 @@ Result<std::string> Parser::get_path(const toml::node& n, std::string_view key) 
   return s;
 }
 
+Result<bool> Parser::get_either(const toml::node& n, std::string_view key,
+                                std::string_view first, std::string_view second) const {
+  auto s = get_string(n, key);
+  if (!s) return s.error();
+  if (*s == first) return false;
+  if (*s == second) return true;
+  return fail(key, quote(*s) + " is not \"" + std::string(first) + "\" or \"" +
+                       std::string(second) + "\"");
+}
+
 // A byte count: a TOML integer, or a string parse_size accepts.
 Result<Bytes> Parser::get_bytes(const toml::node& n, std::string_view key) const {
   if (const auto* i = n.as_integer()) {
@@ -307,27 +317,15 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
                                               std::to_string(cfg->granularity) + " bytes)");
 
   if (const auto* n = t.get("on-peer-loss")) {
-    auto s = get_string(*n, "volume.on-peer-loss");
-    if (!s) return s.error();
-    if (*s == "continue") {
-      cfg->on_peer_loss = OnPeerLoss::kContinue;
-    } else if (*s == "fail-stop") {
-      cfg->on_peer_loss = OnPeerLoss::kFailStop;
-    } else {
-      return fail("volume.on-peer-loss", quote(*s) + " is not \"continue\" or \"fail-stop\"");
-    }
+    auto fail_stop = get_either(*n, "volume.on-peer-loss", "continue", "fail-stop");
+    if (!fail_stop) return fail_stop.error();
+    cfg->on_peer_loss = *fail_stop ? OnPeerLoss::kFailStop : OnPeerLoss::kContinue;
   }
 
   if (const auto* n = t.get("on-io-error")) {
-    auto s = get_string(*n, "volume.on-io-error");
-    if (!s) return s.error();
-    if (*s == "detach") {
-      cfg->on_io_error = OnIoError::kDetach;
-    } else if (*s == "pass-on") {
-      cfg->on_io_error = OnIoError::kPassOn;
-    } else {
-      return fail("volume.on-io-error", quote(*s) + " is not \"detach\" or \"pass-on\"");
-    }
+    auto pass_on = get_either(*n, "volume.on-io-error", "detach", "pass-on");
+    if (!pass_on) return pass_on.error();
+    cfg->on_io_error = *pass_on ? OnIoError::kPassOn : OnIoError::kDetach;
   }
 
   if (const auto* n = t.get("resync-rate")) {
@@ -367,15 +365,9 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
   }
 
   if (const auto* n = t.get("initial-sync")) {
-    auto s = get_string(*n, "volume.initial-sync");
-    if (!s) return s.error();
-    if (*s == "full") {
-      cfg->initial_sync = InitialSync::kFull;
-    } else if (*s == "skip") {
-      cfg->initial_sync = InitialSync::kSkip;
-    } else {
-      return fail("volume.initial-sync", quote(*s) + " is not \"full\" or \"skip\"");
-    }
+    auto skip = get_either(*n, "volume.initial-sync", "full", "skip");
+    if (!skip) return skip.error();
+    cfg->initial_sync = *skip ? InitialSync::kSkip : InitialSync::kFull;
   }
 
   if (const auto* n = t.get("primary")) {

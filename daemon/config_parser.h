@@ -68,6 +68,9 @@ class Parser {
   Result<std::optional<std::string>> optional_string(const toml::table& t, std::string_view prefix,
                                                      std::string_view k) const;
   Result<std::string> get_path(const toml::node& n, std::string_view key) const;
+  // A string that must be `first` or `second`: false for first, true for second.
+  Result<bool> get_either(const toml::node& n, std::string_view key, std::string_view first,
+                          std::string_view second) const;
   Result<Bytes> get_bytes(const toml::node& n, std::string_view key) const;
 
   // config.cc
