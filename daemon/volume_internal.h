@@ -1,5 +1,6 @@
 // What volume.cc and its companions (volume_commands.cc, volume_failover.cc,
-// volume_plan.cc) share and nobody else needs. Not part of the Volume's interface.
+// volume_plan.cc, volume_relay.cc, volume_resize.cc) share and nobody else
+// needs. Not part of the Volume's interface.
 #pragma once
 
 #include <cstdint>
