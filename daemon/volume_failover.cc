@@ -113,7 +113,6 @@ std::string Volume::behind_reason() const {
 
 void Volume::promote(bool force, Done done) {
   if (role_ == Role::kPrimary) return done(EALREADY, "already primary");
-  if (bitmap_->flags() & kFlagDiskFailed) return done(EIO, kDisklessHelp);
   if (active_ && peer_known_ && peer_state_.role == link::State::kPrimary)
     return done(EBUSY, "'" + peer_.name + "' is primary: demote it first (`mirrorctl demote` "
                        "there); two primaries are never allowed");
