@@ -434,6 +434,25 @@ start_synchronized_pair() {
     wait_state alpha synchronized 30 >/dev/null || die "alpha not synchronized"
 }
 
+# reap_node NODE SECS: wait up to SECS for NODE's mirrord to exit (it was told
+# to), its exit status in NODE_RC; past SECS it is killed (SIGKILL) and
+# reap_node fails.
+reap_node() {
+    local node=$1 p=${NODE_PID[$1]:-} deadline=$((SECONDS + $2))
+    NODE_RC=""
+    [ -n "$p" ] || return 0
+    while node_alive "$node"; do
+        if [ $SECONDS -ge $deadline ]; then
+            kill -KILL "$p"; wait "$p" 2>/dev/null
+            NODE_PID[$node]=""
+            return 1
+        fi
+        sleep 0.05
+    done
+    wait "$p"; NODE_RC=$?
+    NODE_PID[$node]=""
+}
+
 # stop_node NODE: SIGTERM, bounded wait, check exit status 0.
 stop_node() {
     local node=$1 p=${NODE_PID[$1]:-}
@@ -446,19 +465,12 @@ stop_node() {
         return 1
     fi
     kill -TERM "$p"
-    local deadline=$((SECONDS + ${STOP_TIMEOUT:-20}))
-    while node_alive "$node"; do
-        if [ $SECONDS -ge $deadline ]; then
-            fail "$node: mirrord did not exit within ${STOP_TIMEOUT:-20}s of SIGTERM"
-            dump_node_log "$node"
-            kill -KILL "$p"; wait "$p" 2>/dev/null
-            NODE_PID[$node]=""
-            return 1
-        fi
-        sleep 0.05
-    done
-    wait "$p"; local rc=$?
-    NODE_PID[$node]=""
+    if ! reap_node "$node" "${STOP_TIMEOUT:-20}"; then
+        fail "$node: mirrord did not exit within ${STOP_TIMEOUT:-20}s of SIGTERM"
+        dump_node_log "$node"
+        return 1
+    fi
+    local rc=$NODE_RC
     if [ $rc -eq 0 ]; then
         pass "$node: mirrord exits 0 on SIGTERM"
     else

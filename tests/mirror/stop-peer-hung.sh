@@ -21,17 +21,12 @@ log_mark alpha
 kill -STOP "${NODE_PID[beta]}"
 t0=$SECONDS
 kill -TERM "${NODE_PID[alpha]}"
-deadline=$((SECONDS + 15))
-while node_alive alpha && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-if node_alive alpha; then
-    fail "alpha still running 15 s after its SIGTERM (ack-timeout 2 s): its stop waits for a hung peer"
-    kill -KILL "${NODE_PID[alpha]}"
-else
+if reap_node alpha 15; then
     pass "alpha stopped $((SECONDS - t0)) s after its SIGTERM, beta still frozen"
+else
+    fail "alpha still running 15 s after its SIGTERM (ack-timeout 2 s): its stop waits for a hung peer"
 fi
-wait "${NODE_PID[alpha]}"; rc=$?
-NODE_PID[alpha]=""
-check_eq "alpha exits 0" 0 "$rc"
+check_eq "alpha exits 0" 0 "$NODE_RC"
 log_since alpha | grep -q "did not answer a ping within 2000 ms" \
     && pass "alpha logs that the peer stopped answering" \
     || fail "alpha does not say why it gave up on the peer: $(log_since alpha | tail -n 5)"
