@@ -97,7 +97,8 @@ fi
 if out=$("${NBDTOOL[@]}" pattern "$(nbd_unix_uri alpha)" 0 65536 7 2>&1); then
     fail "a write through alpha succeeded with no copy reachable"
 else
-    pass "with beta gone, a write fails: $out"
+    grep -q "EIO" <<<"$out" && pass "with beta gone, a write fails with EIO" \
+        || fail "with beta gone, a write fails, but not with EIO: $out"
 fi
 must_start beta
 wait_state alpha diskless 30 >/dev/null && pass "beta back: alpha serves from it again (diskless)" \
