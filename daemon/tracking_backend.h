@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "backend.h"
@@ -38,11 +39,19 @@ class ChangeTracker final : public ForwardingBackend {
   Bitmap& changes_;
 };
 
-// The split secondary's NBD backend: read-only until opened for writing (a
-// test restore, fsck, a journal replay). Then each change marks its regions
-// in the volume's dirty map durably before it is issued, so rejoin copies
-// them back from the primary even after a crash. Closed again, changes fail
-// with EROFS.
+// The secondary's NBD backend: read-only until opened for writing while
+// split (a test restore, fsck, a journal replay). Then each change marks its
+// regions in the volume's dirty map durably before it is issued, so rejoin
+// copies them back from the primary even after a crash. Closed again,
+// changes fail with EROFS.
+//
+// It serves only a usable image: while the metadata says the copy is not
+// one (a resync into it is under way, or it lost a write the primary
+// acknowledged: kFlagInconsistent, kFlagFullSyncNeeded), reads and block
+// status fail with EIO, so a backup tool or a read-only mount never takes
+// a mix of old and new blocks for an image. Reads already issued when the
+// copy stops being one are waited for (when_reads_drained) before a resync
+// may write into it.
 class LocalWriteGate final : public ForwardingBackend {
  public:
   LocalWriteGate(Loop& loop, Backend& inner, Bitmap& dirty)
@@ -51,8 +60,15 @@ class LocalWriteGate final : public ForwardingBackend {
   bool writable() const { return writable_; }
   // Changes marked but not finished: a resync must not start under them.
   uint64_t changes_in_flight() const { return in_flight_; }
+  // Whether the copy is a usable image (from the metadata's flags).
+  bool image_usable() const;
+  // Runs `fn` once no client read is in flight (at once, if none is).
+  void when_reads_drained(std::function<void()> fn);
 
   bool read_only() const override { return !writable_; }
+  void read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) override;
+  void block_status(uint64_t offset, uint32_t length, uint32_t max_extents,
+                    std::vector<nbd::Extent>* out, IoDone* done) override;
   void write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
              IoDone* done) override;
   void trim(uint64_t offset, uint32_t length, bool fua, IoDone* done) override;
@@ -67,6 +83,10 @@ class LocalWriteGate final : public ForwardingBackend {
   Bitmap& dirty_;
   bool writable_ = false;
   uint64_t in_flight_ = 0;
+  uint64_t reads_in_flight_ = 0;
+  std::vector<std::function<void()>> drained_;
+  bool refusing_ = false;  // logged once per spell of refusals
+  bool refuse_unusable(IoDone* done);
 };
 
 }  // namespace mirror

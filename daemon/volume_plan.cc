@@ -257,11 +257,21 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
     r.id = id;
     r.length = err ? uint32_t(-err) : 0;
     if (err) return session_error(s, "cannot write metadata");
-    active_ = s;
-    s->phase = Session::Phase::kActive;
-    split_brain_ = false;  // the primary's plan resolves it (after discard-my-data)
-    applier_->attach(s->conn.get(), s->peer_features);
-    s->conn->send(r);
+    // A resync may write into this copy from the reply on: a client read
+    // issued while it was still an image must not see its blocks change
+    // (new reads are refused since the flags changed).
+    auto reply = [this, weak, r] {
+      auto sp = weak.lock();
+      if (!sp || sp->gone) return;
+      Session* s = sp.get();
+      active_ = s;
+      s->phase = Session::Phase::kActive;
+      split_brain_ = false;  // the primary's plan resolves it (after discard-my-data)
+      applier_->attach(s->conn.get(), s->peer_features);
+      s->conn->send(r);
+    };
+    if (local_->image_usable()) return reply();
+    local_->when_reads_drained(reply);
   }));
 }
 

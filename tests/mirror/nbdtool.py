@@ -301,6 +301,27 @@ def cmd_sha(a):
     return 0
 
 
+def cmd_probe(a):
+    """Prints what READ and BLOCK_STATUS of [offset, +length) give: OK (with
+    the data's SHA-256) or the errno's name. Exit 0 unless the handshake fails."""
+    h = nbd.NBD()
+    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+    h.connect_uri(a.uri)
+    try:
+        data = h.pread(a.length, a.offset)
+        print("read OK " + hashlib.sha256(data).hexdigest())
+    except nbd.Error as e:
+        print("read " + errname(e))
+    if h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION):
+        try:
+            h.block_status(a.length, a.offset, lambda *args: 0)
+            print("block_status OK")
+        except nbd.Error as e:
+            print("block_status " + errname(e))
+    h.shutdown()
+    return 0
+
+
 def cmd_pattern(a):
     h = connect(a.uri)
     rng = random.Random(a.seed)
@@ -334,6 +355,10 @@ def main():
     w.add_argument("--fua", action="store_true")
     for name in ("flush", "ro-check", "sha"):
         sub.add_parser(name).add_argument("uri")
+    pr = sub.add_parser("probe")
+    pr.add_argument("uri")
+    pr.add_argument("offset", type=int)
+    pr.add_argument("length", type=int)
     pt = sub.add_parser("pattern")
     pt.add_argument("uri")
     pt.add_argument("offset", type=int)
@@ -341,7 +366,7 @@ def main():
     pt.add_argument("seed", type=int)
     a = p.parse_args()
     fn = {"write": cmd_write, "verify": cmd_verify, "flush": cmd_flush, "ro-check": cmd_ro_check,
-          "sha": cmd_sha, "pattern": cmd_pattern}[a.cmd]
+          "sha": cmd_sha, "pattern": cmd_pattern, "probe": cmd_probe}[a.cmd]
     try:
         return fn(a)
     except nbd.Error as e:
