@@ -1,7 +1,9 @@
 #include "kernel_device.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -225,6 +227,7 @@ void KernelDevice::stop(std::function<void()> done) {
 void KernelDevice::stop_step() {
   if (!stop_done_ || stop_probing_) return;
   std::string dev = path();
+  if (cache_call_.running()) return;  // an open and one ioctl: comes back here
   if (device_call_.running()) {
     // A role change's in-use check or re-attach: a few seconds at most. Not
     // waiting for it left a re-attach to CONNECT the device, after we were
@@ -267,6 +270,38 @@ void KernelDevice::stop_step() {
   }
   stop_probing_ = true;
   probe([this](Status in_use) { on_probed(in_use); });
+}
+
+void KernelDevice::drop_cache() {
+  if (!attached_ || stopping_) return;
+  if (cache_call_.running()) {
+    cache_drop_again_ = true;
+    return;
+  }
+  std::string dev = path();
+  Status st = cache_call_.start(
+      [dev] {
+        // Not O_EXCL: a read-only mount may hold the device.
+        UniqueFd fd(::open(dev.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd.valid()) return Status(errno_error("open " + dev));
+        if (::ioctl(fd.get(), BLKFLSBUF, 0) < 0) return Status(errno_error("BLKFLSBUF on " + dev));
+        return Status();
+      },
+      0,
+      [this, dev](Status result) {
+        if (!result)
+          MLOG_WARN("kernel nbd: cannot drop the cached blocks of %s (%s): a reader that holds "
+                    "it open may see blocks of the image before",
+                    dev.c_str(), result.error().to_string().c_str());
+        else
+          MLOG_DEBUG("kernel nbd: dropped the cached blocks of %s", dev.c_str());
+        if (std::exchange(cache_drop_again_, false)) drop_cache();
+        stop_step();
+      },
+      nullptr);
+  if (!st)
+    MLOG_WARN("kernel nbd: cannot drop the cached blocks of %s: %s", dev.c_str(),
+              st.error().to_string().c_str());
 }
 
 void KernelDevice::finish_stop() {

@@ -113,6 +113,13 @@ class KernelDevice final : public Completion {
   // `done` gets a note for the command's reply: empty when the device has
   // the new role's state, else what the user must do.
   void follow_role(std::function<void(std::string)> done);
+  // The image under the device changed without passing through it (a
+  // secondary's copy at a split, at the end of a resync): drops what the
+  // kernel caches of the device's blocks (BLKFLSBUF, on a thread: the open
+  // may read through this loop), so that whoever holds it open reads the
+  // new image, not pages of the old one. A drop asked for while one runs
+  // runs again after it; none once stopping. Failures are logged.
+  void drop_cache();
   // The kernel's read-only state of the attached device.
   bool kernel_read_only() const;
   std::string path() const;
@@ -165,6 +172,8 @@ class KernelDevice final : public Completion {
   // the resize (its reply waits resize_wait_ms at most).
   BlockingCall device_call_{loop_};
   BlockingCall resize_call_{loop_};
+  BlockingCall cache_call_{loop_};  // drop_cache()
+  bool cache_drop_again_ = false;
   std::string device_call_what_;
   UniqueFd claim_;  // a demote's O_EXCL claim, held until its re-attach
   bool resize_answered_ = true;  // the resize's caller got its reply

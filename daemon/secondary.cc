@@ -101,8 +101,7 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
     case link::Type::kSplit: {
       // Everything before the split is here; make it durable, note the split.
       bitmap_.set_flags(bitmap_.flags() | kFlagSplit);
-      if (on_split) on_split(h.offset);
-      flushes_.push_back({next_seq_++, h.id, epoch_});
+      flushes_.push_back({next_seq_++, h.id, epoch_, h.offset, true});
       bitmap_.commit(nullptr);
       return check_flushes();
     }
@@ -358,6 +357,8 @@ void SecondaryApplier::check_flushes() {
     // A flush covers what arrived before it: wait for those to finish.
     if (!in_flight_.empty() && *in_flight_.begin() < f.seq) return;
     flushes_.pop_front();
+    // Every write before the split is in the image now: it is final.
+    if (f.split && on_split) on_split(f.split_unix_ms);
     Apply* a = get();
     a->id = f.id;
     a->epoch = f.epoch;

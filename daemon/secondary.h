@@ -66,7 +66,9 @@ class SecondaryApplier {
   bool trim_kept() const { return trim_kept_; }
   const std::string& last_local_error() const { return last_local_error_; }
   std::function<void()> on_sync_done;  // the primary declared us up to date
-  std::function<void(uint64_t unix_ms)> on_split;  // the primary split the mirror
+  // The primary split the mirror, and every write before the split has been
+  // applied: the image is final.
+  std::function<void(uint64_t unix_ms)> on_split;
 
  private:
   struct Apply;
@@ -91,6 +93,8 @@ class SecondaryApplier {
   std::set<uint64_t> in_flight_;  // sequence numbers being applied
   struct PendingFlush {
     uint64_t seq, id, epoch;
+    uint64_t split_unix_ms = 0;
+    bool split = false;  // the SPLIT's flush: on_split once it is issued
   };
   std::deque<PendingFlush> flushes_;
   std::vector<std::unique_ptr<Apply>> free_;

@@ -131,6 +131,10 @@ void Volume::make_applier() {
     split_unix_ms_ = when;
     MLOG_INFO("volume '%s': split by the primary: this copy is a stable point-in-time image",
               cfg_.name.c_str());
+    if (on_image_changed) on_image_changed();
+  };
+  applier_->on_sync_done = [this] {
+    if (on_image_changed) on_image_changed();
   };
   local_->set_writable(false);
   gate_.set(local_.get(), false);

@@ -119,6 +119,10 @@ class Volume final : public LinkConn::Handler {
   // (false): demote refuses writes from its start, promote and open-rw
   // allow them, a rejoin after open-rw refuses them again.
   std::function<void(bool read_only)> on_export_mode;
+  // Called when a secondary's image changed behind its NBD export and is
+  // one to read again: the split (every write before it applied) and the
+  // end of a resync. A kernel device drops its cached blocks then.
+  std::function<void()> on_image_changed;
   // The regions changed since the last backup point, for the NBD metadata
   // context kChangedContext; a primary answers "all changed" (it keeps no
   // such map), which is always safe for a backup tool.
