@@ -392,6 +392,10 @@ int run(int argc, char** argv) {
     MLOG_ERROR("%s: stopping after a failed sync: acknowledged writes may be lost", what.c_str());
     exit_code = 1;
   };
+  auto writes_at_risk = [&](const std::string& what, const std::string& why) {
+    MLOG_ERROR("%s: stopping: %s", what.c_str(), why.c_str());
+    exit_code = 1;
+  };
   SignalWatcher signals(**loop, sfd.get(), [&](int signo) {
     if (signo == SIGUSR2 && power_loss) power_loss->crash("SIGUSR2");
     if (stopping) return;
@@ -419,7 +423,8 @@ int run(int argc, char** argv) {
           volume_control->stop();
           control->stop();
           volume->stop([&] {
-            if (volume->local_disk_failed()) sync_failed("volume '" + cfg.name + "'");
+            std::string risk = volume->acked_writes_at_risk();
+            if (!risk.empty()) writes_at_risk("volume '" + cfg.name + "'", risk);
             (*loop)->stop();
           });
         } else {

@@ -650,16 +650,23 @@ void Volume::stop(std::function<void()> done) {
   }
 }
 
-bool Volume::local_disk_failed() const {
+std::string Volume::acked_writes_at_risk() const {
   // A detached disk (on-io-error = detach) is not where acknowledged writes
   // live: they are on the peer's copy (the requests this disk failed
   // completed from the peer's answer, later ones went to it alone), and
   // this copy is never served again (kFlagDiskFailed: a restart refuses
   // it). What may be lost is what that copy had not flushed when this node
   // last reached it (the stop's own flush goes there first).
-  if (bitmap_->flags() & kFlagDiskFailed)
-    return replicator_ && replicator_->only_copy_unflushed();
-  return file_ && file_->refusing_writes();
+  if (bitmap_->flags() & kFlagDiskFailed) {
+    if (replicator_ && replicator_->only_copy_unflushed())
+      return "this node is diskless and the peer's copy, the only one, has not confirmed a "
+             "flush of every acknowledged write (the link was lost first): they are gone if "
+             "it lost power";
+    return "";
+  }
+  if (file_ && file_->refusing_writes())
+    return "its disk failed a sync: acknowledged writes may be lost on this copy";
+  return "";
 }
 
 VolumeStatus Volume::status() const {

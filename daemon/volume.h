@@ -132,11 +132,11 @@ class Volume final : public LinkConn::Handler {
   // shutdown in the metadata, close the link.
   void stop(std::function<void()> done);
 
-  // This node's disk failed a sync (its backend refuses writes until a
-  // restart): writes acknowledged before may be lost on this copy. Once the
-  // disk is detached (diskless): the peer's copy, the only one, has not
-  // flushed every acknowledged write.
-  bool local_disk_failed() const;
+  // Why writes acknowledged before the stop may be lost, or "" when none
+  // may be: this node's disk failed a sync (its backend refuses writes
+  // until a restart), or, once the disk is detached (diskless), the peer's
+  // copy, the only one, has not flushed every acknowledged write.
+  std::string acked_writes_at_risk() const;
   VolumeStatus status() const;
   Role role() const { return role_; }
 

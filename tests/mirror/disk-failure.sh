@@ -10,6 +10,8 @@
 #     with the way out;
 #   - with beta gone, nothing can serve: reads and writes fail with EIO,
 #     never stale data from the dead disk; beta back, they work again;
+#   - stopped while beta may lack an acknowledged write (the link went
+#     before beta confirmed a flush), alpha exits 1 and says why;
 #   - restarted, alpha refuses to serve its outdated copy, and says what to
 #     do; the way out it names works: promote beta (no --force), alpha on a
 #     new disk with --discard-my-data takes a full copy; both copies then
@@ -114,8 +116,26 @@ check_eq "the unflushed write is there (beta was killed, not powered off)" "[171
 verify_writes "alpha's export holds every acknowledged write after the reconnect" w1 \
     --uri "$(nbd_unix_uri alpha)" 0 $WIN
 
+# 3b. Stopped while beta, the only copy, may lack an acknowledged write (the
+#     link went before beta confirmed a flush): alpha exits 1 and says why,
+#     for systemd and the operator.
+check "another write acknowledged through alpha, not flushed" \
+    unflushed_write "$(nbd_unix_uri alpha)" $((3 * WIN + 65536)) 172
+kill_node beta
+wait_state alpha disconnected 10 >/dev/null || true
+kill -TERM "${NODE_PID[alpha]}"
+if reap_node alpha 20; then
+    check_eq "alpha, stopped diskless with an unflushed write beta may lack, exits 1" 1 "$NODE_RC"
+else
+    fail "alpha did not exit within 20 s of SIGTERM (beta gone)"
+fi
+check "alpha's log says acknowledged writes may be lost on beta's copy" \
+    grep -q "stopping: this node is diskless and the peer's copy, the only one, has not confirmed a flush" "$(node_log alpha)"
+must_start beta
+check_eq "the write is on beta all the same (killed, not powered off)" "[172]" \
+    "$(read_bytes "$(nbd_unix_uri beta)" $((3 * WIN + 65536)))"
+
 # 4. Alpha restarted (its disk still dead): it refuses to serve its copy.
-stop_node alpha
 start_refused "alpha refuses to start on its failed disk and says what to do" alpha \
     "this node's disk failed and was detached.*--discard-my-data"
 
