@@ -233,7 +233,7 @@ void Volume::discard_my_data(Done done) {
     replicator_->release();
   }
   MLOG_WARN("volume '%s': discard-my-data: new writes are refused; this node becomes secondary "
-            "and takes a full copy from '%s'",
+            "and takes its data from '%s'",
             cfg_.name.c_str(), peer_.name.c_str());
   discard_poll();
 }
@@ -252,13 +252,16 @@ void Volume::discard_poll() {
                                          "changed");
   }
   discard_->committing = true;
-  bitmap_->set_flags(volume_internal::discard_my_data_flags(bitmap_->flags()));
+  bool by_regions =
+      volume_internal::discard_by_regions(bitmap_->flags(), bitmap_->generation().bitmap);
+  bitmap_->set_flags(by_regions ? volume_internal::discard_changes_flags(bitmap_->flags())
+                                : volume_internal::discard_my_data_flags(bitmap_->flags()));
   // Every region will be rewritten by the copy: the next incremental backup
   // must copy everything. Durable before the role, as in promote.
   changes_->set_all_dirty();
-  changes_->commit(FnDone::make([this](int ce) {
+  changes_->commit(FnDone::make([this, by_regions](int ce) {
     if (ce) return discard_finish(-ce, "cannot write " + changes_->path() + "; nothing changed");
-    bitmap_->commit(FnDone::make([this](int err) {
+    bitmap_->commit(FnDone::make([this, by_regions](int err) {
       if (err) return discard_finish(-err, "cannot record it in the metadata; nothing changed");
       split_brain_ = false;
       last_error_.clear();
@@ -270,8 +273,16 @@ void Volume::discard_poll() {
       // A handshake under way still carries the old STATE: start afresh.
       for (auto& s : std::vector<std::shared_ptr<Session>>(sessions_))
         if (!s->conn->closing()) s->conn->close("discard-my-data: reconnecting");
-      discard_finish(0, "secondary; this node's changes are discarded and a full copy from '" +
-                            peer_.name + "' starts when it connects");
+      if (by_regions) {
+        discard_finish(0, "secondary; this node's changes are discarded: when '" + peer_.name +
+                              "' connects it copies back the " +
+                              std::to_string(bitmap_->dirty_bytes()) +
+                              " bytes of regions this node changed since they diverged, and "
+                              "those it changed itself");
+      } else {
+        discard_finish(0, "secondary; this node's changes are discarded and a full copy from '" +
+                              peer_.name + "' starts when it connects");
+      }
     }));
   }));
 }

@@ -29,11 +29,34 @@ inline constexpr const char* kDisklessHelp =
 // The metadata flags of a node whose data lost a split brain (the operator
 // ran discard-my-data): secondary, and nothing of its own kept; the peer
 // sends a full copy. Persisted, so a restart before the copy ends still
-// takes it.
+// takes it. What a restart with --discard-my-data records: it is also how a
+// replaced disk is filled, and nothing here knows the disk is the same.
 inline uint32_t discard_my_data_flags(uint32_t flags) {
   flags |= kFlagFullSyncNeeded | kFlagInconsistent;
   flags &= ~(kFlagSplit | kFlagDisposableLocalWrites | kFlagPrimary | kFlagDiskFailed |
              kFlagPeerDiskFailed);
+  return flags;
+}
+
+// Whether a running node that loses a split brain can have only its own
+// changes undone (DRBD's resync after `connect --discard-my-data`) rather
+// than take a full copy: its dirty map must hold every region it changed
+// since the generation it last shared (`bitmap`, set when it went on alone),
+// which a copy that was already mid-resync, or whose metadata was lost,
+// cannot vouch for.
+inline bool discard_by_regions(uint32_t flags, uint64_t bitmap_id) {
+  return bitmap_id != 0 &&
+         !(flags & (kFlagFullSyncNeeded | kFlagInconsistent | kFlagDiskFailed));
+}
+
+// The flags for that: secondary, not a usable image (kFlagInconsistent: its
+// export refuses reads, promote needs --force), its changes kept marked as
+// disposable (as a split secondary's after open-rw), so the survivor's plan
+// is UNION: its own changes and these are copied from it, and an interrupted
+// resync sends them again. Persisted like the full form.
+inline uint32_t discard_changes_flags(uint32_t flags) {
+  flags |= kFlagDisposableLocalWrites | kFlagInconsistent;
+  flags &= ~(kFlagSplit | kFlagPrimary | kFlagPeerDiskFailed);
   return flags;
 }
 

@@ -79,6 +79,11 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   uint32_t flags = bitmap_->flags();
   const link::Generation& peer = st.gen;
   bool peer_disposable = st.flags & kFlagDisposableLocalWrites;
+  // The peer gave its changes up (discard-my-data, or a resync of a
+  // read-write split under way): its copy is to be overwritten whatever
+  // the relation, so a relation no resync by regions fits is a full copy,
+  // never a refusal that leaves the operator's choice unanswered.
+  bool peer_overwritable = peer_disposable && (st.flags & kFlagInconsistent);
   link::Plan::Kind kind = link::Plan::kFull;
   std::string refuse;
   bool peer_sole = st.flags & kFlagPeerDiskFailed;
@@ -118,7 +123,7 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     bool both_new = peer.current == 0 && my.bitmap == 0 && my.history[0] == 0 &&
                     bitmap_->dirty_bytes() == 0 && cfg_.initial_sync == InitialSync::kSkip;
     kind = both_new ? link::Plan::kAdopt : link::Plan::kFull;
-  } else if (peer.current == my.current && my.bitmap == 0) {
+  } else if (peer.current == my.current && my.bitmap == 0 && !peer_disposable) {
     kind = link::Plan::kInSync;
   } else if (my.bitmap != 0 && peer.current == my.bitmap) {
     if (peer.bitmap == 0) {
@@ -134,6 +139,8 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     } else {
       refuse = "split brain: both nodes changed the data since they last agreed";
     }
+  } else if (peer_overwritable) {
+    kind = link::Plan::kFull;
   } else if (peer.bitmap != 0 && peer.bitmap == my.current) {
     refuse = "split brain: the peer holds changes this primary does not have";
   } else {

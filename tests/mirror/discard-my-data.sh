@@ -8,7 +8,8 @@
 #      report split-brain, nothing is copied.
 #   3. `mirrorctl discard-my-data` on alpha (the victim, a primary with a
 #      writer running): its export turns read-only (the writer's next write
-#      gets EPERM), alpha becomes secondary and takes a full copy from beta;
+#      gets EPERM), alpha becomes secondary and beta copies back only the
+#      regions either side changed since they diverged (DRBD's way);
 #      both synchronized; beta's image is exactly what it was (nothing of
 #      the survivor overwritten); the copies are identical; alpha's own
 #      writes are gone.
@@ -73,8 +74,14 @@ wait_state alpha synchronized 60 >/dev/null || fail "alpha did not become a sync
 check_eq "roles after the recovery" secondary/primary "$(roles)"
 check_eq "alpha consistent, no discard running" "true false" \
     "$(status_get alpha .consistent) $(status_get alpha .discarding)"
-grep -q "full sync" <<<"$(log_all beta)" && pass "beta planned a full sync of alpha" \
-    || fail "beta's log shows no full sync"
+grep -q "resync of both sides' changes" <<<"$(log_all beta)" \
+    && pass "beta planned a resync of the regions either side changed, not a full copy" \
+    || fail "beta's log shows no resync of both sides' changes: $(grep -E 'connected: ' "$(node_log beta)" | tail -n 1)"
+copied=$(status_get beta .resynced_bytes_total)
+# alpha's 4M and its writer's window, beta's 4M (64K regions): between 8M and 16M of 128M.
+[ "$copied" -ge $((8 * MiB)) ] && [ "$copied" -le $((4 * MiB + WIN + 4 * MiB)) ] \
+    && pass "beta copied $copied bytes: the regions either side changed since the split brain" \
+    || fail "beta copied $copied bytes (expected 8M..$(( (8 * MiB + WIN) / MiB ))M of the ${VOL_SIZE} volume)"
 out=$(ctl alpha rejoin --wait); rc=$?
 [ $rc -eq 1 ] && grep -q "not split" <<<"$out" \
     && pass "rejoin --wait afterwards: nothing left to rejoin: $out" \
