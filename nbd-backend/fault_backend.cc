@@ -29,7 +29,7 @@ Result<uint64_t> parse_size(const std::string& key, const std::string& s) {
 bool FaultSpec::any_data() const {
   return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() ||
          !bad_sector.empty() || eio_after || dead_after ||
-         enospc_after || power_loss || crash_after || trim_unsupported;
+         enospc_after || power_loss || crash_after || trim_unsupported || read_delay_ms;
 }
 
 bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms || stop_on_resize || stop_on_detach ||
@@ -93,11 +93,13 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       spec.power_loss = true;
       continue;
     }
-    if (key == "meta-delay-ms" || key == "device-call-delay-ms") {
+    if (key == "meta-delay-ms" || key == "device-call-delay-ms" || key == "read-delay-ms") {
       auto n = parse_size(key, value);
       if (!n) return n.error();
       if (*n == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": must be at least 1"};
-      (key == "meta-delay-ms" ? spec.meta_delay_ms : spec.device_call_delay_ms) = *n;
+      (key == "meta-delay-ms"   ? spec.meta_delay_ms
+       : key == "read-delay-ms" ? spec.read_delay_ms
+                                : spec.device_call_delay_ms) = *n;
       continue;
     }
     if (key == "eio-after" || key == "enospc-after" || key == "crash-after" ||
@@ -117,7 +119,7 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
                              "' (write-eio, read-eio, write-enospc, bad-sector, eio-after, enospc-after, "
                              "dead-after, power-loss, crash-after, meta-eio-after, meta-delay-ms, "
                              "trim-unsupported, stop-on-resize, stop-on-detach, device-call-delay-ms, "
-                             "power-loss-at-resize)"};
+                             "power-loss-at-resize, read-delay-ms)"};
   }
   return spec;
 }
@@ -140,6 +142,7 @@ std::string FaultSpec::to_string() const {
   if (power_loss && !crash_after && power_loss_at_resize.empty()) add("power-loss");
   if (meta_eio_after) add("meta-eio-after=" + std::to_string(meta_eio_after));
   if (meta_delay_ms) add("meta-delay-ms=" + std::to_string(meta_delay_ms));
+  if (read_delay_ms) add("read-delay-ms=" + std::to_string(read_delay_ms));
   if (trim_unsupported) add("trim-unsupported");
   if (stop_on_resize) add("stop-on-resize");
   if (stop_on_detach) add("stop-on-detach");
@@ -239,7 +242,22 @@ bool FaultBackend::unreadable(uint64_t off, uint64_t len) const {
 
 void FaultBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
   if (unreadable(offset, length)) return fail_later(done, -EIO);
+  if (spec_.read_delay_ms) {
+    return inner_.read(offset, length, buf,
+                       FnDone::make([this, done](int err) { complete_later(done, err); }));
+  }
   inner_.read(offset, length, buf, done);
+}
+
+void FaultBackend::complete_later(IoDone* done, int err) {
+  delays_.emplace_back();
+  auto it = std::prev(delays_.end());
+  *it = std::make_unique<Timer>(loop_, [this, it, done, err] {
+    done->io_done(err);
+    // Freed after this callback returns (a Timer outlives its completion).
+    loop_.defer([this, it] { delays_.erase(it); });
+  });
+  (*it)->arm(spec_.read_delay_ms);
 }
 
 void FaultBackend::read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {

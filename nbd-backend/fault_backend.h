@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,7 @@ struct FaultSpec {
   uint64_t crash_after = 0;   // simulate a power loss at write N+1 (implies power_loss)
   uint64_t meta_eio_after = 0;  // metadata commits after the first N fail (daemon only)
   uint64_t meta_delay_ms = 0;   // each metadata commit completes this much later (daemon only)
+  uint64_t read_delay_ms = 0;   // each read() completes this much later (a slow disk)
   bool trim_unsupported = false;  // TRIM fails EOPNOTSUPP, as on a store that cannot punch holes
   // A secondary stops itself (SIGSTOP) when a RESIZE arrives, before handling
   // it: a hung peer exactly after the primary's pre-resize flush and with
@@ -70,7 +72,8 @@ struct FaultSpec {
   bool any_data() const;  // a fault on the data path (FaultBackend's part)
   // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,bad-sector=OFF:LEN,eio-after=N,
   // enospc-after=N,dead-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
-  // trim-unsupported,stop-on-resize,stop-on-detach,device-call-delay-ms=N,power-loss-at-resize=STEP";
+  // trim-unsupported,stop-on-resize,stop-on-detach,device-call-delay-ms=N,power-loss-at-resize=STEP,
+  // read-delay-ms=N";
   // numbers take
   // K, M, G suffixes.
   static Result<FaultSpec> parse(const std::string& text);
@@ -108,6 +111,10 @@ class FaultBackend final : public ForwardingBackend {
   Op* begin(uint64_t off, uint64_t len, bool fua, IoDone* done);
   void fail_later(IoDone* done, int err);
   void on_done(Op* op, int err);
+  // read-delay-ms: `done` gets `err` that much later; each timer is freed
+  // once it fired.
+  void complete_later(IoDone* done, int err);
+  std::list<std::unique_ptr<Timer>> delays_;
 
   Loop& loop_;
   int fd_;

@@ -61,7 +61,8 @@ struct FaultFixture : ::testing::Test {
 
 TEST(FaultSpec, ParsesEveryFault) {
   auto s = FaultSpec::parse("write-eio=1M:4K,read-eio=0:512,write-enospc=2G:1M,eio-after=10,"
-                            "enospc-after=20,crash-after=5,meta-eio-after=7,meta-delay-ms=3000");
+                            "enospc-after=20,crash-after=5,meta-eio-after=7,meta-delay-ms=3000,"
+                            "read-delay-ms=250");
   ASSERT_TRUE(s) << s.error().message;
   ASSERT_EQ(s->write_eio.size(), 1u);
   EXPECT_EQ(s->write_eio[0].off, 1u << 20);
@@ -73,6 +74,7 @@ TEST(FaultSpec, ParsesEveryFault) {
   EXPECT_EQ(s->crash_after, 5u);
   EXPECT_EQ(s->meta_eio_after, 7u);
   EXPECT_EQ(s->meta_delay_ms, 3000u);
+  EXPECT_EQ(s->read_delay_ms, 250u);
   EXPECT_FALSE(FaultSpec::parse("meta-delay-ms=10")->any_data()) << "metadata only";
   EXPECT_TRUE(FaultSpec::parse("meta-delay-ms=10")->any());
   EXPECT_FALSE(FaultSpec::parse("meta-eio-after=3")->any_data()) << "metadata only";
