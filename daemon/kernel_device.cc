@@ -227,7 +227,16 @@ void KernelDevice::stop(std::function<void()> done) {
 void KernelDevice::stop_step() {
   if (!stop_done_ || stop_probing_) return;
   std::string dev = path();
-  if (cache_call_.running()) return;  // an open and one ioctl: comes back here
+  if (cache_call_.running()) {
+    // An open and one ioctl: comes back here when it returns, unless it
+    // is stuck already (its answer went out at the time limit).
+    if (!cache_timed_out_) return;
+    MLOG_WARN("kernel nbd: stopping: the cache drop of %s has not returned; leaving it",
+              dev.c_str());
+    cache_call_.abandon();
+    cache_timed_out_ = false;
+    for (auto& w : std::exchange(cache_waiters_next_, {})) w();
+  }
   if (device_call_.running()) {
     // A role change's in-use check or re-attach: a few seconds at most. Not
     // waiting for it left a re-attach to CONNECT the device, after we were
@@ -272,13 +281,37 @@ void KernelDevice::stop_step() {
   probe([this](Status in_use) { on_probed(in_use); });
 }
 
-void KernelDevice::drop_cache() {
-  if (!attached_ || stopping_) return;
+void KernelDevice::drop_cache(std::function<void()> done) {
+  if (!attached_ || stopping_) return loop_.defer(std::move(done));
   if (cache_call_.running()) {
-    cache_drop_again_ = true;
+    cache_waiters_next_.push_back(std::move(done));
     return;
   }
+  cache_waiters_.push_back(std::move(done));
+  start_cache_drop();
+}
+
+void KernelDevice::start_cache_drop() {
   std::string dev = path();
+  auto answer = [this] {
+    for (auto& w : std::exchange(cache_waiters_, {})) w();
+  };
+  auto ended = [this, dev](Status result) {
+    cache_timed_out_ = false;
+    if (!result)
+      MLOG_WARN("kernel nbd: cannot drop the cached blocks of %s (%s): a reader that holds "
+                "it open may see blocks of the image before",
+                dev.c_str(), result.error().to_string().c_str());
+    else
+      MLOG_DEBUG("kernel nbd: dropped the cached blocks of %s", dev.c_str());
+    if (!cache_waiters_next_.empty() && !stopping_) {
+      cache_waiters_ = std::exchange(cache_waiters_next_, {});
+      start_cache_drop();
+    } else {
+      for (auto& w : std::exchange(cache_waiters_next_, {})) w();
+    }
+    stop_step();
+  };
   Status st = cache_call_.start(
       [dev] {
         // Not O_EXCL: a read-only mount may hold the device.
@@ -287,21 +320,26 @@ void KernelDevice::drop_cache() {
         if (::ioctl(fd.get(), BLKFLSBUF, 0) < 0) return Status(errno_error("BLKFLSBUF on " + dev));
         return Status();
       },
-      0,
-      [this, dev](Status result) {
-        if (!result)
-          MLOG_WARN("kernel nbd: cannot drop the cached blocks of %s (%s): a reader that holds "
-                    "it open may see blocks of the image before",
-                    dev.c_str(), result.error().to_string().c_str());
-        else
-          MLOG_DEBUG("kernel nbd: dropped the cached blocks of %s", dev.c_str());
-        if (std::exchange(cache_drop_again_, false)) drop_cache();
-        stop_step();
+      kCacheDropWaitMs,
+      [this, answer, ended, dev](Status result) {
+        if (!result && result.error().code == ETIMEDOUT && cache_call_.running()) {
+          // Answered now; the call's own end comes through `late`.
+          MLOG_WARN("kernel nbd: dropping the cached blocks of %s takes longer than %llu ms: "
+                    "going on without waiting for it",
+                    dev.c_str(), static_cast<unsigned long long>(kCacheDropWaitMs));
+          cache_timed_out_ = true;
+          answer();
+          return stop_step();
+        }
+        answer();
+        ended(result);
       },
-      nullptr);
-  if (!st)
+      [ended](Status result) { ended(result); });
+  if (!st) {
     MLOG_WARN("kernel nbd: cannot drop the cached blocks of %s: %s", dev.c_str(),
               st.error().to_string().c_str());
+    loop_.defer([answer] { answer(); });
+  }
 }
 
 void KernelDevice::finish_stop() {

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <functional>
+#include <vector>
 #include <memory>
 #include <string>
 #include <thread>
@@ -114,12 +115,16 @@ class KernelDevice final : public Completion {
   // the new role's state, else what the user must do.
   void follow_role(std::function<void(std::string)> done);
   // The image under the device changed without passing through it (a
-  // secondary's copy at a split, at the end of a resync): drops what the
-  // kernel caches of the device's blocks (BLKFLSBUF, on a thread: the open
-  // may read through this loop), so that whoever holds it open reads the
-  // new image, not pages of the old one. A drop asked for while one runs
-  // runs again after it; none once stopping. Failures are logged.
-  void drop_cache();
+  // secondary's copy at a split, at the start and end of a resync): drops
+  // what the kernel caches of the device's blocks (BLKFLSBUF, on a thread:
+  // the open may read through this loop), so that whoever holds it open
+  // reads the new image, not pages of the old one. `done` runs on the loop
+  // once dropped, or after kCacheDropWaitMs if the call has not returned
+  // (logged; the drop goes on), never inside the call. A drop asked for
+  // while one runs runs again after it (its `done` then); none once
+  // stopping or while not attached (`done` at once). Failures are logged.
+  void drop_cache(std::function<void()> done);
+  static constexpr uint64_t kCacheDropWaitMs = 2000;
   // The kernel's read-only state of the attached device.
   bool kernel_read_only() const;
   std::string path() const;
@@ -173,7 +178,11 @@ class KernelDevice final : public Completion {
   BlockingCall device_call_{loop_};
   BlockingCall resize_call_{loop_};
   BlockingCall cache_call_{loop_};  // drop_cache()
-  bool cache_drop_again_ = false;
+  // Answered when the running drop ends; those asked for meanwhile wait
+  // for the next one.
+  std::vector<std::function<void()>> cache_waiters_, cache_waiters_next_;
+  bool cache_timed_out_ = false;  // answered after kCacheDropWaitMs, still running
+  void start_cache_drop();
   std::string device_call_what_;
   UniqueFd claim_;  // a demote's O_EXCL claim, held until its re-attach
   bool resize_answered_ = true;  // the resize's caller got its reply

@@ -470,8 +470,9 @@ int run(int argc, char** argv) {
     if (volume_control) volume_control->set_device(device.get());
   }
   if (volume) {
-    volume->on_image_changed = [&device] {
-      if (device) device->drop_cache();
+    volume->on_image_changed = [&device, &loop](std::function<void()> done) {
+      if (!device) return (*loop)->defer(std::move(done));
+      device->drop_cache(std::move(done));
     };
     // After an online resize: new NBD requests are checked against the new
     // size, new clients are told it, and the kernel device takes it.

@@ -357,12 +357,15 @@ void SecondaryApplier::check_flushes() {
     // A flush covers what arrived before it: wait for those to finish.
     if (!in_flight_.empty() && *in_flight_.begin() < f.seq) return;
     flushes_.pop_front();
-    // Every write before the split is in the image now: it is final.
-    if (f.split && on_split) on_split(f.split_unix_ms);
     Apply* a = get();
     a->id = f.id;
     a->epoch = f.epoch;
     a->is_flush = true;
+    // Every write before the split is in the image now: it is final.
+    if (f.split && on_split) {
+      on_split(f.split_unix_ms, [this, a] { local_.flush(a); });
+      continue;
+    }
     local_.flush(a);
   }
 }

@@ -67,8 +67,9 @@ class SecondaryApplier {
   const std::string& last_local_error() const { return last_local_error_; }
   std::function<void()> on_sync_done;  // the primary declared us up to date
   // The primary split the mirror, and every write before the split has been
-  // applied: the image is final.
-  std::function<void(uint64_t unix_ms)> on_split;
+  // applied: the image is final. The split's flush (and so its reply) is
+  // issued once `then` runs.
+  std::function<void(uint64_t unix_ms, std::function<void()> then)> on_split;
 
  private:
   struct Apply;

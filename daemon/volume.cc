@@ -127,14 +127,16 @@ void Volume::make_replicator() {
 
 void Volume::make_applier() {
   applier_ = std::make_unique<SecondaryApplier>(loop_, *tracked_, *bitmap_);
-  applier_->on_split = [this](uint64_t when) {
+  applier_->on_split = [this](uint64_t when, std::function<void()> then) {
     split_unix_ms_ = when;
     MLOG_INFO("volume '%s': split by the primary: this copy is a stable point-in-time image",
               cfg_.name.c_str());
-    if (on_image_changed) on_image_changed();
+    // The split is answered once a reader of the kernel device sees it.
+    if (role_ != Role::kSecondary || !on_image_changed) return then();
+    on_image_changed(std::move(then));
   };
   applier_->on_sync_done = [this] {
-    if (on_image_changed) on_image_changed();
+    if (role_ == Role::kSecondary && on_image_changed) on_image_changed([] {});
   };
   local_->set_writable(false);
   gate_.set(local_.get(), false);
@@ -589,6 +591,12 @@ void Volume::tick() {
   if (!relay_waiters_.empty()) expire_relays();
   if (resize_) resize_tick();
   if (!retired_replicators_.empty() || !retired_appliers_.empty()) release_retired();
+  if (plan_reply_ && now_ms_ >= plan_reply_->deadline_ms) {
+    MLOG_WARN("volume '%s': a client read of this copy, or the kernel device's cache drop, "
+              "is still running %llu ms after a resync plan: answering the plan anyway",
+              cfg_.name.c_str(), static_cast<unsigned long long>(volume_internal::kPlanQuiesceMs));
+    std::exchange(plan_reply_, nullptr)->send();
+  }
   if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
     // Whoever held the writes is gone or stuck: never block the application.
     hold_deadline_ms_ = 0;

@@ -119,10 +119,11 @@ class Volume final : public LinkConn::Handler {
   // (false): demote refuses writes from its start, promote and open-rw
   // allow them, a rejoin after open-rw refuses them again.
   std::function<void(bool read_only)> on_export_mode;
-  // Called when a secondary's image changed behind its NBD export and is
-  // one to read again: the split (every write before it applied) and the
-  // end of a resync. A kernel device drops its cached blocks then.
-  std::function<void()> on_image_changed;
+  // Called when a secondary's image changes behind its NBD export: the
+  // split (every write before it applied), a resync about to write into it,
+  // the end of a resync. A kernel device drops its cached blocks, then runs
+  // `done` (on the loop, never inside the call; bounded in time).
+  std::function<void(std::function<void()> done)> on_image_changed;
   // The regions changed since the last backup point, for the NBD metadata
   // context kChangedContext; a primary answers "all changed" (it keeps no
   // such map), which is always safe for a backup tool.
@@ -288,6 +289,18 @@ class Volume final : public LinkConn::Handler {
   std::vector<std::unique_ptr<Replicator>> retired_replicators_;
   std::vector<std::unique_ptr<SecondaryApplier>> retired_appliers_;
   void release_retired();
+  // A resync plan's reply on the secondary, once reads of the image it
+  // replaces are over: the client reads in flight have finished and the
+  // kernel device's cache is dropped, or kPlanQuiesceMs passed (tick()).
+  struct PlanReply {
+    uint64_t id = 0;
+    int waiting = 0;
+    uint64_t deadline_ms = 0;
+    std::function<void()> send;
+  };
+  std::unique_ptr<PlanReply> plan_reply_;
+  uint64_t plan_reply_ids_ = 0;
+  void plan_reply_step(uint64_t id);
   RoleGate gate_;
   // The peer's STATE from the last handshake (valid while peer_known_).
   link::State peer_state_;

@@ -60,6 +60,10 @@ inline uint32_t discard_changes_flags(uint32_t flags) {
   return flags;
 }
 
+// How long a secondary's resync plan waits for the reads of the image it
+// replaces (the primary holds its writes meanwhile).
+inline constexpr uint64_t kPlanQuiesceMs = 1000;
+
 // Ids of the Volume's own requests on the link (the Replicator's are small).
 inline constexpr uint64_t kControlIdBit = uint64_t(1) << 63;
 

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "clock.h"
 #include "log.h"
 #include "volume.h"
 #include "volume_internal.h"
@@ -264,12 +265,13 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
     r.id = id;
     r.length = err ? uint32_t(-err) : 0;
     if (err) return session_error(s, "cannot write metadata");
-    // A resync may write into this copy from the reply on: a client read
-    // issued while it was still an image must not see its blocks change
-    // (new reads are refused since the flags changed).
     auto reply = [this, weak, r] {
       auto sp = weak.lock();
-      if (!sp || sp->gone) return;
+      if (!sp || sp->gone || sp->conn->closing()) return;
+      // A role change or another session while the reply waited.
+      if (role_ != Role::kSecondary || !applier_ || active_) {
+        return session_error(sp.get(), "the node changed while the plan waited; retrying", false);
+      }
       Session* s = sp.get();
       active_ = s;
       s->phase = Session::Phase::kActive;
@@ -278,8 +280,24 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       s->conn->send(r);
     };
     if (local_->image_usable()) return reply();
-    local_->when_reads_drained(reply);
+    // A resync may write into this copy from the reply on: reads of the
+    // image it replaces end first (new ones fail since the flags changed):
+    // client reads in flight finish, and the kernel device forgets the
+    // blocks it cached. Bounded (tick()): the primary holds its writes.
+    if (plan_reply_) std::exchange(plan_reply_, nullptr)->send();
+    plan_reply_ = std::make_unique<PlanReply>();
+    uint64_t pid = plan_reply_->id = ++plan_reply_ids_;
+    plan_reply_->waiting = on_image_changed ? 2 : 1;
+    plan_reply_->deadline_ms = mono_ms() + volume_internal::kPlanQuiesceMs;
+    plan_reply_->send = std::move(reply);
+    local_->when_reads_drained([this, pid] { plan_reply_step(pid); });
+    if (on_image_changed) on_image_changed([this, pid] { plan_reply_step(pid); });
   }));
+}
+
+void Volume::plan_reply_step(uint64_t id) {
+  if (!plan_reply_ || plan_reply_->id != id || --plan_reply_->waiting > 0) return;
+  std::exchange(plan_reply_, nullptr)->send();
 }
 
 void Volume::end_plan_hold(Session* s) {
