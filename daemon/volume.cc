@@ -186,6 +186,9 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
       uint64_t n = bm.active_to_dirty();
       if (n) MLOG_WARN("unclean shutdown: %llu bytes of recently written regions will be resynced",
                        static_cast<unsigned long long>(n));
+      // Durable before the activity log is cleared: one commit is not
+      // atomic across blocks (docs/bitmap-format.md).
+      if (auto st = bm.flush_sync(); !st) return st.error();
     }
     bm.clear_active(0, cfg_.size);
     if (g.current == 0) g.current = random_id();
