@@ -202,6 +202,19 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
     }
     flags |= kFlagPrimary;
   } else {
+    // A secondary whose dirty map holds its own changes (open-rw, or the
+    // victim of discard-my-data, a primary until then): after a crash its
+    // activity log may cover writes whose dirty bits never became durable
+    // (a torn discard commit).
+    if ((flags & kFlagDisposableLocalWrites) && !report.created &&
+        !(flags & kFlagCleanShutdown)) {
+      uint64_t n = bm.active_to_dirty();
+      if (n) {
+        MLOG_WARN("unclean shutdown: %llu bytes of this node's recently written regions will be "
+                  "resynced", static_cast<unsigned long long>(n));
+        if (auto st = bm.flush_sync(); !st) return st.error();
+      }
+    }
     bm.clear_active(0, cfg_.size);
     // A secondary's dirty map records only its own writes during a split
     // (opened read-write); otherwise it means nothing.
