@@ -249,6 +249,7 @@ class Volume final : public LinkConn::Handler {
   void make_applier();
   void demote_poll();
   void discard_poll();
+  void discard_commit();  // discard_poll()'s second step: the flags, the role
   void discard_finish(int err, const std::string& why);
   void demote_finish(int err, const std::string& why);
   std::string behind_reason() const;

@@ -252,6 +252,17 @@ void Volume::discard_poll() {
                                          "changed");
   }
   discard_->committing = true;
+  // The dirty bits of the writes just drained (some only in the activity
+  // log until now) are durable before the flags that make this node a
+  // secondary whose resync follows them: one commit is not atomic across
+  // blocks (docs/bitmap-format.md), as at a stop.
+  bitmap_->commit(FnDone::make([this](int me) {
+    if (me) return discard_finish(-me, "cannot write the metadata; nothing changed");
+    discard_commit();
+  }));
+}
+
+void Volume::discard_commit() {
   bool by_regions =
       volume_internal::discard_by_regions(bitmap_->flags(), bitmap_->generation().bitmap);
   bitmap_->set_flags(by_regions ? volume_internal::discard_changes_flags(bitmap_->flags())
