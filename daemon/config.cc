@@ -9,6 +9,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <initializer_list>
 #include <new>
@@ -255,8 +256,8 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
                            {"name", "size", "secret", "secret-file", "ack-timeout",
                             "bitmap-granularity", "activity-extent", "activity-log-extents",
                             "on-peer-loss", "on-io-error", "resync-rate", "resync-max-inflight", "resync-checksums",
-                            "initial-sync",
-                            "primary", "control-group", "tls", "tls-ca", "tls-cert", "tls-key"});
+                            "initial-sync", "before-resync-target", "after-resync-target",
+                            "handler-timeout", "primary", "control-group", "tls", "tls-ca", "tls-cert", "tls-key"});
       !st)
     return st;
 
@@ -370,6 +371,8 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
     cfg->initial_sync = *skip ? InitialSync::kSkip : InitialSync::kFull;
   }
 
+  if (auto st = parse_handlers(t, cfg); !st) return st;
+
   if (const auto* n = t.get("primary")) {
     auto s = get_string(*n, "volume.primary");
     if (!s) return s.error();
@@ -403,6 +406,30 @@ Status Parser::parse_volume(const toml::table& t, VolumeConfig* cfg) const {
     return fail("volume.tls-ca",
                 "missing: tls = true needs the CA that signs both nodes' certificates, e.g. "
                 "tls-ca = \"/etc/mirrord/ca.pem\"");
+  return {};
+}
+
+// The programs are checked for existence at the daemon's start
+// (check_handler_programs), not here.
+Status Parser::parse_handlers(const toml::table& t, VolumeConfig* cfg) const {
+  for (auto [k, dst] : {std::pair{"before-resync-target", &cfg->before_resync_target},
+                        std::pair{"after-resync-target", &cfg->after_resync_target}}) {
+    if (const auto* n = t.get(k)) {
+      auto path = get_path(*n, "volume." + std::string(k));
+      if (!path) return path.error();
+      *dst = std::move(*path);
+    }
+  }
+  if (const auto* n = t.get("handler-timeout")) {
+    const auto* s = n->as_string();
+    if (s == nullptr)
+      return wrong_type("volume.handler-timeout", *n, "a duration string like \"60s\"");
+    auto ms = parse_duration_ms(s->get());
+    if (!ms) return fail("volume.handler-timeout", ms.error().message);
+    if (*ms < 1000 || *ms > kMaxHandlerTimeoutMs)
+      return fail("volume.handler-timeout", quote(s->get()) + " is out of range (1s to 1h)");
+    cfg->handler_timeout_ms = *ms;
+  }
   return {};
 }
 
@@ -569,6 +596,23 @@ Result<VolumeConfig> load_volume_config(const std::string& file) {
       return Error{EFBIG, file + ": larger than 1 MiB; not a volume file"};
   }
   return parse_guarded(text, file, st.st_mode);
+}
+
+Status check_handler_programs(const VolumeConfig& cfg) {
+  for (auto [k, path] : {std::pair{"before-resync-target", &cfg.before_resync_target},
+                         std::pair{"after-resync-target", &cfg.after_resync_target}}) {
+    if (path->empty()) continue;
+    std::string what = cfg.file + ": volume." + k + ": " + quote(*path);
+    struct stat st {};
+    if (::stat(path->c_str(), &st) < 0) {
+      int e = errno;
+      return Error{e, what + (e == ENOENT ? " does not exist" : ": " + std::string(strerror(e)))};
+    }
+    if (!S_ISREG(st.st_mode)) return Error{EINVAL, what + " is not a regular file"};
+    if (::access(path->c_str(), X_OK) < 0)
+      return Error{EACCES, what + " is not executable (chmod +x " + *path + ")"};
+  }
+  return {};
 }
 
 Result<const NodeConfig*> select_local_node(const VolumeConfig& cfg, const std::string& node_flag,

@@ -90,6 +90,10 @@ struct VolumeConfig {
   bool tls = false;               // the replication link runs over TLS 1.3
   std::string tls_ca;             // with tls: the CA both nodes' certificates chain to
   std::string tls_cert, tls_key;  // the default for nodes without their own (may be empty)
+  // DRBD's handlers: programs (absolute paths) the secondary runs around a
+  // resync into its copy (docs/configuration.md, "Handlers"); empty: none.
+  std::string before_resync_target, after_resync_target;
+  uint32_t handler_timeout_ms = 60000;  // a handler running longer is killed
   std::vector<NodeConfig> nodes;  // exactly 2, in file order
 
   // Exact (case-sensitive) name match; nullptr if none. Pointers stay valid
@@ -110,6 +114,7 @@ inline constexpr uint32_t kMaxAckTimeoutMs = 3600 * 1000;
 inline constexpr uint32_t kMaxResyncInflight = 1024;
 inline constexpr uint32_t kMaxDeviceConnections = 16;
 inline constexpr uint32_t kMaxDeviceTimeoutS = 3600;
+inline constexpr uint32_t kMaxHandlerTimeoutMs = 3600 * 1000;
 
 // Parses and validates the text of a volume file. `file` names it in errors.
 // A secret-file (absolute path required) is read here. The volume file's own
@@ -120,6 +125,12 @@ Result<VolumeConfig> parse_volume_config(std::string_view text, const std::strin
 // Reads `file`, parses it, and refuses an inline secret in a file that group
 // or others can read.
 Result<VolumeConfig> load_volume_config(const std::string& file);
+
+// The daemon's check at start (not the parser's: mirrorctl loads the same
+// file as a user who may not run them): every handler program exists, is a
+// regular file and is executable by this process. The error names the file
+// and the key.
+Status check_handler_programs(const VolumeConfig& cfg);
 
 // Picks this host's node: the one named by `node_flag` (--node) if not
 // empty, else the one whose name equals gethostname() or its short name

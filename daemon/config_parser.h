@@ -77,6 +77,7 @@ class Parser {
   Status parse_volume(const toml::table& t, VolumeConfig* cfg) const;
   Status parse_secret(const toml::table& t, VolumeConfig* cfg) const;
   Status read_secret_file(const std::string& path, VolumeConfig* cfg) const;
+  Status parse_handlers(const toml::table& t, VolumeConfig* cfg) const;
   // config_node.cc
   Status parse_nodes(const toml::table& root, VolumeConfig* cfg) const;
   Status parse_node(const toml::table& t, const std::string& prefix, const VolumeConfig& cfg,

@@ -869,5 +869,69 @@ TEST(SelectLocalNode, NoMatchListsNames) {
                                    "(nodes: \"alpha\", \"beta\"); pass --node NAME");
 }
 
+// --- handlers (DRBD's before-/after-resync-target)
+
+std::string with_handlers(const std::string& lines) {
+  return with("primary = \"alpha\"", "primary = \"alpha\"\n" + lines);
+}
+
+TEST(Handlers, ParsedWithTheirTimeout) {
+  auto r = parse_volume_config(with_handlers("before-resync-target = \"/etc/mirrord/snap\"\n"
+                                             "after-resync-target = \"/etc/mirrord/unsnap\"\n"
+                                             "handler-timeout = \"2m\""),
+                               kFile);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->before_resync_target, "/etc/mirrord/snap");
+  EXPECT_EQ(r->after_resync_target, "/etc/mirrord/unsnap");
+  EXPECT_EQ(r->handler_timeout_ms, 120000u);
+  auto d = parse_volume_config(kMinimal, kFile);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->before_resync_target, "");
+  EXPECT_EQ(d->after_resync_target, "");
+  EXPECT_EQ(d->handler_timeout_ms, 60000u);
+}
+
+TEST(Handlers, ParseErrorsNameFileAndKey) {
+  EXPECT_THAT(parse_error(with_handlers("before-resync-target = \"snap.sh\"")),
+              HasSubstr(std::string(kFile) +
+                        ": volume.before-resync-target: \"snap.sh\" must be an absolute path"));
+  EXPECT_THAT(parse_error(with_handlers("after-resync-target = 3")),
+              HasSubstr(": volume.after-resync-target: must be a string"));
+  EXPECT_THAT(parse_error(with_handlers("handler-timeout = \"0s\"")),
+              HasSubstr(": volume.handler-timeout: \"0s\" is out of range (1s to 1h)"));
+  EXPECT_THAT(parse_error(with_handlers("handler-timeout = 60")),
+              HasSubstr(": volume.handler-timeout: must be a duration string"));
+  EXPECT_THAT(parse_error(with_handlers("before-resync-targt = \"/x\"")),
+              HasSubstr("did you mean before-resync-target?"));
+}
+
+TEST(Handlers, ProgramsCheckedAtStart) {
+  TempDir dir;
+  std::string ok = dir.write("snap", "#!/bin/sh\nexit 0\n", 0755);
+  std::string plain = dir.write("plain", "#!/bin/sh\nexit 0\n", 0644);
+  auto cfg = [&](const std::string& before, const std::string& after) {
+    std::string lines;
+    if (!before.empty()) lines += "before-resync-target = \"" + before + "\"\n";
+    if (!after.empty()) lines += "after-resync-target = \"" + after + "\"\n";
+    auto r = parse_volume_config(with_handlers(lines), kFile);
+    EXPECT_TRUE(r.ok()) << r.error().to_string();
+    return r.ok() ? *r : VolumeConfig{};
+  };
+  EXPECT_TRUE(check_handler_programs(cfg("", "")).ok());
+  EXPECT_TRUE(check_handler_programs(cfg(ok, ok)).ok());
+  auto missing = check_handler_programs(cfg(ok, dir.path() + "/gone"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().message, std::string(kFile) + ": volume.after-resync-target: \"" +
+                                         dir.path() + "/gone\" does not exist");
+  auto not_exec = check_handler_programs(cfg(plain, ""));
+  ASSERT_FALSE(not_exec.ok());
+  EXPECT_THAT(not_exec.error().message,
+              HasSubstr(std::string(kFile) + ": volume.before-resync-target: \"" + plain +
+                        "\" is not executable"));
+  auto dir_given = check_handler_programs(cfg(dir.path(), ""));
+  ASSERT_FALSE(dir_given.ok());
+  EXPECT_THAT(dir_given.error().message, HasSubstr("is not a regular file"));
+}
+
 }  // namespace
 }  // namespace mirror

@@ -190,6 +190,10 @@ int run(int argc, char** argv) {
       return 2;
     }
     self = *n;
+    if (auto st = check_handler_programs(cfg); !st) {
+      std::fprintf(stderr, "mirrord: %s\n", st.error().message.c_str());
+      return 2;
+    }
     if (listen_args.empty()) listen_args = self->nbd_listen;
   } else if (exports.empty()) {
     std::fprintf(stderr,
