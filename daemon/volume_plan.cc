@@ -140,6 +140,12 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     } else {
       refuse = "split brain: both nodes changed the data since they last agreed";
     }
+  } else if (my.bitmap != 0 && peer.current == my.current && peer.bitmap == 0) {
+    // A full sync planned before (the bitmap id is its fresh base) that the
+    // peer never adopted: it refused the plan (local writes in flight there)
+    // and is still at this node's generation of then. Every region is still
+    // marked: plan it again.
+    kind = link::Plan::kFull;
   } else if (peer_overwritable) {
     kind = link::Plan::kFull;
   } else if (peer.bitmap != 0 && peer.bitmap == my.current) {
