@@ -120,6 +120,10 @@ class Replicator final : public Backend {
   // Rejoined or reconnected while split: the link is up but nothing is
   // mirrored until rejoin (attach with a resync plan).
   void attach_split(LinkConn* link);
+  // The operator rejoined: once the split's session is gone (now, or when
+  // it closes), the peer is away like any lost peer (kDisconnected: the
+  // status says degraded, on-peer-loss applies) until a session attaches.
+  void split_ended();
   // Consistency groups: while held, new writes wait (they are not issued);
   // release() lets them go. Requests already running are not affected.
   void hold();
@@ -353,6 +357,7 @@ class Replicator final : public Backend {
   const VolumeConfig& cfg_;
   uint64_t size_;
   LinkState state_ = LinkState::kDisconnected;
+  bool split_ended_ = false;  // rejoined: link_lost() leaves kSplit
   LinkConn* link_ = nullptr;
   std::string last_error_;
   uint64_t local_errors_ = 0;

@@ -23,6 +23,7 @@ constexpr uint64_t kKoCount = 7;
 // ------------------------------------------------------------ the link --
 
 void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_features) {
+  split_ended_ = false;
   link_ = link;
   trim_peer_ok_ = true;
   csums_ = cfg_.resync_checksums && (peer_features & link::kFeatureVerify);
@@ -49,7 +50,17 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_fea
   resync_pump();
 }
 
+void Replicator::split_ended() {
+  if (state_ != LinkState::kSplit) return;
+  if (link_) {
+    split_ended_ = true;
+  } else {
+    state_ = LinkState::kDisconnected;
+  }
+}
+
 void Replicator::attach_split(LinkConn* link) {
+  split_ended_ = false;
   link_ = link;
   now_ms_ = coarse_ms();
   last_ping_ms_ = now_ms_;
@@ -139,6 +150,7 @@ void Replicator::link_lost(const std::string& why) {
     diverge();
   } else if (state_ == LinkState::kSplit) {
     diverge();  // the split's flush may not have finished
+    if (std::exchange(split_ended_, false)) state_ = LinkState::kDisconnected;
   }
   link_ = nullptr;
   resync_link_lost();

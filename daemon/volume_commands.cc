@@ -86,6 +86,7 @@ void Volume::rejoin(Done done) {
     // out before the link closes. A fresh handshake computes the plan from
     // both sides' current state (the secondary may have changes of its own).
     done(0, "rejoining");
+    replicator_->split_ended();
     if (active_) active_->conn->close_when_sent("rejoin: reconnecting to resync");
   }));
 }
