@@ -14,6 +14,7 @@ struct SecondaryApplier::Apply final : IoDone {
   uint64_t id = 0, seq = 0, epoch = 0;
   bool is_flush = false;
   bool is_sync_done = false;
+  bool was_inconsistent = false;  // SYNC_DONE: this copy was inconsistent before it
   bool is_detach = false;  // DETACH: answered once the metadata is durable
   Generation prev_gen;     // DETACH: what a failed commit puts back
   bool moved = false;      // DETACH: this one moved the generation and set the flag
@@ -181,6 +182,7 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       // split (kept until now, so an interrupted resync still copies them)
       // are gone.
       bitmap_.clear_all_dirty();
+      bool was_inconsistent = bitmap_.flags() & kFlagInconsistent;
       bitmap_.set_flags(bitmap_.flags() & ~(kFlagInconsistent | kFlagFullSyncNeeded |
                                             kFlagDisposableLocalWrites | kFlagPeerDiskFailed));
       Apply* a = get();
@@ -188,6 +190,7 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       a->epoch = epoch_;
       a->seq = 0;
       a->is_sync_done = true;
+      a->was_inconsistent = was_inconsistent;
       bitmap_.commit(a);
       return;
     }
@@ -278,11 +281,12 @@ void SecondaryApplier::done(Apply* a, int err) {
   }
   if (a->is_sync_done) {
     uint64_t epoch = a->epoch, id = a->id;
+    bool was_inconsistent = a->was_inconsistent;
     put(a);
     if (!err) {
       MLOG_INFO("resync complete: this copy is consistent again");
       last_local_error_.clear();
-      if (on_sync_done) on_sync_done();
+      if (on_sync_done) on_sync_done(was_inconsistent);
     }
     return reply(epoch, id, err);
   }

@@ -65,7 +65,9 @@ class SecondaryApplier {
   // A TRIM found this node's store unable to punch holes (it kept the data).
   bool trim_kept() const { return trim_kept_; }
   const std::string& last_local_error() const { return last_local_error_; }
-  std::function<void()> on_sync_done;  // the primary declared us up to date
+  // The primary declared us up to date (durably recorded); whether this
+  // copy was inconsistent until then (a resync into it ended).
+  std::function<void(bool was_inconsistent)> on_sync_done;
   // The primary split the mirror, and every write before the split has been
   // applied: the image is final. The split's flush (and so its reply) is
   // issued once `then` runs.

@@ -87,6 +87,17 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
   } else {
     j["verify"] = nullptr;
   }
+  auto handler = [](const HandlerStatus& h) -> nlohmann::json {
+    if (h.program.empty()) return nullptr;
+    return {{"program", h.program},
+            {"runs", h.runs},
+            {"running", h.running},
+            {"last_result", h.last_result.empty() ? nlohmann::json(nullptr)
+                                                  : nlohmann::json(h.last_result)},
+            {"last_unix_ms", h.last_unix_ms}};
+  };
+  j["handlers"] = {{"before_resync_target", handler(st.before_resync_target)},
+                   {"after_resync_target", handler(st.after_resync_target)}};
   if (st.split_unix_ms) {
     j["last_split"] = {{"unix_ms", st.split_unix_ms}, {"drain_us", st.split_drain_us}};
   } else {

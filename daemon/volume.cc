@@ -66,6 +66,7 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, VolumeConfig& cfg,
                              "': metadata and backing are the same file; the metadata needs a "
                              "file of its own"};
   std::unique_ptr<Volume> v(new Volume(loop, cfg, self, *peer, opts));
+  v->handlers_ = std::make_unique<ResyncHandlers>(loop, cfg, self, *peer);
   auto file = FileBackend::open(loop, self.backing, {.size = cfg.size});
   if (!file) return file.error();
   v->file_ = std::move(*file);
@@ -135,8 +136,9 @@ void Volume::make_applier() {
     if (role_ != Role::kSecondary || !on_image_changed) return then();
     on_image_changed(std::move(then));
   };
-  applier_->on_sync_done = [this] {
+  applier_->on_sync_done = [this](bool was_inconsistent) {
     if (role_ == Role::kSecondary && on_image_changed) on_image_changed([] {});
+    if (was_inconsistent) handlers_->after_resync();
   };
   local_->set_writable(false);
   gate_.set(local_.get(), false);
@@ -594,6 +596,7 @@ void Volume::reload_tls(Done done) {
 void Volume::tick() {
   now_ms_ = mono_ms();
   if (replicator_) replicator_->tick(now_ms_);
+  handlers_->tick(now_ms_);
   if (stopping_) {
     // The stop waits for its final flush on both copies: a peer that hangs
     // (its process stopped, its host frozen, the TCP connection still open)
@@ -633,6 +636,7 @@ void Volume::tick() {
 
 void Volume::stop(std::function<void()> done) {
   stopping_ = true;  // tick() goes on only for the replicator's timeouts, until quiesced
+  handlers_->stop();
   dial_timer_.cancel();
   if (acceptor_) acceptor_->stop();
   auto finish = [this, done = std::move(done)](bool synced) {
@@ -723,6 +727,8 @@ VolumeStatus Volume::status() const {
   if (active_ && peer_known_)
     st.peer_role = peer_state_.role == link::State::kPrimary ? "primary" : "secondary";
   st.writable = gate_.writable();
+  st.before_resync_target = handlers_->before_status();
+  st.after_resync_target = handlers_->after_status();
   st.backup_point = changes_->generation().current;
   st.changed_since_backup = changes_->dirty_bytes();
   if (replicator_) {
@@ -746,6 +752,8 @@ VolumeStatus Volume::status() const {
     st.local_io_errors = applier_->local_errors();
     // Until a resync heals it, the failing disk is what the operator must see.
     if (!applier_->last_local_error().empty()) st.last_error = applier_->last_local_error();
+    // A failed before-resync-target holds the resync back until it succeeds.
+    else if (!handlers_->failure().empty()) st.last_error = handlers_->failure();
   }
   if (split_brain_) {
     st.state = "split-brain";

@@ -28,6 +28,7 @@
 #include "link_conn.h"
 #include "listen_addr.h"
 #include "replicator.h"
+#include "resync_handlers.h"
 #include "role_gate.h"
 #include "secondary.h"
 #include "server.h"
@@ -87,6 +88,8 @@ struct VolumeStatus {
   bool demoting = false;  // demote running: NBD writes are refused
   bool discarding = false;  // discard-my-data running: NBD writes are refused
   bool writable = false;              // NBD writes accepted (a split secondary after open-rw)
+  // DRBD's before-/after-resync-target handlers (program "": not configured).
+  HandlerStatus before_resync_target, after_resync_target;
   uint64_t backup_point = 0;          // id of the last backup point (0: none)
   uint64_t changed_since_backup = 0;  // bytes (secondary)
 };
@@ -285,6 +288,7 @@ class Volume final : public LinkConn::Handler {
   std::unique_ptr<LocalWriteGate> local_;  // the secondary's NBD path (open-rw)
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<SecondaryApplier> applier_;
+  std::unique_ptr<ResyncHandlers> handlers_;  // the secondary runs them
   // Halves left behind by a role change, until nothing in flight names
   // them (an apply or a write finishing late): then tick() destroys them.
   std::vector<std::unique_ptr<Replicator>> retired_replicators_;

@@ -151,6 +151,7 @@ void Volume::open_rw(Done done) {
     bitmap_->set_generation(g);
   }
   bitmap_->set_flags(bitmap_->flags() | kFlagDisposableLocalWrites);
+  handlers_->copy_changed();  // a snapshot taken before no longer matches it
   bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
     if (err) return done(-err, "cannot write the metadata");
     if (role_ != Role::kSecondary) return done(EBUSY, "promoted meanwhile");

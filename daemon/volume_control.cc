@@ -207,6 +207,8 @@ void VolumeControl::poll() {
               {"consistent", s["consistent"]}, {"last_error", s["last_error"]},
               {"disk", s["disk"]}, {"peer_disk_failed", s["peer_disk_failed"]},
               {"device", s["device"].is_object() ? s["device"]["state"] : json()},
+              // A handler's start and end (runs, running, last_result).
+              {"handlers", s["handlers"]},
               // A verify's start and end, even one shorter than a poll.
               {"verify", s["verify"].is_object()
                              ? json::array({s["verify"]["run"], s["verify"]["result"]})

@@ -142,9 +142,9 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     }
   } else if (my.bitmap != 0 && peer.current == my.current && peer.bitmap == 0) {
     // A full sync planned before (the bitmap id is its fresh base) that the
-    // peer never adopted: it refused the plan (local writes in flight there)
-    // and is still at this node's generation of then. Every region is still
-    // marked: plan it again.
+    // peer never adopted: it refused the plan (before-resync-target running
+    // there, local writes in flight) and is still at this node's generation
+    // of then. Every region is still marked: plan it again.
     kind = link::Plan::kFull;
   } else if (peer_overwritable) {
     kind = link::Plan::kFull;
@@ -222,6 +222,22 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
     return session_error(s, "local writes still in flight; retrying the handshake");
   Generation g = bitmap_->generation();
   uint32_t flags = bitmap_->flags();
+  bool resync = plan.kind == link::Plan::kBitmap || plan.kind == link::Plan::kUnion ||
+                plan.kind == link::Plan::kFull;
+  if (resync && handlers_->has_before() &&
+      !(flags & (kFlagInconsistent | kFlagFullSyncNeeded))) {
+    // This consistent copy is about to become a mix of old and new blocks:
+    // nothing is written to it before before-resync-target (a snapshot)
+    // exited 0. Not for a copy inconsistent already (a resync resumed): a
+    // snapshot of it now would be of a torn image.
+    const char* name = plan.kind == link::Plan::kBitmap  ? "bitmap"
+                       : plan.kind == link::Plan::kUnion ? "union"
+                                                         : "full";
+    std::string wait =
+        handlers_->before_resync(name, {g.current, g.bitmap, flags}, mono_ms());
+    // The handler logs its own start and end, not every handshake it refuses.
+    if (!wait.empty()) return session_error(s, wait, false);
+  }
   switch (plan.kind) {
     case link::Plan::kInSync:
       flags &= ~kFlagSplit;
@@ -281,6 +297,8 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       Session* s = sp.get();
       active_ = s;
       s->phase = Session::Phase::kActive;
+      handlers_->copy_changed();  // mirrored writes may reach it from now on
+      peer_reached();  // a refusal of an earlier handshake is history
       split_brain_ = false;  // the primary's plan resolves it (after discard-my-data)
       applier_->attach(s->conn.get(), s->peer_features);
       s->conn->send(r);

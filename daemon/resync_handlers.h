@@ -1,0 +1,117 @@
+// ResyncHandlers: the secondary's half of DRBD's before-resync-target and
+// after-resync-target handlers (docs/configuration.md, "Handlers";
+// docs/replication-protocol.md, "Handlers around a resync").
+//
+// before-resync-target runs when a plan would make this node's consistent
+// copy inconsistent (a bitmap, union or full resync into it): typically it
+// snapshots the backing device, so a consistent image exists while the
+// resync runs. Nothing is written to the copy before it exited 0: the first
+// plan that needs it starts it and is refused (the primary retries the
+// handshake), a later plan goes ahead once it exited 0 with the copy
+// unchanged since. A run that failed (non-zero exit, a signal, the
+// timeout) keeps refusing resyncs and is retried no more often than every
+// kRetryMs. after-resync-target runs once SYNC_DONE made the copy
+// consistent again; nobody waits for it, its failure is logged.
+//
+// Thread: the Loop's. Owned by the Volume; tick() drives the timeouts.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "handler_run.h"
+#include "uring.h"
+
+namespace mirror {
+
+// What `mirrorctl status` shows of one handler.
+struct HandlerStatus {
+  std::string program;      // "" : not configured
+  uint64_t runs = 0;        // started since mirrord started
+  bool running = false;
+  std::string last_result;  // "exit 0", "exit 3", "timed out after 60 s (killed)", ...
+  uint64_t last_unix_ms = 0;  // when the last run ended (0: none yet)
+};
+
+class ResyncHandlers {
+ public:
+  static constexpr uint64_t kRetryMs = 30000;
+
+  // What a before-resync-target's success vouches for: the copy as it was
+  // when the handler started (its generation and flags).
+  struct CopyMark {
+    uint64_t current = 0, bitmap = 0;
+    uint32_t flags = 0;
+    bool operator==(const CopyMark&) const = default;
+  };
+
+  // All references outlive this object.
+  ResyncHandlers(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self,
+                 const NodeConfig& peer);
+  ~ResyncHandlers();
+
+  bool has_before() const { return !cfg_.before_resync_target.empty(); }
+  // A plan `plan` ("bitmap", "union", "full") would make this consistent
+  // copy inconsistent. Returns "" when it may go ahead (before-resync-target
+  // exited 0 for the copy as `mark` says it is, and nothing changed it
+  // since), else why not: the handshake is refused with that message.
+  std::string before_resync(const std::string& plan, const CopyMark& mark, uint64_t now_ms);
+  // The copy may have changed (a session became active and may mirror
+  // into it; open-rw): a run that started before no longer vouches for it.
+  void copy_changed() { changed_ = true; }
+  // SYNC_DONE made the copy consistent again: start after-resync-target.
+  void after_resync();
+  // Kills a handler past its timeout.
+  void tick(uint64_t now_ms);
+  // mirrord stops: a running before-resync-target gets SIGTERM (its result
+  // would be used by nobody; the next start runs it again), a running
+  // after-resync-target is left to finish. Neither is waited for.
+  void stop();
+
+  // The last before-resync-target failed and still blocks resyncs: why ("").
+  const std::string& failure() const { return failure_; }
+  HandlerStatus before_status() const;
+  HandlerStatus after_status() const;
+
+ private:
+  struct Slot {
+    std::string key;  // "before-resync-target"
+    std::string program;
+    std::unique_ptr<HandlerRun> run;
+    uint64_t started_ms = 0;
+    uint64_t runs = 0;
+    bool timed_out = false;
+    std::string last_result;
+    uint64_t last_unix_ms = 0;
+  };
+  enum class Before { kIdle, kRunning, kSucceeded, kFailed };
+
+  std::vector<std::pair<std::string, std::string>> env(const std::string& plan) const;
+  // Starts the slot's program; false (and `error` set) if it could not be.
+  bool spawn(Slot& slot, const std::string& plan, std::string* error,
+             std::function<void(const HandlerRun::Outcome&)> done);
+  // A run ended: what it was, for the status and the log.
+  std::string ended(Slot& slot, const HandlerRun::Outcome& o);
+  void before_done(const HandlerRun::Outcome& o);
+  HandlerStatus status_of(const Slot& slot) const;
+
+  Loop& loop_;
+  const VolumeConfig& cfg_;
+  const NodeConfig& self_;
+  const NodeConfig& peer_;
+  Slot before_, after_;
+  Before state_ = Before::kIdle;
+  CopyMark mark_;          // the copy when the last before-resync-target started
+  bool changed_ = false;   // ... and it may have changed since
+  uint64_t failed_ms_ = 0;  // monotonic: when the last run failed
+  std::string failure_;
+  std::string plan_;       // the plan the running or last run was for
+  // Runs that ended, destroyed at the next tick (never inside their own
+  // completion).
+  std::vector<std::unique_ptr<HandlerRun>> ended_;
+};
+
+}  // namespace mirror
