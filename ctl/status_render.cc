@@ -155,6 +155,23 @@ std::string render_status(const nlohmann::json& s, bool bar) {
   else if (trim == "peer-store-cannot-punch")
     row("trim", "not applied: the peer's backing store cannot punch holes (it would change one "
                 "copy only)");
+  if (s.contains("handlers") && s["handlers"].is_object()) {
+    for (const char* key : {"before_resync_target", "after_resync_target"}) {
+      const auto& h = s["handlers"].value(key, nlohmann::json());
+      if (!h.is_object()) continue;
+      uint64_t runs = h.value("runs", uint64_t(0));
+      std::string v = h.value("program", std::string("?")) + ": ";
+      if (h.value("running", false))
+        v += "running";
+      else if (runs == 0)
+        v += "not run yet";
+      else
+        v += "last run " + (h["last_result"].is_string() ? h["last_result"].get<std::string>()
+                                                         : std::string("?"));
+      v += " (" + std::to_string(runs) + " run" + (runs == 1 ? "" : "s") + " since start)";
+      row(key[0] == 'b' ? "before resync" : "after resync", v);
+    }
+  }
   if (!s.value("last_error", std::string()).empty()) row("last error", s["last_error"]);
   return o.str();
 }

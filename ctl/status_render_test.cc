@@ -104,6 +104,28 @@ TEST(StatusRender, DisklessAndPeerDiskFailedLines) {
   EXPECT_NE(out.find("this copy is the only current one"), std::string::npos) << out;
 }
 
+TEST(StatusRender, Handlers) {
+  VolumeStatus v = volume();
+  nlohmann::json none = status_to_json(v);
+  EXPECT_TRUE(none["handlers"]["before_resync_target"].is_null());
+  EXPECT_TRUE(none["handlers"]["after_resync_target"].is_null());
+  EXPECT_EQ(render_status(none, false).find("resync  "), std::string::npos);
+  v.before_resync_target.program = "/etc/mirrord/snap";
+  v.before_resync_target.runs = 2;
+  v.before_resync_target.last_result = "exit 3";
+  v.after_resync_target.program = "/etc/mirrord/unsnap";
+  nlohmann::json j = status_to_json(v);
+  EXPECT_EQ(j["handlers"]["before_resync_target"]["runs"], 2);
+  EXPECT_EQ(j["handlers"]["before_resync_target"]["last_result"], "exit 3");
+  EXPECT_TRUE(j["handlers"]["after_resync_target"]["last_result"].is_null());
+  std::string out = render_status(j, false);
+  EXPECT_NE(out.find("/etc/mirrord/snap: last run exit 3 (2 runs since start)"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("/etc/mirrord/unsnap: not run yet (0 runs since start)"), std::string::npos)
+      << out;
+}
+
 TEST(StatusRender, VerifyRunningAndFinished) {
   VolumeStatus v = volume();
   nlohmann::json none = status_to_json(v);
