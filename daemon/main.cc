@@ -397,7 +397,7 @@ int run(int argc, char** argv) {
     exit_code = 1;
   };
   auto writes_at_risk = [&](const std::string& what, const std::string& why) {
-    MLOG_ERROR("%s: stopping: %s", what.c_str(), why.c_str());
+    MLOG_ERROR("%s: stopping %s", what.c_str(), why.c_str());
     exit_code = 1;
   };
   SignalWatcher signals(**loop, sfd.get(), [&](int signo) {

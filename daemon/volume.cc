@@ -687,13 +687,12 @@ std::string Volume::acked_writes_at_risk() const {
   // last reached it (the stop's own flush goes there first).
   if (bitmap_->flags() & kFlagDiskFailed) {
     if (replicator_ && replicator_->only_copy_unflushed())
-      return "this node is diskless and the peer's copy, the only one, has not confirmed a "
-             "flush of every acknowledged write (the link was lost first): they are gone if "
-             "it lost power";
+      return "diskless: the peer's copy, the only one, has not confirmed a flush of every "
+             "acknowledged write (the link was lost first): they are gone if it lost power";
     return "";
   }
   if (file_ && file_->refusing_writes())
-    return "its disk failed a sync: acknowledged writes may be lost on this copy";
+    return "after a failed sync: acknowledged writes may be lost";
   return "";
 }
 

@@ -130,7 +130,7 @@ else
     fail "alpha did not exit within 20 s of SIGTERM (beta gone)"
 fi
 check "alpha's log says acknowledged writes may be lost on beta's copy" \
-    grep -q "stopping: this node is diskless and the peer's copy, the only one, has not confirmed a flush" "$(node_log alpha)"
+    grep -q "stopping diskless: the peer's copy, the only one, has not confirmed a flush" "$(node_log alpha)"
 must_start beta
 check_eq "the write is on beta all the same (killed, not powered off)" "[172]" \
     "$(read_bytes "$(nbd_unix_uri beta)" $((3 * WIN + 65536)))"
