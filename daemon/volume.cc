@@ -611,8 +611,8 @@ void Volume::tick() {
   if (resize_) resize_tick();
   if (!retired_replicators_.empty() || !retired_appliers_.empty()) release_retired();
   if (plan_reply_ && now_ms_ >= plan_reply_->deadline_ms) {
-    MLOG_WARN("volume '%s': a client read of this copy, or the kernel device's cache drop, "
-              "is still running %llu ms after a resync plan: answering the plan anyway",
+    MLOG_WARN("volume '%s': a client read of this copy is still running %llu ms after a "
+              "resync plan: answering the plan anyway",
               cfg_.name.c_str(), static_cast<unsigned long long>(volume_internal::kPlanQuiesceMs));
     std::exchange(plan_reply_, nullptr)->send();
   }

@@ -244,6 +244,8 @@ class Volume final : public LinkConn::Handler {
   void on_peer_state(Session* s, const link::State& st);
   void plan_as_primary(Session* s, const link::State& st);
   void on_plan(Session* s, const link::Header& h, const link::Plan& plan);
+  // on_plan's second half, once the kernel device dropped its cache.
+  void on_plan_apply(Session* s, const link::Header& h, const link::Plan& plan);
   void end_plan_hold(Session* s);
   void activate(Session* s);
   link::State my_state() const;
@@ -294,9 +296,8 @@ class Volume final : public LinkConn::Handler {
   std::vector<std::unique_ptr<Replicator>> retired_replicators_;
   std::vector<std::unique_ptr<SecondaryApplier>> retired_appliers_;
   void release_retired();
-  // A resync plan's reply on the secondary, once reads of the image it
-  // replaces are over: the client reads in flight have finished and the
-  // kernel device's cache is dropped, or kPlanQuiesceMs passed (tick()).
+  // A resync plan's reply on the secondary, once the client reads of the
+  // image it replaces have finished, or kPlanQuiesceMs passed (tick()).
   struct PlanReply {
     uint64_t id = 0;
     int waiting = 0;

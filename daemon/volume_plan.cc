@@ -238,6 +238,31 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
     // The handler logs its own start and end, not every handshake it refuses.
     if (!wait.empty()) return session_error(s, wait, false);
   }
+  if (resync && on_image_changed && !(flags & (kFlagInconsistent | kFlagFullSyncNeeded))) {
+    // This copy is about to stop being an image: the kernel device forgets
+    // the blocks it cached of it first, while reads still succeed (the
+    // drop's open also runs a partition scan the kernel may have pending).
+    // Bounded (KernelDevice); the primary holds its writes meanwhile.
+    std::weak_ptr<Session> weak = find_session(s);
+    on_image_changed([this, weak, h, plan] {
+      auto sp = weak.lock();
+      if (!sp || sp->gone || sp->conn->closing()) return;
+      on_plan_apply(sp.get(), h, plan);
+    });
+    return;
+  }
+  on_plan_apply(s, h, plan);
+}
+
+void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& plan) {
+  // Time may have passed (the cache drop): a role change, another session,
+  // a local change started meanwhile.
+  if (role_ != Role::kSecondary || !applier_ || active_)
+    return session_error(s, "the node changed while the plan waited; retrying", false);
+  if (plan.kind != link::Plan::kStandby && local_->changes_in_flight())
+    return session_error(s, "local writes still in flight; retrying the handshake");
+  Generation g = bitmap_->generation();
+  uint32_t flags = bitmap_->flags();
   switch (plan.kind) {
     case link::Plan::kInSync:
       flags &= ~kFlagSplit;
@@ -304,18 +329,16 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       s->conn->send(r);
     };
     if (local_->image_usable()) return reply();
-    // A resync may write into this copy from the reply on: reads of the
-    // image it replaces end first (new ones fail since the flags changed):
-    // client reads in flight finish, and the kernel device forgets the
-    // blocks it cached. Bounded (tick()): the primary holds its writes.
+    // A resync may write into this copy from the reply on: client reads of
+    // the image it replaces, issued before the flags changed (new ones
+    // fail), finish first. Bounded (tick()): the primary holds its writes.
     if (plan_reply_) std::exchange(plan_reply_, nullptr)->send();
     plan_reply_ = std::make_unique<PlanReply>();
     uint64_t pid = plan_reply_->id = ++plan_reply_ids_;
-    plan_reply_->waiting = on_image_changed ? 2 : 1;
+    plan_reply_->waiting = 1;
     plan_reply_->deadline_ms = mono_ms() + volume_internal::kPlanQuiesceMs;
     plan_reply_->send = std::move(reply);
     local_->when_reads_drained([this, pid] { plan_reply_step(pid); });
-    if (on_image_changed) on_image_changed([this, pid] { plan_reply_step(pid); });
   }));
 }
 
