@@ -189,7 +189,7 @@ void Replicator::start(Op* op) {
     uint64_t e0 = op->off / bitmap_.al_extent(), e1 = (op->off + op->len - 1) / bitmap_.al_extent();
     for (uint64_t e = e0; e <= e1; ++e) ++extents_[e].in_flight;
     if (holding_ || plan_holds_ > 0 ||
-        (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected)) {
+        fail_stop_holds()) {
       held_.push_back(op);  // held, or fail-stop waiting for the peer
       return;
     }

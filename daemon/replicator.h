@@ -358,6 +358,16 @@ class Replicator final : public Backend {
   uint64_t size_;
   LinkState state_ = LinkState::kDisconnected;
   bool split_ended_ = false;  // rejoined: link_lost() leaves kSplit
+  // Disconnected since a rejoin, the peer not attached again yet: its
+  // writes were tracked through the split, and on-peer-loss = fail-stop
+  // holds them only once the peer has been back (a backup whose secondary
+  // died mid-copy, a before-resync-target that fails, never freeze the
+  // application's writes).
+  bool after_split_ = false;
+  bool fail_stop_holds() const {
+    return cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected &&
+           !after_split_;
+  }
   LinkConn* link_ = nullptr;
   std::string last_error_;
   uint64_t local_errors_ = 0;

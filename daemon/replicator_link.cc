@@ -24,6 +24,7 @@ constexpr uint64_t kKoCount = 7;
 
 void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_features) {
   split_ended_ = false;
+  after_split_ = false;
   link_ = link;
   trim_peer_ok_ = true;
   csums_ = cfg_.resync_checksums && (peer_features & link::kFeatureVerify);
@@ -56,11 +57,13 @@ void Replicator::split_ended() {
     split_ended_ = true;
   } else {
     state_ = LinkState::kDisconnected;
+    after_split_ = true;
   }
 }
 
 void Replicator::attach_split(LinkConn* link) {
   split_ended_ = false;
+  after_split_ = false;
   link_ = link;
   now_ms_ = coarse_ms();
   last_ping_ms_ = now_ms_;
@@ -104,7 +107,7 @@ void Replicator::grow(uint64_t new_size, bool new_area_dirty) {
 
 void Replicator::release_held() {
   if (holding_ || plan_holds_ > 0) return;
-  if (cfg_.on_peer_loss == OnPeerLoss::kFailStop && state_ == LinkState::kDisconnected) return;
+  if (fail_stop_holds()) return;
   std::deque<Op*> held;
   held.swap(held_);
   for (Op* op : held) log_then_dispatch(op);
@@ -150,7 +153,10 @@ void Replicator::link_lost(const std::string& why) {
     diverge();
   } else if (state_ == LinkState::kSplit) {
     diverge();  // the split's flush may not have finished
-    if (std::exchange(split_ended_, false)) state_ = LinkState::kDisconnected;
+    if (std::exchange(split_ended_, false)) {
+      state_ = LinkState::kDisconnected;
+      after_split_ = true;
+    }
   }
   link_ = nullptr;
   resync_link_lost();
