@@ -53,6 +53,10 @@ log "promote --force on beta while its plan waits: exit $rc: $out"
 sleep 2
 node_alive beta && pass "beta is alive after a forced promote during its plan's wait" \
     || fail "beta died after a forced promote during its plan's wait: $(tail -n 3 "$(node_log beta)")"
+# The promote did land inside the wait: the plan's late reply was refused.
+grep -q "the node changed while the plan waited" "$(node_log beta)" \
+    && pass "beta refused the plan's late reply after the promote (the promote fell in the wait)" \
+    || fail "beta's log shows no refused late reply: the promote missed the plan's wait"
 wait $slow 2>/dev/null
 kill_node alpha
 kill_node beta
