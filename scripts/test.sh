@@ -4,20 +4,40 @@
 # Stages (each prints one summary line at the end; the script fails if any stage fails):
 #   deps   scripts/install-deps.sh (Debian packages; root only if something is missing)
 #   build  build/       CMAKE_BUILD_TYPE=RelWithDebInfo, Ninja
-#   test   ctest --test-dir build: every label (unit, integration, vm = real kernel in qemu)
+#   test   ctest --test-dir build: every label (unit, integration, mirror, faults, vm = real
+#          kernel in qemu) but `long`
 #   asan   build-asan/  CMAKE_BUILD_TYPE=Asan (ASan+UBSan), ctest -L unit
 #   fuzz   build-fuzz/  CMAKE_BUILD_TYPE=Fuzz with clang; each build-fuzz/fuzz-* for
 #          FUZZ_SECONDS with its seed corpus tests/fuzz/corpus/<name>/; any crash fails
 #
+# The default run leaves out the tests labelled `long` (variants and races of the kernel
+# flows, which each keep one test in the default run); `--long` runs them too:
+#   sudo ./scripts/test.sh --long
+#
 # Environment: SKIP_ASAN=1, SKIP_FUZZ=1, FUZZ_SECONDS (default 30), FUZZ_JOBS (targets
 # run at once, default nproc), CTEST_ARGS (extra arguments for the main ctest run, e.g.
-# CTEST_ARGS="-LE vm"), JOBS (ninja -j).
+# CTEST_ARGS="-L mirror"; one with its own -LE replaces the default's `-LE long`), JOBS
+# (ninja -j).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
+LONG=0
+for arg in "$@"; do
+  case "$arg" in
+    --long) LONG=1 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown argument '$arg' (known: --long)" >&2; exit 2 ;;
+  esac
+done
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 read -r -a CTEST_EXTRA <<<"${CTEST_ARGS:-}"
+# ctest ANDs repeated -LE, so ours is added only when the caller gave none.
+if [ "$LONG" = 0 ] && [[ " ${CTEST_ARGS:-} " != *" -LE "* ]]; then
+  CTEST_EXTRA=(-LE '^long$' "${CTEST_EXTRA[@]}")
+fi
+SUITE=default
+[ "$LONG" = 0 ] || SUITE=long
 NINJA_ARGS=()
 [ -z "${JOBS:-}" ] || NINJA_ARGS=(-j "$JOBS")
 
@@ -79,9 +99,9 @@ record deps PASS "$(took)" "Debian packages present"
 start "build: build/ (RelWithDebInfo)"
 if configure_and_build build RelWithDebInfo all; then
   record build PASS "$(took)" "build/"
-  start "test: ctest --test-dir build ${CTEST_ARGS:-}"
+  start "test: ctest --test-dir build ${CTEST_EXTRA[*]}"
   if run_ctest --test-dir build --output-on-failure -j2 --timeout 600 --no-tests=error "${CTEST_EXTRA[@]}"; then
-    record test PASS "$(took)" "ctest build/ (all labels) ${CTEST_ARGS:-}"
+    record test PASS "$(took)" "ctest build/ ($SUITE suite) ${CTEST_EXTRA[*]}"
   else
     record test FAIL "$(took)" "ctest build/: see the failures above"
   fi
