@@ -478,6 +478,20 @@ int run(int argc, char** argv) {
       if (!device) return (*loop)->defer(std::move(done));
       device->drop_cache(std::move(done));
     };
+    volume->split_image_in_use = [&device, &loop](
+                                     std::function<void(const std::string&)> done) {
+      if (!device) return (*loop)->defer([done = std::move(done)] { done(""); });
+      device->probe_in_use([&device, done = std::move(done)](Status free) {
+        if (free) return done("");
+        if (free.error().code == EBUSY)
+          return done(device->path() + " is mounted, held open exclusively or by a holder");
+        // Cannot tell (mirrord stopping, another device call running): the
+        // rejoin is not held up by the check itself.
+        MLOG_WARN("kernel nbd: cannot tell whether %s is in use before the rejoin: %s",
+                  device->path().c_str(), free.error().to_string().c_str());
+        done("");
+      });
+    };
     // After an online resize: new NBD requests are checked against the new
     // size, new clients are told it, and the kernel device takes it.
     volume->on_resized = [&server, &device, name = cfg.name](

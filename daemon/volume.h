@@ -127,6 +127,11 @@ class Volume final : public LinkConn::Handler {
   // the end of a resync. A kernel device drops its cached blocks, then runs
   // `done` (on the loop, never inside the call; bounded in time).
   std::function<void(std::function<void()> done)> on_image_changed;
+  // Asked before a rejoin's resync overwrites this secondary's split image:
+  // `done` gets "" when nothing uses the image, else why it is in use (a
+  // file system mounted on the kernel device: a backup not finished). On
+  // the loop, never inside the call.
+  std::function<void(std::function<void(const std::string& busy)> done)> split_image_in_use;
   // The regions changed since the last backup point, for the NBD metadata
   // context kChangedContext; a primary answers "all changed" (it keeps no
   // such map), which is always safe for a backup tool.
@@ -244,7 +249,9 @@ class Volume final : public LinkConn::Handler {
   void on_peer_state(Session* s, const link::State& st);
   void plan_as_primary(Session* s, const link::State& st);
   void on_plan(Session* s, const link::Header& h, const link::Plan& plan);
-  // on_plan's second half, once the kernel device dropped its cache.
+  // After the split image's in-use check: before-resync-target, the cache drop.
+  void on_plan_free(Session* s, const link::Header& h, const link::Plan& plan);
+  // on_plan's last part, once the kernel device dropped its cache.
   void on_plan_apply(Session* s, const link::Header& h, const link::Plan& plan);
   void end_plan_hold(Session* s);
   void activate(Session* s);
@@ -337,6 +344,7 @@ class Volume final : public LinkConn::Handler {
   bool stopping_ = false;
   bool quiesced_ = false;  // stopping, and both copies flushed (or the peer gone)
   bool split_brain_ = false;
+  bool split_busy_logged_ = false;  // the split image's in-use refusal was logged
   uint64_t split_unix_ms_ = 0;
   uint64_t split_drain_us_ = 0;
   uint64_t next_control_id_ = 1;

@@ -210,6 +210,38 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
 }
 
 void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
+  uint32_t flags = bitmap_->flags();
+  bool resync = plan.kind == link::Plan::kBitmap || plan.kind == link::Plan::kUnion ||
+                plan.kind == link::Plan::kFull;
+  if (resync && split_image_in_use && (flags & kFlagSplit) &&
+      !(flags & (kFlagInconsistent | kFlagFullSyncNeeded))) {
+    // A rejoin would turn the split image a backup may still be reading
+    // into a mix of old and new blocks: a file system mounted on it would
+    // fail mid-backup. Like demote, refused while the device is in use;
+    // the primary retries, and the rejoin goes ahead once it is unmounted.
+    std::weak_ptr<Session> weak = find_session(s);
+    split_image_in_use([this, weak, h, plan](const std::string& busy) {
+      auto sp = weak.lock();
+      if (!sp || sp->gone || sp->conn->closing()) return;
+      if (busy.empty()) {
+        split_busy_logged_ = false;
+        return on_plan_free(sp.get(), h, plan);
+      }
+      std::string why = "the split image on node '" + self_.name + "' is in use: " + busy +
+                        "; the rejoin waits until it is unmounted (finish the backup first)";
+      // Once per refusal streak, not at every retried handshake.
+      if (!split_busy_logged_) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
+      split_busy_logged_ = true;
+      session_error(sp.get(), why, false);
+    });
+    return;
+  }
+  on_plan_free(s, h, plan);
+}
+
+void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& plan) {
+  if (role_ != Role::kSecondary || !applier_ || active_)
+    return session_error(s, "the node changed while the plan waited; retrying", false);
   if (plan.kind != link::Plan::kStandby && local_->writable()) {
     // The split ends: local clients may no longer change the image the
     // resync is about to overwrite.

@@ -11,6 +11,9 @@
 #    blocks, every read of /dev/nbd1 fails with an I/O error (never the mix), a block the
 #    kernel had cached too (the plan dropped the cache).
 # 3. After the resync /dev/nbd1 reads the primary's data.
+# 4. A backup mounts the split image (ext4, read-only): the rejoin is refused while it is
+#    mounted (alpha's status says why; beta's copy stays the split image) and goes ahead,
+#    by itself, once it is unmounted.
 # Nothing but /dev/nbd1's refused reads reaches dmesg as an I/O error.
 # Environment (GUEST_ENV): VOL_SIZE (default 64M).
 # shellcheck disable=SC1091  # packed by kernel-mirror.sh through EXTRA_BINS
@@ -88,6 +91,41 @@ b=$(dd if=/dev/nbd1 bs=1M count=64 2>/dev/null | md5sum | cut -d' ' -f1)
 [ "$a" = "$b" ] || die "after the resync /dev/nbd1 (md5 $b) differs from /dev/nbd0 ($a)"
 step "after the resync, /dev/nbd1 (still held open) reads the primary's data: $b"
 exec 3<&-
+
+# 4. A backup mounts the split image; the rejoin waits for it. ext4 made through the primary
+#    (the resync-rate limit makes the rejoin slow enough to watch).
+run mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 -L backup /dev/nbd0
+run mkdir -p /mnt/a /mnt/b
+run mount -t ext4 /dev/nbd0 /mnt/a
+echo "before the split" >/mnt/a/snap.txt || die "write to /mnt/a failed"
+run umount /mnt/a
+wait_state alpha synchronized 60
+run ctl alpha split
+wait_state beta split 10
+run mount -t ext4 -o ro,noload /dev/nbd1 /mnt/b
+run mount -t ext4 /dev/nbd0 /mnt/a
+echo "after the split" >/mnt/a/snap.txt || die "write to /mnt/a failed"
+run sync
+step "the split image mounted read-only at /mnt/b (a backup), the primary changed it"
+dmesg -c >/dev/null
+run ctl alpha rejoin
+_i=0
+until ctl alpha status --json | grep -q "the split image on node 'beta' is in use: /dev/nbd1 is mounted"; do
+  _i=$((_i + 1)); [ $_i -le 100 ] || { ctl alpha status; die "alpha never reported beta's image in use"; }
+  usleep 100000
+done
+sleep 2
+[ "$(status_field beta consistent)" = true ] || die "beta's copy became inconsistent under its mount"
+[ "$(status_field beta state)" = split ] || die "beta left the split under its mount: $(status_field beta state)"
+[ "$(cat /mnt/b/snap.txt)" = "before the split" ] || die "the backup reads '$(cat /mnt/b/snap.txt)'"
+run ls -lR /mnt/b >/dev/null
+no_block_errors
+step "rejoin refused while /dev/nbd1 is mounted: alpha says why, the backup reads the split image"
+run umount /mnt/b
+wait_state alpha synchronized 60
+run umount /mnt/a
+step "unmounted: the rejoin went ahead, alpha synchronized"
+images_equal "after the rejoin"
 
 stop_node beta
 expect_detached /dev/nbd1
