@@ -63,7 +63,7 @@ const std::vector<CommandSpec>& commands() {
                             "its later writes become a split brain", false, false}}},
       {"discard-my-data",
        "Split brain only: discard this node's changes (the victim); it becomes secondary and "
-       "takes a full copy from the peer (DRBD: connect --discard-my-data)",
+       "the peer copies back the regions either node changed (DRBD: connect --discard-my-data)",
        true, {}},
       {"open-rw",
        "Secondary, while split: serve the stable image read-write (fsck, a test restore); "
