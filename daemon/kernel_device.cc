@@ -349,14 +349,19 @@ void KernelDevice::finish_stop() {
 }
 
 void KernelDevice::run_device_call(std::string what, std::function<Status()> work,
-                                   std::function<void(Status)> done) {
+                                   std::function<void(Status)> done, uint64_t wait_ms) {
   Status st = device_call_.start(
-      std::move(work), 0,
+      std::move(work), wait_ms,
       [this, done](Status result) {
         done(result);
         stop_step();
       },
-      nullptr);
+      [this, what](Status result) {
+        // Answered at the time limit; a stop waiting for the call goes on now.
+        MLOG_INFO("kernel nbd: the %s of %s returned late: %s", what.c_str(), path().c_str(),
+                  result ? "ok" : result.error().to_string().c_str());
+        stop_step();
+      });
   if (st) {
     device_call_what_ = std::move(what);
     return;
@@ -380,7 +385,7 @@ Result<UniqueFd> open_exclusive(const std::string& dev) {
 }
 }  // namespace
 
-void KernelDevice::probe(std::function<void(Status)> done) {
+void KernelDevice::probe(std::function<void(Status)> done, uint64_t wait_ms) {
   std::string dev = path();
   run_device_call(
       "in-use check",
@@ -388,17 +393,17 @@ void KernelDevice::probe(std::function<void(Status)> done) {
         auto fd = open_exclusive(dev);
         return fd ? Status() : Status(fd.error());
       },
-      std::move(done));
+      std::move(done), wait_ms);
 }
 
-void KernelDevice::probe_in_use(std::function<void(Status)> done) {
+void KernelDevice::probe_in_use(std::function<void(Status)> done, uint64_t wait_ms) {
   Error stopping{ESHUTDOWN, "mirrord is stopping"};
   if (stopping_) return loop_.defer([done = std::move(done), stopping] { done(stopping); });
   // A stop that came meanwhile decides about the device itself: the
   // caller must not act on the answer (re-attach, demote).
   probe([this, done = std::move(done), stopping](Status in_use) {
     done(stopping_ ? Status(stopping) : in_use);
-  });
+  }, wait_ms);
 }
 
 void KernelDevice::claim(std::function<void(Status)> done) {

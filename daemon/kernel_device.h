@@ -100,8 +100,9 @@ class KernelDevice final : public Completion {
   // Whether something uses the device (an O_EXCL open, on a thread of its
   // own): `done` gets {} when free, EBUSY when mounted, held open
   // exclusively or claimed by a holder, ESHUTDOWN once stop() was called,
-  // or the open's other error.
-  void probe_in_use(std::function<void(Status)> done);
+  // or the open's other error. With wait_ms, ETIMEDOUT if the open has not
+  // returned by then (it goes on; a stop waits for it).
+  void probe_in_use(std::function<void(Status)> done, uint64_t wait_ms = 0);
   // The demote's check: the same O_EXCL open, kept open (the claim) until
   // follow_role() re-attaches the device or release_claim(), so that no
   // mount lands on a device that is about to refuse writes and be
@@ -145,11 +146,12 @@ class KernelDevice final : public Completion {
   void stop_step();
   void finish_stop();
   // The O_EXCL probe, whether or not a stop runs.
-  void probe(std::function<void(Status)> done);
-  // device_call_.start without a time limit (`what` names it in the stop's
-  // log); EAGAIN (deferred) while the probe or a re-attach runs.
+  void probe(std::function<void(Status)> done, uint64_t wait_ms = 0);
+  // device_call_.start (`what` names it in the stop's log): done(ETIMEDOUT)
+  // after wait_ms unless 0 (the call goes on; the stop waits for its end);
+  // EAGAIN (deferred) while the probe or a re-attach runs.
   void run_device_call(std::string what, std::function<Status()> work,
-                       std::function<void(Status)> done);
+                       std::function<void(Status)> done, uint64_t wait_ms = 0);
   void answer_resize(const std::string& dev, Status st, const std::function<void(Status)>& done);
   // DISCONNECT, then CONNECT with the export's current flags, on a thread.
   void reattach(std::function<void(std::string)> done);

@@ -481,16 +481,18 @@ int run(int argc, char** argv) {
     volume->split_image_in_use = [&device, &loop](
                                      std::function<void(const std::string&)> done) {
       if (!device) return (*loop)->defer([done = std::move(done)] { done(""); });
+      // Bounded: the primary holds its writes until the plan is answered.
       device->probe_in_use([&device, done = std::move(done)](Status free) {
         if (free) return done("");
         if (free.error().code == EBUSY)
           return done(device->path() + " is mounted, held open exclusively or by a holder");
-        // Cannot tell (mirrord stopping, another device call running): the
-        // rejoin is not held up by the check itself.
+        // Cannot tell (mirrord stopping, another device call running, the
+        // open slower than the limit): the rejoin is not held up by the
+        // check itself.
         MLOG_WARN("kernel nbd: cannot tell whether %s is in use before the rejoin: %s",
                   device->path().c_str(), free.error().to_string().c_str());
         done("");
-      });
+      }, KernelDevice::kCacheDropWaitMs);
     };
     // After an online resize: new NBD requests are checked against the new
     // size, new clients are told it, and the kernel device takes it.
