@@ -33,6 +33,25 @@ constexpr uint32_t kRefusedBackoffMs = 25;
 // until the operator fixes the disk or frees space.
 constexpr uint32_t kDiskRetryMaxBackoffMs = 10000;
 constexpr size_t kMaxHandshakes = 8;
+// A secondary that heard nothing from its primary (which pings every
+// ack-timeout / 3) for this many ack-timeouts takes it for gone.
+constexpr uint64_t kPrimarySilenceAcks = 2;
+
+// Every replication socket: no Nagle delay, and TCP keepalive, so a session
+// whose peer's host vanished (power off, network cut: no FIN, no RST) ends
+// even while idle (a split, both nodes secondary), after about ack-timeout
+// + 3 s of unanswered probes. Keepalive only probes an idle connection: it
+// never ends one whose peer is alive but slow.
+void set_link_socket_options(int fd, uint32_t ack_timeout_ms) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int idle = std::max<int>(1, static_cast<int>(ack_timeout_ms / 1000));
+  int interval = 1, count = 3;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
 }  // namespace
 
 struct Volume::Dialer final : Completion {
@@ -295,8 +314,7 @@ void Volume::on_accept(UniqueFd fd) {
               stopping_ ? "stopping" : "too many handshakes at once");
     return;
   }
-  int one = 1;
-  ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  set_link_socket_options(fd.get(), cfg_.ack_timeout_ms);
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
@@ -343,6 +361,7 @@ void Volume::session_error(Session* s, const std::string& why, bool log_warn) {
 
 void Volume::on_link_message(LinkConn* c, const link::Header& h, Buffer& payload) {
   auto* s = static_cast<Session*>(c->context);
+  s->last_rx_ms = now_ms_;
   if (s != active_ || s->phase != Session::Phase::kActive) return session_message(s, h, payload);
   if (h.type == link::Type::kError) {
     auto e = link::decode_error({payload.data(), h.payload});
@@ -530,8 +549,7 @@ void Volume::dial() {
   if (now_ms_ < dialer_->next_ms) return;
   UniqueFd fd(::socket(dialer_->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return;
-  int one = 1;
-  ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  set_link_socket_options(fd.get(), cfg_.ack_timeout_ms);
   dialer_->fd = std::move(fd);
   dialer_->busy = true;
   io_uring_sqe* sqe = loop_.sqe(dialer_.get());
@@ -627,6 +645,19 @@ void Volume::tick() {
         now_ms_ - s->started_ms > kHandshakeTimeoutMs) {
       s->conn->close("handshake timed out");
     }
+  }
+  if (role_ == Role::kSecondary && active_ && peer_state_.role == link::State::kPrimary &&
+      !active_->conn->closing() &&
+      now_ms_ - std::max(active_->last_rx_ms, active_->started_ms) >
+          kPrimarySilenceAcks * cfg_.ack_timeout_ms) {
+    // Its host lost power or its network was cut (no FIN or RST reached
+    // us): a session kept up for ever would keep reporting a primary
+    // that is gone, and refuse the promote --force meant for this case.
+    last_error_ = "the primary '" + peer_.name + "' sent nothing for " +
+                  std::to_string(kPrimarySilenceAcks * cfg_.ack_timeout_ms) +
+                  " ms (it pings every ack-timeout / 3): taken for gone";
+    MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), last_error_.c_str());
+    active_->conn->close(last_error_);
   }
   dial();
   tick_timer_.arm(100);

@@ -81,6 +81,7 @@ struct Volume::Session {
   link::Hello hello;
   uint16_t peer_features = 0;  // HELLO's header flags (link::kFeature*)
   uint64_t started_ms = 0;
+  uint64_t last_rx_ms = 0;  // when the last message came (the coarse tick clock)
   uint64_t plan_id = 0;
   link::Plan::Kind plan = link::Plan::kInSync;
   // The replicator whose new writes wait from the plan's decision until

@@ -282,6 +282,25 @@ netns_pair() {
     ip -n "$b" link set "$vb" up
 }
 
+# netns_nodes PREFIX NET: alpha and beta in namespaces PREFIX-a-PID and
+# PREFIX-b-PID (those a killed run of this test left behind are removed first),
+# joined by a veth pair: alpha at NET.1:7788, beta at NET.2:7788. Sets NSA,
+# NSB, VA (alpha's veth: down is a cut), IN_A and IN_B (command prefixes).
+netns_nodes() {
+    local prefix=$1 net=$2 ns
+    for ns in $(ip netns list 2>/dev/null | grep -oE "^$prefix-[ab]-[0-9]+"); do
+        kill -0 "${ns##*-}" 2>/dev/null || ip netns del "$ns" 2>/dev/null
+    done
+    NSA=$prefix-a-$$ NSB=$prefix-b-$$ VA=${prefix}a$$
+    netns_pair "$NSA" "$NSB" "$VA" "${prefix}b$$" "$net"
+    IN_A=(ip netns exec "$NSA")
+    IN_B=(ip netns exec "$NSB")
+    NODE_NS[alpha]=$NSA
+    NODE_NS[beta]=$NSB
+    NODE_ADDR[alpha]=$net.1:7788
+    NODE_ADDR[beta]=$net.2:7788
+}
+
 # ------------------------------------------------------------- nodes --
 
 node_alive() {
