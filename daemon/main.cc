@@ -405,6 +405,7 @@ int run(int argc, char** argv) {
     if (stopping) return;
     stopping = true;
     MLOG_INFO("signal %d: finishing requests in flight, then stopping", signo);
+    if (volume) volume->stop_requested();
 #ifdef MIRROR_HAVE_SYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif

@@ -166,6 +166,10 @@ class Volume final : public LinkConn::Handler {
   // latest, so an application is never blocked by a lost client), release.
   void hold(uint32_t timeout_ms, Done done);
   void release(Done done);
+  // mirrord was told to stop (a signal), before the NBD server drains:
+  // writes held by `hold` are released (the drain would wait for them until
+  // the hold's timeout), and no new hold is taken.
+  void stop_requested();
   // Planned failover (volume_failover.cc). demote (primary): refuse new
   // writes, wait until the peer is in sync (at most timeout_ms), flush, and
   // become secondary (persisted). promote (secondary): refused while this
@@ -345,6 +349,7 @@ class Volume final : public LinkConn::Handler {
   bool quiesced_ = false;  // stopping, and both copies flushed (or the peer gone)
   bool split_brain_ = false;
   bool split_busy_logged_ = false;  // the split image's in-use refusal was logged
+  bool stop_requested_ = false;     // stop_requested(): no new hold
   uint64_t split_unix_ms_ = 0;
   uint64_t split_drain_us_ = 0;
   uint64_t next_control_id_ = 1;

@@ -123,6 +123,7 @@ void Volume::verify(uint64_t offset, uint64_t length, bool cancel, Done done) {
 
 void Volume::hold(uint32_t timeout_ms, Done done) {
   if (role_ != Role::kPrimary) return done(EINVAL, not_primary("hold"));
+  if (stop_requested_ || stopping_) return done(ESHUTDOWN, "mirrord is stopping: no hold");
   replicator_->hold();
   hold_deadline_ms_ = mono_ms() + timeout_ms;
   done(0, "holding new writes");
@@ -133,6 +134,16 @@ void Volume::release(Done done) {
   hold_deadline_ms_ = 0;
   replicator_->release();
   done(0, "released");
+}
+
+void Volume::stop_requested() {
+  stop_requested_ = true;
+  if (role_ != Role::kPrimary || !replicator_ || hold_deadline_ms_ == 0) return;
+  hold_deadline_ms_ = 0;
+  MLOG_WARN("volume '%s': stopping: releasing the writes held by 'hold' (a stop does not wait "
+            "for a hold's timeout)",
+            cfg_.name.c_str());
+  replicator_->release();
 }
 
 void Volume::open_rw(Done done) {
