@@ -326,6 +326,11 @@ class Volume final : public LinkConn::Handler {
     Done done;
     uint64_t deadline_ms = 0;
     bool flushing = false;
+    // Secondary now: the answer waits (until this deadline) for the pair to
+    // reconnect in standby, so that a promote on the peer right after it
+    // finds the link up.
+    uint64_t standby_deadline_ms = 0;
+    bool standby = false;  // enter_standby() ran since: the new session is up
   };
   std::unique_ptr<Demote> demote_;
   struct Discard {

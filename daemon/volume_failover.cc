@@ -1,6 +1,7 @@
 // Planned failover: demote on the primary, promote on the secondary
 // (docs/control-protocol.md, "Failover"). The role is a metadata flag
 // (kFlagPrimary), so a restart keeps what the last promote or demote chose.
+#include "clock.h"
 #include "log.h"
 #include "volume.h"
 #include "volume_internal.h"
@@ -43,7 +44,16 @@ void Volume::demote(uint32_t timeout_ms, Done done) {
 
 // Runs from demote() and every tick until the peer is in sync.
 void Volume::demote_poll() {
-  if (!demote_ || demote_->flushing) return;
+  if (!demote_) return;
+  if (demote_->standby_deadline_ms) {
+    if (demote_->standby && active_ && peer_known_)
+      return demote_finish(0, "secondary; '" + peer_.name + "' is connected: promote it now");
+    if (now_ms_ >= demote_->standby_deadline_ms)
+      return demote_finish(0, "secondary; '" + peer_.name + "' has not reconnected yet: promote "
+                              "it once its `mirrorctl status` shows standby");
+    return;
+  }
+  if (demote_->flushing) return;
   // The disk may have failed (and been detached) since the demote started:
   // a secondary on it would hold an outdated copy.
   if (replicator_->disk_state() != Replicator::DiskState::kOk)
@@ -77,7 +87,12 @@ void Volume::demote_poll() {
         return demote_finish(-ce, "cannot record the role in the metadata; still primary");
       }
       become(Role::kSecondary);
-      demote_finish(0, "secondary");
+      // Answered once the pair is back in standby (enter_standby, tick), so
+      // a failover script's promote on the peer right after it is not
+      // refused as "the peer is not connected".
+      demote_->flushing = false;
+      demote_->standby_deadline_ms = mono_ms() + cfg_.ack_timeout_ms;
+      demote_poll();
     }));
   }));
 }

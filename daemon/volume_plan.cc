@@ -73,6 +73,10 @@ void Volume::enter_standby(Session* s, const link::State& st) {
   bool same = st.gen.current == bitmap_->generation().current;
   MLOG_INFO("volume '%s': peer '%s' connected, both secondary (%s)", cfg_.name.c_str(),
             peer_.name.c_str(), same ? "same generation" : "generations differ");
+  if (demote_) {
+    demote_->standby = true;  // a demote's answer waits for this
+    demote_poll();
+  }
 }
 
 void Volume::plan_as_primary(Session* s, const link::State& st) {
