@@ -15,7 +15,7 @@ inline constexpr const char* kSplitBrainHelp =
     "split brain: both nodes changed the data since they last agreed, and nothing was "
     "overwritten. Choose the survivor: on the other node (the victim, whose changes are lost) "
     "run `mirrorctl discard-my-data` (or restart it once with `mirrord --discard-my-data`); "
-    "it becomes secondary and takes a full copy from the survivor";
+    "it becomes secondary and the survivor copies back the regions either node changed";
 
 // What an operator reads when this node's disk is detached and a command
 // needs it.
