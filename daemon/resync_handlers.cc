@@ -2,14 +2,16 @@
 
 #include <signal.h>
 
+#include <cstring>
+
 #include "clock.h"
 #include "log.h"
 
 namespace mirror {
 
 ResyncHandlers::ResyncHandlers(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self,
-                               const NodeConfig& peer)
-    : loop_(loop), cfg_(cfg), self_(self), peer_(peer) {
+                               const NodeConfig& peer, FlushCopy flush_copy)
+    : loop_(loop), cfg_(cfg), self_(self), peer_(peer), flush_copy_(std::move(flush_copy)) {
   before_.key = "before-resync-target";
   before_.program = cfg.before_resync_target;
   after_.key = "after-resync-target";
@@ -58,14 +60,34 @@ std::string ResyncHandlers::ended(Slot& slot, const HandlerRun::Outcome& o) {
   return how;
 }
 
-std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMark& mark,
-                                          uint64_t now_ms) {
+std::string ResyncHandlers::refusal(uint64_t now_ms) const {
   const std::string& prog = before_.program;
   switch (state_) {
+    case Before::kFlushing:
+      return "before-resync-target " + prog + " starts once this copy is flushed to stable "
+             "storage: no resync into this copy until it exited 0; retrying the handshake";
     case Before::kRunning:
       return "before-resync-target " + prog + " is running (for " +
              std::to_string((now_ms - before_.started_ms) / 1000) +
              " s): no resync into this copy until it exited 0; retrying the handshake";
+    case Before::kFailed:
+      if (now_ms < failed_ms_ + kRetryMs)
+        return failure_ + "; retried in " +
+               std::to_string((failed_ms_ + kRetryMs - now_ms + 999) / 1000) + " s";
+      return failure_;
+    case Before::kIdle:
+    case Before::kSucceeded:
+      break;
+  }
+  return "";
+}
+
+std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMark& mark,
+                                          uint64_t now_ms) {
+  switch (state_) {
+    case Before::kFlushing:
+    case Before::kRunning:
+      return refusal(now_ms);
     case Before::kSucceeded:
       if (mark == mark_ && !changed_) {
         state_ = Before::kIdle;  // used once: the next resync runs it again
@@ -77,9 +99,7 @@ std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMar
                 "again", cfg_.name.c_str());
       break;
     case Before::kFailed:
-      if (now_ms < failed_ms_ + kRetryMs)
-        return failure_ + "; retried in " +
-               std::to_string((failed_ms_ + kRetryMs - now_ms + 999) / 1000) + " s";
+      if (now_ms < failed_ms_ + kRetryMs) return refusal(now_ms);
       break;
     case Before::kIdle:
       break;
@@ -87,18 +107,45 @@ std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMar
   mark_ = mark;
   changed_ = false;
   plan_ = plan;
-  std::string error;
-  if (!spawn(before_, plan, &error, [this](const HandlerRun::Outcome& o) { before_done(o); })) {
+  // What this node acknowledged may be in the page cache only: a snapshot
+  // of the device under the backing file would miss it. The program starts
+  // once the copy is durable (flushed()).
+  state_ = Before::kFlushing;
+  failure_.clear();
+  flush_started_ms_ = mono_ms();
+  flush_copy_([this](int err) { flushed(err); });
+  return refusal(now_ms);  // the flush may have ended already
+}
+
+void ResyncHandlers::flushed(int err) {
+  if (stopped_ || state_ != Before::kFlushing) return;
+  uint64_t took = mono_ms() - flush_started_ms_;
+  if (err) {
+    std::string why = std::string("cannot flush this copy (") + strerror(err < 0 ? -err : err) +
+                      ")";
+    ++before_.runs;
+    before_.last_result = "not started: " + why;
+    before_.last_unix_ms = unix_ms();
     state_ = Before::kFailed;
-    failed_ms_ = now_ms;
+    failed_ms_ = mono_ms();
+    failure_ = "before-resync-target " + before_.program + " not started: " + why +
+               ", so a snapshot could miss writes it acknowledged: no resync into this copy "
+               "(its consistent image is kept)";
+    MLOG_ERROR("volume '%s': %s; retried in %llu s at the earliest", cfg_.name.c_str(),
+               failure_.c_str(), static_cast<unsigned long long>(kRetryMs / 1000));
+    return;
+  }
+  MLOG_INFO("volume '%s': this copy is flushed to stable storage (%llu ms): starting "
+            "before-resync-target", cfg_.name.c_str(), static_cast<unsigned long long>(took));
+  std::string error;
+  if (!spawn(before_, plan_, &error, [this](const HandlerRun::Outcome& o) { before_done(o); })) {
+    state_ = Before::kFailed;
+    failed_ms_ = mono_ms();
     failure_ = "before-resync-target failed: " + error +
                "; no resync into this copy (its consistent image is kept)";
-    return failure_;
+    return;
   }
   state_ = Before::kRunning;
-  failure_.clear();
-  return "before-resync-target " + prog + " started: no resync into this copy until it exited "
-         "0; retrying the handshake";
 }
 
 void ResyncHandlers::before_done(const HandlerRun::Outcome& o) {
@@ -155,6 +202,7 @@ void ResyncHandlers::tick(uint64_t now_ms) {
 }
 
 void ResyncHandlers::stop() {
+  stopped_ = true;  // a flush still under way starts nothing
   if (before_.run) {
     MLOG_WARN("volume '%s': stopping: before-resync-target %s (pid %d) still running: SIGTERM "
               "sent, not waited for", cfg_.name.c_str(), before_.program.c_str(),

@@ -6,9 +6,11 @@
 // copy inconsistent (a bitmap, union or full resync into it): typically it
 // snapshots the backing device, so a consistent image exists while the
 // resync runs. Nothing is written to the copy before it exited 0: the first
-// plan that needs it starts it and is refused (the primary retries the
-// handshake), a later plan goes ahead once it exited 0 with the copy
-// unchanged since. A run that failed (non-zero exit, a signal, the
+// plan that needs it flushes the copy (what this node acknowledged may
+// still be in the page cache only, which a block-level snapshot would miss),
+// starts it once the flush succeeded, and is refused (the primary retries
+// the handshake); a later plan goes ahead once it exited 0 with the copy
+// unchanged since. A failed flush counts as a failed run (not started). A run that failed (non-zero exit, a signal, the
 // timeout) keeps refusing resyncs and is retried no more often than every
 // kRetryMs. after-resync-target runs once SYNC_DONE made the copy
 // consistent again; nobody waits for it, its failure is logged.
@@ -17,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,9 +51,14 @@ class ResyncHandlers {
     bool operator==(const CopyMark&) const = default;
   };
 
-  // All references outlive this object.
+  // Makes this node's copy durable (a flush of its backing, on the loop),
+  // then calls its argument with 0 or a negative errno (possibly at once).
+  using FlushCopy = std::function<void(std::function<void(int)>)>;
+
+  // All references outlive this object, and so does whatever flush_copy
+  // uses.
   ResyncHandlers(Loop& loop, const VolumeConfig& cfg, const NodeConfig& self,
-                 const NodeConfig& peer);
+                 const NodeConfig& peer, FlushCopy flush_copy);
   ~ResyncHandlers();
 
   bool has_before() const { return !cfg_.before_resync_target.empty(); }
@@ -87,7 +95,8 @@ class ResyncHandlers {
     std::string last_result;
     uint64_t last_unix_ms = 0;
   };
-  enum class Before { kIdle, kRunning, kSucceeded, kFailed };
+  // kFlushing: the copy's flush before a run is under way.
+  enum class Before { kIdle, kFlushing, kRunning, kSucceeded, kFailed };
 
   std::vector<std::pair<std::string, std::string>> env(const std::string& plan) const;
   // Starts the slot's program; false (and `error` set) if it could not be.
@@ -95,6 +104,10 @@ class ResyncHandlers {
              std::function<void(const HandlerRun::Outcome&)> done);
   // A run ended: what it was, for the status and the log.
   std::string ended(Slot& slot, const HandlerRun::Outcome& o);
+  // The flush before a run ended: starts the run, or fails it.
+  void flushed(int err);
+  // The handshake's refusal while a run is pending, running or failed.
+  std::string refusal(uint64_t now_ms) const;
   void before_done(const HandlerRun::Outcome& o);
   HandlerStatus status_of(const Slot& slot) const;
 
@@ -102,6 +115,9 @@ class ResyncHandlers {
   const VolumeConfig& cfg_;
   const NodeConfig& self_;
   const NodeConfig& peer_;
+  FlushCopy flush_copy_;
+  bool stopped_ = false;
+  uint64_t flush_started_ms_ = 0;
   Slot before_, after_;
   Before state_ = Before::kIdle;
   CopyMark mark_;          // the copy when the last before-resync-target started

@@ -85,7 +85,13 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, VolumeConfig& cfg,
                              "': metadata and backing are the same file; the metadata needs a "
                              "file of its own"};
   std::unique_ptr<Volume> v(new Volume(loop, cfg, self, *peer, opts));
-  v->handlers_ = std::make_unique<ResyncHandlers>(loop, cfg, self, *peer);
+  Volume* vp = v.get();
+  v->handlers_ = std::make_unique<ResyncHandlers>(
+      loop, cfg, self, *peer, [vp](std::function<void(int)> done) {
+        // Through the fault injector, if any: its power loss keeps what
+        // this flush made durable.
+        vp->disk_->flush(FnDone::make(std::move(done)));
+      });
   auto file = FileBackend::open(loop, self.backing, {.size = cfg.size});
   if (!file) return file.error();
   v->file_ = std::move(*file);
