@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "clock.h"
@@ -117,6 +118,22 @@ std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMar
   return refusal(now_ms);  // the flush may have ended already
 }
 
+uint64_t ResyncHandlers::retry_after_ms(uint64_t now_ms) const {
+  switch (state_) {
+    case Before::kFlushing:
+      return 1000;
+    case Before::kRunning:
+      return std::clamp<uint64_t>(now_ms - before_.started_ms, 1000, kRetryRunningMaxMs);
+    case Before::kFailed:
+      return now_ms < failed_ms_ + kRetryMs ? std::max<uint64_t>(failed_ms_ + kRetryMs - now_ms, 1000)
+                                            : 1000;
+    case Before::kIdle:
+    case Before::kSucceeded:
+      break;
+  }
+  return 0;
+}
+
 void ResyncHandlers::flushed(int err) {
   if (stopped_ || state_ != Before::kFlushing) return;
   uint64_t took = mono_ms() - flush_started_ms_;
@@ -158,6 +175,7 @@ void ResyncHandlers::before_done(const HandlerRun::Outcome& o) {
     MLOG_INFO("volume '%s': before-resync-target %s: exit 0 after %llu ms: the %s resync may "
               "start", cfg_.name.c_str(), before_.program.c_str(),
               static_cast<unsigned long long>(took), plan_.c_str());
+    if (on_ready) on_ready();
     return;
   }
   state_ = Before::kFailed;

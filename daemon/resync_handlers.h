@@ -67,6 +67,14 @@ class ResyncHandlers {
   // exited 0 for the copy as `mark` says it is, and nothing changed it
   // since), else why not: the handshake is refused with that message.
   std::string before_resync(const std::string& plan, const CopyMark& mark, uint64_t now_ms);
+  // After a refusal by before_resync(): how long the primary should wait
+  // before its next handshake. Running: as long as it ran so far, from 1 s
+  // up to kRetryRunningMaxMs (a quick handler is waited for a little, a long
+  // one is not asked about every second); failed: until its retry is due.
+  uint64_t retry_after_ms(uint64_t now_ms) const;
+  static constexpr uint64_t kRetryRunningMaxMs = 10000;
+  // Called when before-resync-target exited 0 (the next plan may go ahead).
+  std::function<void()> on_ready;
   // The copy may have changed (a session became active and may mirror
   // into it; open-rw): a run that started before no longer vouches for it.
   void copy_changed() { changed_ = true; }

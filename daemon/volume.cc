@@ -33,6 +33,10 @@ constexpr uint32_t kRefusedBackoffMs = 25;
 // until the operator fixes the disk or frees space.
 constexpr uint32_t kDiskRetryMaxBackoffMs = 10000;
 constexpr size_t kMaxHandshakes = 8;
+// A peer's retry-after (ERROR's offset) is obeyed up to this long: a wrong
+// value from a peer never keeps the link down for good.
+constexpr uint64_t kMaxRetryAfterMs = 300000;
+
 // A secondary that heard nothing from its primary (which pings every
 // ack-timeout / 3) for this many ack-timeouts takes it for gone.
 constexpr uint64_t kPrimarySilenceAcks = 2;
@@ -92,6 +96,10 @@ Result<std::unique_ptr<Volume>> Volume::open(Loop& loop, VolumeConfig& cfg,
         // this flush made durable.
         vp->disk_->flush(FnDone::make(std::move(done)));
       });
+  // A before-resync-target that exited 0: the plan it waited for may go
+  // ahead now, not when the refusal's retry-after is over (if this node
+  // dials; the primary's dialer otherwise comes back as asked).
+  v->handlers_->on_ready = [vp] { vp->dial_now(); };
   auto file = FileBackend::open(loop, self.backing, {.size = cfg.size});
   if (!file) return file.error();
   v->file_ = std::move(*file);
@@ -354,11 +362,15 @@ void Volume::new_session(UniqueFd fd, bool outbound, std::string peer) {
   sessions_.push_back(std::move(s));
 }
 
-void Volume::session_error(Session* s, const std::string& why, bool log_warn) {
+void Volume::session_error(Session* s, const std::string& why, bool log_warn,
+                           uint64_t retry_after_ms) {
   if (log_warn) MLOG_WARN("replication with %s: %s", s->conn->peer().c_str(), why.c_str());
   last_error_ = why;
-  s->conn->send_owned(link::encode_message({.type = link::Type::kError},
-                                           link::encode_error({EPROTO, why})));
+  s->conn->send_owned(
+      link::encode_message({.type = link::Type::kError, .offset = retry_after_ms},
+                           link::encode_error({EPROTO, why})));
+  // The peer's dialer waits as asked; so does ours if this node dials.
+  if (retry_after_ms) hold_off_dial(retry_after_ms);
   // Close after what is queued: the STATE this side may have queued in the
   // same loop turn, then the ERROR, so the peer learns why (close() would
   // drop both, and the peer would only see a reset).
@@ -410,7 +422,16 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
     auto e = link::decode_error(p);
     std::string msg = e ? e->message : "malformed error message";
     last_error_ = "the peer refused the connection: " + msg;
-    MLOG_WARN("replication: %s", last_error_.c_str());
+    if (h.offset) {
+      // It asks not to be dialled again before then (a handler running or
+      // failed there): no handshake, so no write held for one, meanwhile.
+      uint64_t ms = std::min<uint64_t>(h.offset, kMaxRetryAfterMs);
+      MLOG_WARN("replication: %s; next handshake in %llu s, as the peer asked",
+                last_error_.c_str(), static_cast<unsigned long long>((ms + 999) / 1000));
+      hold_off_dial(ms);
+    } else {
+      MLOG_WARN("replication: %s", last_error_.c_str());
+    }
     if (msg.find("split brain") != std::string::npos) split_brain_ = true;
     return s->conn->close(last_error_);
   }
@@ -587,6 +608,17 @@ void Volume::on_dial(int res) {
     return;
   }
   new_session(std::move(dialer_->fd), true, peer_.address);
+}
+
+void Volume::hold_off_dial(uint64_t ms) {
+  dialer_->next_ms = std::max(dialer_->next_ms, mono_ms() + ms);
+}
+
+void Volume::dial_now() {
+  dialer_->next_ms = 0;
+  dialer_->backoff_ms = 100;
+  now_ms_ = mono_ms();
+  dial();
 }
 
 bool Volume::disk_retry() const {

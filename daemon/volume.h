@@ -248,7 +248,11 @@ class Volume final : public LinkConn::Handler {
   void new_session(UniqueFd fd, bool outbound, std::string peer);
   std::shared_ptr<Session> find_session(Session* s);
   void session_message(Session* s, const link::Header& h, Buffer& payload);
-  void session_error(Session* s, const std::string& why, bool log_warn = true);
+  // Refuses or ends the session with an ERROR. retry_after_ms (0: none)
+  // goes in the ERROR's offset: the dialing side waits that long before
+  // its next handshake (a refusal that will last: before-resync-target).
+  void session_error(Session* s, const std::string& why, bool log_warn = true,
+                     uint64_t retry_after_ms = 0);
   // The resync plan, from the peer's STATE to the active session (volume_plan.cc).
   void on_peer_state(Session* s, const link::State& st);
   void plan_as_primary(Session* s, const link::State& st);
@@ -275,6 +279,10 @@ class Volume final : public LinkConn::Handler {
   void send_dirty_ranges(Session* s);
   void dial();
   void on_dial(int res);
+  // No handshake before ms from now (if this node is the one that dials).
+  void hold_off_dial(uint64_t ms);
+  // The next handshake at once, whatever the backoff or a hold-off.
+  void dial_now();
   void tick();
   // A disk failed a mirrored write since the last completed resync: the
   // dialer backs off further (kDiskRetryMaxBackoffMs) instead of retrying

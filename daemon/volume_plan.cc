@@ -269,10 +269,11 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
     const char* name = plan.kind == link::Plan::kBitmap  ? "bitmap"
                        : plan.kind == link::Plan::kUnion ? "union"
                                                          : "full";
-    std::string wait =
-        handlers_->before_resync(name, {g.current, g.bitmap, flags}, mono_ms());
-    // The handler logs its own start and end, not every handshake it refuses.
-    if (!wait.empty()) return session_error(s, wait, false);
+    uint64_t now = mono_ms();
+    std::string wait = handlers_->before_resync(name, {g.current, g.bitmap, flags}, now);
+    // The handler logs its own start and end, not every handshake it
+    // refuses; the primary comes back when the refusal may have changed.
+    if (!wait.empty()) return session_error(s, wait, false, handlers_->retry_after_ms(now));
   }
   if (resync && on_image_changed && !(flags & (kFlagInconsistent | kFlagFullSyncNeeded))) {
     // This copy is about to stop being an image: the kernel device forgets

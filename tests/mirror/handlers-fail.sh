@@ -38,7 +38,7 @@ start_synced_pair 30
 # the handler fails as RESULT-ERE says (status), RESULT-TEXT in last_error;
 # nothing is resynced meanwhile, the primary serves and tracks writes.
 failed_resync() {
-    local label=$1 want=$2 text=$3 split_sha dirty1 dirty2 le n
+    local label=$1 want=$2 text=$3 split_sha dirty1 dirty2 le n lat hs
     out=$(ctl alpha split) || die "[$label] split: $out"
     nbd_fill "$(nbd_unix_uri alpha)" $((1 * MiB)) $((2 * MiB)) 7 || die "[$label] write after the split"
     split_sha=$(sha_of "${NODE_IMG[beta]}")
@@ -60,8 +60,20 @@ failed_resync() {
     dirty2=$(status_get alpha .out_of_sync_bytes)
     [ "$dirty2" -gt "$dirty1" ] && pass "[$label] alpha tracks them: out of sync $dirty1 -> $dirty2 bytes" \
         || fail "[$label] alpha's out-of-sync bytes did not grow: $dirty1 -> $dirty2"
-    sleep 5   # handshakes are retried about every second meanwhile
-    check_eq "[$label] the failed handler is not rerun on every handshake retry" "$n" "$(runs)"
+    # Six seconds of writes: the refusal told alpha when the retry is due,
+    # so it does not come back meanwhile (it did every second), and no
+    # write waits for a handshake's hold.
+    log_mark alpha
+    start_writer "w$n" "$(nbd_unix_uri alpha)" $((40 * MiB)) $((4 * MiB)) --duration 6
+    wait_writer "w$n" 60
+    check_eq "[$label] the writer saw no error" 0 "$WRITER_RC"
+    lat=$(writer_field "w$n" max_latency_ms)
+    [ -n "$lat" ] && [ "$lat" -le 1000 ] && pass "[$label] no write was held (worst ${lat} ms)" \
+        || fail "[$label] a write took ${lat} ms while the handler was failing"
+    hs=$(log_since alpha | grep -c "warn: replication: the peer refused the connection")
+    [ "$hs" -le 1 ] && pass "[$label] alpha did not retry the handshake meanwhile ($hs refusals in 6 s)" \
+        || fail "[$label] alpha retried the handshake $hs times in 6 s"
+    check_eq "[$label] the failed handler is not rerun meanwhile" "$n" "$(runs)"
     check_eq "[$label] beta's image is unchanged (the split-time image)" "$split_sha" "$(sha_of "${NODE_IMG[beta]}")"
 }
 
