@@ -144,6 +144,7 @@ void ResyncHandlers::flushed(int err) {
     before_.last_result = "not started: " + why;
     before_.last_unix_ms = unix_ms();
     state_ = Before::kFailed;
+    ++failures_;
     failed_ms_ = mono_ms();
     failure_ = "before-resync-target " + before_.program + " not started: " + why +
                ", so a snapshot could miss writes it acknowledged: no resync into this copy "
@@ -157,6 +158,7 @@ void ResyncHandlers::flushed(int err) {
   std::string error;
   if (!spawn(before_, plan_, &error, [this](const HandlerRun::Outcome& o) { before_done(o); })) {
     state_ = Before::kFailed;
+    ++failures_;
     failed_ms_ = mono_ms();
     failure_ = "before-resync-target failed: " + error +
                "; no resync into this copy (its consistent image is kept)";
@@ -179,6 +181,7 @@ void ResyncHandlers::before_done(const HandlerRun::Outcome& o) {
     return;
   }
   state_ = Before::kFailed;
+  ++failures_;
   failed_ms_ = mono_ms();
   failure_ = "before-resync-target " + before_.program + " failed (" + how +
              "): no resync into this copy (its consistent image is kept)";

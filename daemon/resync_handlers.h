@@ -89,6 +89,8 @@ class ResyncHandlers {
 
   // The last before-resync-target failed and still blocks resyncs: why ("").
   const std::string& failure() const { return failure_; }
+  // Runs that failed (or could not start) since mirrord started.
+  uint64_t failures() const { return failures_; }
   HandlerStatus before_status() const;
   HandlerStatus after_status() const;
 
@@ -132,6 +134,7 @@ class ResyncHandlers {
   bool changed_ = false;   // ... and it may have changed since
   uint64_t failed_ms_ = 0;  // monotonic: when the last run failed
   std::string failure_;
+  uint64_t failures_ = 0;
   std::string plan_;       // the plan the running or last run was for
   // Runs that ended, destroyed at the next tick (never inside their own
   // completion).

@@ -363,12 +363,12 @@ void Volume::new_session(UniqueFd fd, bool outbound, std::string peer) {
 }
 
 void Volume::session_error(Session* s, const std::string& why, bool log_warn,
-                           uint64_t retry_after_ms) {
+                           uint64_t retry_after_ms, uint32_t code) {
   if (log_warn) MLOG_WARN("replication with %s: %s", s->conn->peer().c_str(), why.c_str());
   last_error_ = why;
   s->conn->send_owned(
       link::encode_message({.type = link::Type::kError, .offset = retry_after_ms},
-                           link::encode_error({EPROTO, why})));
+                           link::encode_error({code, why})));
   // The peer's dialer waits as asked; so does ours if this node dials.
   if (retry_after_ms) hold_off_dial(retry_after_ms);
   // Close after what is queued: the STATE this side may have queued in the
@@ -433,6 +433,10 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
       MLOG_WARN("replication: %s", last_error_.c_str());
     }
     if (msg.find("split brain") != std::string::npos) split_brain_ = true;
+    if (e && e->code == ECANCELED) {  // its before-resync-target failed
+      ++peer_refusal_.count;
+      peer_refusal_.why = msg;
+    }
     return s->conn->close(last_error_);
   }
   switch (s->phase) {
@@ -629,6 +633,12 @@ bool Volume::disk_retry() const {
 void Volume::peer_reached() {
   if (!disk_retry()) dialer_->backoff_ms = 100;
   last_error_.clear();
+  peer_refusal_.why.clear();
+}
+
+Volume::ResyncRefusal Volume::resync_refusal() const {
+  if (role_ == Role::kPrimary) return peer_refusal_;
+  return {handlers_->failures(), handlers_->failure()};
 }
 
 void Volume::reload_tls(Done done) {

@@ -148,6 +148,15 @@ class Volume final : public LinkConn::Handler {
   std::string acked_writes_at_risk() const;
   VolumeStatus status() const;
   Role role() const { return role_; }
+  // A resync refused because a before-resync-target failed on the
+  // secondary (ECANCELED from the peer on the primary; this node's own on
+  // the secondary): how many such refusals so far, and the last one's
+  // reason ("" once a session became active or a rejoin asked again).
+  struct ResyncRefusal {
+    uint64_t count = 0;
+    std::string why;
+  };
+  ResyncRefusal resync_refusal() const;
 
   // Control (primary). Each calls `done(err, message)` once; err is 0 or a
   // positive errno and the message says what happened or why not.
@@ -251,8 +260,10 @@ class Volume final : public LinkConn::Handler {
   // Refuses or ends the session with an ERROR. retry_after_ms (0: none)
   // goes in the ERROR's offset: the dialing side waits that long before
   // its next handshake (a refusal that will last: before-resync-target).
+  // code: the ERROR's (docs/replication-protocol.md): EPROTO, or for a
+  // before-resync-target refusal EAGAIN (running) or ECANCELED (failed).
   void session_error(Session* s, const std::string& why, bool log_warn = true,
-                     uint64_t retry_after_ms = 0);
+                     uint64_t retry_after_ms = 0, uint32_t code = EPROTO);
   // The resync plan, from the peer's STATE to the active session (volume_plan.cc).
   void on_peer_state(Session* s, const link::State& st);
   void plan_as_primary(Session* s, const link::State& st);
@@ -408,6 +419,7 @@ class Volume final : public LinkConn::Handler {
   void on_relay_message(LinkConn* c, const link::Header& h, Buffer& payload);
   uint64_t hold_deadline_ms_ = 0;  // 0: not holding
   std::string last_error_;
+  ResyncRefusal peer_refusal_;  // the primary's resync_refusal()
   std::string open_warning_;
 };
 

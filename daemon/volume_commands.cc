@@ -77,6 +77,7 @@ void Volume::rejoin(Done done) {
   if (role_ != Role::kPrimary)
     return done(EINVAL, not_primary("rejoin"));
   if (!(bitmap_->flags() & kFlagSplit)) return done(EALREADY, "not split");
+  peer_refusal_.why.clear();  // rejoin --wait waits for this rejoin's answer
   bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
   bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
     if (err) return done(-err, "cannot write the metadata");

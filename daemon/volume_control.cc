@@ -147,7 +147,8 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
     return volume_.rejoin([this, wait, respond](int err, const std::string& msg) {
       if (err || !wait) return respond(err ? control::error_reply(err, msg)
                                            : control::ok_reply(msg));
-      rejoin_waiters_.push_back(respond);  // answered by poll() once synchronized
+      // Answered by poll() once synchronized, or refused.
+      rejoin_waiters_.push_back({volume_.resync_refusal().count, respond});
     });
   }
   respond(control::error_reply(EINVAL, "command '" + cmd + "' is not available"));
@@ -171,7 +172,7 @@ void VolumeControl::relay_to_peer(const control::Request& req, ControlServer::Re
       j["error"] = "on '" + peer + "': " + j.value("error", std::string("failed"));
       return respond(j);
     }
-    if (wait) return rejoin_waiters_.push_back(respond);  // answered by poll()
+    if (wait) return rejoin_waiters_.push_back({volume_.resync_refusal().count, respond});
     respond(j);
   });
 }
@@ -215,13 +216,25 @@ void VolumeControl::poll() {
                              : json()}};
   if (!rejoin_waiters_.empty()) {
     std::string state = s["state"];
-    if (state == "synchronized" || state == "split-brain") {
-      for (auto& r : std::exchange(rejoin_waiters_, {})) {
-        r(state == "synchronized"
-              ? control::ok_reply("synchronized")
-              : control::error_reply(EBUSY, "split brain: " + s["last_error"].get<std::string>()));
+    Volume::ResyncRefusal refusal = volume_.resync_refusal();
+    std::vector<RejoinWaiter> still;
+    for (auto& w : std::exchange(rejoin_waiters_, {})) {
+      if (state == "synchronized") {
+        w.respond(control::ok_reply("synchronized"));
+      } else if (state == "split-brain") {
+        w.respond(control::error_reply(EBUSY, "split brain: " + s["last_error"].get<std::string>()));
+      } else if (refusal.count > w.refusals && !refusal.why.empty()) {
+        // The secondary's before-resync-target failed after this rejoin:
+        // nothing resyncs until the operator acts.
+        std::string who = volume_.role() == Role::kPrimary ? "'" + s["peer"].get<std::string>() + "'"
+                                                           : "this node";
+        w.respond(control::error_reply(ECANCELED, "the resync was refused by " + who + ": " +
+                                                      refusal.why));
+      } else {
+        still.push_back(std::move(w));
       }
     }
+    rejoin_waiters_ = std::move(still);
   }
   if (!verify_waiters_.empty()) answer_verify_waiters(s["verify"]);
   if (key != last_) {

@@ -42,7 +42,13 @@ class VolumeControl final : public ControlServer::Handler {
   Timer timer_;
   nlohmann::json last_;  // what the last event reported
   uint64_t last_size_ = 0;  // the volume's size at the last poll
-  std::vector<ControlServer::Respond> rejoin_waiters_;  // rejoin --wait
+  // rejoin --wait: answered once synchronized, or once a resync was
+  // refused for a failed before-resync-target after it asked.
+  struct RejoinWaiter {
+    uint64_t refusals;  // Volume::resync_refusal().count when it asked
+    ControlServer::Respond respond;
+  };
+  std::vector<RejoinWaiter> rejoin_waiters_;
   struct VerifyWaiter {
     uint64_t run;
     ControlServer::Respond respond;

@@ -273,7 +273,11 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
     std::string wait = handlers_->before_resync(name, {g.current, g.bitmap, flags}, now);
     // The handler logs its own start and end, not every handshake it
     // refuses; the primary comes back when the refusal may have changed.
-    if (!wait.empty()) return session_error(s, wait, false, handlers_->retry_after_ms(now));
+    if (!wait.empty()) {
+      // ECANCELED: it failed, the operator must act (rejoin --wait says so).
+      uint32_t code = handlers_->failure().empty() ? EAGAIN : ECANCELED;
+      return session_error(s, wait, false, handlers_->retry_after_ms(now), code);
+    }
   }
   if (resync && on_image_changed && !(flags & (kFlagInconsistent | kFlagFullSyncNeeded))) {
     // This copy is about to stop being an image: the kernel device forgets

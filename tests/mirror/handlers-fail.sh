@@ -38,11 +38,16 @@ start_synced_pair 30
 # the handler fails as RESULT-ERE says (status), RESULT-TEXT in last_error;
 # nothing is resynced meanwhile, the primary serves and tracks writes.
 failed_resync() {
-    local label=$1 want=$2 text=$3 split_sha dirty1 dirty2 le n lat hs
+    local label=$1 want=$2 text=$3 split_sha dirty1 dirty2 le n lat hs rc
     out=$(ctl alpha split) || die "[$label] split: $out"
     nbd_fill "$(nbd_unix_uri alpha)" $((1 * MiB)) $((2 * MiB)) 7 || die "[$label] write after the split"
     split_sha=$(sha_of "${NODE_IMG[beta]}")
-    out=$(ctl alpha rejoin) || fail "[$label] rejoin: $out"
+    # rejoin --wait returns once the secondary refused for a failed handler,
+    # with its reason (bounded here: it used to wait for good).
+    out=$(timeout 40 "$MIRRORCTL" --socket "${NODE_CTL[alpha]}" rejoin --wait 2>&1); rc=$?
+    [ $rc -eq 1 ] && [[ "$out" == *"refused by 'beta': before-resync-target $T/before.sh failed ($text)"* ]] \
+        && pass "[$label] rejoin --wait exits 1 naming beta's handler failure: $out" \
+        || fail "[$label] rejoin --wait: exit $rc: $out"
     wait_for 20 last_result_is "$want" || fail "[$label] the handler did not end as /$want/: $(status_get beta .handlers)"
     n=$(runs)
     le=$(status_get beta .last_error)
