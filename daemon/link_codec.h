@@ -88,6 +88,9 @@ inline constexpr uint32_t kMinVerifyRegion = 4096;
 inline constexpr uint16_t kFlagFua = 1 << 0;
 inline constexpr uint16_t kFlagNoHole = 1 << 1;
 inline constexpr uint16_t kFlagResync = 1 << 2;  // a resync copy, not a client write
+// PLAN's flag: the primary's operator asked for a retry now (mirrorctl
+// rejoin): a before-resync-target that failed runs again at once.
+inline constexpr uint16_t kFlagRetryNow = 1 << 0;
 
 struct Header {
   Type type = Type::kPing;

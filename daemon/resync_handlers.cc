@@ -69,7 +69,7 @@ std::string ResyncHandlers::refusal(uint64_t now_ms) const {
              "storage: no resync into this copy until it exited 0; retrying the handshake";
     case Before::kRunning:
       return "before-resync-target " + prog + " is running (for " +
-             std::to_string((now_ms - before_.started_ms) / 1000) +
+             std::to_string((now_ms - std::min(now_ms, before_.started_ms)) / 1000) +
              " s): no resync into this copy until it exited 0; retrying the handshake";
     case Before::kFailed:
       if (now_ms < failed_ms_ + kRetryMs)
@@ -84,7 +84,7 @@ std::string ResyncHandlers::refusal(uint64_t now_ms) const {
 }
 
 std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMark& mark,
-                                          uint64_t now_ms) {
+                                          uint64_t now_ms, bool retry_now) {
   switch (state_) {
     case Before::kFlushing:
     case Before::kRunning:
@@ -100,7 +100,10 @@ std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMar
                 "again", cfg_.name.c_str());
       break;
     case Before::kFailed:
-      if (now_ms < failed_ms_ + kRetryMs) return refusal(now_ms);
+      if (now_ms < failed_ms_ + kRetryMs && !retry_now) return refusal(now_ms);
+      if (retry_now)
+        MLOG_INFO("volume '%s': the primary's operator asked for a retry (mirrorctl rejoin): "
+                  "running before-resync-target again", cfg_.name.c_str());
       break;
     case Before::kIdle:
       break;
@@ -123,7 +126,9 @@ uint64_t ResyncHandlers::retry_after_ms(uint64_t now_ms) const {
     case Before::kFlushing:
       return 1000;
     case Before::kRunning:
-      return std::clamp<uint64_t>(now_ms - before_.started_ms, 1000, kRetryRunningMaxMs);
+      // (now_ms may predate the start by a millisecond: taken before it.)
+      return std::clamp<uint64_t>(now_ms - std::min(now_ms, before_.started_ms), 1000,
+                                  kRetryRunningMaxMs);
     case Before::kFailed:
       return now_ms < failed_ms_ + kRetryMs ? std::max<uint64_t>(failed_ms_ + kRetryMs - now_ms, 1000)
                                             : 1000;

@@ -10,10 +10,12 @@
 // still be in the page cache only, which a block-level snapshot would miss),
 // starts it once the flush succeeded, and is refused (the primary retries
 // the handshake); a later plan goes ahead once it exited 0 with the copy
-// unchanged since. A failed flush counts as a failed run (not started). A run that failed (non-zero exit, a signal, the
-// timeout) keeps refusing resyncs and is retried no more often than every
-// kRetryMs. after-resync-target runs once SYNC_DONE made the copy
-// consistent again; nobody waits for it, its failure is logged.
+// unchanged since. A failed flush counts as a failed run (not started). A
+// run that failed (non-zero exit, a signal, the timeout) keeps refusing
+// resyncs and is retried no more often than every kRetryMs, or at once when
+// the primary's operator asks (mirrorctl rejoin). after-resync-target runs
+// once SYNC_DONE made the copy consistent again; nobody waits for it, its
+// failure is logged.
 //
 // Thread: the Loop's. Owned by the Volume; tick() drives the timeouts.
 #pragma once
@@ -66,7 +68,10 @@ class ResyncHandlers {
   // copy inconsistent. Returns "" when it may go ahead (before-resync-target
   // exited 0 for the copy as `mark` says it is, and nothing changed it
   // since), else why not: the handshake is refused with that message.
-  std::string before_resync(const std::string& plan, const CopyMark& mark, uint64_t now_ms);
+  // retry_now: the primary's operator asked for it (mirrorctl rejoin): a
+  // failed run is retried at once, not kRetryMs after it failed.
+  std::string before_resync(const std::string& plan, const CopyMark& mark, uint64_t now_ms,
+                            bool retry_now);
   // After a refusal by before_resync(): how long the primary should wait
   // before its next handshake. Running: as long as it ran so far, from 1 s
   // up to kRetryRunningMaxMs (a quick handler is waited for a little, a long

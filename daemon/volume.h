@@ -420,6 +420,7 @@ class Volume final : public LinkConn::Handler {
   uint64_t hold_deadline_ms_ = 0;  // 0: not holding
   std::string last_error_;
   ResyncRefusal peer_refusal_;  // the primary's resync_refusal()
+  bool retry_handler_ = false;  // the next PLAN carries kFlagRetryNow (rejoin)
   std::string open_warning_;
 };
 

@@ -76,7 +76,20 @@ void Volume::rejoin(Done done) {
     return done(EBUSY, std::string(kSplitBrainHelp));
   if (role_ != Role::kPrimary)
     return done(EINVAL, not_primary("rejoin"));
-  if (!(bitmap_->flags() & kFlagSplit)) return done(EALREADY, "not split");
+  // The operator says "go": a before-resync-target that failed on the
+  // secondary runs again at the next handshake, not when its 30 s are over.
+  retry_handler_ = true;
+  if (!(bitmap_->flags() & kFlagSplit)) {
+    if (peer_refusal_.why.empty()) {
+      retry_handler_ = false;
+      return done(EALREADY, "not split");
+    }
+    MLOG_INFO("volume '%s': rejoin: asking '%s' to run its before-resync-target again now",
+              cfg_.name.c_str(), peer_.name.c_str());
+    peer_refusal_.why.clear();  // rejoin --wait waits for this rejoin's answer
+    done(0, "retrying now: '" + peer_.name + "' runs its before-resync-target again");
+    return dial_now();
+  }
   peer_refusal_.why.clear();  // rejoin --wait waits for this rejoin's answer
   bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
   bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {

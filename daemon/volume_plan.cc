@@ -208,8 +208,11 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     plan.gen = to_link(bitmap_->generation());
     plan.bytes = bitmap_->dirty_bytes();
     s->plan_id = 1;
-    s->conn->send_owned(link::encode_message({.type = link::Type::kPlan, .id = s->plan_id},
-                                             link::encode_plan(plan)));
+    // An operator's rejoin since the last PLAN: "go", whatever the
+    // secondary's handler retry period says.
+    uint16_t pflags = std::exchange(retry_handler_, false) ? link::kFlagRetryNow : 0;
+    s->conn->send_owned(link::encode_message(
+        {.type = link::Type::kPlan, .flags = pflags, .id = s->plan_id}, link::encode_plan(plan)));
   }));
 }
 
@@ -270,7 +273,8 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
                        : plan.kind == link::Plan::kUnion ? "union"
                                                          : "full";
     uint64_t now = mono_ms();
-    std::string wait = handlers_->before_resync(name, {g.current, g.bitmap, flags}, now);
+    std::string wait = handlers_->before_resync(name, {g.current, g.bitmap, flags}, now,
+                                                h.flags & link::kFlagRetryNow);
     // The handler logs its own start and end, not every handshake it
     // refuses; the primary comes back when the refusal may have changed.
     if (!wait.empty()) {

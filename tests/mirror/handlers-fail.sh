@@ -2,10 +2,12 @@
 # handlers-fail: a before-resync-target that fails (exit 3), then one that
 # hangs past handler-timeout. Either way the resync into the secondary does
 # not start: its image stays the split-time one, its status names the
-# program and how it failed, the handler is not rerun on every handshake
-# retry, and the primary goes on serving writes (degraded, tracking them).
-# Once the script is fixed, the next try (within the ~30 s retry period)
-# lets the resync run and the copies converge.
+# program and how it failed, `rejoin --wait` exits 1 with that reason, the
+# handler is not rerun and the primary does not retry the handshake before
+# the 30 s retry period is over, and it goes on serving writes (degraded,
+# tracking them, none held). Once the script is fixed, `mirrorctl rejoin` on
+# the primary retries at once (well within the 30 s): the copies converge.
+# (The automatic 30 s retry is covered by unit.ResyncHandlersTest.)
 . "$(dirname "$0")/pairlib.sh"
 
 VOL_SIZE=64M
@@ -30,6 +32,17 @@ runs() { [ -f "$T/before.runs" ] && wc -l <"$T/before.runs" || echo 0; }
 last_result_is() { [[ "$(status_get beta .handlers.before_resync_target.last_result)" =~ $1 ]]; }
 synchronized_both() {
     [ "$(status_get alpha .state)" = synchronized ] && [ "$(status_get beta .state)" = synchronized ]
+}
+
+# rejoin_fixed: the handler fixed, the operator's rejoin on alpha retries
+# it now; --wait returns once synchronized (bounded well under the 30 s
+# automatic retry, which the handler failed less than 10 s ago).
+rejoin_fixed() {
+    local out
+    out=$(timeout 15 "$MIRRORCTL" --socket "${NODE_CTL[alpha]}" rejoin --wait 2>&1) \
+        && pass "fixed: rejoin --wait on alpha retried at once: $out" \
+        || fail "fixed: rejoin --wait on alpha: $out"
+    wait_for 10 synchronized_both || fail "not synchronized on both nodes after the rejoin"
 }
 
 start_synced_pair 30
@@ -85,9 +98,7 @@ failed_resync() {
 # --- 2. a handler that fails (exit 3)
 failed_resync "exit 3" "^exit 3$" "exit 3"
 echo 0 >"$T/before.rc"
-SECONDS_AT_FIX=$SECONDS
-wait_for 45 synchronized_both && pass "fixed: the resync ran within $((SECONDS - SECONDS_AT_FIX)) s" \
-    || fail "the resync did not run within 45 s of fixing the handler"
+rejoin_fixed
 check_eq "the fixed handler ran once more" 2 "$(runs)"
 check_eq "beta's last_error is cleared" "" "$(status_get beta .last_error)"
 check_eq "the copies converged" "$(sha_of "${NODE_IMG[alpha]}")" "$(sha_of "${NODE_IMG[beta]}")"
@@ -103,9 +114,7 @@ else
     pass "the timeout killed the handler's whole process group"
 fi
 rm -f "$T/before.hang"
-SECONDS_AT_FIX=$SECONDS
-wait_for 45 synchronized_both && pass "fixed: the resync ran within $((SECONDS - SECONDS_AT_FIX)) s" \
-    || fail "the resync did not run within 45 s of fixing the handler"
+rejoin_fixed
 check_eq "the fixed handler ran once more" 4 "$(runs)"
 stop_pair
 check_identical "after the fixed handler's resync"
