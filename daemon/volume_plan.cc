@@ -185,7 +185,11 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     if (my.bitmap != 0) my.history[0] = my.bitmap;
     my.bitmap = random_id();
     bitmap_->set_generation(my);
-    bitmap_->set_flags(flags & ~kFlagFullSyncNeeded);
+    // "needs a full sync" stays until the peer accepted this plan
+    // (activate()): a plan it refuses (before-resync-target running there)
+    // is planned FULL again from it. Cleared here, a node with new or reset
+    // metadata would find the refused plan's base in no generation of the
+    // peer's ("unrelated data").
   }
   if (kind == link::Plan::kAdopt) {
     bitmap_->clear_all_dirty();
@@ -429,6 +433,11 @@ void Volume::activate(Session* s) {
               peer_.name.c_str());
     return session_error(s, "changes arrived during the handshake; reconnecting to resync them");
   }
+  // The peer adopted the full plan's base: an interrupted full sync resumes
+  // as a bitmap resync from here on (durable with the resync's next commit;
+  // a crash before it plans FULL again, which copies more, never less).
+  if (s->plan == link::Plan::kFull)
+    bitmap_->set_flags(bitmap_->flags() & ~kFlagFullSyncNeeded);
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
   } else {
