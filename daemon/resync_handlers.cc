@@ -22,18 +22,22 @@ ResyncHandlers::ResyncHandlers(Loop& loop, const VolumeConfig& cfg, const NodeCo
 ResyncHandlers::~ResyncHandlers() = default;
 
 std::vector<std::pair<std::string, std::string>> ResyncHandlers::env(
-    const std::string& plan) const {
+    const std::string& plan, uint64_t bytes) const {
   std::vector<std::pair<std::string, std::string>> e = {{"MIRROR_VOLUME", cfg_.name},
                                                         {"MIRROR_NODE", self_.name},
                                                         {"MIRROR_PEER", peer_.name},
                                                         {"MIRROR_BACKING", self_.backing}};
-  if (!plan.empty()) e.emplace_back("MIRROR_PLAN", plan);
+  if (!plan.empty()) {
+    e.emplace_back("MIRROR_PLAN", plan);
+    e.emplace_back("MIRROR_RESYNC_BYTES", std::to_string(bytes));
+  }
   return e;
 }
 
-bool ResyncHandlers::spawn(Slot& slot, const std::string& plan, std::string* error,
+bool ResyncHandlers::spawn(Slot& slot, const std::string& plan, uint64_t bytes,
+                           std::string* error,
                            std::function<void(const HandlerRun::Outcome&)> done) {
-  auto run = HandlerRun::start(loop_, slot.program, env(plan), std::move(done));
+  auto run = HandlerRun::start(loop_, slot.program, env(plan, bytes), std::move(done));
   ++slot.runs;
   slot.timed_out = false;
   slot.started_ms = mono_ms();
@@ -83,21 +87,26 @@ std::string ResyncHandlers::refusal(uint64_t now_ms) const {
   return "";
 }
 
-std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMark& mark,
-                                          uint64_t now_ms, bool retry_now) {
+std::string ResyncHandlers::before_resync(const std::string& plan, uint64_t bytes,
+                                          const CopyMark& mark, uint64_t now_ms,
+                                          bool retry_now) {
   switch (state_) {
     case Before::kFlushing:
     case Before::kRunning:
       return refusal(now_ms);
     case Before::kSucceeded:
-      if (mark == mark_ && !changed_) {
+      if (mark == mark_ && !changed_ && plan == plan_) {
         state_ = Before::kIdle;  // used once: the next resync runs it again
         MLOG_INFO("volume '%s': before-resync-target exited 0: the %s resync starts",
                   cfg_.name.c_str(), plan.c_str());
         return "";
       }
-      MLOG_INFO("volume '%s': this copy changed since before-resync-target ran: running it "
-                "again", cfg_.name.c_str());
+      if (plan != plan_)
+        MLOG_INFO("volume '%s': before-resync-target ran for a %s resync, this plan is a %s "
+                  "one: running it again", cfg_.name.c_str(), plan_.c_str(), plan.c_str());
+      else
+        MLOG_INFO("volume '%s': this copy changed since before-resync-target ran: running it "
+                  "again", cfg_.name.c_str());
       break;
     case Before::kFailed:
       if (now_ms < failed_ms_ + kRetryMs && !retry_now) return refusal(now_ms);
@@ -111,6 +120,7 @@ std::string ResyncHandlers::before_resync(const std::string& plan, const CopyMar
   mark_ = mark;
   changed_ = false;
   plan_ = plan;
+  plan_bytes_ = bytes;
   // What this node acknowledged may be in the page cache only: a snapshot
   // of the device under the backing file would miss it. The program starts
   // once the copy is durable (flushed()).
@@ -130,8 +140,8 @@ uint64_t ResyncHandlers::retry_after_ms(uint64_t now_ms) const {
       return std::clamp<uint64_t>(now_ms - std::min(now_ms, before_.started_ms), 1000,
                                   kRetryRunningMaxMs);
     case Before::kFailed:
-      return now_ms < failed_ms_ + kRetryMs ? std::max<uint64_t>(failed_ms_ + kRetryMs - now_ms, 1000)
-                                            : 1000;
+      if (now_ms >= failed_ms_ + kRetryMs) return 1000;
+      return std::max<uint64_t>(failed_ms_ + kRetryMs - now_ms, 1000);
     case Before::kIdle:
     case Before::kSucceeded:
       break;
@@ -161,7 +171,8 @@ void ResyncHandlers::flushed(int err) {
   MLOG_INFO("volume '%s': this copy is flushed to stable storage (%llu ms): starting "
             "before-resync-target", cfg_.name.c_str(), static_cast<unsigned long long>(took));
   std::string error;
-  if (!spawn(before_, plan_, &error, [this](const HandlerRun::Outcome& o) { before_done(o); })) {
+  if (!spawn(before_, plan_, plan_bytes_, &error,
+             [this](const HandlerRun::Outcome& o) { before_done(o); })) {
     state_ = Before::kFailed;
     ++failures_;
     failed_ms_ = mono_ms();
@@ -202,7 +213,7 @@ void ResyncHandlers::after_resync() {
     return;
   }
   std::string error;
-  spawn(after_, "", &error, [this](const HandlerRun::Outcome& o) {
+  spawn(after_, "", 0, &error, [this](const HandlerRun::Outcome& o) {
     std::string how = ended(after_, o);
     if (o.ok && !after_.timed_out) {
       MLOG_INFO("volume '%s': after-resync-target %s: exit 0", cfg_.name.c_str(),

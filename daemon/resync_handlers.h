@@ -64,14 +64,17 @@ class ResyncHandlers {
   ~ResyncHandlers();
 
   bool has_before() const { return !cfg_.before_resync_target.empty(); }
-  // A plan `plan` ("bitmap", "union", "full") would make this consistent
-  // copy inconsistent. Returns "" when it may go ahead (before-resync-target
-  // exited 0 for the copy as `mark` says it is, and nothing changed it
-  // since), else why not: the handshake is refused with that message.
+  // A plan `plan` ("bitmap", "union", "full") that overwrites up to `bytes`
+  // of it would make this consistent copy inconsistent. Returns "" when it
+  // may go ahead (before-resync-target exited 0 for this plan kind and the
+  // copy as `mark` says it is, and nothing changed it since), else why not:
+  // the handshake is refused with that message. A success for another kind
+  // vouches for nothing: the handler sizes its snapshot from the plan (a
+  // bitmap one would overflow in a full resync), so it runs again.
   // retry_now: the primary's operator asked for it (mirrorctl rejoin): a
   // failed run is retried at once, not kRetryMs after it failed.
-  std::string before_resync(const std::string& plan, const CopyMark& mark, uint64_t now_ms,
-                            bool retry_now);
+  std::string before_resync(const std::string& plan, uint64_t bytes, const CopyMark& mark,
+                            uint64_t now_ms, bool retry_now);
   // After a refusal by before_resync(): how long the primary should wait
   // before its next handshake. Running: as long as it ran so far, from 1 s
   // up to kRetryRunningMaxMs (a quick handler is waited for a little, a long
@@ -113,9 +116,10 @@ class ResyncHandlers {
   // kFlushing: the copy's flush before a run is under way.
   enum class Before { kIdle, kFlushing, kRunning, kSucceeded, kFailed };
 
-  std::vector<std::pair<std::string, std::string>> env(const std::string& plan) const;
+  std::vector<std::pair<std::string, std::string>> env(const std::string& plan,
+                                                       uint64_t bytes) const;
   // Starts the slot's program; false (and `error` set) if it could not be.
-  bool spawn(Slot& slot, const std::string& plan, std::string* error,
+  bool spawn(Slot& slot, const std::string& plan, uint64_t bytes, std::string* error,
              std::function<void(const HandlerRun::Outcome&)> done);
   // A run ended: what it was, for the status and the log.
   std::string ended(Slot& slot, const HandlerRun::Outcome& o);
@@ -141,6 +145,7 @@ class ResyncHandlers {
   std::string failure_;
   uint64_t failures_ = 0;
   std::string plan_;       // the plan the running or last run was for
+  uint64_t plan_bytes_ = 0;  // ... and the bytes it overwrites
   // Runs that ended, destroyed at the next tick (never inside their own
   // completion).
   std::vector<std::unique_ptr<HandlerRun>> ended_;

@@ -69,7 +69,7 @@ class ResyncHandlersTest : public ::testing::Test {
 
 TEST_F(ResyncHandlersTest, FailedRunIsRetriedEveryPeriodOnly) {
   uint64_t t0 = mono_ms();
-  std::string why = handlers_->before_resync("bitmap", mark_, t0, false);
+  std::string why = handlers_->before_resync("bitmap", 4096, mark_, t0, false);
   EXPECT_NE(why.find("is running"), std::string::npos) << why;
   EXPECT_EQ(flushes_, 1);
   EXPECT_EQ(runs(), 1u);
@@ -80,47 +80,49 @@ TEST_F(ResyncHandlersTest, FailedRunIsRetriedEveryPeriodOnly) {
   EXPECT_EQ(handlers_->failures(), 1u);
 
   // Within the period: refused with the failure, not run again.
-  why = handlers_->before_resync("bitmap", mark_, failed + 1000, false);
+  why = handlers_->before_resync("bitmap", 4096, mark_, failed + 1000, false);
   EXPECT_NE(why.find("failed (exit 3)"), std::string::npos) << why;
   EXPECT_NE(why.find("retried in"), std::string::npos) << why;
   uint64_t after = handlers_->retry_after_ms(failed + 1000);
   EXPECT_GE(after, ResyncHandlers::kRetryMs - 1000 - (mono_ms() - t0));
   EXPECT_LE(after, ResyncHandlers::kRetryMs - 1000);
-  why = handlers_->before_resync("bitmap", mark_, failed + ResyncHandlers::kRetryMs - 1000, false);
+  why = handlers_->before_resync("bitmap", 4096, mark_, failed + ResyncHandlers::kRetryMs - 1000,
+                                 false);
   EXPECT_NE(why.find("failed (exit 3)"), std::string::npos) << why;
   EXPECT_EQ(runs(), 1u);
   EXPECT_EQ(flushes_, 1);
 
   // Once the period is over: run again (the copy flushed first).
   set_exit(0);
-  why = handlers_->before_resync("bitmap", mark_, failed + ResyncHandlers::kRetryMs + 1, false);
+  why = handlers_->before_resync("bitmap", 4096, mark_, failed + ResyncHandlers::kRetryMs + 1,
+                                 false);
   EXPECT_NE(why.find("is running"), std::string::npos) << why;
   EXPECT_EQ(runs(), 2u);
   EXPECT_EQ(flushes_, 2);
   wait_handler();
   EXPECT_TRUE(handlers_->failure().empty());
   // It exited 0 for this copy: the plan goes ahead, once.
-  EXPECT_EQ(handlers_->before_resync("bitmap", mark_, mono_ms(), false), "");
+  EXPECT_EQ(handlers_->before_resync("bitmap", 4096, mark_, mono_ms(), false), "");
 }
 
 TEST_F(ResyncHandlersTest, OperatorRetryRunsAtOnce) {
-  handlers_->before_resync("full", mark_, mono_ms(), false);
+  handlers_->before_resync("full", 4096, mark_, mono_ms(), false);
   wait_handler();
   uint64_t failed = mono_ms();
   ASSERT_FALSE(handlers_->failure().empty());
   set_exit(0);
   // One second later the automatic retry is 29 s away; the operator's is now.
-  std::string why = handlers_->before_resync("full", mark_, failed + 1000, true);
+  std::string why = handlers_->before_resync("full", 4096, mark_, failed + 1000, true);
   EXPECT_NE(why.find("is running"), std::string::npos) << why;
   EXPECT_EQ(runs(), 2u);
   wait_handler();
-  EXPECT_EQ(handlers_->before_resync("full", mark_, mono_ms(), false), "");
+  EXPECT_EQ(handlers_->before_resync("full", 4096, mark_, mono_ms(), false), "");
 }
 
 TEST_F(ResyncHandlersTest, RunningRefusalAsksForARetryLaterAndLater) {
   set_exit(0);
   uint64_t t0 = mono_ms();
-  handlers_->before_resync("bitmap", mark_, t0, false);
+  handlers_->before_resync("bitmap", 4096, mark_, t0, false);
   // A run that just started: back in a second; one that ran long: at most
   // kRetryRunningMaxMs.
   EXPECT_EQ(handlers_->retry_after_ms(t0), 1000u);
@@ -130,9 +132,21 @@ TEST_F(ResyncHandlersTest, RunningRefusalAsksForARetryLaterAndLater) {
   wait_handler();
 }
 
+TEST_F(ResyncHandlersTest, SuccessVouchesOnlyForItsPlanKind) {
+  set_exit(0);
+  handlers_->before_resync("bitmap", 4096, mark_, mono_ms(), false);
+  wait_handler();
+  // Its snapshot was sized for a bitmap resync: a full one runs it again.
+  std::string why = handlers_->before_resync("full", 64 << 20, mark_, mono_ms(), false);
+  EXPECT_NE(why.find("is running"), std::string::npos) << why;
+  EXPECT_EQ(runs(), 2u);
+  wait_handler();
+  EXPECT_EQ(handlers_->before_resync("full", 64 << 20, mark_, mono_ms(), false), "");
+}
+
 TEST_F(ResyncHandlersTest, FailedFlushStartsNothing) {
   flush_err_ = -EIO;
-  std::string why = handlers_->before_resync("bitmap", mark_, mono_ms(), false);
+  std::string why = handlers_->before_resync("bitmap", 4096, mark_, mono_ms(), false);
   EXPECT_NE(why.find("cannot flush this copy"), std::string::npos) << why;
   EXPECT_FALSE(handlers_->before_status().running);
   EXPECT_EQ(handlers_->failures(), 1u);

@@ -277,7 +277,12 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
                        : plan.kind == link::Plan::kUnion ? "union"
                                                          : "full";
     uint64_t now = mono_ms();
-    std::string wait = handlers_->before_resync(name, {g.current, g.bitmap, flags}, now,
+    // What the resync may overwrite here: the primary's plan, and for a
+    // union this copy's own changes too (sent back as DIRTY_RANGES).
+    uint64_t bytes = plan.bytes;
+    if (plan.kind == link::Plan::kUnion) bytes += bitmap_->dirty_bytes();
+    if (plan.kind == link::Plan::kFull) bytes = cfg_.size;
+    std::string wait = handlers_->before_resync(name, bytes, {g.current, g.bitmap, flags}, now,
                                                 h.flags & link::kFlagRetryNow);
     // The handler logs its own start and end, not every handshake it
     // refuses; the primary comes back when the refusal may have changed.

@@ -10,16 +10,35 @@
 # waiting (retried every 30 s, `mirrorctl status` says why).
 #
 # Environment from mirrord: MIRROR_VOLUME, MIRROR_NODE, MIRROR_PEER,
-# MIRROR_BACKING (e.g. /dev/vg0/db), MIRROR_PLAN (bitmap, union or full).
-# SNAPSHOT_SIZE: copy-on-write space for the blocks the resync overwrites
-# (the out-of-sync bytes `mirrorctl status` shows on the primary, plus margin).
+# MIRROR_BACKING (e.g. /dev/vg0/db), MIRROR_PLAN (bitmap, union or full),
+# MIRROR_RESYNC_BYTES (what the resync may overwrite: the primary's
+# out-of-sync bytes, plus this copy's own changes for a union; the whole
+# volume for a full sync).
+# SNAPSHOT_SIZE (optional, lvcreate's -L or, ending in ORIGIN, -l): the
+# copy-on-write space. By default the resync's bytes plus a quarter and 1 GiB
+# for the client writes mirrored while it runs (they overwrite the origin
+# too), capped at the origin's size; the origin's size for a full sync, which
+# overwrites every block. A snapshot whose space runs out is invalidated by LVM:
+# the consistent image it was for is lost.
 set -eu
-SNAPSHOT_SIZE=${SNAPSHOT_SIZE:-10%ORIGIN}
 
 lv=$(lvs --noheadings -o lv_full_name "$MIRROR_BACKING" 2>/dev/null | tr -d ' ') || lv=
 if [ -z "$lv" ]; then
     echo "before-resync-target: $MIRROR_BACKING is not an LVM logical volume; no snapshot" >&2
     exit 1   # refuse the resync: choose `exit 0` here to resync without a snapshot
+fi
+if [ -z "${SNAPSHOT_SIZE:-}" ]; then
+    if [ "$MIRROR_PLAN" = full ] || [ -z "${MIRROR_RESYNC_BYTES:-}" ]; then
+        SNAPSHOT_SIZE=100%ORIGIN
+    else
+        origin=$(lvs --noheadings --units b --nosuffix -o lv_size "$lv" | tr -d ' ')
+        want=$((MIRROR_RESYNC_BYTES + MIRROR_RESYNC_BYTES / 4 + (1 << 30)))
+        if [ "$want" -ge "$origin" ]; then
+            SNAPSHOT_SIZE=100%ORIGIN
+        else
+            SNAPSHOT_SIZE=$(( (want + (1 << 20) - 1) >> 20 ))m
+        fi
+    fi
 fi
 snap="${lv##*/}-before-resync"
 vg="${lv%%/*}"
@@ -34,4 +53,4 @@ if [ "$SNAPSHOT_SIZE" = "${SNAPSHOT_SIZE%ORIGIN}" ]; then
 else
     lvcreate -s -n "$snap" -l "$SNAPSHOT_SIZE" "$lv" >&2
 fi
-echo "before-resync-target: $MIRROR_VOLUME on $MIRROR_NODE: snapshot $vg/$snap of $lv before a $MIRROR_PLAN resync from $MIRROR_PEER" >&2
+echo "before-resync-target: $MIRROR_VOLUME on $MIRROR_NODE: snapshot $vg/$snap of $lv ($SNAPSHOT_SIZE) before a $MIRROR_PLAN resync from $MIRROR_PEER" >&2

@@ -26,7 +26,7 @@ cat >"$T/before.sh" <<EOF
 n=\$(( \$(wc -l <"$T/before.env" 2>/dev/null || echo 0) + 1 ))
 cp --sparse=always "\$MIRROR_BACKING" "$T/snap.\$n.img" || exit 9
 sleep 1
-echo "run=\$n volume=\$MIRROR_VOLUME node=\$MIRROR_NODE peer=\$MIRROR_PEER backing=\$MIRROR_BACKING plan=\$MIRROR_PLAN stdin=\$(readlink /proc/self/fd/0) at_exit=\$(sha256sum <"\$MIRROR_BACKING" | cut -d' ' -f1)" >>"$T/before.env"
+echo "run=\$n volume=\$MIRROR_VOLUME node=\$MIRROR_NODE peer=\$MIRROR_PEER backing=\$MIRROR_BACKING plan=\$MIRROR_PLAN bytes=\$MIRROR_RESYNC_BYTES stdin=\$(readlink /proc/self/fd/0) at_exit=\$(sha256sum <"\$MIRROR_BACKING" | cut -d' ' -f1)" >>"$T/before.env"
 EOF
 # after.sh: one line per run, with the checksum of the backing file then.
 cat >"$T/after.sh" <<EOF
@@ -77,7 +77,7 @@ wait_state alpha synchronized 30 >/dev/null || fail "alpha not synchronized afte
 check_eq "before-resync-target ran once" 1 "$(runs "$T/before.env")"
 env1=$(sed -n 1p "$T/before.env")
 check_eq "before-resync-target's environment" \
-    "run=1 volume=db node=beta peer=alpha backing=${NODE_IMG[beta]} plan=bitmap stdin=/dev/null" \
+    "run=1 volume=db node=beta peer=alpha backing=${NODE_IMG[beta]} plan=bitmap bytes=$((8 * MiB)) stdin=/dev/null" \
     "${env1% at_exit=*}"
 check_eq "the snapshot is the split-time image (taken before any resync write)" \
     "$split_sha" "$(sha_of "$T/snap.1.img")"
@@ -127,6 +127,8 @@ wait_state alpha synchronized 60 >/dev/null || fail "the forced full sync did no
 check_eq "the full sync ran before-resync-target once more" 3 "$(runs "$T/before.env")"
 env3=$(sed -n 3p "$T/before.env")
 check_eq "... with MIRROR_PLAN=full" "plan=full" "$(grep -o 'plan=[a-z]*' <<<"$env3")"
+check_eq "... and MIRROR_RESYNC_BYTES the volume's size" "bytes=$(size_bytes "$VOL_SIZE")" \
+    "$(grep -o 'bytes=[0-9]*' <<<"$env3")"
 grep -q "unrelated data" "$(node_log alpha)" \
     && fail "alpha took the refused full plan's retry for unrelated data" \
     || pass "alpha planned the full sync again after the refusal"
