@@ -222,12 +222,14 @@ void VolumeControl::poll() {
       if (state == "synchronized") {
         w.respond(control::ok_reply("synchronized"));
       } else if (state == "split-brain") {
-        w.respond(control::error_reply(EBUSY, "split brain: " + s["last_error"].get<std::string>()));
+        w.respond(
+            control::error_reply(EBUSY, "split brain: " + s["last_error"].get<std::string>()));
       } else if (refusal.count > w.refusals && !refusal.why.empty()) {
         // The secondary's before-resync-target failed after this rejoin:
         // nothing resyncs until the operator acts.
-        std::string who = volume_.role() == Role::kPrimary ? "'" + s["peer"].get<std::string>() + "'"
-                                                           : "this node";
+        std::string who = volume_.role() == Role::kPrimary
+                              ? "'" + s["peer"].get<std::string>() + "'"
+                              : "this node";
         w.respond(control::error_reply(ECANCELED, "the resync was refused by " + who + ": " +
                                                       refusal.why));
       } else {
