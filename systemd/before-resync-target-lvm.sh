@@ -7,7 +7,8 @@
 # secondary's copy inconsistent, take an LVM snapshot of its backing logical
 # volume, so a consistent image exists until the resync ends. mirrord writes
 # nothing to the copy until this exits 0; a non-zero exit keeps the resync
-# waiting (retried every 30 s, `mirrorctl status` says why).
+# waiting (retried every 30 s, or at once by `mirrorctl rejoin` on the
+# primary; `mirrorctl status` says why).
 #
 # Environment from mirrord: MIRROR_VOLUME, MIRROR_NODE, MIRROR_PEER,
 # MIRROR_BACKING (e.g. /dev/vg0/db), MIRROR_PLAN (bitmap, union or full),
