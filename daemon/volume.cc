@@ -433,7 +433,7 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
       MLOG_WARN("replication: %s", last_error_.c_str());
     }
     if (msg.find("split brain") != std::string::npos) split_brain_ = true;
-    if (e && e->code == ECANCELED) {  // its before-resync-target failed
+    if (e && e->code == ECANCELED) {  // it waits for the operator (resync_refusal())
       ++peer_refusal_.count;
       peer_refusal_.why = msg;
     }
@@ -638,7 +638,8 @@ void Volume::peer_reached() {
 
 Volume::ResyncRefusal Volume::resync_refusal() const {
   if (role_ == Role::kPrimary) return peer_refusal_;
-  return {handlers_->failures(), handlers_->failure()};
+  return {handlers_->failures() + split_busy_refusals_,
+          handlers_->failure().empty() ? split_busy_why_ : handlers_->failure()};
 }
 
 void Volume::reload_tls(Done done) {

@@ -148,10 +148,11 @@ class Volume final : public LinkConn::Handler {
   std::string acked_writes_at_risk() const;
   VolumeStatus status() const;
   Role role() const { return role_; }
-  // A resync refused because a before-resync-target failed on the
-  // secondary (ECANCELED from the peer on the primary; this node's own on
-  // the secondary): how many such refusals so far, and the last one's
-  // reason ("" once a session became active or a rejoin asked again).
+  // A resync the secondary refused until the operator acts: its
+  // before-resync-target failed, or its split image is in use (ECANCELED
+  // from the peer on the primary; this node's own on the secondary): how
+  // many such refusals so far, and the last one's reason ("" once a session
+  // became active or a rejoin asked again).
   struct ResyncRefusal {
     uint64_t count = 0;
     std::string why;
@@ -373,6 +374,8 @@ class Volume final : public LinkConn::Handler {
   bool quiesced_ = false;  // stopping, and both copies flushed (or the peer gone)
   bool split_brain_ = false;
   bool split_busy_logged_ = false;  // the split image's in-use refusal was logged
+  uint64_t split_busy_refusals_ = 0;  // plans refused for it (resync_refusal())
+  std::string split_busy_why_;        // the last one's reason, "" once free
   bool stop_requested_ = false;     // stop_requested(): no new hold
   uint64_t split_unix_ms_ = 0;
   uint64_t split_drain_us_ = 0;

@@ -220,6 +220,11 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   }));
 }
 
+namespace {
+// How soon the primary may ask again while the split image is in use.
+constexpr uint64_t kSplitBusyRetryMs = 5000;
+}  // namespace
+
 void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
   uint32_t flags = bitmap_->flags();
   bool resync = plan.kind == link::Plan::kBitmap || plan.kind == link::Plan::kUnion ||
@@ -236,6 +241,7 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       if (!sp || sp->gone || sp->conn->closing()) return;
       if (busy.empty()) {
         split_busy_logged_ = false;
+        split_busy_why_.clear();
         return on_plan_free(sp.get(), h, plan);
       }
       std::string why = "the split image on node '" + self_.name + "' is in use: " + busy +
@@ -243,7 +249,12 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       // Once per refusal streak, not at every retried handshake.
       if (!split_busy_logged_) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
       split_busy_logged_ = true;
-      session_error(sp.get(), why, false);
+      ++split_busy_refusals_;
+      split_busy_why_ = why;
+      // ECANCELED: `rejoin --wait` returns with it (the operator must act);
+      // the primary comes back every few seconds meanwhile, and at once
+      // on the operator's next `rejoin`.
+      session_error(sp.get(), why, false, kSplitBusyRetryMs, ECANCELED);
     });
     return;
   }

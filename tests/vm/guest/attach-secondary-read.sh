@@ -12,8 +12,8 @@
 #    kernel had cached too (the plan dropped the cache).
 # 3. After the resync /dev/nbd1 reads the primary's data.
 # 4. A backup mounts the split image (ext4, read-only): the rejoin is refused while it is
-#    mounted (alpha's status says why; beta's copy stays the split image) and goes ahead,
-#    by itself, once it is unmounted.
+#    mounted (rejoin --wait returns with the reason, alpha's status says it too; beta's copy
+#    stays the split image) and goes ahead, by itself, once it is unmounted.
 # Nothing but /dev/nbd1's refused reads reaches dmesg as an I/O error.
 # Environment (GUEST_ENV): VOL_SIZE (default 64M).
 # shellcheck disable=SC1091  # packed by kernel-mirror.sh through EXTRA_BINS
@@ -108,7 +108,10 @@ echo "after the split" >/mnt/a/snap.txt || die "write to /mnt/a failed"
 run sync
 step "the split image mounted read-only at /mnt/b (a backup), the primary changed it"
 dmesg -c >/dev/null
-run ctl alpha rejoin
+if out=$(ctl alpha rejoin --wait 2>&1); then die "rejoin --wait succeeded under the mount: $out"; fi
+echo "$out" | grep -q "the split image on node 'beta' is in use" ||
+  die "rejoin --wait did not say why it was refused: $out"
+step "rejoin --wait refused: $out"
 _i=0
 until ctl alpha status --json | grep -q "the split image on node 'beta' is in use: /dev/nbd1 is mounted"; do
   _i=$((_i + 1)); [ $_i -le 100 ] || { ctl alpha status; die "alpha never reported beta's image in use"; }
