@@ -95,7 +95,9 @@ std::string ResyncHandlers::before_resync(const std::string& plan, uint64_t byte
     case Before::kRunning:
       return refusal(now_ms);
     case Before::kSucceeded:
-      if (mark == mark_ && !changed_ && plan == plan_) {
+      // Not for more bytes than the handler was told: a snapshot sized
+      // for them (the example's) would overflow and be dropped mid-resync.
+      if (mark == mark_ && !changed_ && plan == plan_ && bytes <= plan_bytes_) {
         state_ = Before::kIdle;  // used once: the next resync runs it again
         MLOG_INFO("volume '%s': before-resync-target exited 0: the %s resync starts",
                   cfg_.name.c_str(), plan.c_str());
@@ -104,6 +106,11 @@ std::string ResyncHandlers::before_resync(const std::string& plan, uint64_t byte
       if (plan != plan_)
         MLOG_INFO("volume '%s': before-resync-target ran for a %s resync, this plan is a %s "
                   "one: running it again", cfg_.name.c_str(), plan_.c_str(), plan.c_str());
+      else if (bytes > plan_bytes_)
+        MLOG_INFO("volume '%s': before-resync-target ran for %llu bytes to copy, this plan "
+                  "copies %llu: running it again",
+                  cfg_.name.c_str(), static_cast<unsigned long long>(plan_bytes_),
+                  static_cast<unsigned long long>(bytes));
       else
         MLOG_INFO("volume '%s': this copy changed since before-resync-target ran: running it "
                   "again", cfg_.name.c_str());

@@ -278,21 +278,22 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
   uint32_t flags = bitmap_->flags();
   bool resync = plan.kind == link::Plan::kBitmap || plan.kind == link::Plan::kUnion ||
                 plan.kind == link::Plan::kFull;
-  if (resync && handlers_->has_before() &&
+  // What the resync may overwrite here: the primary's plan, and for a
+  // union this copy's own changes too (sent back as DIRTY_RANGES).
+  uint64_t bytes = plan.bytes;
+  if (plan.kind == link::Plan::kUnion) bytes += bitmap_->dirty_bytes();
+  if (plan.kind == link::Plan::kFull) bytes = cfg_.size;
+  if (resync && bytes > 0 && handlers_->has_before() &&
       !(flags & (kFlagInconsistent | kFlagFullSyncNeeded))) {
     // This consistent copy is about to become a mix of old and new blocks:
     // nothing is written to it before before-resync-target (a snapshot)
     // exited 0. Not for a copy inconsistent already (a resync resumed): a
-    // snapshot of it now would be of a torn image.
+    // snapshot of it now would be of a torn image. Not for a resync of
+    // nothing (the plan after a planned failover): nothing is overwritten.
     const char* name = plan.kind == link::Plan::kBitmap  ? "bitmap"
                        : plan.kind == link::Plan::kUnion ? "union"
                                                          : "full";
     uint64_t now = mono_ms();
-    // What the resync may overwrite here: the primary's plan, and for a
-    // union this copy's own changes too (sent back as DIRTY_RANGES).
-    uint64_t bytes = plan.bytes;
-    if (plan.kind == link::Plan::kUnion) bytes += bitmap_->dirty_bytes();
-    if (plan.kind == link::Plan::kFull) bytes = cfg_.size;
     std::string wait = handlers_->before_resync(name, bytes, {g.current, g.bitmap, flags}, now,
                                                 h.flags & link::kFlagRetryNow);
     // The handler logs its own start and end, not every handshake it
