@@ -716,6 +716,8 @@ void Volume::tick() {
 
 void Volume::stop(std::function<void()> done) {
   stopping_ = true;  // tick() goes on only for the replicator's timeouts, until quiesced
+  // A demote waiting for standby answers now (not one still flushing).
+  if (demote_ && demote_->standby_deadline_ms) demote_poll();
   handlers_->stop();
   dial_timer_.cancel();
   if (acceptor_) acceptor_->stop();

@@ -152,6 +152,8 @@ void Volume::release(Done done) {
 
 void Volume::stop_requested() {
   stop_requested_ = true;
+  // A demote waiting for standby answers now (not one still flushing).
+  if (demote_ && demote_->standby_deadline_ms) demote_poll();
   if (role_ != Role::kPrimary || !replicator_ || hold_deadline_ms_ == 0) return;
   hold_deadline_ms_ = 0;
   MLOG_WARN("volume '%s': stopping: releasing the writes held by 'hold' (a stop does not wait "

@@ -46,6 +46,8 @@ void Volume::demote(uint32_t timeout_ms, Done done) {
 void Volume::demote_poll() {
   if (!demote_) return;
   if (demote_->standby_deadline_ms) {
+    if (stop_requested_ || stopping_)
+      return demote_finish(0, "secondary; mirrord is stopping (it stays secondary)");
     if (demote_->standby && active_ && peer_known_)
       return demote_finish(0, "secondary; '" + peer_.name + "' is connected: promote it now");
     if (now_ms_ >= demote_->standby_deadline_ms)
@@ -128,6 +130,9 @@ std::string Volume::behind_reason() const {
 
 void Volume::promote(bool force, Done done) {
   if (role_ == Role::kPrimary) return done(EALREADY, "already primary");
+  if (demote_)
+    return done(EBUSY, "this node's demote is finishing (waiting for '" + peer_.name +
+                           "' to reconnect in standby): promote '" + peer_.name + "' instead");
   if (active_ && peer_known_ && peer_state_.role == link::State::kPrimary)
     return done(EBUSY, "'" + peer_.name + "' is primary: demote it first (`mirrorctl demote` "
                        "there); two primaries are never allowed");
