@@ -388,6 +388,9 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
       Session* s = sp.get();
       active_ = s;
       s->phase = Session::Phase::kActive;
+      // The primary's silence is counted from now: the plan's wait (the
+      // in-use check, the cache drop, reads finishing) is not silence.
+      s->last_rx_ms = mono_ms();
       handlers_->copy_changed();  // mirrored writes may reach it from now on
       peer_reached();  // a refusal of an earlier handshake is history
       split_brain_ = false;  // the primary's plan resolves it (after discard-my-data)
