@@ -480,19 +480,25 @@ int run(int argc, char** argv) {
       device->drop_cache(std::move(done));
     };
     volume->split_image_in_use = [&device, &loop](
-                                     std::function<void(const std::string&)> done) {
-      if (!device) return (*loop)->defer([done = std::move(done)] { done(""); });
+                                     std::function<void(const std::string&, bool)> done) {
+      if (!device) return (*loop)->defer([done = std::move(done)] { done("", false); });
       // Bounded: the primary holds its writes until the plan is answered.
       device->probe_in_use([&device, done = std::move(done)](Status free) {
-        if (free) return done("");
-        if (free.error().code == EBUSY)
-          return done(device->path() + " is mounted, held open exclusively or by a holder");
-        // Cannot tell (mirrord stopping, another device call running, the
-        // open slower than the limit): the rejoin is not held up by the
-        // check itself.
+        if (free) return done("", false);
+        int code = free.error().code;
+        if (code == EBUSY)
+          return done(device->path() + " is mounted, held open exclusively or by a holder", false);
+        std::string why = free.error().to_string();
+        // Not known yet (mirrord stopping, another device call running, the
+        // open slower than the limit): the rejoin asks again shortly rather
+        // than overwrite an image that may be mounted.
+        if (code == ESHUTDOWN || code == EAGAIN || code == ETIMEDOUT)
+          return done("cannot tell yet whether " + device->path() + " is in use (" + why + ")",
+                      true);
+        // The device cannot be opened at all (gone): nothing can mount it.
         MLOG_WARN("kernel nbd: cannot tell whether %s is in use before the rejoin: %s",
-                  device->path().c_str(), free.error().to_string().c_str());
-        done("");
+                  device->path().c_str(), why.c_str());
+        done("", false);
       }, KernelDevice::kCacheDropWaitMs);
     };
     // After an online resize: new NBD requests are checked against the new

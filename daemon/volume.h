@@ -129,9 +129,11 @@ class Volume final : public LinkConn::Handler {
   std::function<void(std::function<void()> done)> on_image_changed;
   // Asked before a rejoin's resync overwrites this secondary's split image:
   // `done` gets "" when nothing uses the image, else why it is in use (a
-  // file system mounted on the kernel device: a backup not finished). On
-  // the loop, never inside the call.
-  std::function<void(std::function<void(const std::string& busy)> done)> split_image_in_use;
+  // file system mounted on the kernel device: a backup not finished), with
+  // `retry_soon` when that is not known yet (ask again shortly). On the
+  // loop, never inside the call.
+  std::function<void(std::function<void(const std::string& busy, bool retry_soon)> done)>
+      split_image_in_use;
   // The regions changed since the last backup point, for the NBD metadata
   // context kChangedContext; a primary answers "all changed" (it keeps no
   // such map), which is always safe for a backup tool.

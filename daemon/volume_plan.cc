@@ -223,6 +223,8 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
 namespace {
 // How soon the primary may ask again while the split image is in use.
 constexpr uint64_t kSplitBusyRetryMs = 5000;
+// ... and while it cannot tell yet whether it is (a device call running).
+constexpr uint64_t kSplitUnknownRetryMs = 2000;
 }  // namespace
 
 void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
@@ -236,13 +238,20 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
     // fail mid-backup. Like demote, refused while the device is in use;
     // the primary retries, and the rejoin goes ahead once it is unmounted.
     std::weak_ptr<Session> weak = find_session(s);
-    split_image_in_use([this, weak, h, plan](const std::string& busy) {
+    split_image_in_use([this, weak, h, plan](const std::string& busy, bool retry_soon) {
       auto sp = weak.lock();
       if (!sp || sp->gone || sp->conn->closing()) return;
       if (busy.empty()) {
         split_busy_logged_ = false;
         split_busy_why_.clear();
         return on_plan_free(sp.get(), h, plan);
+      }
+      if (retry_soon) {
+        MLOG_INFO("volume '%s': rejoin: %s; asking the primary to come back in %llu s",
+                  cfg_.name.c_str(), busy.c_str(),
+                  static_cast<unsigned long long>(kSplitUnknownRetryMs / 1000));
+        return session_error(sp.get(), "node '" + self_.name + "' " + busy + "; retrying", false,
+                             kSplitUnknownRetryMs, EAGAIN);
       }
       std::string why = "the split image on node '" + self_.name + "' is in use: " + busy +
                         "; the rejoin waits until it is unmounted (finish the backup first)";
