@@ -6,11 +6,10 @@
 //
 // Exit codes: 0 success, 1 the daemon refused or the command failed,
 // 2 usage error, 3 the daemon could not be reached, 4 timed out (ETIMEDOUT:
-// a command relayed to the peer got no answer, or demote's wait ran out).
+// a command relayed to the peer got no answer, demote's wait ran out, or the
+// daemon itself did not answer: control_client.h).
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -22,6 +21,7 @@
 
 #include "backup.h"
 #include "config.h"
+#include "control_client.h"
 #include "control_protocol.h"
 #include "quiesce.h"
 #include "status_render.h"
@@ -44,59 +44,18 @@ int refusal_exit(const json& reply) {
   return reply.value("code", std::string()) == "ETIMEDOUT" ? kExitTimedOut : kExitFailed;
 }
 
-// A connection to the daemon: one JSON line out, one line back.
-class ControlClient {
- public:
-  Status connect(const std::string& path) {
-    fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un un{};
-    un.sun_family = AF_UNIX;
-    if (path.size() >= sizeof un.sun_path) return Error{ENAMETOOLONG, "socket path too long"};
-    std::memcpy(un.sun_path, path.data(), path.size());
-    if (::connect(fd_.get(), reinterpret_cast<sockaddr*>(&un), sizeof un) < 0)
-      return errno_error("cannot reach mirrord at " + path);
-    return {};
-  }
-  Status send(const json& j) {
-    std::string s = j.dump() + "\n";
-    size_t off = 0;
-    while (off < s.size()) {
-      ssize_t n = ::write(fd_.get(), s.data() + off, s.size() - off);
-      if (n < 0) return errno_error("write to mirrord");
-      off += size_t(n);
-    }
-    return {};
-  }
-  // Next reply or event line.
-  Result<json> receive() {
-    for (;;) {
-      size_t nl = buf_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        json j = json::parse(line, nullptr, false);
-        if (j.is_discarded()) return Error{EPROTO, "mirrord sent malformed JSON"};
-        return j;
-      }
-      char tmp[65536];
-      ssize_t n = ::read(fd_.get(), tmp, sizeof tmp);
-      if (n < 0) return errno_error("read from mirrord");
-      if (n == 0) return Error{ECONNRESET, "mirrord closed the connection"};
-      buf_.append(tmp, size_t(n));
-    }
-  }
-
- private:
-  UniqueFd fd_;
-  std::string buf_;
-};
-
 // Sends one request and returns the daemon's reply (or a transport error).
 Result<json> call(const std::string& socket, const json& request) {
   ControlClient client;
   if (auto st = client.connect(socket); !st) return st.error();
   if (auto st = client.send(request); !st) return st.error();
-  return client.receive();
+  return client.receive(reply_wait(request));
+}
+
+// The exit code of a transport error: a daemon that took the request (or a
+// connection) and then said nothing may still act on it when it resumes.
+int transport_exit(const Error& e) {
+  return e.code == ETIMEDOUT ? kExitTimedOut : kExitUnreachable;
 }
 
 json make_request(const std::string& command, json args = json::object()) {
@@ -107,7 +66,11 @@ json make_request(const std::string& command, json args = json::object()) {
 // set to the exit code that error deserves.
 std::string reply_error(const Result<json>& r, const std::string& socket,
                         int* exit_code = nullptr) {
-  if (!r) return socket + ": " + r.error().to_string();
+  if (!r) {
+    if (exit_code) *exit_code = transport_exit(r.error());
+    return r.error().message.starts_with(socket) ? r.error().to_string()
+                                                 : socket + ": " + r.error().to_string();
+  }
   if ((*r)["ok"].get<bool>()) return "";
   if (exit_code) *exit_code = refusal_exit(*r);
   return socket + ": " + (*r)["error"].get<std::string>();
@@ -174,7 +137,7 @@ int run_backup(const BackupRequest& b) {
   auto status = call(b.socket, make_request("status"));
   if (std::string e = reply_error(status, b.socket); !e.empty()) {
     std::fprintf(stderr, "%s: %s\n", me, e.c_str());
-    return kExitUnreachable;
+    return status ? kExitFailed : transport_exit(status.error());
   }
   const json& st = (*status)["result"];
   if (st["role"] != "primary" || st["state"] != "synchronized") {
@@ -424,16 +387,18 @@ int run(int argc, char** argv) {
     ControlClient client;
     if (auto st = client.connect(socket_path); !st) {
       std::fprintf(stderr, "mirrorctl: %s\n", st.error().to_string().c_str());
-      return kExitUnreachable;
+      return transport_exit(st.error());
     }
     if (auto st = client.send(request); !st) {
       std::fprintf(stderr, "mirrorctl: %s\n", st.error().to_string().c_str());
-      return kExitUnreachable;
+      return transport_exit(st.error());
     }
-    auto reply = client.receive();
+    ReplyWait wait = reply_wait(request);
+    auto reply = client.receive(wait);
     if (!reply) {
-      std::fprintf(stderr, "mirrorctl: %s\n", reply.error().to_string().c_str());
-      return kExitUnreachable;
+      std::fprintf(stderr, "mirrorctl %s: %s\n", spec->name.c_str(),
+                   reply.error().to_string().c_str());
+      return transport_exit(reply.error());
     }
     if (!(*reply)["ok"].get<bool>()) {
       std::fprintf(stderr, "mirrorctl %s: %s (%s)\n", spec->name.c_str(),
@@ -444,8 +409,14 @@ int run(int argc, char** argv) {
     const json& result = (*reply)["result"];
     if (spec->name == "events") {
       std::cout << result.dump() << std::endl;
+      // Events come when they come: wait while the daemon lives.
+      wait.probe = true;
       for (;;) {
-        auto ev = client.receive();
+        auto ev = client.receive(wait);
+        if (!ev && ev.error().code == ETIMEDOUT) {
+          std::fprintf(stderr, "mirrorctl events: %s\n", ev.error().to_string().c_str());
+          return kExitTimedOut;
+        }
         if (!ev) return 0;
         std::cout << ev->dump() << std::endl;
       }
