@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <libnbd.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -22,11 +24,10 @@ constexpr uint64_t kWindow = 64 << 20;  // block status per request
 constexpr uint64_t kChunk = 4 << 20;    // pread size
 constexpr uint32_t kStateZero = 2;      // base:allocation: reads as zeroes
 
+// nbd_close drops the connection without waiting for the server (the
+// polite disconnect is Nbd::disconnect, bounded like every other wait).
 struct NbdClose {
-  void operator()(nbd_handle* h) const {
-    nbd_shutdown(h, 0);
-    nbd_close(h);
-  }
+  void operator()(nbd_handle* h) const { nbd_close(h); }
 };
 using NbdHandle = std::unique_ptr<nbd_handle, NbdClose>;
 
@@ -34,6 +35,69 @@ Error nbd_failure(const std::string& what) {
   int e = nbd_get_errno();
   return Error{e ? e : EIO, what + ": " + (nbd_get_error() ? nbd_get_error() : "libnbd error")};
 }
+
+// libnbd's state machine run on our own poll(), so that no step waits on the
+// server for longer than the I/O timeout (libnbd's synchronous calls wait
+// without end: a hung secondary kept its socket open and the backup with
+// it).
+class Nbd {
+ public:
+  Nbd(nbd_handle* h, const CopyOptions& o) : h_(h), o_(o) {}
+
+  // Runs the state machine until done() says 1 (finished) or -1 (failed).
+  Status run(const char* what, const std::function<int()>& done) {
+    uint64_t deadline = mono_ms() + uint64_t(o_.io_timeout_ms);
+    for (;;) {
+      int d = done();
+      if (d < 0) return nbd_failure(what);
+      if (d > 0) return {};
+      pollfd p{nbd_aio_get_fd(h_), 0, 0};
+      unsigned dir = nbd_aio_get_direction(h_);
+      if (dir & LIBNBD_AIO_DIRECTION_READ) p.events |= POLLIN;
+      if (dir & LIBNBD_AIO_DIRECTION_WRITE) p.events |= POLLOUT;
+      if (p.fd < 0) return nbd_failure(what);
+      uint64_t now = mono_ms();
+      if (now >= deadline)
+        return Error{ETIMEDOUT, std::string(what) + ": " + o_.uri + " did not answer within " +
+                                    std::to_string(o_.io_timeout_ms / 1000) +
+                                    " s (the secondary's daemon hung or stopped?)"};
+      int r = ::poll(&p, 1, int(deadline - now));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return errno_error("poll");
+      int rc = 0;
+      if (p.revents & (POLLIN | POLLHUP | POLLERR))
+        rc = nbd_aio_notify_read(h_);
+      else if (p.revents & POLLOUT)
+        rc = nbd_aio_notify_write(h_);
+      if (rc < 0) return nbd_failure(what);
+    }
+  }
+
+  Status connect() {
+    if (nbd_aio_connect_uri(h_, o_.uri.c_str()) < 0) return nbd_failure("connecting to " + o_.uri);
+    std::string what = "connecting to " + o_.uri;
+    return run(what.c_str(), [this] {
+      if (nbd_aio_is_ready(h_)) return 1;
+      return nbd_aio_is_connecting(h_) ? 0 : -1;
+    });
+  }
+
+  // Waits for the command `cookie` (-1: issuing it failed).
+  Status wait(int64_t cookie, const std::string& what) {
+    if (cookie < 0) return nbd_failure(what);
+    return run(what.c_str(), [&] { return nbd_aio_command_completed(h_, cookie); });
+  }
+
+  // Tells the server we are done, and waits (bounded) for it to close.
+  void disconnect() {
+    if (nbd_aio_disconnect(h_, 0) < 0) return;
+    (void)run("disconnecting", [this] { return nbd_aio_is_closed(h_) || nbd_aio_is_dead(h_); });
+  }
+
+ private:
+  nbd_handle* h_;
+  const CopyOptions& o_;
+};
 
 // Extents of one context over a window: (end offset, flags), in order.
 struct Run {
@@ -128,7 +192,8 @@ Result<CopyStats> copy_image(const CopyOptions& o) {
   if (nbd_add_meta_context(h.get(), "base:allocation") < 0 ||
       (o.incremental && nbd_add_meta_context(h.get(), kChangedContext) < 0))
     return nbd_failure("libnbd");
-  if (nbd_connect_uri(h.get(), o.uri.c_str()) < 0) return nbd_failure("connecting to " + o.uri);
+  Nbd nbd(h.get(), o);
+  if (auto c = nbd.connect(); !c) return c.error();
   if (o.incremental && nbd_can_meta_context(h.get(), kChangedContext) != 1)
     return Error{ENOTSUP, o.uri + " does not publish " + kChangedContext +
                               " (not a mirrord secondary?): take a full backup"};
@@ -154,8 +219,9 @@ Result<CopyStats> copy_image(const CopyOptions& o) {
     uint64_t count = std::min(kWindow, st.size - pos);
     if (have_alloc || o.incremental) {
       nbd_extent_callback cb{on_extents, &w, nullptr};
-      if (nbd_block_status(h.get(), count, pos, cb, 0) < 0)
-        return nbd_failure("block status at " + std::to_string(pos));
+      int64_t cookie = nbd_aio_block_status(h.get(), count, pos, cb, nbd_completion_callback{}, 0);
+      if (auto s = nbd.wait(cookie, "block status at " + std::to_string(pos)); !s)
+        return s.error();
     }
     if (!have_alloc) w.alloc.push_back({pos + count, 0});
     if (!o.incremental) w.changed.push_back({pos + count, 1});
@@ -178,9 +244,10 @@ Result<CopyStats> copy_image(const CopyOptions& o) {
         } else {
           for (uint64_t off = pos; off < seg_end;) {
             size_t n = size_t(std::min<uint64_t>(kChunk, seg_end - off));
-            if (nbd_pread(h.get(), buf.data(), n, off, 0) < 0)
-              return nbd_failure("reading " + std::to_string(n) + " bytes at " +
-                                 std::to_string(off));
+            int64_t cookie =
+                nbd_aio_pread(h.get(), buf.data(), n, off, nbd_completion_callback{}, 0);
+            std::string what = "reading " + std::to_string(n) + " bytes at " + std::to_string(off);
+            if (auto s = nbd.wait(cookie, what); !s) return s.error();
             if (all_zero(buf.data(), n)) {
               st.zero_bytes += n;
               if (o.incremental)
@@ -199,6 +266,7 @@ Result<CopyStats> copy_image(const CopyOptions& o) {
     }
   }
   progress.update(st.size, st.data_bytes);
+  nbd.disconnect();
   if (::fsync(o.fd) < 0) return errno_error("syncing the backup image");
   st.seconds = (double(mono_us()) / 1e6) - t0;
   return st;

@@ -27,11 +27,16 @@ struct CopyOptions {
   int fd = -1;              // destination, sized to the volume
   bool incremental = false; // only the changed regions; holes are punched
   bool bar = false;         // a progress bar (a terminal), else progress lines
+  // No step (connecting, one block status or read) waits on the secondary
+  // longer than this: a hung daemon fails the copy with ETIMEDOUT.
+  int io_timeout_ms = 30000;
 };
 
 // The metadata context listing the regions changed since the last backup.
 inline constexpr const char* kChangedContext = "mirrord:dirty-since-backup";
 
+// Errors: ETIMEDOUT (the secondary did not answer in time), libnbd's and
+// the image file's errors.
 Result<CopyStats> copy_image(const CopyOptions& o);
 
 // Sidecar beside a backup image (PATH.mirrord.json): which volume and which
