@@ -39,7 +39,7 @@ Error nbd_failure(const std::string& what) {
 // libnbd's state machine run on our own poll(), so that no step waits on the
 // server for longer than the I/O timeout (libnbd's synchronous calls wait
 // without end: a hung secondary kept its socket open and the backup with
-// it).
+// it), and the cancel descriptor (a signal arrived) stops any wait at once.
 class Nbd {
  public:
   Nbd(nbd_handle* h, const CopyOptions& o) : h_(h), o_(o) {}
@@ -51,23 +51,24 @@ class Nbd {
       int d = done();
       if (d < 0) return nbd_failure(what);
       if (d > 0) return {};
-      pollfd p{nbd_aio_get_fd(h_), 0, 0};
+      pollfd p[2] = {{nbd_aio_get_fd(h_), 0, 0}, {o_.cancel_fd, POLLIN, 0}};
       unsigned dir = nbd_aio_get_direction(h_);
-      if (dir & LIBNBD_AIO_DIRECTION_READ) p.events |= POLLIN;
-      if (dir & LIBNBD_AIO_DIRECTION_WRITE) p.events |= POLLOUT;
-      if (p.fd < 0) return nbd_failure(what);
+      if (dir & LIBNBD_AIO_DIRECTION_READ) p[0].events |= POLLIN;
+      if (dir & LIBNBD_AIO_DIRECTION_WRITE) p[0].events |= POLLOUT;
+      if (p[0].fd < 0) return nbd_failure(what);
       uint64_t now = mono_ms();
       if (now >= deadline)
         return Error{ETIMEDOUT, std::string(what) + ": " + o_.uri + " did not answer within " +
                                     std::to_string(o_.io_timeout_ms / 1000) +
                                     " s (the secondary's daemon hung or stopped?)"};
-      int r = ::poll(&p, 1, int(deadline - now));
+      int r = ::poll(p, o_.cancel_fd >= 0 ? 2 : 1, int(deadline - now));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) return errno_error("poll");
+      if (p[1].revents) return Error{ECANCELED, std::string(what) + ": interrupted"};
       int rc = 0;
-      if (p.revents & (POLLIN | POLLHUP | POLLERR))
+      if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
         rc = nbd_aio_notify_read(h_);
-      else if (p.revents & POLLOUT)
+      else if (p[0].revents & POLLOUT)
         rc = nbd_aio_notify_write(h_);
       if (rc < 0) return nbd_failure(what);
     }

@@ -30,13 +30,14 @@ struct CopyOptions {
   // No step (connecting, one block status or read) waits on the secondary
   // longer than this: a hung daemon fails the copy with ETIMEDOUT.
   int io_timeout_ms = 30000;
+  int cancel_fd = -1;       // readable: stop the copy now (ECANCELED)
 };
 
 // The metadata context listing the regions changed since the last backup.
 inline constexpr const char* kChangedContext = "mirrord:dirty-since-backup";
 
-// Errors: ETIMEDOUT (the secondary did not answer in time), libnbd's and
-// the image file's errors.
+// Errors: ETIMEDOUT (the secondary did not answer in time), ECANCELED
+// (cancel_fd became readable), libnbd's and the image file's errors.
 Result<CopyStats> copy_image(const CopyOptions& o);
 
 // Sidecar beside a backup image (PATH.mirrord.json): which volume and which

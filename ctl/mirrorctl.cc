@@ -9,6 +9,7 @@
 // a command relayed to the peer got no answer, demote's wait ran out, or the
 // daemon itself did not answer: control_client.h).
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,6 +123,67 @@ std::string node_nbd_uri(const VolumeConfig& cfg, const NodeConfig& n) {
   return "";
 }
 
+// SIGTERM (a cron or systemd timeout, kill), SIGINT (^C) and SIGHUP (the
+// terminal went away) during a backup: once the pair may be split, dying
+// would leave it split, so the handler only records the signal and makes a
+// pipe readable; the copy polls that pipe and stops, and run_backup removes
+// the partial image and rejoins. SIGPIPE is ignored (stderr into a pipe
+// that closed must not end the backup either). SIGKILL cannot be caught:
+// after one, `mirrorctl rejoin`. One instance at a time: a handler can
+// only reach process-wide state.
+class StopSignals {
+ public:
+  StopSignals() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) {
+      read_end_.reset(p[0]);
+      write_end_.reset(p[1]);
+      stop_fd = p[1];
+    }
+    stop_signal = 0;
+    struct sigaction sa{};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+    struct sigaction ign{};
+    ign.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &ign, &old_pipe_);
+  }
+  ~StopSignals() {
+    for (size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+    ::sigaction(SIGPIPE, &old_pipe_, nullptr);
+    stop_fd = -1;
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+  int fd() const { return read_end_.get(); }  // readable once a signal came
+  // "" or the signal's name ("SIGTERM").
+  std::string caught() const {
+    switch (stop_signal) {
+      case 0: return "";
+      case SIGTERM: return "SIGTERM";
+      case SIGINT: return "SIGINT";
+      default: return "SIGHUP";
+    }
+  }
+
+ private:
+  static constexpr int kSignals[] = {SIGTERM, SIGINT, SIGHUP};
+  static inline volatile sig_atomic_t stop_signal = 0;
+  static inline int stop_fd = -1;
+  static void on_signal(int sig) {
+    int saved = errno;
+    stop_signal = sig;
+    char c = 0;
+    if (stop_fd >= 0) (void)!::write(stop_fd, &c, 1);  // async-signal-safe
+    errno = saved;
+  }
+
+  UniqueFd read_end_, write_end_;
+  struct sigaction old_[std::size(kSignals)]{}, old_pipe_{};
+};
+
 struct BackupRequest {
   std::string socket, uri, path, volume;
   bool incremental = false;
@@ -134,6 +196,7 @@ struct BackupRequest {
 // failed incremental is repaired by running it again.
 int run_backup(const BackupRequest& b) {
   const char* me = "mirrorctl backup";
+  StopSignals stop;
   auto status = call(b.socket, make_request("status"));
   if (std::string e = reply_error(status, b.socket); !e.empty()) {
     std::fprintf(stderr, "%s: %s\n", me, e.c_str());
@@ -169,6 +232,11 @@ int run_backup(const BackupRequest& b) {
     return kExitFailed;
   }
 
+  if (!stop.caught().empty()) {
+    std::fprintf(stderr, "%s: interrupted by %s before the split: nothing changed\n", me,
+                 stop.caught().c_str());
+    return kExitFailed;
+  }
   if (int rc = split_volumes({b.socket}, b.quiesce); rc != 0) return rc;
   auto rejoin = [&]() {
     std::string e = reply_error(call(b.socket, make_request("rejoin")), b.socket);
@@ -202,10 +270,17 @@ int run_backup(const BackupRequest& b) {
   co.fd = image.get();
   co.incremental = b.incremental;
   co.bar = isatty(STDERR_FILENO);
+  co.cancel_fd = stop.fd();
   auto copied = copy_image(co);
   if (!copied) {
     if (!b.incremental) ::unlink(target.c_str());
-    return failed(copied.error().to_string());
+    std::string why = copied.error().to_string();
+    if (copied.error().code == ECANCELED)
+      why = "interrupted by " + stop.caught() + ": the copy stopped, " +
+            (b.incremental ? b.path + " is partly updated (its backup point did not move: run "
+                                      "the incremental backup again)"
+                           : target + " removed");
+    return failed(why + "; rejoining");
   }
   if (!b.incremental && ::rename(target.c_str(), b.path.c_str()) < 0)
     return failed("renaming " + target + ": " + strerror(errno));
