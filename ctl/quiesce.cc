@@ -23,6 +23,9 @@ std::string run_hook(const std::string& what, const std::string& cmd, int64_t de
   if (pid < 0) return what + ": fork: " + strerror(errno);
   if (pid == 0) {
     setpgid(0, 0);
+    // Not the dispositions of the guard (SIGTERM) or of a backup (SIGPIPE).
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
@@ -57,9 +60,18 @@ void thaw_all(const std::vector<std::string>& mounts) {
 // reports which happened on `to_parent`.
 [[noreturn]] void guard(int from_parent, int to_parent, const QuiesceOptions& o,
                         int64_t deadline_ms) {
+  // The guard is there to outlive mirrorctl, so not what ends it: ^C and a
+  // hangup go to mirrorctl's process group (the guard leaves it), a stop of
+  // its service sends SIGTERM to the whole cgroup (the guard ignores it; it
+  // ends once mirrorctl has, by EOF).
+  setpgid(0, 0);
+  signal(SIGTERM, SIG_IGN);
   pollfd p{from_parent, POLLIN, 0};
-  int64_t left = deadline_ms - int64_t(mono_ms());
-  int r = left > 0 ? poll(&p, 1, int(left)) : 0;
+  int r;
+  do {
+    int64_t left = deadline_ms - int64_t(mono_ms());
+    r = left > 0 ? poll(&p, 1, int(left)) : 0;
+  } while (r < 0 && errno == EINTR);
   char c = 0;
   bool done = r > 0 && read(from_parent, &c, 1) == 1;
   if (done) {

@@ -2,7 +2,7 @@
 # control: the control socket and mirrorctl refuse what they must, with a
 # clear error, and change nothing: malformed, unknown and oversized
 # requests; an unauthorised user (SO_PEERCRED); a failing and a hanging
-# pre-hook (the post-hook still runs, no split); a split while the peer is
+# pre-hook (the post-hook still runs, no split; also after a hangup); a split while the peer is
 # disconnected; commands on the wrong node or in the wrong state.
 . "$(dirname "$0")/pairlib.sh"
 require socat su
@@ -86,6 +86,21 @@ expect_fail "freezing a path that is not a mount point directory" "cannot (open|
     "$MIRRORCTL" --socket "$CTL" split --freeze "$T/no-such-dir" --post "touch $T/post3"
 [ -f "$T/post3" ] && pass "the post-hook ran after the failed freeze" || fail "post-hook did not run"
 still_synced "failed freeze"
+# A hangup mid-quiesce (the terminal closed: SIGHUP to mirrorctl's whole
+# session, its guard included; ^C is the same to a process group, but a
+# background job here ignores SIGINT). The guard is there to thaw and run
+# the post-hook when mirrorctl dies; it used to die with it (filesystems
+# left frozen, no post-hook).
+setsid "$MIRRORCTL" --socket "$CTL" split --pre "touch $T/pre4; sleep 3" --post "touch $T/post4" \
+    >"$T/sighup.out" 2>&1 &
+ip=$!
+for i in $(seq 500); do [ -e "$T/pre4" ] && break; sleep 0.01; done
+kill -HUP -- -$ip
+wait $ip
+for i in $(seq 1000); do [ -e "$T/post4" ] && break; sleep 0.01; done
+[ -f "$T/post4" ] && pass "SIGHUP to the session during the pre-hook: the guard ran the post-hook" \
+    || fail "SIGHUP to the session during the pre-hook: the post-hook did not run (the guard died with mirrorctl)"
+still_synced "SIGHUP during the pre-hook"
 
 # --- wrong node, wrong state
 # Sent to the secondary, rejoin is relayed to the primary: its refusal comes back.
