@@ -129,8 +129,9 @@ std::string node_nbd_uri(const VolumeConfig& cfg, const NodeConfig& n) {
 // pipe readable; the copy polls that pipe and stops, and run_backup removes
 // the partial image and rejoins. SIGPIPE is ignored (stderr into a pipe
 // that closed must not end the backup either). SIGKILL cannot be caught:
-// after one, `mirrorctl rejoin`. One instance at a time: a handler can
-// only reach process-wide state.
+// after one, `mirrorctl rejoin`. A signal ignored when mirrorctl started
+// (nohup) stays ignored. One instance at a time: a handler can only reach
+// process-wide state.
 class StopSignals {
  public:
   StopSignals() {
@@ -144,7 +145,12 @@ class StopSignals {
     struct sigaction sa{};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+    for (size_t i = 0; i < std::size(kSignals); ++i) {
+      ::sigaction(kSignals[i], &sa, &old_[i]);
+      // Ignored when mirrorctl started (nohup, a background job's SIGINT):
+      // whoever started it meant that, so it stays ignored.
+      if (old_[i].sa_handler == SIG_IGN) ::sigaction(kSignals[i], &old_[i], nullptr);
+    }
     struct sigaction ign{};
     ign.sa_handler = SIG_IGN;
     ::sigaction(SIGPIPE, &ign, &old_pipe_);
