@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "control_protocol.h"
+#include "test_listener.h"
 
 namespace mirror {
 namespace {
@@ -28,32 +29,6 @@ using json = nlohmann::json;
 json request(const std::string& command, json args = json::object()) {
   return {{"version", control::kVersion}, {"command", command}, {"args", std::move(args)}};
 }
-
-// A listening socket in a fresh directory; nobody accepts unless a test does.
-class Listener {
- public:
-  explicit Listener(int backlog = 16) {
-    char tmpl[] = "/tmp/ctlclient-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
-    path_ = dir_ + "/ctl";
-    fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un un{};
-    un.sun_family = AF_UNIX;
-    std::memcpy(un.sun_path, path_.data(), path_.size());
-    EXPECT_EQ(0, ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&un), sizeof un));
-    EXPECT_EQ(0, ::listen(fd_.get(), backlog));
-  }
-  ~Listener() {
-    ::unlink(path_.c_str());
-    ::rmdir(dir_.c_str());
-  }
-  const std::string& path() const { return path_; }
-  int fd() const { return fd_.get(); }
-
- private:
-  std::string dir_, path_;
-  UniqueFd fd_;
-};
 
 // A live daemon: answers `status` at once and any other command after
 // `late_ms`, each connection on its own thread.
