@@ -79,7 +79,9 @@ std::string reply_error(const Result<json>& r, const std::string& socket,
 
 // Split one volume, or several at one instant (a consistency group): hold new
 // writes on every volume, split each, release all.
-int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions& q) {
+// `announce`: print "split" (mirrorctl split; a backup prints its own result).
+int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions& q,
+                  bool announce = true) {
   int rc = kExitFailed;
   auto do_split = [&]() -> std::string {
     std::vector<std::string> held;
@@ -109,7 +111,7 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
                  r.split_attempted ? "" : " (no split was made)");
     return rc;
   }
-  std::printf("split%s\n", sockets.size() > 1 ? " (consistency group)" : "");
+  if (announce) std::printf("split%s\n", sockets.size() > 1 ? " (consistency group)" : "");
   return 0;
 }
 
@@ -243,7 +245,7 @@ int run_backup(const BackupRequest& b) {
                  stop.caught().c_str());
     return kExitFailed;
   }
-  if (int rc = split_volumes({b.socket}, b.quiesce); rc != 0) return rc;
+  if (int rc = split_volumes({b.socket}, b.quiesce, false); rc != 0) return rc;
   auto rejoin = [&]() {
     std::string e = reply_error(call(b.socket, make_request("rejoin")), b.socket);
     if (!e.empty()) std::fprintf(stderr, "%s: rejoin: %s (run mirrorctl rejoin)\n", me, e.c_str());
