@@ -10,12 +10,7 @@
 
 VOL_SIZE=64M
 have_ctl || skip "needs mirrorctl"
-cat >"$T/before.sh" <<EOF
-#!/bin/bash
-echo "plan=\$MIRROR_PLAN bytes=\$MIRROR_RESYNC_BYTES" >>"$T/before.env"
-sleep 3
-EOF
-chmod 755 "$T/before.sh"
+logging_before_handler 3
 VOL_EXTRA="initial-sync = \"skip\"
 before-resync-target = \"$T/before.sh\""
 runs() { [ -f "$T/before.env" ] && wc -l <"$T/before.env" || echo 0; }

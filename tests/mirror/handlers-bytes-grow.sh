@@ -14,12 +14,7 @@ VOL_EXTRA='initial-sync = "skip"
 handler-timeout = "30s"'
 have_ctl || skip "needs mirrorctl"
 
-cat >"$T/before.sh" <<EOF
-#!/bin/bash
-echo "plan=\$MIRROR_PLAN bytes=\$MIRROR_RESYNC_BYTES" >>"$T/before.env"
-sleep 3
-EOF
-chmod 755 "$T/before.sh"
+logging_before_handler 3
 VOL_EXTRA="$VOL_EXTRA
 before-resync-target = \"$T/before.sh\""
 synchronized_both() {

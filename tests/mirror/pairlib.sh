@@ -810,3 +810,14 @@ pair_finish() {
 
 require truncate sha256sum cmp jq "$PY"
 "$PY" -c 'import nbd' 2>/dev/null || skip "$PY has no nbd module (python3-libnbd)"
+
+# logging_before_handler SECS: $T/before.sh, a before-resync-target that
+# appends "plan=PLAN bytes=BYTES" to $T/before.env and sleeps SECS.
+logging_before_handler() {
+    cat >"$T/before.sh" <<EOF
+#!/bin/bash
+echo "plan=\$MIRROR_PLAN bytes=\$MIRROR_RESYNC_BYTES" >>"$T/before.env"
+sleep $1
+EOF
+    chmod 755 "$T/before.sh"
+}
