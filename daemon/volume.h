@@ -375,9 +375,10 @@ class Volume final : public LinkConn::Handler {
   bool stopping_ = false;
   bool quiesced_ = false;  // stopping, and both copies flushed (or the peer gone)
   bool split_brain_ = false;
-  bool split_busy_logged_ = false;  // the split image's in-use refusal was logged
-  uint64_t split_busy_refusals_ = 0;  // plans refused for it (resync_refusal())
-  std::string split_busy_why_;        // the last one's reason, "" once free
+  // Plans refused while the split image was in use (resync_refusal()), and
+  // the last one's reason: "" once free (then the next refusal is logged).
+  uint64_t split_busy_refusals_ = 0;
+  std::string split_busy_why_;
   bool stop_requested_ = false;     // stop_requested(): no new hold
   uint64_t split_unix_ms_ = 0;
   uint64_t split_drain_us_ = 0;

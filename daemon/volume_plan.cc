@@ -221,6 +221,10 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
 }
 
 namespace {
+// A plan whose resync writes into the secondary's copy.
+bool writes_into_copy(link::Plan::Kind kind) {
+  return kind == link::Plan::kBitmap || kind == link::Plan::kUnion || kind == link::Plan::kFull;
+}
 // How soon the primary may ask again while the split image is in use.
 constexpr uint64_t kSplitBusyRetryMs = 5000;
 // ... and while it cannot tell yet whether it is (a device call running).
@@ -229,8 +233,7 @@ constexpr uint64_t kSplitUnknownRetryMs = 2000;
 
 void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
   uint32_t flags = bitmap_->flags();
-  bool resync = plan.kind == link::Plan::kBitmap || plan.kind == link::Plan::kUnion ||
-                plan.kind == link::Plan::kFull;
+  bool resync = writes_into_copy(plan.kind);
   if (resync && split_image_in_use && (flags & kFlagSplit) &&
       !(flags & (kFlagInconsistent | kFlagFullSyncNeeded))) {
     // A rejoin would turn the split image a backup may still be reading
@@ -242,7 +245,6 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       auto sp = weak.lock();
       if (!sp || sp->gone || sp->conn->closing()) return;
       if (busy.empty()) {
-        split_busy_logged_ = false;
         split_busy_why_.clear();
         return on_plan_free(sp.get(), h, plan);
       }
@@ -256,8 +258,7 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
       std::string why = "the split image on node '" + self_.name + "' is in use: " + busy +
                         "; the rejoin waits until it is unmounted (finish the backup first)";
       // Once per refusal streak, not at every retried handshake.
-      if (!split_busy_logged_) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
-      split_busy_logged_ = true;
+      if (split_busy_why_.empty()) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
       ++split_busy_refusals_;
       split_busy_why_ = why;
       // ECANCELED: `rejoin --wait` returns with it (the operator must act);
@@ -285,8 +286,7 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
     return session_error(s, "local writes still in flight; retrying the handshake");
   Generation g = bitmap_->generation();
   uint32_t flags = bitmap_->flags();
-  bool resync = plan.kind == link::Plan::kBitmap || plan.kind == link::Plan::kUnion ||
-                plan.kind == link::Plan::kFull;
+  bool resync = writes_into_copy(plan.kind);
   // What the resync may overwrite here: the primary's plan, and for a
   // union this copy's own changes too (sent back as DIRTY_RANGES).
   uint64_t bytes = plan.bytes;
