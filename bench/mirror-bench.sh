@@ -12,7 +12,8 @@
 # Environment (all optional):
 #   SECONDS / BENCH_SECONDS  measured seconds per run (10)   RUNS  runs per row, median (3)
 #   WARMUP     unmeasured seconds at the start of every run (2)
-#   PIN        same: every server process and the client on CPU 1 (default); none
+#   PIN        same: every server process and the client on CPU 1 (default); pair: the
+#              peer copy (beta, qemu-nbd) on CPU 0, the rest on CPU 1, as two hosts; none
 #   SCHED      other (default) or fifo: servers, client and helpers as SCHED_FIFO 10
 #   SERVERS    subset/order of: mirrored unmirrored qemu-mirror
 #   ROWS       subset/order of: w4k-qd1 w4k-qd32 r4k-qd32 w1m-qd8 fua4k-qd1 fua4k-qd32
@@ -67,13 +68,14 @@ REGIONS_PY=$REPO/bench/mirror-regions.py
 PY=/usr/bin/python3   # the system python has libnbd's binding (python3-libnbd)
 
 case $PIN in
-  same) PINC=(taskset -c 1) ;;
-  none) PINC=() ;;
-  *) echo "PIN must be same or none" >&2; exit 2 ;;
+  same) PINC=(taskset -c 1); PEERC=(taskset -c 1) ;;
+  pair) PINC=(taskset -c 1); PEERC=(taskset -c 0) ;;
+  none) PINC=(); PEERC=() ;;
+  *) echo "PIN must be same, pair or none" >&2; exit 2 ;;
 esac
 case $SCHED in
   other) ;;
-  fifo) PINC=(chrt -f 10 "${PINC[@]}") ;;
+  fifo) PINC=(chrt -f 10 "${PINC[@]}"); PEERC=(chrt -f 10 "${PEERC[@]}") ;;
   *) echo "SCHED must be other or fifo" >&2; exit 2 ;;
 esac
 case $QEMU_PEER_CACHE in
@@ -152,8 +154,11 @@ free_port() {
 # spawn NAME CMD...: start CMD pinned, in the background, log to $WORK/NAME.log; sets PID[NAME]
 spawn() {
   local name=$1; shift
-  CMD[$name]="${PINC[*]} $*"
-  "${PINC[@]}" "$@" >>"$WORK/$name.log" 2>&1 </dev/null &
+  local -a pin=("${PINC[@]}")
+  # PIN=pair: the peer copy's process stands for the other host, on the other CPU
+  [[ $name == beta || $name == qemu-peer ]] && pin=("${PEERC[@]}")
+  CMD[$name]="${pin[*]} $*"
+  "${pin[@]}" "$@" >>"$WORK/$name.log" 2>&1 </dev/null &
   PID[$name]=$!
   started+=("$!")
 }
@@ -474,6 +479,7 @@ json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 # --- table ------------------------------------------------------------------------------------
 pin_desc="every server process and the client on CPU 1 (taskset -c 1)"
 [[ $PIN == none ]] && pin_desc="unpinned"
+[[ $PIN == pair ]] && pin_desc="the peer copy's process (beta, qemu-nbd) on CPU 0, every other server process and the client on CPU 1"
 [[ $SCHED == fifo ]] && pin_desc+=", SCHED_FIFO 10 (chrt -f 10)"
 echo "## Mirrored mirrord vs unmirrored mirrord vs QEMU active mirror, $pin_desc$([[ $LINK_TLS == 1 ]] && echo ", replication link over TLS 1.3")"
 echo
