@@ -65,6 +65,9 @@ struct Volume::Dialer final : Completion {
   socklen_t addr_len = 0;
   __kernel_timespec timeout{};
   bool busy = false;
+  // One dial by the node that does not dial (the operator's rejoin on it):
+  // the peer that dials may be holding off for a retry-after it gave.
+  bool once = false;
   uint64_t next_ms = 0;
   uint32_t backoff_ms = 100;
   void on_complete(int res, uint32_t) override { v->on_dial(res); }
@@ -366,11 +369,16 @@ void Volume::session_error(Session* s, const std::string& why, bool log_warn,
                            uint64_t retry_after_ms, uint32_t code) {
   if (log_warn) MLOG_WARN("replication with %s: %s", s->conn->peer().c_str(), why.c_str());
   last_error_ = why;
+  // The peer's dialer waits as asked; so does ours if this node dials.
+  if (retry_after_ms) hold_off_dial(retry_after_ms);
+  refuse_session(s, why, retry_after_ms, code);
+}
+
+void Volume::refuse_session(Session* s, const std::string& why, uint64_t retry_after_ms,
+                            uint32_t code) {
   s->conn->send_owned(
       link::encode_message({.type = link::Type::kError, .offset = retry_after_ms},
                            link::encode_error({code, why})));
-  // The peer's dialer waits as asked; so does ours if this node dials.
-  if (retry_after_ms) hold_off_dial(retry_after_ms);
   // Close after what is queued: the STATE this side may have queued in the
   // same loop turn, then the ERROR, so the peer learns why (close() would
   // drop both, and the peer would only see a reset).
@@ -421,6 +429,10 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
   if (h.type == link::Type::kError) {
     auto e = link::decode_error(p);
     std::string msg = e ? e->message : "malformed error message";
+    if (active_) {  // a second session, raced by the other node's one-shot dial
+      MLOG_DEBUG("replication: a second session refused: %s", msg.c_str());
+      return s->conn->close(msg);
+    }
     last_error_ = "the peer refused the connection: " + msg;
     if (h.offset) {
       // It asks not to be dialled again before then (a handler running or
@@ -573,11 +585,15 @@ std::shared_ptr<Volume::Session> Volume::find_session(Session* s) {
 
 void Volume::dial() {
   // One side dials, whatever the roles (which change with promote and
-  // demote): the node whose name sorts first. Never both, so two sessions
-  // never race to become the active one.
-  if (self_.name > peer_.name || stopping_ || active_ || dialer_->busy) return;
+  // demote): the node whose name sorts first, so two sessions seldom race
+  // to become the active one. The other node dials only once when its
+  // operator asks (dial_now(true)); if both dial then, the first session to
+  // be planned wins and the other is refused (on_peer_state).
+  bool designated = self_.name < peer_.name;
+  if ((!designated && !dialer_->once) || stopping_ || active_ || dialer_->busy) return;
   if (!sessions_.empty()) return;  // a handshake is under way
   if (now_ms_ < dialer_->next_ms) return;
+  dialer_->once = false;
   UniqueFd fd(::socket(dialer_->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return;
   set_link_socket_options(fd.get(), cfg_.ack_timeout_ms);
@@ -618,11 +634,14 @@ void Volume::hold_off_dial(uint64_t ms) {
   dialer_->next_ms = std::max(dialer_->next_ms, mono_ms() + ms);
 }
 
-void Volume::dial_now() {
+void Volume::dial_now(bool even_if_not_dialer) {
+  dialer_->once = even_if_not_dialer;
   dialer_->next_ms = 0;
   dialer_->backoff_ms = 100;
   now_ms_ = mono_ms();
   dial();
+  // Now or never: a handshake under way (the peer dialed) makes it moot.
+  dialer_->once = false;
 }
 
 bool Volume::disk_retry() const {

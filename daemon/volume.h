@@ -267,6 +267,9 @@ class Volume final : public LinkConn::Handler {
   // before-resync-target refusal EAGAIN (running) or ECANCELED (failed).
   void session_error(Session* s, const std::string& why, bool log_warn = true,
                      uint64_t retry_after_ms = 0, uint32_t code = EPROTO);
+  // The ERROR and the close alone: not the pair's error (a second session).
+  void refuse_session(Session* s, const std::string& why, uint64_t retry_after_ms = 0,
+                      uint32_t code = EPROTO);
   // The resync plan, from the peer's STATE to the active session (volume_plan.cc).
   void on_peer_state(Session* s, const link::State& st);
   void plan_as_primary(Session* s, const link::State& st);
@@ -295,8 +298,10 @@ class Volume final : public LinkConn::Handler {
   void on_dial(int res);
   // No handshake before ms from now (if this node is the one that dials).
   void hold_off_dial(uint64_t ms);
-  // The next handshake at once, whatever the backoff or a hold-off.
-  void dial_now();
+  // The next handshake at once, whatever the backoff or a hold-off; by this
+  // node even if the peer is the one that dials (even_if_not_dialer: the
+  // operator asked, and the peer may be holding off for a retry-after).
+  void dial_now(bool even_if_not_dialer = false);
   void tick();
   // A disk failed a mirrored write since the last completed resync: the
   // dialer backs off further (kDiskRetryMaxBackoffMs) instead of retrying

@@ -88,7 +88,9 @@ void Volume::rejoin(Done done) {
               cfg_.name.c_str(), peer_.name.c_str());
     peer_refusal_.why.clear();  // rejoin --wait waits for this rejoin's answer
     done(0, "retrying now: '" + peer_.name + "' runs its before-resync-target again");
-    return dial_now();
+    // Even if the secondary is the node that dials: it holds off for the
+    // retry-after it gave, and would not ask again before then.
+    return dial_now(/*even_if_not_dialer=*/true);
   }
   peer_refusal_.why.clear();  // rejoin --wait waits for this rejoin's answer
   bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
@@ -101,7 +103,10 @@ void Volume::rejoin(Done done) {
     // both sides' current state (the secondary may have changes of its own).
     done(0, "rejoining");
     replicator_->split_ended();
-    if (active_) active_->conn->close_when_sent("rejoin: reconnecting to resync");
+    if (active_)
+      active_->conn->close_when_sent("rejoin: reconnecting to resync");
+    else  // a refused plan (split image in use) may hold the peer's dialer off
+      dial_now(/*even_if_not_dialer=*/true);
   }));
 }
 
