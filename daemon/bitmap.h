@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,10 @@ struct BitmapOpenReport {
   bool full_resync = false;           // every dirty bit set, kFlagFullSyncNeeded set
   std::string reason;                 // why full_resync ("metadata <path>: ...: full resync")
   std::vector<std::string> warnings;  // recovered defects (bad map blocks, a bad slot)
+  // The role (kFlagPrimary) a readable superblock recorded, even if the
+  // metadata was then reset (foreign identity, missing maps): a node's role
+  // is a fact about its copy, which the reset does not change.
+  std::optional<bool> recorded_primary;
 };
 
 class Bitmap {

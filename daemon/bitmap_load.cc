@@ -227,6 +227,8 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
     header_changed_ = true;  // the next commit writes the bad slot (sequence + 1)
   }
 
+  r.recorded_primary = (b.flags & kFlagPrimary) != 0;
+
   // Identity: any difference makes the maps meaningless here.
   auto foreign = [&](const char* field, const std::string& got, const std::string& want) {
     return full(std::string("foreign metadata: ") + field + " is " + got + ", expected " + want);
@@ -244,9 +246,13 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
     return full("invalid volume size " + std::to_string(size));
   if (!b.node.is(id_.node)) return foreign("node name", quoted(b.node.text()), quoted(id_.node));
   if (!b.peer.is(id_.peer)) return foreign("peer name", quoted(b.peer.text()), quoted(id_.peer));
+  // A changed granularity is the operator's edit of the volume file: the
+  // map is read in the recorded one and every dirty byte marked in the new
+  // one (below). The role, generations and flags stay: a reset here would
+  // take the role from the volume file, which after a failover names the
+  // stale node, and its full sync would run the wrong way.
   const uint32_t gran = b.granularity;
-  if (gran != id_.granularity)
-    return foreign("granularity", std::to_string(gran), std::to_string(id_.granularity));
+  if (!valid_unit(gran)) return full("invalid granularity " + std::to_string(gran));
 
   // Geometry and layout (a verified checksum over impossible contents).
   const uint32_t al_extent = b.al_extent;
@@ -276,15 +282,30 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   sequence_ = seq;
 
   std::vector<uint64_t> bad;
-  MapShape dshape = dm_->shape();
-  dshape.offset = g.dm_offset();
-  if (Status st = read_map(fd_.get(), path_, dshape, size, instance_, dm_->words, r, &bad); !st)
-    return st.error();
-  dm_->recount();
-  for (uint64_t i : bad) mark_changed(*dm_, i * kWordsPerBlock);
-  bad.clear();
-
   LoadOutcome outcome = LoadOutcome::kOk;
+  if (gran == id_.granularity) {
+    MapShape dshape = dm_->shape();
+    dshape.offset = g.dm_offset();
+    if (Status st = read_map(fd_.get(), path_, dshape, size, instance_, dm_->words, r, &bad); !st)
+      return st.error();
+    dm_->recount();
+    for (uint64_t i : bad) mark_changed(*dm_, i * kWordsPerBlock);
+  } else {
+    MapShape old{kKindDirty, gran, g.dm_bits, g.dm_offset(), g.dm_blocks};
+    Map old_dm;
+    old_dm.nbits = g.dm_bits;
+    if (Status st = read_map(fd_.get(), path_, old, size, instance_, old_dm.words, r, &bad); !st)
+      return st.error();
+    uint64_t regions = 0;
+    for (uint64_t e = old_dm.next_set(0); e < old_dm.nbits; e = old_dm.next_set(e + 1), ++regions)
+      set_dirty(e * gran, gran);
+    r.warnings.push_back(pre + "bitmap granularity changed from " + std::to_string(gran) + " to " +
+                         std::to_string(id_.granularity) + ": the " + std::to_string(regions) +
+                         " dirty regions recorded are " + std::to_string(dirty_bytes()) +
+                         " dirty bytes now; role and generations kept; file rewritten");
+    outcome = LoadOutcome::kRewrite;
+  }
+  bad.clear();
   if (al_extent == id_.al_extent) {
     if (Status st = read_map(fd_.get(), path_, al_->shape(), size, instance_, al_->words, r, &bad);
         !st)

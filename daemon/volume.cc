@@ -186,7 +186,14 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   for (const auto& w : report.warnings) MLOG_WARN("metadata: %s", w.c_str());
   uint32_t flags = bm.flags();
   Generation g = bm.generation();
-  if (report.created || report.full_resync) {
+  if (report.full_resync && !report.created && report.recorded_primary) {
+    // Reset (foreign identity, maps missing), but the superblock said which
+    // role this copy had: after a failover the volume file's `primary` names
+    // the stale node, and a full sync from it would run the wrong way.
+    role_ = *report.recorded_primary ? Role::kPrimary : Role::kSecondary;
+    MLOG_INFO("metadata %s reset; this node starts as %s, the role its metadata recorded",
+              bm.path().c_str(), role_ == Role::kPrimary ? "primary" : "secondary");
+  } else if (report.created || report.full_resync) {
     // New or unreadable metadata: the role recorded in it is unknown, so the
     // volume file's initial primary decides. If that is wrong (after a
     // failover), the peer's STATE shows two primaries and the pair refuses
