@@ -173,6 +173,9 @@ std::string render_status(const nlohmann::json& s, bool bar) {
     }
   }
   if (!s.value("last_error", std::string()).empty()) row("last error", s["last_error"]);
+  if (s.value("state", std::string()) == "split-brain")
+    row("to resolve", "nothing was overwritten; choose the survivor: on the other node (whose "
+                      "changes are lost) run `mirrorctl discard-my-data`");
   return o.str();
 }
 

@@ -50,6 +50,17 @@ TEST(StatusRender, ReadOnlyDeadDevice) {
   EXPECT_NE(out.find("/dev/nbd1 (dead, 1 connection, ioctl, read-only)"), std::string::npos) << out;
 }
 
+TEST(StatusRender, SplitBrainSaysHowToResolve) {
+  VolumeStatus v = volume();
+  v.state = "split-brain";
+  v.last_error = "split brain: both nodes are primary";
+  std::string out = render_status(status_to_json(v), false);
+  EXPECT_NE(out.find("last error       split brain: both nodes are primary\n"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("run `mirrorctl discard-my-data`"), std::string::npos) << out;
+  EXPECT_EQ(render_status(status_to_json(volume()), false).find("to resolve"), std::string::npos);
+}
+
 TEST(StatusRender, NoDeviceNoLine) {
   nlohmann::json j = status_to_json(volume());
   EXPECT_TRUE(j["device"].is_null());
