@@ -80,9 +80,13 @@ std::string reply_error(const Result<json>& r, const std::string& socket,
 // Split one volume, or several at one instant (a consistency group): hold new
 // writes on every volume, split each, release all.
 // `announce`: print "split" (mirrorctl split; a backup prints its own result).
+// *unknown: a split request went out and got no answer (a hung or stopped
+// daemon, exit 3 or 4): it may have been made, or be made when the daemon
+// resumes and reads it.
 int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions& q,
-                  bool announce = true) {
+                  bool announce = true, bool* unknown = nullptr) {
   int rc = kExitFailed;
+  bool sent_unanswered = false;
   auto do_split = [&]() -> std::string {
     std::vector<std::string> held;
     std::string err;
@@ -95,7 +99,9 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
     }
     if (err.empty()) {
       for (const auto& s : sockets) {
-        err = reply_error(call(s, make_request("split")), s, &rc);
+        auto reply = call(s, make_request("split"));
+        err = reply_error(reply, s, &rc);
+        if (!reply) sent_unanswered = true;
         if (!err.empty()) break;
       }
     }
@@ -106,9 +112,13 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
     return err;
   };
   QuiesceResult r = quiesced_split(q, do_split);
+  if (unknown) *unknown = sent_unanswered;
   if (!r.ok) {
     std::fprintf(stderr, "mirrorctl split: %s%s\n", r.message.c_str(),
-                 r.split_attempted ? "" : " (no split was made)");
+                 !r.split_attempted ? " (no split was made)"
+                 : sent_unanswered  ? " (the split may have been made, or be made when mirrord "
+                                      "resumes: check `mirrorctl status`, and `mirrorctl rejoin`)"
+                                    : "");
     return rc;
   }
   if (announce) std::printf("split%s\n", sockets.size() > 1 ? " (consistency group)" : "");
@@ -245,12 +255,21 @@ int run_backup(const BackupRequest& b) {
                  stop.caught().c_str());
     return kExitFailed;
   }
-  if (int rc = split_volumes({b.socket}, b.quiesce, false); rc != 0) return rc;
   auto rejoin = [&]() {
     std::string e = reply_error(call(b.socket, make_request("rejoin")), b.socket);
     if (!e.empty()) std::fprintf(stderr, "%s: rejoin: %s (run mirrorctl rejoin)\n", me, e.c_str());
     return e.empty();
   };
+  bool unknown = false;
+  if (int rc = split_volumes({b.socket}, b.quiesce, false, &unknown); rc != 0) {
+    // A split that may be made when a stopped daemon resumes would leave the
+    // pair split with no backup running: queue the rejoin behind it.
+    if (unknown) {
+      std::fprintf(stderr, "%s: asking for a rejoin in case the split was made\n", me);
+      rejoin();
+    }
+    return rc;
+  }
   auto failed = [&](const std::string& why) {
     std::fprintf(stderr, "%s: %s\n", me, why.c_str());
     rejoin();
