@@ -282,6 +282,17 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   sequence_ = seq;
 
   std::vector<uint64_t> bad;
+  // A map recorded in another shape (granularity or al_extent changed):
+  // every byte its set bits cover is marked dirty in the current map.
+  auto mark_recorded = [&](const MapShape& old, uint64_t* set_bits) -> Status {
+    Map m;
+    m.nbits = old.nbits;
+    if (Status st = read_map(fd_.get(), path_, old, size, instance_, m.words, r, &bad); !st)
+      return st;
+    for (uint64_t e = m.next_set(0); e < m.nbits; e = m.next_set(e + 1), ++*set_bits)
+      set_dirty(e * old.unit, old.unit);
+    return {};
+  };
   LoadOutcome outcome = LoadOutcome::kOk;
   if (gran == id_.granularity) {
     MapShape dshape = dm_->shape();
@@ -291,14 +302,11 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
     dm_->recount();
     for (uint64_t i : bad) mark_changed(*dm_, i * kWordsPerBlock);
   } else {
-    MapShape old{kKindDirty, gran, g.dm_bits, g.dm_offset(), g.dm_blocks};
-    Map old_dm;
-    old_dm.nbits = g.dm_bits;
-    if (Status st = read_map(fd_.get(), path_, old, size, instance_, old_dm.words, r, &bad); !st)
-      return st.error();
     uint64_t regions = 0;
-    for (uint64_t e = old_dm.next_set(0); e < old_dm.nbits; e = old_dm.next_set(e + 1), ++regions)
-      set_dirty(e * gran, gran);
+    if (Status st = mark_recorded({kKindDirty, gran, g.dm_bits, g.dm_offset(), g.dm_blocks},
+                                  &regions);
+        !st)
+      return st.error();
     r.warnings.push_back(pre + "bitmap granularity changed from " + std::to_string(gran) + " to " +
                          std::to_string(id_.granularity) + ": the " + std::to_string(regions) +
                          " dirty regions recorded are " + std::to_string(dirty_bytes()) +
@@ -316,14 +324,11 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   } else {
     // al_extent changed: recover the old activity map into the dirty map,
     // then the file is rewritten in the new layout.
-    MapShape old{kKindActivity, al_extent, g.al_bits, g.al_offset(), g.al_blocks};
-    Map old_al;
-    old_al.nbits = g.al_bits;
-    if (Status st = read_map(fd_.get(), path_, old, size, instance_, old_al.words, r, &bad); !st)
+    uint64_t before = dirty_bytes(), extents = 0;
+    if (Status st = mark_recorded(
+            {kKindActivity, al_extent, g.al_bits, g.al_offset(), g.al_blocks}, &extents);
+        !st)
       return st.error();
-    uint64_t before = dirty_bytes();
-    for (uint64_t e = old_al.next_set(0); e < old_al.nbits; e = old_al.next_set(e + 1))
-      set_dirty(e * al_extent, al_extent);
     r.warnings.push_back(pre + "al_extent changed from " + std::to_string(al_extent) + " to " +
                          std::to_string(id_.al_extent) + ": " +
                          std::to_string(dirty_bytes() - before) +
