@@ -275,7 +275,9 @@ void LinkConn::on_send(int res, uint32_t) {
     if (tls_failure_.empty()) {
       // Nothing new to decrypt: only more to encrypt and send.
       if (tls_->established()) tls_encrypt();
-      return tls_flush();
+      tls_flush();
+      if (close_when_sent_ && all_sent()) close(close_reason_);
+      return;
     }
     tls_flush();
     if (!send_posted_) close(tls_failure_);
@@ -295,8 +297,14 @@ void LinkConn::on_send(int res, uint32_t) {
   kick_send();
 }
 
+bool LinkConn::all_sent() const {
+  if (!queue_.empty()) return false;
+  return !tls_ || (plain_.empty() && tls_->pending_output() == 0 && cipher_sent_ == cipher_len_ &&
+                   !send_posted_);
+}
+
 void LinkConn::close_when_sent(const std::string& why) {
-  if (queue_.empty()) return close(why);
+  if (all_sent()) return close(why);
   close_when_sent_ = true;
   close_reason_ = why;
 }

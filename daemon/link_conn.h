@@ -89,6 +89,9 @@ class LinkConn {
   void tls_progress();
   void tls_encrypt();
   void tls_flush();
+  // Everything queued is on the wire: with TLS, also encrypted and sent
+  // (a frame leaves queue_ once encrypted, before its ciphertext is sent).
+  bool all_sent() const;
 
   Loop& loop_;
   UniqueFd fd_;
