@@ -7,7 +7,7 @@
 # retry at once (docs: "rejoin on the primary retries at once"), as it does
 # when the primary dials: `rejoin --wait` returns synchronized well within
 # the 30 s.
-# MIRROR_TLS=1 (handlers-fail-dialer-tls.sh): the same over TLS, where the
+# Also run over TLS (MIRROR_TLS=1, mirror.handlers-fail-dialer-tls), where the
 # refusal's ERROR used to be lost: the link closed before its ciphertext was
 # sent, so the primary never learned why and 'rejoin --wait' hung.
 . "$(dirname "$0")/pairlib.sh"
@@ -25,18 +25,6 @@ echo 0 >"$T/before.rc"
 VOL_EXTRA="initial-sync = \"skip\"
 before-resync-target = \"$T/before.sh\"
 handler-timeout = \"3s\""
-if [ "${MIRROR_TLS:-0}" = 1 ]; then
-    . "$(dirname "$0")/tlslib.sh"
-    mkca ca "mirrord test CA"
-    for n in alpha beta; do
-        mkcert "$n" "$n" ca 2
-        NODE_EXTRA[$n]="tls-cert = \"$PKI/$n.pem\"
-tls-key = \"$PKI/$n.key\""
-    done
-    VOL_EXTRA="$VOL_EXTRA
-tls = true
-tls-ca = \"$PKI/ca.pem\""
-fi
 runs() { [ -f "$T/before.runs" ] && wc -l <"$T/before.runs" || echo 0; }
 synchronized_both() {
     [ "$(status_get alpha .state)" = synchronized ] && [ "$(status_get beta .state)" = synchronized ]

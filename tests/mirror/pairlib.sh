@@ -237,17 +237,34 @@ EOF
 # Callers override for one file: VOL_SECRET=other write_config "$T/beta.toml"
 write_config() {
     local f=$1 n
+    [ "${MIRROR_TLS:-0}" = 1 ] && _tls_pki
     {
         printf '[volume]\nname = "%s"\nsize = "%s"\nsecret = "%s"\nprimary = "%s"\nack-timeout = "%s"\n' \
             "$VOL_NAME" "$VOL_SIZE" "$VOL_SECRET" "$VOL_PRIMARY" "$VOL_ACK"
         [ -n "$VOL_EXTRA" ] && printf '%s\n' "$VOL_EXTRA"
+        [ "${MIRROR_TLS:-0}" = 1 ] && printf 'tls = true\ntls-ca = "%s"\n' "$T/tls-pki/ca.pem"
         for n in "${NODES[@]}"; do
             printf '\n[[node]]\nname = "%s"\naddress = "%s"\nbacking = "%s"\nmetadata = "%s"\nnbd-listen = [%s]\ncontrol = "%s"\n' \
                 "$n" "${NODE_ADDR[$n]}" "${NODE_IMG[$n]}" "${NODE_META[$n]}" "${NODE_NBD[$n]}" "${NODE_CTL[$n]}"
             [ -n "${NODE_EXTRA[$n]}" ] && printf '%s\n' "${NODE_EXTRA[$n]}"
+            [ "${MIRROR_TLS:-0}" = 1 ] &&
+                printf 'tls-cert = "%s"\ntls-key = "%s"\n' "$T/tls-pki/$n.pem" "$T/tls-pki/$n.key"
         done
     } >"$f"
     chmod 600 "$f"
+}
+
+# MIRROR_TLS=1: every volume file of the test turns the link's TLS on, with
+# a CA and one certificate per node made once in $T/tls-pki (a test that
+# runs over plain TCP runs over TLS unchanged; not for tests that set TLS
+# keys themselves).
+_tls_pki() {
+    [ -s "$T/tls-pki/ca.pem" ] && return 0
+    local PKI=$T/tls-pki n
+    mkdir -p "$PKI"
+    . "$(dirname "${BASH_SOURCE[0]}")/../integration/pki.sh"
+    mkca ca "mirrord test CA"
+    for n in "${NODES[@]}"; do mkcert "$n" "$n" ca 2; done
 }
 
 # write_configs: (re)writes every node's file. A test that gives a node its
