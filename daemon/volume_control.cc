@@ -4,6 +4,10 @@
 
 namespace mirror {
 
+namespace {
+constexpr uint64_t kMaxHoldMs = 3'600'000;
+}  // namespace
+
 using json = nlohmann::json;
 
 VolumeControl::VolumeControl(Loop& loop, Volume& volume, ControlServer& server)
@@ -106,7 +110,19 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
     respond(err ? control::error_reply(err, msg) : control::ok_reply(msg));
   };
   if (cmd == "split") return volume_.split(reply);
-  if (cmd == "hold") return volume_.hold(uint32_t(req.args["timeout_ms"].get<int64_t>()), reply);
+  if (cmd == "hold") {
+    // Bounded: a hold is a consistency group's moment, and a script that
+    // dies before `release` must not freeze the writes for long (a value
+    // cast to 32 bits once held -1 for 49 days and 2^32 for nothing).
+    const nlohmann::json& t = req.args["timeout_ms"];
+    bool ok = t.is_number_unsigned() ? t.get<uint64_t>() - 1 < kMaxHoldMs
+                                     : t.is_number_integer() && t.get<int64_t>() >= 1 &&
+                                           t.get<int64_t>() <= int64_t(kMaxHoldMs);
+    if (!ok)
+      return reply(EINVAL, "hold: timeout_ms must be 1.." + std::to_string(kMaxHoldMs) +
+                               " (at most an hour)");
+    return volume_.hold(uint32_t(t.get<uint64_t>()), reply);
+  }
   if (cmd == "release") return volume_.release(reply);
   if (cmd == "promote") return promote(req.args.value("force", false), reply);
   if (cmd == "demote") {
