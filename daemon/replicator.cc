@@ -431,6 +431,7 @@ void Replicator::on_meta(Op* op, int err) {
 }
 
 void Replicator::on_reply(const link::Header& h) {
+  last_reply_ms_ = coarse_ms();
   auto it = outstanding_.find(h.id);
   if (it == outstanding_.end()) return;  // answered after a timeout: ignore
   Op* op = it->second;

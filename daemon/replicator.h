@@ -433,6 +433,9 @@ class Replicator final : public Backend {
   // extent leaves it only after a flush of both copies (evict_extents).
   uint64_t flushed_tick_ = 0;
   bool internal_flush_running_ = false;
+  // When the peer last answered anything: a ping queued behind megabytes of
+  // writes on a slow link is late, but a peer that answers is alive.
+  uint64_t last_reply_ms_ = 0;
   uint64_t last_flush_ms_ = 0;
   uint64_t writes_since_flush_ = 0;
 

@@ -250,6 +250,9 @@ void Replicator::tick(uint64_t now_ms) {
     for (auto& [id, op] : outstanding_) {
       uint64_t limit = op->kind == Kind::kPing ? cfg_.ack_timeout_ms
                                                : cfg_.ack_timeout_ms * kKoCount;
+      // A late ping counts only if the peer answered nothing else meanwhile
+      // (DRBD keeps pings off the data stream for the same reason).
+      if (op->kind == Kind::kPing && now_ms - std::min(now_ms, last_reply_ms_) <= limit) continue;
       if (now_ms - op->sent_ms > limit) {
         peer_failed(op->kind == Kind::kPing
                         ? "the peer did not answer a ping within " +

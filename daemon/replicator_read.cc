@@ -12,6 +12,7 @@
 // read and the rewrite and be overwritten by older data.
 #include <cstring>
 
+#include "clock.h"
 #include "log.h"
 #include "replicator.h"
 #include "replicator_internal.h"
@@ -118,6 +119,7 @@ void Replicator::read_from_peer(Op* op) {
 }
 
 void Replicator::on_read_reply(const link::Header& h, Buffer& payload) {
+  last_reply_ms_ = coarse_ms();
   auto it = outstanding_.find(h.id);
   if (it == outstanding_.end()) return;  // answered after a timeout: ignore
   Op* op = it->second;

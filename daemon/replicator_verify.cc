@@ -173,6 +173,7 @@ void Replicator::verify_chunk_end(Op* op, uint64_t marked) {
 }
 
 void Replicator::on_verify_reply(const link::Header& h, Buffer& payload) {
+  last_reply_ms_ = coarse_ms();
   auto it = outstanding_.find(h.id);
   if (it == outstanding_.end()) return;
   Op* op = it->second;
