@@ -450,6 +450,7 @@ class Replicator final : public Backend {
   uint64_t resync_cursor_ = 0;
   uint32_t resync_in_flight_ = 0;
   uint64_t resync_total_ = 0, resync_done_ = 0, resync_batch_bytes_ = 0;
+  uint64_t resync_batch_ms_ = 0;  // when the batch's first copy completed
   std::vector<link::Range> resync_batch_;     // copied, not yet flushed on the peer
   std::vector<link::Range> flushing_batch_;   // covered by the peer flush running now
   uint64_t flushing_bytes_ = 0;

@@ -19,6 +19,10 @@ namespace mirror {
 namespace {
 constexpr uint32_t kResyncChunk = 1 << 20;       // one resync copy at most
 constexpr uint64_t kResyncBatch = 64ull << 20;   // peer flush, then clear bits
+// ... or sooner, once the batch's first copy is this old: on a slow link
+// (64 MiB take a minute at 8 Mbit/s) a link that drops before the batch is
+// full would otherwise keep none of the progress.
+constexpr uint64_t kResyncBatchMs = 5000;
 // How far past the copies in flight the local copy reads ahead (unlimited
 // resync rate only): a few regions' worth keeps its disk queue full.
 constexpr uint64_t kResyncReadAhead = 16ull << 20;
@@ -78,7 +82,9 @@ void Replicator::resync_tick(uint64_t now_ms) {
 void Replicator::resync_pump() {
   if (!resync_active_ || !mirroring()) return;
   // A full batch is flushed on the peer while the next one is copied.
-  if (resync_batch_bytes_ >= kResyncBatch && !resync_flushing_) resync_batch_flush();
+  bool batch_due = resync_batch_bytes_ >= kResyncBatch ||
+                   (resync_batch_bytes_ > 0 && coarse_ms() - resync_batch_ms_ >= kResyncBatchMs);
+  if (batch_due && !resync_flushing_) resync_batch_flush();
   while (resync_in_flight_ < cfg_.resync_max_inflight && !resync_scan_done_ &&
          resync_batch_bytes_ < kResyncBatch) {
     uint64_t off, len;
@@ -301,6 +307,7 @@ void Replicator::resync_reply(Op* op, int err) {
 void Replicator::resync_copy_done(Op* op, int) {
   uint64_t off = op->off, len = op->len;
   --resync_in_flight_;
+  if (resync_batch_.empty()) resync_batch_ms_ = coarse_ms();
   resync_batch_.push_back({off, len});
   resync_batch_bytes_ += len;
   rate_window_bytes_ += len;
