@@ -16,7 +16,8 @@ struct SecondaryApplier::Apply final : IoDone {
   bool is_sync_done = false;
   bool was_inconsistent = false;  // SYNC_DONE: this copy was inconsistent before it
   bool is_detach = false;  // DETACH: answered once the metadata is durable
-  Generation prev_gen;     // DETACH: what a failed commit puts back
+  Generation prev_gen;     // DETACH, SYNC_DONE: what a failed commit puts back
+  uint32_t prev_flags = 0, new_flags = 0;  // SYNC_DONE: the flags before and after
   bool moved = false;      // DETACH: this one moved the generation and set the flag
   uint64_t new_current = 0;  // DETACH: the id it moved to
   bool resync = false;  // a resync copy: its writeback starts once it is applied
@@ -173,6 +174,7 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       auto g = link::decode_generation({payload.data(), h.payload});
       if (!g) return reply(epoch_, h.id, EPROTO);
       Generation gen = bitmap_.generation();
+      const Generation prev = gen;
       gen.history[1] = gen.history[0];
       gen.history[0] = gen.current;
       gen.current = g->current;
@@ -182,15 +184,20 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       // split (kept until now, so an interrupted resync still copies them)
       // are gone.
       bitmap_.clear_all_dirty();
-      bool was_inconsistent = bitmap_.flags() & kFlagInconsistent;
-      bitmap_.set_flags(bitmap_.flags() & ~(kFlagInconsistent | kFlagFullSyncNeeded |
-                                            kFlagDisposableLocalWrites | kFlagPeerDiskFailed));
+      const uint32_t prev_flags = bitmap_.flags();
+      bool was_inconsistent = prev_flags & kFlagInconsistent;
+      bitmap_.set_flags(prev_flags & ~(kFlagInconsistent | kFlagFullSyncNeeded |
+                                       kFlagDisposableLocalWrites | kFlagPeerDiskFailed));
       Apply* a = get();
       a->id = h.id;
       a->epoch = epoch_;
       a->seq = 0;
       a->is_sync_done = true;
       a->was_inconsistent = was_inconsistent;
+      a->prev_gen = prev;
+      a->new_current = gen.current;
+      a->prev_flags = prev_flags;
+      a->new_flags = bitmap_.flags();
       bitmap_.commit(a);
       return;
     }
@@ -282,11 +289,23 @@ void SecondaryApplier::done(Apply* a, int err) {
   if (a->is_sync_done) {
     uint64_t epoch = a->epoch, id = a->id;
     bool was_inconsistent = a->was_inconsistent;
+    const Generation prev_gen = a->prev_gen;
+    const uint64_t new_current = a->new_current;
+    const uint32_t prev_flags = a->prev_flags, new_flags = a->new_flags;
     put(a);
     if (!err) {
       MLOG_INFO("resync complete: this copy is consistent again");
       last_local_error_.clear();
       if (on_sync_done) on_sync_done(was_inconsistent);
+    } else {
+      // Not recorded: the next handshake must see the state on disk (a
+      // generation reported but never recorded moves the primary on to a
+      // base this copy will not know after a restart: "unrelated data").
+      MLOG_ERROR("replication: cannot record the end of the resync in the metadata: %s",
+                 strerror(-err));
+      if (bitmap_.generation().current == new_current) bitmap_.set_generation(prev_gen);
+      uint32_t changed = prev_flags ^ new_flags;
+      bitmap_.set_flags((bitmap_.flags() & ~changed) | (prev_flags & changed));
     }
     return reply(epoch, id, err);
   }

@@ -342,8 +342,10 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
     return session_error(s, "the node changed while the plan waited; retrying", false);
   if (plan.kind != link::Plan::kStandby && local_->changes_in_flight())
     return session_error(s, "local writes still in flight; retrying the handshake");
-  Generation g = bitmap_->generation();
-  uint32_t flags = bitmap_->flags();
+  const Generation prev_gen = bitmap_->generation();
+  const uint32_t prev_flags = bitmap_->flags();
+  Generation g = prev_gen;
+  uint32_t flags = prev_flags;
   switch (plan.kind) {
     case link::Plan::kInSync:
       flags &= ~kFlagSplit;
@@ -384,7 +386,16 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
             plan_name(plan.kind));
   uint64_t id = h.id;
   std::weak_ptr<Session> weak = find_session(s);
-  bitmap_->commit(FnDone::make([this, weak, id](int err) {
+  bitmap_->commit(FnDone::make([this, weak, id, prev_gen, prev_flags, g, flags](int err) {
+    if (err) {
+      // Not recorded: put back what the plan changed, so the next STATE
+      // tells the primary what is on disk. A generation reported but never
+      // recorded moves the primary on to a base this copy will not know
+      // after a restart ("unrelated data", for a fault on this node).
+      if (bitmap_->generation() == g) bitmap_->set_generation(prev_gen);
+      uint32_t changed = prev_flags ^ flags;
+      bitmap_->set_flags((bitmap_->flags() & ~changed) | (prev_flags & changed));
+    }
     auto sp = weak.lock();
     if (!sp || sp->gone) return;
     Session* s = sp.get();
