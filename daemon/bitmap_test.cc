@@ -681,6 +681,36 @@ TEST_F(BitmapDamageTest, ForeignIdentity) {
   }
 }
 
+TEST_F(BitmapDamageTest, ResetKeepsTheRecordedRoleAndDiskFailures) {
+  // Facts about this node's copy, not about the maps: a reset (here a
+  // renamed volume) must not forget them, and the rewritten file must still
+  // say them (a daemon that refuses to start, or crashes, after the reset
+  // reads that file next). The primary whose disk failed and was detached
+  // holds an outdated copy; forgotten, it starts as primary and full-syncs
+  // it over the peer's, the only current one.
+  const uint32_t facts[] = {kFlagPrimary | kFlagDiskFailed, kFlagPeerDiskFailed};
+  for (uint32_t f : facts) {
+    SCOPED_TRACE(f);
+    SetUp();
+    {
+      auto bm = reopen(nullptr);
+      bm->set_flags(f | kFlagCleanShutdown);
+      ASSERT_TRUE(bm->flush_sync().ok());
+    }
+    MetaIdentity renamed = id_;
+    renamed.volume = "vol1";
+    BitmapOpenReport r;
+    auto bm = reopen(&r, &renamed);
+    EXPECT_TRUE(r.full_resync) << r.reason;
+    EXPECT_EQ(bm->flags(), kFlagFullSyncNeeded | f);
+    EXPECT_EQ(bm->dirty_bytes(), bm->volume_size());
+    bm.reset();
+    bm = reopen(&r, &renamed);
+    EXPECT_FALSE(r.full_resync) << r.reason;
+    EXPECT_EQ(bm->flags(), kFlagFullSyncNeeded | f);
+  }
+}
+
 TEST_F(BitmapDamageTest, ChangedGranularityKeepsDirtyRegionsRoleAndGenerations) {
   Generation g;
   g.current = 0x1111;
