@@ -41,6 +41,10 @@ inline constexpr uint32_t kFlagDiskFailed = 1u << 18;
 // (a secondary's flag; promote needs no --force). Cleared by promote and by
 // a resync into this copy.
 inline constexpr uint32_t kFlagPeerDiskFailed = 1u << 19;
+// Facts about the copies, not about the maps: a reset after a readable
+// superblock keeps them (a reset that forgot a detached disk would let its
+// outdated copy start as primary and full-sync over the only current one).
+inline constexpr uint32_t kFlagsKeptOnReset = kFlagPrimary | kFlagDiskFailed | kFlagPeerDiskFailed;
 
 // Who this metadata belongs to. volume, node and peer: at most 64 bytes, no
 // NUL. granularity, al_extent: powers of two, 4096 .. 2^31.
@@ -59,7 +63,8 @@ struct BitmapOpenReport {
   std::vector<std::string> warnings;  // recovered defects (bad map blocks, a bad slot)
   // The role (kFlagPrimary) a readable superblock recorded, even if the
   // metadata was then reset (foreign identity, missing maps): a node's role
-  // is a fact about its copy, which the reset does not change.
+  // is a fact about its copy, which the reset does not change. The reset
+  // keeps it in the flags, with the disk failures (kFlagsKeptOnReset).
   std::optional<bool> recorded_primary;
 };
 
@@ -200,8 +205,10 @@ class Bitmap {
   void mark_changed(const Map& m, uint64_t word);
 
   bool has_changes() const { return header_changed_ || !changed_list_.empty(); }
-  Result<LoadOutcome> load(uint64_t file_size, BitmapOpenReport& r, uint64_t* max_sequence);
-  void reset_fresh();
+  Result<LoadOutcome> load(uint64_t file_size, BitmapOpenReport& r, uint64_t* max_sequence,
+                           uint32_t* kept_flags);
+  // Everything dirty, generations zero; flags kFlagFullSyncNeeded | keep.
+  void reset_fresh(uint32_t keep);
   Status rewrite_all(uint64_t min_sequence, bool created);
   void encode_superblock(uint8_t* blk, uint64_t sequence) const;
   void encode_map_block(const Map& m, uint64_t index, uint8_t* blk) const;

@@ -174,16 +174,17 @@ Result<std::unique_ptr<Bitmap>> Bitmap::open(Loop& loop, const std::string& path
   bm->lock_ = std::move(lock).value();
   uint64_t max_sequence = 0;
   LoadOutcome outcome = LoadOutcome::kFullResync;
+  uint32_t kept_flags = 0;  // what a reset keeps of a readable superblock
   if (r.created) {
     r.reason = "metadata " + path + ": new metadata file: full resync";
   } else {
-    auto loaded = bm->load(file_size, r, &max_sequence);
+    auto loaded = bm->load(file_size, r, &max_sequence, &kept_flags);
     if (!loaded) return loaded.error();
     outcome = *loaded;
   }
   if (outcome == LoadOutcome::kFullResync) {
     r.full_resync = true;
-    bm->reset_fresh();
+    bm->reset_fresh(kept_flags);
   }
   if (outcome != LoadOutcome::kOk) {
     if (Status st = bm->rewrite_all(max_sequence + 1, r.created); !st) return st.error();
@@ -192,7 +193,7 @@ Result<std::unique_ptr<Bitmap>> Bitmap::open(Loop& loop, const std::string& path
 }
 
 Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r,
-                                         uint64_t* max_sequence) {
+                                         uint64_t* max_sequence, uint32_t* kept_flags) {
   const std::string pre = "metadata " + path_ + ": ";
   auto full = [&](const std::string& why) {
     r.reason = pre + why + ": full resync";
@@ -228,6 +229,7 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   }
 
   r.recorded_primary = (b.flags & kFlagPrimary) != 0;
+  *kept_flags = b.flags & kFlagsKeptOnReset;
 
   // Identity: any difference makes the maps meaningless here.
   auto foreign = [&](const char* field, const std::string& got, const std::string& want) {
@@ -400,9 +402,9 @@ Status Bitmap::grow(uint64_t new_size, bool new_area_dirty) {
   return st;
 }
 
-void Bitmap::reset_fresh() {
+void Bitmap::reset_fresh(uint32_t keep) {
   gen_ = Generation{};
-  flags_ = kFlagFullSyncNeeded;
+  flags_ = kFlagFullSyncNeeded | keep;
   cursor_ = 0;
   std::fill(al_->words.begin(), al_->words.end(), 0);
   al_->count = 0;
