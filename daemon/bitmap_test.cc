@@ -748,6 +748,32 @@ TEST_F(BitmapDamageTest, ChangedGranularityKeepsDirtyRegionsRoleAndGenerations) 
   EXPECT_EQ(bm->flags(), kFlagPrimary);
 }
 
+TEST_F(BitmapDamageTest, ChangedGranularityWithAlExtentGrowAndBadBlockLosesNoDirtyByte) {
+  // Every edit at once, with a damaged dirty block: each source of dirty
+  // bytes must reach the converted map (rounded out to 16 KiB).
+  auto f = read_file(path_);
+  f[4 * kBlock + 100] ^= 0xFF;  // dirty map block 1
+  write_file(path_, f);
+  MetaIdentity edited = id_;
+  edited.granularity = 16384;
+  edited.al_extent = 8 * kMiB;
+  edited.volume_size += kMiB;
+  BitmapOpenReport r;
+  auto bm = reopen(&r, &edited);
+  EXPECT_FALSE(r.full_resync) << r.reason;
+  const uint64_t old_size = id_.volume_size, blk = kBitsPerBlock * 4096;
+  EXPECT_EQ(runs(*bm), (std::vector<std::pair<uint64_t, uint64_t>>{
+                           {16384, 16384},        // region 5, rounded out
+                           {4 * kMiB, 4 * kMiB},  // the old active extent 1
+                           {blk, blk},            // the damaged block
+                           {old_size, kMiB}}));   // the grown area
+  EXPECT_EQ(bm->flags(), kFlagPrimary);
+  bm.reset();
+  bm = reopen(&r, &edited);  // rewritten: loads as is
+  EXPECT_TRUE(r.warnings.empty());
+  EXPECT_EQ(bm->dirty_bytes(), 16384 + 4 * kMiB + blk + kMiB);
+}
+
 TEST_F(BitmapDamageTest, ChangedAlExtentKeepsTheMapAndRecoversActivity) {
   MetaIdentity bigger = id_;
   bigger.al_extent = 8 * kMiB;
