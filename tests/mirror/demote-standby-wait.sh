@@ -28,13 +28,7 @@ proxied_pair() {
     echo 500 >"$T/delay_ms"
     sleep 1.5
 }
-write_configs() {
-    local real=${NODE_ADDR[beta]}
-    NODE_ADDR[beta]=$(cat "$T/proxy.ready")
-    write_config "$T/alpha.toml"
-    NODE_ADDR[beta]=$real
-    write_config "$T/beta.toml"
-}
+write_configs() { write_proxied_configs; }
 NODE_CFG[alpha]=$T/alpha.toml
 NODE_CFG[beta]=$T/beta.toml
 # demote_bg: alpha's demote in the background, its answer in demote.out;

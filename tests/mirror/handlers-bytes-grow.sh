@@ -17,9 +17,6 @@ have_ctl || skip "needs mirrorctl"
 logging_before_handler 3
 VOL_EXTRA="$VOL_EXTRA
 before-resync-target = \"$T/before.sh\""
-synchronized_both() {
-    [ "$(status_get alpha .state)" = synchronized ] && [ "$(status_get beta .state)" = synchronized ]
-}
 handler_running() { [ "$(status_get beta .handlers.before_resync_target.running)" = true ]; }
 
 start_synced_pair 30

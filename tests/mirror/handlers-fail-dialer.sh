@@ -26,10 +26,6 @@ VOL_EXTRA="initial-sync = \"skip\"
 before-resync-target = \"$T/before.sh\"
 handler-timeout = \"3s\""
 runs() { [ -f "$T/before.runs" ] && wc -l <"$T/before.runs" || echo 0; }
-synchronized_both() {
-    [ "$(status_get alpha .state)" = synchronized ] && [ "$(status_get beta .state)" = synchronized ]
-}
-
 start_synced_pair 30
 # Planned failover: beta becomes the primary, alpha (the dialer) secondary.
 out=$(ctl alpha demote) || die "demote alpha: $out"

@@ -30,10 +30,6 @@ before-resync-target = \"$T/before.sh\"
 handler-timeout = \"3s\""
 runs() { [ -f "$T/before.runs" ] && wc -l <"$T/before.runs" || echo 0; }
 last_result_is() { [[ "$(status_get beta .handlers.before_resync_target.last_result)" =~ $1 ]]; }
-synchronized_both() {
-    [ "$(status_get alpha .state)" = synchronized ] && [ "$(status_get beta .state)" = synchronized ]
-}
-
 # rejoin_fixed: the handler fixed, the operator's rejoin on alpha retries
 # it now; --wait returns once synchronized (bounded well under the 30 s
 # automatic retry, which the handler failed less than 10 s ago).

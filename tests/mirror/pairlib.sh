@@ -271,6 +271,33 @@ _tls_pki() {
 # own file redefines this (it is called again when ports are re-picked).
 write_configs() { write_config "$T/vol.toml"; }
 
+# write_proxied_configs: alpha's file names the address in $T/proxy.ready
+# (a delayproxy.py in front of beta) as beta's; beta's file its own. A test
+# that proxies alpha's dial sets write_configs() { write_proxied_configs; }
+# and NODE_CFG[alpha/beta] to $T/alpha.toml and $T/beta.toml.
+write_proxied_configs() {
+    local real=${NODE_ADDR[beta]}
+    NODE_ADDR[beta]=$(cat "$T/proxy.ready")
+    write_config "$T/alpha.toml"
+    NODE_ADDR[beta]=$real
+    write_config "$T/beta.toml"
+}
+
+# synchronized_both: both nodes' status says synchronized.
+synchronized_both() {
+    [ "$(status_get alpha .state)" = synchronized ] && [ "$(status_get beta .state)" = synchronized ]
+}
+
+# check_no_divergence_logged: neither node's logs report unrelated data or a
+# split brain (the generations moved apart).
+check_no_divergence_logged() {
+    if { log_all alpha; log_all beta; } | grep -qE "unrelated data|split brain"; then
+        fail "a log reports unrelated data or a split brain"
+    else
+        pass "no unrelated data, no split brain"
+    fi
+}
+
 # setup_pair: ports, sparse images of VOL_SIZE (unless they exist), configs,
 # no metadata (a new pair).
 setup_pair() {
