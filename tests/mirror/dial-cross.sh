@@ -3,9 +3,11 @@
 # dial-race. alpha (secondary, the node that dials) reaches beta through
 # delayproxy.py, held "down": alpha's connection is accepted by the proxy and
 # its handshake waits there, while beta sees nothing. The operator's rejoin on
-# beta (primary) then finds no session and dials alpha itself; the proxy is
-# let through after 0 to 400 ms, so alpha's own session reaches beta while
-# beta's is in every phase (hello, plan, active). What a user checks, each
+# beta (primary) then finds no session and dials alpha itself (through a
+# second, slow proxy); the first is let through after 0 to 1 s, so alpha's
+# own session reaches beta while beta's is in every phase (before its plan,
+# planned, active): both refusals, "already active" and "another handshake
+# is being planned", are reached. What a user checks, each
 # round: exactly one session survives and the split's changes are resynced
 # (both nodes synchronized), alpha holds every acknowledged write, neither
 # status shows an error, and no log shows unrelated data or a split brain.
@@ -21,7 +23,21 @@ pick_ports
     "$T/proxy.ready" 2>"$T/proxy.err" &
 BG_PIDS+=($!)
 wait_for 10 test -s "$T/proxy.ready" || die "delayproxy did not start: $(cat "$T/proxy.err")"
-write_configs() { write_proxied_configs; }
+# beta's dial reaches alpha through a second proxy, 150 ms each way: its
+# handshake takes ~800 ms, so alpha's session, let through at 0 to 1 s,
+# arrives while beta's is in every phase (before its plan, planned, active).
+: >"$T/proxy2.ctl"
+"$PY" "$MIRROR_DIR/delayproxy.py" 127.0.0.1:0 "${NODE_ADDR[alpha]}" "$T/proxy2.ctl" \
+    "$T/proxy2.ready" 2>"$T/proxy2.err" &
+BG_PIDS+=($!)
+wait_for 10 test -s "$T/proxy2.ready" || die "delayproxy did not start: $(cat "$T/proxy2.err")"
+write_configs() {
+    write_proxied_configs
+    local real=${NODE_ADDR[alpha]}
+    NODE_ADDR[alpha]=$(cat "$T/proxy2.ready")
+    write_config "$T/beta.toml"
+    NODE_ADDR[alpha]=$real
+}
 NODE_CFG[alpha]=$T/alpha.toml
 NODE_CFG[beta]=$T/beta.toml
 
@@ -32,7 +48,8 @@ check_eq "alpha is secondary (and the node that dials)" secondary "$(status_get 
 
 WIN=$((4 * MiB))
 i=0
-for hold in 0 0.05 0.1 0.2 0.4; do
+echo 150 >"$T/proxy2.ctl"
+for hold in 0 0.3 0.5 0.6 0.7 1.0; do
     i=$((i + 1))
     out=$(ctl beta split) || die "split $i: $out"
     stop_node alpha
@@ -57,8 +74,8 @@ done
 
 crossed=$( { log_all alpha; log_all beta; } | grep -cE "already active|being planned|a second session refused")
 log "second sessions refused: $crossed"
-[ "$crossed" -ge 5 ] && pass "the dials crossed in every round ($crossed second sessions refused)" \
-    || fail "the dials crossed in fewer rounds than 5: $crossed second sessions refused"
+[ "$crossed" -ge $i ] && pass "the dials crossed in every round ($crossed second sessions refused)" \
+    || fail "the dials crossed in fewer rounds than $i: $crossed second sessions refused"
 log "warnings of a refused second session: $( { log_all alpha; log_all beta; } | grep -E "warn: replication: the peer refused the connection: (a replication session is already active|another handshake)" | head -n 3)"
 check_no_divergence_logged
 stop_pair
