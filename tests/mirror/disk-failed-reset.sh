@@ -2,9 +2,9 @@
 # disk-failed-reset: a metadata reset keeps the recorded disk failure, as it
 # keeps the recorded role. Alpha (primary) loses its disk under load and
 # detaches it (on-io-error = detach): beta's copy is the only current one,
-# alpha's is outdated. Both are stopped, then the operator renames the volume
-# in the volume file (on both hosts, as the docs ask): both metadata files are
-# foreign and reset. What a user checks:
+# alpha's is outdated. Both are stopped; alpha's metadata file is cut short,
+# then the operator renames the volume in the volume file (on both hosts, as
+# the docs ask): both metadata files are foreign and reset. What a user checks:
 #   - alpha still refuses to start on its outdated copy and says what to do
 #     (before: the reset forgot kFlagDiskFailed, alpha started as the primary
 #     its metadata recorded, and full-synced its outdated copy over beta's:
@@ -30,6 +30,14 @@ wait_state alpha diskless 10 >/dev/null && pass "alpha detached its failed disk"
 check "client FLUSH through alpha (beta's copy)" nbd_flush alpha
 stop_node alpha
 stop_node beta
+
+# Only alpha's metadata damaged (cut short after its superblocks): a reset
+# too, and alpha must still refuse (before: it started as primary on its
+# outdated copy, serving stale reads and taking writes the way out discards).
+truncate -s $((3 * 4096)) "${NODE_META[alpha]}"
+start_refused "with its metadata cut short, alpha still refuses to start on its failed disk" \
+    alpha "this node's disk failed and was detached.*--discard-my-data"
+node_alive alpha && stop_node alpha
 
 VOL_NAME=db2
 write_configs
