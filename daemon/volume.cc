@@ -436,7 +436,9 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
   if (h.type == link::Type::kError) {
     auto e = link::decode_error(p);
     std::string msg = e ? e->message : "malformed error message";
-    if (active_) {  // a second session, raced by the other node's one-shot dial
+    // A second session, raced by the other node's one-shot dial: the other
+    // one is (or is about to be) the pair's session, nothing to report.
+    if (active_ || (e && e->code == EALREADY)) {
       MLOG_DEBUG("replication: a second session refused: %s", msg.c_str());
       return s->conn->close(msg);
     }

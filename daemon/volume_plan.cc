@@ -47,12 +47,13 @@ link::State Volume::my_state() const {
 
 void Volume::on_peer_state(Session* s, const link::State& st) {
   // A second session (both nodes dialed, dial_now(true)): the active one stands.
-  if (active_) return refuse_session(s, "a replication session is already active");
+  // EALREADY: the peer tells it from a refusal of the pair (session_message).
+  if (active_) return refuse_session(s, "a replication session is already active", 0, EALREADY);
   // Nor two plans at once: each would move the generation (a FULL plan's
   // fresh base id) under the other.
   for (auto& o : sessions_)
     if (o.get() != s && o->phase >= Session::Phase::kPlan && role_ == Role::kPrimary)
-      return refuse_session(s, "another handshake with the peer is being planned");
+      return refuse_session(s, "another handshake with the peer is being planned", 0, EALREADY);
   peer_state_ = st;
   peer_known_ = true;
   if (role_ == Role::kPrimary) {
