@@ -30,14 +30,20 @@ marked_after_loss() {  # the bytes the primary marked when it lost the peer (its
     log_since alpha | grep -o 'tracking changes for the peer ([0-9]* bytes' | tail -n 1 | grep -o '[0-9]*'
 }
 
+# quiet_then_kill_secondary LABEL: 7 s without writes (a periodic flush runs),
+# kill -9 of beta: alpha marks nothing; beta restarted, synchronized again.
+quiet_then_kill_secondary() {
+    sleep 7
+    log_mark alpha
+    kill_node beta
+    wait_for 10 sh -c "grep -q 'tracking changes for the peer' '${NODE_LOG[alpha]}'" || die "alpha did not notice"
+    check_eq "$1" 0 "$(marked_after_loss)"
+    must_start beta
+    wait_state alpha synchronized 30 >/dev/null || die "not synchronized after beta's restart"
+}
+
 fill_extents 0 12 5
-sleep 7
-log_mark alpha
-kill_node beta
-wait_for 10 sh -c "grep -q 'tracking changes for the peer' '${NODE_LOG[alpha]}'" || die "alpha did not notice"
-check_eq "1. secondary killed after a quiet 7 s: the primary marks nothing" 0 "$(marked_after_loss)"
-must_start beta
-wait_state alpha synchronized 30 >/dev/null || die "not synchronized after beta's restart"
+quiet_then_kill_secondary "1. secondary killed after a quiet 7 s: the primary marks nothing"
 check_eq "1. the resync after its restart copied nothing" 0 "$(status_get alpha .resynced_bytes_total)"
 
 kill_node alpha
@@ -53,13 +59,7 @@ wait_state alpha synchronized 30 >/dev/null || die "not synchronized after alpha
 
 # The log holds at most 4 extents: writes to two of them, then quiet.
 fill_extents 0 2 6
-sleep 7
-log_mark alpha
-kill_node beta
-wait_for 10 sh -c "grep -q 'tracking changes for the peer' '${NODE_LOG[alpha]}'" || die "alpha did not notice"
-check_eq "3. after a peer-only flush: a killed secondary costs nothing" 0 "$(marked_after_loss)"
-must_start beta
-wait_state alpha synchronized 30 >/dev/null || die "not synchronized after beta's restart"
+quiet_then_kill_secondary "3. after a peer-only flush: a killed secondary costs nothing"
 stop_pair
 check_identical "after the crashes"
 pair_finish
