@@ -117,9 +117,7 @@ void Replicator::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDone*
   submit(op);
 }
 
-void Replicator::flush(IoDone* done) { flush_copies(done, true); }
-
-void Replicator::flush_copies(IoDone* done, bool local) {
+void Replicator::flush(IoDone* done) {
   Op* op = new_op(Kind::kFlush, 0, 0, done);
   op->flush_tick = tick_++;
   if (!done) internal_flush_running_ = true;
@@ -136,11 +134,8 @@ void Replicator::flush_copies(IoDone* done, bool local) {
   }
   if (disk_ == DiskState::kDiskless) return diskless_dispatch(op);
   op->degraded = !mirroring();
-  op->peer_only = !local;
-  if (local) {
-    op->local_pending = true;
-    local_.flush(op);
-  }
+  op->local_pending = true;
+  local_.flush(op);
   if (mirroring()) send_to_peer(op);
 }
 
@@ -515,10 +510,7 @@ void Replicator::maybe_complete(Op* op) {
   }
   if (op->kind == Kind::kFlush) {
     bool covered = !op->local_err && ((op->sent_to_peer && !op->peer_err) || op->degraded);
-    if (covered) {
-      flushed_tick_ = std::max(flushed_tick_, op->flush_tick);
-      if (!op->peer_only) evict_extents(op->flush_tick);
-    }
+    if (covered) evict_extents(op->flush_tick);
     if (!op->upper) internal_flush_running_ = false;
     return finish(op, op->local_err);
   }
@@ -571,6 +563,7 @@ void Replicator::finish(Op* op, int err) {
 // --------------------------------------------------------- activity log --
 
 void Replicator::evict_extents(uint64_t flush_tick) {
+  flushed_tick_ = std::max(flushed_tick_, flush_tick);
   // The activity log keeps up to al_extents extents active, like DRBD's:
   // a write to an active extent needs no metadata sync, mirrored or not
   // (after a split, that is the difference between a stall and none). Past
@@ -603,20 +596,6 @@ uint64_t Replicator::mark_unflushed_dirty() {
   return bitmap_.dirty_bytes() - before;
 }
 
-void Replicator::start_internal_flush() {
-  // Both copies when extents must leave the activity log (or this disk is
-  // failing or gone: flush() handles those). Otherwise the peer's copy
-  // alone: that bounds what a lost link marks dirty (extents written since
-  // the peer last flushed); this copy's unflushed writes are covered by the
-  // activity log, which crash recovery marks dirty whole, so forcing them
-  // out every few seconds only costs writeback that the kernel would
-  // combine and do later (a hot page written back every flush, not once).
-  if (extents_.size() > cfg_.al_extents || disk_ != DiskState::kOk) return flush(nullptr);
-  if (!mirroring()) {
-    last_flush_ms_ = now_ms_;  // degraded: every write is marked dirty already
-    return;
-  }
-  flush_copies(nullptr, false);
-}
+void Replicator::start_internal_flush() { flush(nullptr); }
 
 }  // namespace mirror

@@ -260,8 +260,6 @@ class Replicator final : public Backend {
   void finish(Op* op, int err);
   void unblock();
   void evict_extents(uint64_t flush_tick);
-  // local: flush this copy too (else the peer's only: see start_internal_flush).
-  void flush_copies(IoDone* done, bool local);
   void start_internal_flush();
   // The link's lifecycle (replicator_link.cc).
   void peer_failed(const std::string& why);
@@ -427,10 +425,8 @@ class Replicator final : public Backend {
   };
   std::unordered_map<uint64_t, Extent> extents_;
   uint64_t tick_ = 1;
-  // Writes that finished before this tick are on stable storage on the
-  // peer's copy, or tracked by dirty bits (the last covering flush's tick).
-  // This copy's own unflushed writes are the activity log's business: an
-  // extent leaves it only after a flush of both copies (evict_extents).
+  // Writes that finished before this tick are on stable storage on both
+  // copies, or tracked by dirty bits (the last covering flush's tick).
   uint64_t flushed_tick_ = 0;
   bool internal_flush_running_ = false;
   // When the peer last answered anything: a ping queued behind megabytes of

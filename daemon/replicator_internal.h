@@ -39,7 +39,6 @@ struct Replicator::Op final : IoDone {
   uint64_t peer_id = 0;
   uint64_t sent_ms = 0;
   uint64_t flush_tick = 0;
-  bool peer_only = false;       // a flush of the peer's copy alone (start_internal_flush)
   Buffer rbuf;                  // resync data
   bool probing = false;         // resync: asking the local copy where holes are
   bool hole = false;            // resync: the whole range is a hole: send ZERO
