@@ -286,13 +286,25 @@ void Volume::discard_poll() {
                                          "changed");
   }
   discard_->committing = true;
-  // The dirty bits of the writes just drained (some only in the activity
-  // log until now) are durable before the flags that make this node a
-  // secondary whose resync follows them: one commit is not atomic across
-  // blocks (docs/bitmap-format.md), as at a stop.
-  bitmap_->commit(FnDone::make([this](int me) {
-    if (me) return discard_finish(-me, "cannot write the metadata; nothing changed");
-    discard_commit();
+  // This copy first, as at a demote: the resync copies back only the
+  // regions either side changed since they diverged; everywhere else this
+  // copy must already equal the survivor's, durably. A primary's writes from
+  // before that, flushed on the peer only (the periodic flush), are covered
+  // here by the activity log, which only a primary's crash recovery turns
+  // into dirty bits: as a secondary, a power loss would silently take them
+  // back.
+  Backend& copy = replicator_ ? static_cast<Backend&>(*replicator_) : *disk_;
+  copy.flush(FnDone::make([this](int fe) {
+    if (fe) return discard_finish(-fe, std::string("flushing this copy failed (") +
+                                           strerror(-fe) + "); nothing changed");
+    // The dirty bits of the writes just drained (some only in the activity
+    // log until now) are durable before the flags that make this node a
+    // secondary whose resync follows them: one commit is not atomic across
+    // blocks (docs/bitmap-format.md), as at a stop.
+    bitmap_->commit(FnDone::make([this](int me) {
+      if (me) return discard_finish(-me, "cannot write the metadata; nothing changed");
+      discard_commit();
+    }));
   }));
 }
 

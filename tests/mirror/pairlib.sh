@@ -632,6 +632,35 @@ clean_restart_copies_nothing() {
     fi
 }
 
+# nbd_put URI OFFSET LENGTH BYTE: a plain write (no FLUSH, no FUA): durable
+# only once a later flush covers it.
+nbd_put() {
+    "$PY" - "$@" <<'PYEOF'
+import sys
+import nbd
+uri, off, length, byte = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+h = nbd.NBD()
+h.connect_uri(uri)
+h.pwrite(bytes([byte]) * length, off)
+h.shutdown()
+PYEOF
+}
+
+# byte_at IMAGE OFFSET: the byte there, in decimal.
+byte_at() { od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
+
+# power_loss NODE: SIGUSR2 to a node started with MIRRORD_FAULTS=power-loss:
+# it drops its unsynced writes and dies (docs/reliability.md).
+power_loss() {
+    local p=${NODE_PID[$1]}
+    kill -USR2 "$p"
+    wait "$p" 2>/dev/null
+    NODE_PID[$1]=""
+    listeners_closed "$1"
+    grep -q 'simulated power loss' "${NODE_LOG[$1]}" || die "$1 did not simulate a power loss"
+    log "$1: $(grep 'simulated power loss' "${NODE_LOG[$1]}")"
+}
+
 # nbd_flush NODE: a client FLUSH through NODE's NBD export.
 nbd_flush() { "${NBDTOOL[@]}" flush "$(nbd_unix_uri "$1")"; }
 

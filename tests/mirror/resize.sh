@@ -77,8 +77,6 @@ sizes_are() {  # LABEL BYTES: both nodes' status and a new NBD connection to eac
     check_eq "$1: a new NBD connection to alpha sees $2 bytes" "$2" "$(nbdinfo --size "$(nbd_uri alpha)")"
     check_eq "$1: a new NBD connection to beta sees $2 bytes" "$2" "$(nbdinfo --size "$(nbd_unix_uri beta)")"
 }
-# byte_at FILE OFFSET: the byte there, in decimal.
-byte_at() { od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
 # nbd_holds URI OFFSET LENGTH BYTE: a new NBD client reads LENGTH bytes of
 # value BYTE there.
 nbd_holds() {
