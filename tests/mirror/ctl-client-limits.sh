@@ -1,0 +1,68 @@
+#!/bin/bash
+# ctl-client-limits: the control socket is open to every local user (mode 0666:
+# anyone may ask for status), so what one unprivileged client does there must not
+# take the control plane away from root nor the daemon's memory.
+#  1. an unprivileged user holds 70 idle connections (a leaking monitoring agent
+#     does the same): root's `mirrorctl status` and `split` must still work.
+#     On main (8e2e0d6) both fail at once, exit 3, "write to mirrord at ...
+#     (Broken pipe)": the daemon closes every connection past 64 and never
+#     closes idle ones, and logs nothing.
+#  2. an unprivileged user pipelines 200000 `status` requests and never reads
+#     the replies: the daemon's memory must stay bounded (the replies wait in
+#     an unbounded queue on main: RSS 12 MB -> 210 MB, growing with the count;
+#     enough of them and the OOM killer ends the primary).
+. "$(dirname "$0")/pairlib.sh"
+VOL_SIZE=64M
+VOL_EXTRA='initial-sync = "skip"'
+require setpriv
+[ "$(id -u)" -eq 0 ] || skip "needs root (runs a client as uid 65534)"
+FL=("$PY" "$MIRROR_DIR/ctl-flood.py")
+NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+# The test's temp dir is private (0700): the control socket goes where
+# another user can reach it, as /run/mirrord is.
+CD=$(mktemp -d /tmp/mirrord-ctl.XXXXXX); chmod 755 "$CD"; CLEANUP_HOOKS+=("rm -rf $CD")
+NODE_CTL[alpha]=$CD/alpha.ctl
+start_synchronized_pair
+A=${NODE_CTL[alpha]}
+rss_kb() { ps -o rss= -p "${NODE_PID[alpha]}" | tr -d ' '; }
+
+# --- 1. idle connections from another user
+HOLD=120 "${NOBODY[@]}" "${FL[@]}" "$A" idle 70 >"$T/idle.out" 2>&1 &
+IDLE=$!; BG_PIDS+=("$IDLE")
+wait_for 10 grep -q holding "$T/idle.out" || die "the idle client did not connect: $(cat "$T/idle.out")"
+log "uid 65534 $(cat "$T/idle.out") connections to alpha's control socket"
+ok=""
+for i in $(seq 60); do
+    if out=$(timeout 20 "$MIRRORCTL" --socket "$A" status 2>&1); then ok=1; break; fi
+    sleep 1
+done
+if [ -n "$ok" ]; then
+    pass "root's status works while another user holds 70 idle connections"
+else
+    fail "root's status fails while another user holds 70 idle connections: $out"
+fi
+out=$(timeout 60 "$MIRRORCTL" --socket "$A" split 2>&1); rc=$?
+check_eq "root's split works meanwhile ($out)" 0 $rc
+[ $rc -eq 0 ] && { out=$(ctl alpha rejoin --wait); log "rejoin: $out"; }
+kill "$IDLE" 2>/dev/null; wait "$IDLE" 2>/dev/null
+wait_state alpha synchronized 30 >/dev/null || fail "alpha not synchronized after the rejoin"
+
+# --- 2. requests pipelined by a client that never reads
+before=$(rss_kb)
+HOLD=5 timeout 120 "${NOBODY[@]}" "${FL[@]}" "$A" lines 200 >"$T/lines.out" 2>&1 &
+LP=$!; BG_PIDS+=("$LP")
+peak=$before
+while kill -0 "$LP" 2>/dev/null; do
+    r=$(rss_kb); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
+    sleep 0.5
+done
+wait "$LP"
+log "pipelining client: $(cat "$T/lines.out"); alpha RSS ${before} kB before, ${peak} kB at its peak"
+if [ $((peak - before)) -lt $((64 * 1024)) ]; then
+    pass "alpha's memory stays bounded (+$(((peak - before) / 1024)) MiB) under 200000 unread replies"
+else
+    fail "alpha's memory grew by $(((peak - before) / 1024)) MiB for 200000 status replies its client never read"
+fi
+node_alive alpha && pass "alpha still runs" || fail "alpha died"
+check "root's status answers afterwards" timeout 20 "$MIRRORCTL" --socket "$A" status
+pair_finish

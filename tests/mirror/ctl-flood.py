@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Control-socket abuse for tests/mirror/ctl-client-limits.sh: ctl-flood.py SOCKET MODE [N]"""
+import socket, sys, time, json, os
+sock, mode = sys.argv[1], sys.argv[2]
+n = int(sys.argv[3]) if len(sys.argv) > 3 and mode != "raw" else 1
+def conn():
+    s = socket.socket(socket.AF_UNIX); s.connect(sock); return s
+if mode == "idle":            # N idle connections, held until stdin closes / killed
+    held = [conn() for _ in range(n)]
+    print("holding", len(held), flush=True)
+    time.sleep(float(os.environ.get("HOLD", "3600")))
+elif mode == "stream":        # send N MiB without newline, never read
+    s = conn(); chunk = b"a" * 65536; sent = 0
+    s.settimeout(10)
+    try:
+        for i in range(n * 16):
+            s.sendall(chunk); sent += len(chunk)
+    except Exception as e:
+        print("stream stopped after", sent, "bytes:", e)
+    else:
+        print("stream sent", sent, "bytes")
+    time.sleep(float(os.environ.get("HOLD", "0")))
+elif mode == "lines":         # N garbage lines pipelined, never read, then hold
+    s = conn(); s.settimeout(10); sent = 0
+    line = b'{"version":1,"command":"status","args":{}}\n'
+    try:
+        for i in range(n):
+            s.sendall(line * 1000); sent += 1000
+    except Exception as e:
+        print("lines stopped after", sent, ":", e)
+    else:
+        print("lines sent", sent)
+    time.sleep(float(os.environ.get("HOLD", "0")))
+elif mode == "raw":           # one raw request from argv[3], print reply
+    s = conn(); s.sendall(sys.argv[3].encode() + b"\n"); s.settimeout(10)
+    try:
+        print(s.recv(65536).decode(errors="replace").strip()[:300])
+    except Exception as e:
+        print("no reply:", e)
