@@ -11,6 +11,9 @@
 #     the replies: the daemon's memory must stay bounded (the replies wait in
 #     an unbounded queue on main: RSS 12 MB -> 210 MB, growing with the count;
 #     enough of them and the OOM killer ends the primary).
+#  3. a client that pipelines requests and reads the replies gets every one
+#     (backpressure slows it down, drops nothing), and 20000 refused `split`s
+#     take a few rate-limited log lines, not 20000.
 . "$(dirname "$0")/pairlib.sh"
 VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"'
@@ -31,6 +34,17 @@ HOLD=120 "${NOBODY[@]}" "${FL[@]}" "$A" idle 70 >"$T/idle.out" 2>&1 &
 IDLE=$!; BG_PIDS+=("$IDLE")
 wait_for 10 grep -q holding "$T/idle.out" || die "the idle client did not connect: $(cat "$T/idle.out")"
 log "uid 65534 $(cat "$T/idle.out") connections to alpha's control socket"
+out=$("${NOBODY[@]}" "${FL[@]}" "$A" raw '{"version":1,"command":"status","args":{}}')
+case $out in
+*'"code":"EAGAIN","error":"too many control connections from uid 65534 (limit 8 per user)"'*)
+    pass "the same user's next connection is told why it is refused" ;;
+*) fail "the same user's next connection got: $out" ;;
+esac
+out=$(timeout 20 "${NOBODY[@]}" "$MIRRORCTL" --socket "$A" status 2>&1); rc=$?
+case "$rc $out" in
+"1 "*"limit 8 per user"*) pass "the same user's mirrorctl says why it is refused (exit 1)" ;;
+*) fail "the same user's mirrorctl: exit $rc: $out" ;;
+esac
 ok=""
 for i in $(seq 60); do
     if out=$(timeout 20 "$MIRRORCTL" --socket "$A" status 2>&1); then ok=1; break; fi
@@ -64,5 +78,30 @@ else
     fail "alpha's memory grew by $(((peak - before) / 1024)) MiB for 200000 status replies its client never read"
 fi
 node_alive alpha && pass "alpha still runs" || fail "alpha died"
+
+# --- 3. pipelined requests are slowed down, never dropped; refusals are
+# logged, not once per refusal
+out=$(timeout 120 "${NOBODY[@]}" "${FL[@]}" "$A" pipeline 20000 status)
+check_eq "a client that pipelines 20000 status requests and reads gets every reply" \
+    "replies 20000 ok=20000" "$out"
+out=$(timeout 120 "${NOBODY[@]}" "${FL[@]}" "$A" pipeline 20000 split)
+check_eq "20000 refused splits are all answered" "replies 20000 EPERM=20000" "$out"
+# The refusals left out are counted in the next line logged (one more
+# refusal, once the rate limit lets it through).
+perm_counted() {
+    "${NOBODY[@]}" "${FL[@]}" "$A" raw '{"version":1,"command":"split","args":{}}' >/dev/null
+    grep -q "uid 65534 may not run 'split' ([0-9]* more since the last line)" "$(node_log alpha)"
+}
+wait_for 10 perm_counted || log "no refusal logged with a count of the ones left out"
+n=$(grep -c "uid 65534 may not run 'split'" "$(node_log alpha)")
+log "the refusals took $n lines in alpha's log: $(grep "may not run" "$(node_log alpha)" | tail -n 1)"
+if [ "$n" -ge 1 ] && [ "$n" -le 130 ] && perm_counted; then
+    pass "EPERM refusals are logged rate-limited, with the count left out"
+else
+    fail "EPERM refusals took $n lines in the log: $(grep -m3 "may not run" "$(node_log alpha)")"
+fi
+n=$(grep -c "refused a connection from uid 65534" "$(node_log alpha)")
+[ "$n" -ge 1 ] && [ "$n" -le 130 ] && pass "refused connections are logged, rate-limited ($n lines)" \
+    || fail "refused connections took $n lines in the log"
 check "root's status answers afterwards" timeout 20 "$MIRRORCTL" --socket "$A" status
 pair_finish

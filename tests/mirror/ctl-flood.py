@@ -31,8 +31,31 @@ elif mode == "lines":         # N garbage lines pipelined, never read, then hold
     else:
         print("lines sent", sent)
     time.sleep(float(os.environ.get("HOLD", "0")))
+elif mode == "pipeline":      # N requests of argv[4] sent at once, every reply read
+    import threading
+    s = conn(); cmd = sys.argv[4] if len(sys.argv) > 4 else "status"
+    line = json.dumps({"version": 1, "command": cmd, "args": {}}).encode() + b"\n"
+    threading.Thread(target=lambda: s.sendall(line * n), daemon=True).start()
+    s.settimeout(60); buf = b""; codes = {}; got = 0
+    try:
+        while got < n:
+            d = s.recv(1 << 20)
+            if not d: break
+            buf += d
+            *done, buf = buf.split(b"\n")
+            for r in done:
+                j = json.loads(r); got += 1
+                k = "ok" if j.get("ok") else j.get("code", "?")
+                codes[k] = codes.get(k, 0) + 1
+    except Exception as e:
+        print("stopped:", e)
+    print("replies", got, " ".join(f"{k}={v}" for k, v in sorted(codes.items())), flush=True)
 elif mode == "raw":           # one raw request from argv[3], print reply
-    s = conn(); s.sendall(sys.argv[3].encode() + b"\n"); s.settimeout(10)
+    s = conn(); s.settimeout(10)
+    try:
+        s.sendall(sys.argv[3].encode() + b"\n")
+    except OSError:
+        pass    # closed first (a refused connection): its one line is still queued
     try:
         print(s.recv(65536).decode(errors="replace").strip()[:300])
     except Exception as e:
