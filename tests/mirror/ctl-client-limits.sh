@@ -14,6 +14,8 @@
 #  3. a client that pipelines requests and reads the replies gets every one
 #     (backpressure slows it down, drops nothing), and 20000 refused `split`s
 #     take a few rate-limited log lines, not 20000.
+#  4. meanwhile, an idle connection is closed after 60 s (ETIMEDOUT line), and
+#     root's `mirrorctl events` stream is not.
 . "$(dirname "$0")/pairlib.sh"
 VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"'
@@ -61,6 +63,13 @@ check_eq "root's split works meanwhile ($out)" 0 $rc
 kill "$IDLE" 2>/dev/null; wait "$IDLE" 2>/dev/null
 wait_state alpha synchronized 30 >/dev/null || fail "alpha not synchronized after the rejoin"
 
+# --- 4. (runs in the background during 2 and 3) an idle connection is
+# closed after 60 s, saying why; an events stream is not
+HOLD=100 "${NOBODY[@]}" "${FL[@]}" "$A" wait-close >"$T/wait-close.out" 2>&1 &
+WC=$!; BG_PIDS+=("$WC")
+timeout 100 "$MIRRORCTL" --socket "$A" events >"$T/events.out" 2>&1 &
+EV=$!; BG_PIDS+=("$EV")
+
 # --- 2. requests pipelined by a client that never reads
 before=$(rss_kb)
 HOLD=5 timeout 120 "${NOBODY[@]}" "${FL[@]}" "$A" lines 200 >"$T/lines.out" 2>&1 &
@@ -104,4 +113,18 @@ n=$(grep -c "refused a connection from uid 65534" "$(node_log alpha)")
 [ "$n" -ge 1 ] && [ "$n" -le 130 ] && pass "refused connections are logged, rate-limited ($n lines)" \
     || fail "refused connections took $n lines in the log"
 check "root's status answers afterwards" timeout 20 "$MIRRORCTL" --socket "$A" status
+
+wait "$WC"
+out=$(cat "$T/wait-close.out")
+case $out in
+"closed after "*'"code":"ETIMEDOUT","error":"no request for 60 s: closing the connection"'*)
+    pass "an idle connection is closed, saying why ($out)" ;;
+*) fail "an idle connection: $out" ;;
+esac
+if kill -0 "$EV" 2>/dev/null; then
+    pass "root's events stream outlives the idle timeout"
+else
+    fail "root's events stream ended: $(tail -n 2 "$T/events.out")"
+fi
+kill "$EV" 2>/dev/null; wait "$EV" 2>/dev/null
 pair_finish

@@ -50,6 +50,16 @@ elif mode == "pipeline":      # N requests of argv[4] sent at once, every reply 
     except Exception as e:
         print("stopped:", e)
     print("replies", got, " ".join(f"{k}={v}" for k, v in sorted(codes.items())), flush=True)
+elif mode == "wait-close":    # one idle connection: what the daemon sends before it closes it
+    s = conn(); s.settimeout(float(os.environ.get("HOLD", "120"))); t0 = time.monotonic(); got = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            got += d
+    except Exception as e:
+        print("not closed:", e)
+    print(f"closed after {time.monotonic() - t0:.0f} s:", got.decode(errors="replace").strip(), flush=True)
 elif mode == "raw":           # one raw request from argv[3], print reply
     s = conn(); s.settimeout(10)
     try:
