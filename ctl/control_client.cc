@@ -67,6 +67,16 @@ Status ControlClient::send(const json& j) {
         return Error{ETIMEDOUT, path_ + ": mirrord does not read its requests"};
       continue;
     }
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+      // The daemon closed first: it may have said why (a refused
+      // connection gets one line, then the close). That line is still
+      // queued here: let receive() return it.
+      int e = errno;
+      pollfd p{fd_.get(), POLLIN, 0};
+      char c;
+      if (::poll(&p, 1, 0) == 1 && ::recv(fd_.get(), &c, 1, MSG_PEEK) == 1) return {};
+      errno = e;
+    }
     if (n < 0) return errno_error("write to mirrord at " + path_);
     off += size_t(n);
   }

@@ -128,6 +128,25 @@ TEST(ControlClient, AWaitingCommandWaitsOnWhileTheDaemonAnswersStatus) {
   EXPECT_GE(d.statuses(), 1);
 }
 
+TEST(ControlClient, ARefusedConnectionGetsTheDaemonsReason) {
+  // A daemon that refuses the connection (too many from this user) writes
+  // one line and closes before the client sent its request: the send fails
+  // (EPIPE), the line is what the user must see, not "Broken pipe".
+  Listener l;
+  ControlClient c;
+  ASSERT_TRUE(c.connect(l.path(), 1000));
+  UniqueFd fd(::accept4(l.fd(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  std::string line = control::error_reply(EAGAIN, "too many control connections").dump() + "\n";
+  ASSERT_EQ(ssize_t(line.size()), ::write(fd.get(), line.data(), line.size()));
+  fd.reset();
+  ASSERT_TRUE(c.send(request("status")));
+  auto r = c.receive(reply_wait(request("status"), 1000));
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ("EAGAIN", (*r)["code"]);
+  EXPECT_EQ("too many control connections", (*r)["error"]);
+}
+
 TEST(ControlClient, ConnectGivesUpWhenTheBacklogStaysFull) {
   // A hung daemon accepts nothing: once its backlog is full a blocking
   // connect() would wait for ever.

@@ -9,11 +9,21 @@
 #include <fstream>
 #include <sstream>
 
+#include "clock.h"
 #include "log.h"
 
 namespace mirror {
 
 using json = nlohmann::json;
+
+namespace {
+
+// " (N more since the last line)" after a rate-limited log line, or "".
+std::string left_out_note(uint64_t n) {
+  return n ? " (" + std::to_string(n) + " more since the last line)" : "";
+}
+
+}  // namespace
 
 struct ControlServer::Client final : Completion {
   ControlServer* server = nullptr;
@@ -23,10 +33,14 @@ struct ControlServer::Client final : Completion {
   std::vector<char> rbuf = std::vector<char>(16 * 1024);
   std::deque<std::string> out;
   size_t out_done = 0;
+  size_t out_bytes = 0;  // in `out`, sent or not
   bool recv_posted = false, send_posted = false;
-  bool busy = false;        // a request is being handled
-  bool subscribed = false;  // `events`
+  bool busy = false;         // a request is being handled
+  bool dispatching = false;  // inside on_command: a reply given at once needs no process()
+  bool subscribed = false;   // `events`
   bool closing = false;
+  bool closing_after_send = false;
+  uint64_t last_active_ms = mono_ms();  // a byte read or sent, a reply given
   int ops = 0;
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
 
@@ -37,8 +51,15 @@ struct ControlServer::Client final : Completion {
 
   void on_complete(int res, uint32_t) override { on_recv(res); }
 
+  // Nothing in progress and no stream: what idle closes and root evicts.
+  bool idle() const { return !busy && !subscribed; }
+  size_t unsent() const { return out_bytes - out_done; }
+  // Too many replies wait for the client to read them: its next requests
+  // stay unread (in the socket, then in its own send buffer) until it does.
+  bool backlogged() const { return unsent() >= server->limits_.max_unsent; }
+
   void post_recv() {
-    if (recv_posted || closing || busy) return;
+    if (recv_posted || closing || closing_after_send || busy || backlogged()) return;
     recv_posted = true;
     ++ops;
     io_uring_prep_recv(server->loop_.sqe(this), fd.get(), rbuf.data(), rbuf.size(), 0);
@@ -49,12 +70,13 @@ struct ControlServer::Client final : Completion {
     --ops;
     if (closing) return maybe_gone();
     if (res <= 0) return close();
+    last_active_ms = mono_ms();
     in.append(rbuf.data(), size_t(res));
     process();
   }
 
   void process() {
-    while (!busy && !closing) {
+    while (!busy && !closing && !closing_after_send && !backlogged()) {
       size_t nl = in.find('\n');
       if (nl == std::string::npos) {
         if (in.size() > control::kMaxMessage) {
@@ -72,8 +94,11 @@ struct ControlServer::Client final : Completion {
         continue;
       }
       if (req->spec->changes_state && !peer.may_change_state) {
-        MLOG_WARN("control: uid %u may not run '%s'", unsigned(peer.uid),
-                  req->spec->name.c_str());
+        uint64_t left_out = 0;
+        if (server->perm_log_.allow(peer.uid, mono_ms(), &left_out)) {
+          MLOG_WARN("control: uid %u may not run '%s'%s", unsigned(peer.uid),
+                    req->spec->name.c_str(), left_out_note(left_out).c_str());
+        }
         send(control::error_reply(EPERM, "'" + req->spec->name +
                                              "' changes state: only root or the control "
                                              "group may run it"));
@@ -82,22 +107,34 @@ struct ControlServer::Client final : Completion {
       if (req->spec->name == "events") subscribed = true;
       busy = true;
       std::weak_ptr<bool> w = alive;
+      dispatching = true;
       server->handler_->on_command(*req, peer, [this, w](json reply) {
         if (w.expired()) return;
         busy = false;
+        last_active_ms = mono_ms();
         send(reply);
-        process();
+        if (!dispatching) process();  // else the loop above goes on
       });
+      dispatching = false;
     }
     post_recv();
   }
 
-  bool closing_after_send = false;
-
   void send(const json& j) {
     if (closing) return;
     out.push_back(j.dump() + "\n");
+    out_bytes += out.back().size();
     kick();
+  }
+
+  // Tells the client why before closing, when its replies are all out (a
+  // client that reads none would never get the line: it is closed at once,
+  // as is one that left its last line unread).
+  void close_with(const json& why) {
+    if (closing) return;
+    if (!out.empty() || closing_after_send) return close();
+    send(why);
+    closing_after_send = true;
   }
 
   void kick() {
@@ -113,13 +150,16 @@ struct ControlServer::Client final : Completion {
     --ops;
     if (closing) return maybe_gone();
     if (res < 0) return close();
+    last_active_ms = mono_ms();
     out_done += size_t(res);
     if (out_done == out.front().size()) {
+      out_bytes -= out.front().size();
       out.pop_front();
       out_done = 0;
     }
     if (out.empty() && closing_after_send) return close();
     kick();
+    if (!busy) process();  // reads requests again once the backlog drained
   }
 
   void close() {
@@ -134,8 +174,13 @@ struct ControlServer::Client final : Completion {
   }
 };
 
-ControlServer::ControlServer(Loop& loop, Handler* handler, std::string control_group)
-    : loop_(loop), handler_(handler), group_(std::move(control_group)) {}
+ControlServer::ControlServer(Loop& loop, Handler* handler, std::string control_group,
+                             control::ClientLimits limits)
+    : loop_(loop),
+      handler_(handler),
+      group_(std::move(control_group)),
+      limits_(limits),
+      idle_timer_(loop, [this] { close_idle(); }) {}
 
 ControlServer::~ControlServer() {
   if (!path_.empty()) ::unlink(path_.c_str());
@@ -155,7 +200,27 @@ Status ControlServer::listen(const std::string& path) {
   acceptor_ = std::make_unique<Acceptor>(loop_, std::move(*sock),
                                          [this](UniqueFd fd) { on_accept(fd.release()); });
   acceptor_->start();
+  idle_timer_.arm(idle_check_ms());
   return {};
+}
+
+uint64_t ControlServer::idle_check_ms() const { return std::max<uint64_t>(limits_.idle_ms / 4, 1); }
+
+void ControlServer::close_idle() {
+  if (stopped_) return;
+  uint64_t now = mono_ms();
+  for (auto& c : clients_) {
+    if (c->closing || !c->idle() || now - c->last_active_ms < limits_.idle_ms) continue;
+    uint64_t left_out = 0;
+    if (limits_log_.allow(c->peer.uid, now, &left_out)) {
+      MLOG_INFO("control: closing an idle connection of uid %u (pid %d)%s", unsigned(c->peer.uid),
+                int(c->peer.pid), left_out_note(left_out).c_str());
+    }
+    c->close_with(control::error_reply(
+        ETIMEDOUT, "no request for " + std::to_string(limits_.idle_ms / 1000) +
+                       " s: closing the connection"));
+  }
+  idle_timer_.arm(idle_check_ms());
 }
 
 bool ControlServer::authorised(const ControlPeer& p) const {
@@ -185,8 +250,40 @@ void ControlServer::on_accept(int fd) {
   c->send_done.c = c.get();
   ucred cred{};
   socklen_t len = sizeof cred;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || clients_.size() >= 64) {
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    MLOG_WARN("control: SO_PEERCRED: %s: connection closed", std::strerror(errno));
     return;  // closes fd
+  }
+  std::vector<Client*> open;
+  std::vector<control::ConnectionView> views;
+  for (auto& o : clients_) {
+    if (o->closing || o->closing_after_send) continue;
+    open.push_back(o.get());
+    views.push_back({o->peer.uid, o->idle()});
+  }
+  control::Admission a = control::admit(views, cred.uid, limits_);
+  uint64_t left_out = 0;
+  if (!a.admit) {
+    if (limits_log_.allow(cred.uid, mono_ms(), &left_out)) {
+      MLOG_WARN("control: refused a connection from uid %u (pid %d): %s%s", unsigned(cred.uid),
+                int(cred.pid), a.reason.c_str(), left_out_note(left_out).c_str());
+    }
+    // One line, then the close. A fresh socket's send buffer takes it whole
+    // at once, so this never blocks the loop; if not, the close alone says it.
+    std::string line = control::error_reply(EAGAIN, a.reason).dump() + "\n";
+    (void)!::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    return;  // closes fd
+  }
+  if (a.evict) {
+    Client* v = open[*a.evict];
+    if (limits_log_.allow(v->peer.uid, mono_ms(), &left_out)) {
+      MLOG_WARN("control: %zu connections: closing an idle one of uid %u (pid %d) for root%s",
+                views.size(), unsigned(v->peer.uid), int(v->peer.pid),
+                left_out_note(left_out).c_str());
+    }
+    v->close_with(control::error_reply(
+        EAGAIN, "closed to make room for root (" + std::to_string(limits_.total) +
+                    " control connections open)"));
   }
   c->peer.uid = cred.uid;
   c->peer.gid = cred.gid;
@@ -207,12 +304,27 @@ void ControlServer::client_closed(Client* c) {
 
 void ControlServer::broadcast(const json& event) {
   for (auto& c : clients_) {
-    if (c->subscribed && !c->closing) c->send(event);
+    if (!c->subscribed || c->closing || c->closing_after_send) continue;
+    if (c->unsent() >= limits_.max_unsent) {
+      // A stream its client does not read: dropping events silently would
+      // leave it with a wrong picture, queueing them would grow without end.
+      uint64_t left_out = 0;
+      if (limits_log_.allow(c->peer.uid, mono_ms(), &left_out)) {
+        MLOG_WARN("control: uid %u (pid %d) reads none of its events (%zu bytes unsent): "
+                  "closing its stream%s",
+                  unsigned(c->peer.uid), int(c->peer.pid), c->unsent(),
+                  left_out_note(left_out).c_str());
+      }
+      c->close();
+      continue;
+    }
+    c->send(event);
   }
 }
 
 void ControlServer::stop() {
   stopped_ = true;
+  idle_timer_.cancel();
   if (acceptor_) acceptor_->stop();
   for (auto& c : clients_) c->close();
   if (!path_.empty()) ::unlink(path_.c_str());

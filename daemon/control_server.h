@@ -7,6 +7,11 @@
 // group may change state. Requests are size-bounded; malformed ones get an
 // error reply and the daemon carries on.
 //
+// One local user must not take the socket from root (control_limits.h):
+// connections are capped per uid and in total (root is always admitted),
+// idle ones are closed, and a client's requests are not read while its
+// unread replies exceed a bound.
+//
 // Thread: the Loop's. Handler calls may reply later (asynchronously).
 #pragma once
 
@@ -20,6 +25,7 @@
 #include <vector>
 
 #include "acceptor.h"
+#include "control_limits.h"
 #include "control_protocol.h"
 #include "listen_addr.h"
 #include "unique_fd.h"
@@ -46,7 +52,8 @@ class ControlServer {
     ~Handler() = default;
   };
 
-  ControlServer(Loop& loop, Handler* handler, std::string control_group);
+  ControlServer(Loop& loop, Handler* handler, std::string control_group,
+                control::ClientLimits limits = {});
   ~ControlServer();
 
   void set_handler(Handler* h) { handler_ = h; }
@@ -60,6 +67,8 @@ class ControlServer {
   struct Client;
   void on_accept(int fd);
   void client_closed(Client* c);
+  void close_idle();
+  uint64_t idle_check_ms() const;
   bool authorised(const ControlPeer& p) const;
 
   Loop& loop_;
@@ -67,7 +76,11 @@ class ControlServer {
   std::string group_;
   std::string path_;
   std::unique_ptr<Acceptor> acceptor_;
-  std::vector<std::unique_ptr<Client>> clients_;
+  std::vector<std::unique_ptr<Client>> clients_;  // in the order they were accepted
+  control::ClientLimits limits_;
+  control::LogRateLimit perm_log_;    // EPERM refusals, per uid
+  control::LogRateLimit limits_log_;  // connections refused or closed, per uid
+  Timer idle_timer_;
   bool stopped_ = false;
 };
 
