@@ -288,11 +288,10 @@ void Volume::discard_poll() {
   discard_->committing = true;
   // This copy first, as at a demote: the resync copies back only the
   // regions either side changed since they diverged; everywhere else this
-  // copy must already equal the survivor's, durably. A primary's writes from
-  // before that, flushed on the peer only (the periodic flush), are covered
-  // here by the activity log, which only a primary's crash recovery turns
-  // into dirty bits: as a secondary, a power loss would silently take them
-  // back.
+  // copy must already equal the survivor's, durably. A primary's writes
+  // since its last flush are covered by the activity log, which only a
+  // primary's crash recovery turns into dirty bits: as a secondary, a power
+  // loss would silently take them back.
   Backend& copy = replicator_ ? static_cast<Backend&>(*replicator_) : *disk_;
   copy.flush(FnDone::make([this](int fe) {
     if (fe) return discard_finish(-fe, std::string("flushing this copy failed (") +
