@@ -247,6 +247,13 @@ void Bitmap::set_flags(uint32_t f) {
   header_changed_ = true;
 }
 
+void Bitmap::undo_header_change(const Generation& before, uint64_t set_current,
+                                uint32_t flags_before, uint32_t flags_after) {
+  if (gen_.current == set_current) set_generation(before);
+  uint32_t changed = flags_before ^ flags_after;
+  set_flags((flags_ & ~changed) | (flags_before & changed));
+}
+
 void Bitmap::set_resync_cursor(uint64_t c) {
   if (c == cursor_) return;
   cursor_ = c;

@@ -128,6 +128,12 @@ class Bitmap {
   void set_generation(const Generation& g);
   uint32_t flags() const { return flags_; }
   void set_flags(uint32_t f);
+  // A header change whose commit failed, put back in memory so that what
+  // this node reports is what is on disk: the generation, if its current id
+  // is still the one the change set, and the flag bits the change touched
+  // (flags_before ^ flags_after; a flag set meanwhile stays).
+  void undo_header_change(const Generation& before, uint64_t set_current, uint32_t flags_before,
+                          uint32_t flags_after);
   uint64_t resync_cursor() const { return cursor_; }
   void set_resync_cursor(uint64_t c);
   uint32_t granularity() const { return id_.granularity; }

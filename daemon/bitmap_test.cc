@@ -711,6 +711,29 @@ TEST_F(BitmapDamageTest, ResetKeepsTheRecordedRoleAndDiskFailures) {
   }
 }
 
+TEST_F(BitmapTest, UndoHeaderChangePutsBackOnlyWhatTheChangeTouched) {
+  auto bm = open_clean(*loop_, path_, three_block_ident());
+  Generation before;
+  before.current = 1;
+  bm->set_generation(before);
+  bm->set_flags(kFlagFullSyncNeeded);
+  Generation after = before;
+  after.history[0] = 1;
+  after.current = 2;
+  bm->set_generation(after);
+  bm->set_flags(0);                // the change cleared kFlagFullSyncNeeded
+  bm->set_flags(kFlagDisposableLocalWrites);       // another flag set meanwhile
+  bm->undo_header_change(before, 2, kFlagFullSyncNeeded, 0);
+  EXPECT_EQ(bm->generation(), before);
+  EXPECT_EQ(bm->flags(), kFlagFullSyncNeeded | kFlagDisposableLocalWrites);
+  // A generation moved on since (not the one the change set) stays.
+  Generation later = before;
+  later.current = 3;
+  bm->set_generation(later);
+  bm->undo_header_change(before, 2, kFlagFullSyncNeeded, 0);
+  EXPECT_EQ(bm->generation(), later);
+}
+
 TEST_F(BitmapDamageTest, ChangedGranularityKeepsDirtyRegionsRoleAndGenerations) {
   Generation g;
   g.current = 0x1111;

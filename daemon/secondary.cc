@@ -303,9 +303,7 @@ void SecondaryApplier::done(Apply* a, int err) {
       // base this copy will not know after a restart: "unrelated data").
       MLOG_ERROR("replication: cannot record the end of the resync in the metadata: %s",
                  strerror(-err));
-      if (bitmap_.generation().current == new_current) bitmap_.set_generation(prev_gen);
-      uint32_t changed = prev_flags ^ new_flags;
-      bitmap_.set_flags((bitmap_.flags() & ~changed) | (prev_flags & changed));
+      bitmap_.undo_header_change(prev_gen, new_current, prev_flags, new_flags);
     }
     return reply(epoch, id, err);
   }

@@ -393,9 +393,7 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
       // tells the primary what is on disk. A generation reported but never
       // recorded moves the primary on to a base this copy will not know
       // after a restart ("unrelated data", for a fault on this node).
-      if (bitmap_->generation() == g) bitmap_->set_generation(prev_gen);
-      uint32_t changed = prev_flags ^ flags;
-      bitmap_->set_flags((bitmap_->flags() & ~changed) | (prev_flags & changed));
+      bitmap_->undo_header_change(prev_gen, g.current, prev_flags, flags);
     }
     auto sp = weak.lock();
     if (!sp || sp->gone) return;
