@@ -246,7 +246,17 @@ Result<Bitmap::LoadOutcome> Bitmap::load(uint64_t file_size, BitmapOpenReport& r
   }
   if (size == 0 || size > uint64_t(INT64_MAX))
     return full("invalid volume size " + std::to_string(size));
-  if (!b.node.is(id_.node)) return foreign("node name", quoted(b.node.text()), quoted(id_.node));
+  // Not a reset: almost always a daemon started with the wrong --node (or on
+  // the wrong host), whose reset would cost its own node a full resync, or,
+  // split, its image.
+  if (!b.node.is(id_.node)) {
+    return Error{EINVAL, pre + "it belongs to node " + quoted(b.node.text()) +
+                             ", but this daemon runs as node " + quoted(id_.node) +
+                             " (--node or the host name): nothing was changed. A wrong --node? "
+                             "If the node was renamed in the volume file, move this file away "
+                             "(the node then needs --discard-my-data once: a full copy from its "
+                             "peer)"};
+  }
   if (!b.peer.is(id_.peer)) return foreign("peer name", quoted(b.peer.text()), quoted(id_.peer));
   // A changed granularity is the operator's edit of the volume file: the
   // map is read in the recorded one and every dirty byte marked in the new

@@ -664,7 +664,6 @@ TEST_F(BitmapDamageTest, ForeignIdentity) {
       {"volume name is \"vol0\", expected \"vol1\"", [](MetaIdentity& i) { i.volume = "vol1"; }},
       {"volume size is 399507456, expected 399503360 (shrinking is not supported)",
        [](MetaIdentity& i) { i.volume_size -= 4096; }},
-      {"node name", [](MetaIdentity& i) { i.node = "gamma"; }},
       {"peer name", [](MetaIdentity& i) { i.peer = "gamma"; }},
   };
   for (const Case& c : cases) {
@@ -679,6 +678,25 @@ TEST_F(BitmapDamageTest, ForeignIdentity) {
     EXPECT_EQ(r.recorded_primary, std::optional<bool>(true));
     expect_full_resync(r, c.field, &other);
   }
+}
+
+TEST_F(BitmapDamageTest, AnotherNodesMetadataIsRefusedAndKeptAsItIs) {
+  // A daemon started with the wrong --node (or on the wrong host): a reset
+  // would cost the node whose file it is a full resync, or its split image.
+  std::vector<uint8_t> before = read_file(path_);
+  MetaIdentity other = id_;
+  other.node = "gamma";
+  auto bm = Bitmap::open(*loop_, path_, other, nullptr);
+  ASSERT_FALSE(bm);
+  EXPECT_EQ(bm.error().code, EINVAL);
+  EXPECT_TRUE(contains(bm.error().message, "belongs to node \"" + id_.node + "\"") &&
+              contains(bm.error().message, "runs as node \"gamma\"") &&
+              contains(bm.error().message, "wrong --node"))
+      << bm.error().message;
+  EXPECT_EQ(read_file(path_), before);
+  BitmapOpenReport r;
+  reopen(&r).reset();
+  EXPECT_FALSE(r.full_resync) << r.reason;
 }
 
 TEST_F(BitmapDamageTest, ResetKeepsTheRecordedRoleAndDiskFailures) {
