@@ -33,6 +33,11 @@ inline constexpr uint32_t kFlagCleanShutdown = 1;
 inline constexpr uint32_t kFlagPrimary = 2;
 inline constexpr uint32_t kFlagDisposableLocalWrites = 4;
 inline constexpr uint32_t kFlagFullSyncNeeded = 8;
+// This copy is being resynced and is not a consistent image until the
+// primary sends SYNC_DONE (a secondary's flag).
+inline constexpr uint32_t kFlagInconsistent = 1u << 16;
+// The mirror is split (both nodes); kept until rejoin, across restarts.
+inline constexpr uint32_t kFlagSplit = 1u << 17;
 // This node's disk failed a write and was detached (on-io-error = detach):
 // its data is outdated, the peer holds the only current copy. A node with it
 // never serves again until --discard-my-data (a full copy from the peer).
@@ -41,10 +46,20 @@ inline constexpr uint32_t kFlagDiskFailed = 1u << 18;
 // (a secondary's flag; promote needs no --force). Cleared by promote and by
 // a resync into this copy.
 inline constexpr uint32_t kFlagPeerDiskFailed = 1u << 19;
+// This node's metadata was lost (created, or no superblock readable) while
+// its copy held data: whether that copy is older or newer than the peer's is
+// unknown (after a failover it may be the only current one). A full sync
+// into it from a primary whose metadata is intact waits for the operator
+// (--discard-my-data). Cleared once a plan with the peer is adopted.
+inline constexpr uint32_t kFlagCopyUnknown = 1u << 20;
 // Facts about the copies, not about the maps: a reset after a readable
-// superblock keeps them (a reset that forgot a detached disk would let its
-// outdated copy start as primary and full-sync over the only current one).
-inline constexpr uint32_t kFlagsKeptOnReset = kFlagPrimary | kFlagDiskFailed | kFlagPeerDiskFailed;
+// superblock keeps them. Forgotten, a detached disk's outdated copy would
+// start as primary and full-sync over the only current one; a split image
+// would be overwritten without a rejoin; a half-resynced copy would pass
+// for a consistent image.
+inline constexpr uint32_t kFlagsKeptOnReset = kFlagPrimary | kFlagDiskFailed |
+                                              kFlagPeerDiskFailed | kFlagSplit |
+                                              kFlagInconsistent | kFlagCopyUnknown;
 
 // Who this metadata belongs to. volume, node and peer: at most 64 bytes, no
 // NUL. granularity, al_extent: powers of two, 4096 .. 2^31.

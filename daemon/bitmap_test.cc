@@ -706,7 +706,12 @@ TEST_F(BitmapDamageTest, ResetKeepsTheRecordedRoleAndDiskFailures) {
   // reads that file next). The primary whose disk failed and was detached
   // holds an outdated copy; forgotten, it starts as primary and full-syncs
   // it over the peer's, the only current one.
-  const uint32_t facts[] = {kFlagPrimary | kFlagDiskFailed, kFlagPeerDiskFailed};
+  // A split, too (a reset that forgot it resynced over the split image
+  // without a rejoin), an unfinished resync into this copy (forgotten, the
+  // half-written copy passes for an image), and a copy of unknown history.
+  const uint32_t facts[] = {kFlagPrimary | kFlagDiskFailed, kFlagPeerDiskFailed,
+                            kFlagPrimary | kFlagSplit, kFlagSplit | kFlagInconsistent,
+                            kFlagCopyUnknown};
   for (uint32_t f : facts) {
     SCOPED_TRACE(f);
     SetUp();

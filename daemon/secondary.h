@@ -34,13 +34,6 @@
 
 namespace mirror {
 
-// Metadata flag (docs/bitmap-format.md): this copy is being resynced and is
-// not a consistent image until the primary sends SYNC_DONE.
-inline constexpr uint32_t kFlagInconsistent = 1u << 16;
-// Metadata flag: the mirror is split (both nodes); kept until rejoin, across
-// restarts.
-inline constexpr uint32_t kFlagSplit = 1u << 17;
-
 class SecondaryApplier {
  public:
   SecondaryApplier(Loop& loop, Backend& local, Bitmap& bitmap);

@@ -205,6 +205,14 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   } else {
     role_ = (flags & kFlagPrimary) ? Role::kPrimary : Role::kSecondary;
   }
+  if ((report.created || report.full_resync) && !report.recorded_primary &&
+      !opts_.discard_my_data && volume_internal::may_hold_data(file_->fd())) {
+    // Nothing says whether this copy is older or newer than the peer's.
+    flags |= kFlagCopyUnknown;
+    MLOG_WARN("metadata %s: no record of this copy's history, and %s holds data: a full sync "
+              "into it waits for the operator (--discard-my-data)",
+              bm.path().c_str(), self_.backing.c_str());
+  }
   if ((flags & kFlagDiskFailed) && !opts_.discard_my_data)
     return Error{EIO, "metadata " + bm.path() + ": this node's disk failed and was detached "
                       "(on-io-error = detach): its copy is outdated and '" + peer_.name +

@@ -384,6 +384,13 @@ class Volume final : public LinkConn::Handler {
   // the last one's reason: "" once free (then the next refusal is logged).
   uint64_t split_busy_refusals_ = 0;
   std::string split_busy_why_;
+  // The last refusal to let a plan overwrite this copy (its history
+  // unknown, kFlagCopyUnknown; its split image kept from a primary that no
+  // longer knows of the split): logged once, not at every retried handshake.
+  std::string copy_refusal_why_;
+  // The primary's last refusal of a plan (split brain, unrelated data):
+  // logged once per reason.
+  std::string plan_refusal_why_;
   bool stop_requested_ = false;     // stop_requested(): no new hold
   uint64_t split_unix_ms_ = 0;
   uint64_t split_drain_us_ = 0;

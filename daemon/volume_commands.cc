@@ -84,10 +84,13 @@ void Volume::rejoin(Done done) {
       retry_handler_ = false;
       return done(EALREADY, "not split");
     }
-    MLOG_INFO("volume '%s': rejoin: asking '%s' to run its before-resync-target again now",
-              cfg_.name.c_str(), peer_.name.c_str());
+    // (It refused: its before-resync-target failed, or it keeps a split
+    // image for a primary that no longer knows of the split.)
+    MLOG_INFO("volume '%s': rejoin: asking '%s' again now (it refused: %s)", cfg_.name.c_str(),
+              peer_.name.c_str(), peer_refusal_.why.c_str());
     peer_refusal_.why.clear();  // rejoin --wait waits for this rejoin's answer
-    done(0, "retrying now: '" + peer_.name + "' runs its before-resync-target again");
+    done(0, "retrying now: '" + peer_.name + "' is asked again (its before-resync-target runs "
+            "again; a split image it kept is resynced)");
     // Even if the secondary is the node that dials: it holds off for the
     // retry-after it gave, and would not ask again before then.
     return dial_now(/*even_if_not_dialer=*/true);

@@ -3,6 +3,9 @@
 // needs. Not part of the Volume's interface.
 #pragma once
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 
@@ -34,8 +37,15 @@ inline constexpr const char* kDisklessHelp =
 inline uint32_t discard_my_data_flags(uint32_t flags) {
   flags |= kFlagFullSyncNeeded | kFlagInconsistent;
   flags &= ~(kFlagSplit | kFlagDisposableLocalWrites | kFlagPrimary | kFlagDiskFailed |
-             kFlagPeerDiskFailed);
+             kFlagPeerDiskFailed | kFlagCopyUnknown);
   return flags;
+}
+
+// Whether the backing store `fd` may hold data: false only for a regular
+// file that is one hole (a new file: nothing to lose). A block device, or a
+// file system without SEEK_DATA, counts as holding data.
+inline bool may_hold_data(int fd) {
+  return !(::lseek(fd, 0, SEEK_DATA) < 0 && errno == ENXIO);
 }
 
 // Whether a running node that loses a split brain can have only its own

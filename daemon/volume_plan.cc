@@ -166,22 +166,47 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
              "restart the primary with --force-full-sync to overwrite the peer";
   }
   if (!refuse.empty()) {
-    if (refuse.starts_with("split brain")) split_brain_ = true;
-    MLOG_ERROR("volume '%s': %s; nothing was overwritten. Choose the survivor: on the node "
-               "whose data is discarded, run `mirrorctl discard-my-data` (or restart it "
-               "once with --discard-my-data)",
-               cfg_.name.c_str(), refuse.c_str());
+    bool brain = refuse.starts_with("split brain");
+    if (brain) split_brain_ = true;
+    // Once per reason, not at every handshake the dialer retries.
+    if (plan_refusal_why_ != refuse) {
+      MLOG_ERROR("volume '%s': %s; nothing was overwritten. %s", cfg_.name.c_str(),
+                 refuse.c_str(),
+                 brain ? "Choose the survivor: on the node whose data is discarded, run "
+                         "`mirrorctl discard-my-data` (or restart it once with --discard-my-data)"
+                       : "Choose the survivor: restart the node whose data is discarded once "
+                         "with --discard-my-data");
+    }
+    plan_refusal_why_ = refuse;
     return session_error(s, refuse, false);
   }
+  plan_refusal_why_.clear();
   split_brain_ = false;
+  auto knows = [&my](uint64_t id) {
+    return id != 0 && (id == my.current || id == my.bitmap || id == my.history[0] ||
+                       id == my.history[1]);
+  };
+  if ((st.flags & kFlagSplit) && !(st.flags & kFlagInconsistent) && !(flags & kFlagSplit) &&
+      kind != link::Plan::kInSync && kind != link::Plan::kAdopt && !knows(peer.current) &&
+      !retry_handler_ && !opts_.force_full_sync) {
+    // The peer keeps a split image from a generation this node does not
+    // know: this node's metadata was lost or reset while split. The pair
+    // stays split (and says so) until the operator's rejoin.
+    MLOG_WARN("volume '%s': '%s' keeps a split image this node no longer knows of (its "
+              "metadata was lost or reset): the pair stays split until `mirrorctl rejoin`",
+              cfg_.name.c_str(), peer_.name.c_str());
+    flags |= kFlagSplit;
+    bitmap_->set_flags(flags);
+  }
   // From here until activate(), new writes wait: one marked dirty after this
   // decision (a kernel device re-attached at start retries its writes at
   // once) would move the generation under a plan already decided, and an
   // "in sync" plan would never copy it to the peer.
   replicator_->begin_plan_hold();
   s->plan_hold = replicator_.get();
-  if ((flags & kFlagSplit) && kind != link::Plan::kFull && kind != link::Plan::kAdopt) {
-    // Split until the operator rejoins: connected, nothing copied.
+  if ((flags & kFlagSplit) && kind != link::Plan::kAdopt) {
+    // Split until the operator rejoins: connected, nothing copied (a full
+    // sync too: metadata reset while split keeps the split).
     kind = link::Plan::kStandby;
   }
   if (kind == link::Plan::kFull) {
@@ -236,13 +261,17 @@ bool writes_into_copy(link::Plan::Kind kind) {
 constexpr uint64_t kSplitBusyRetryMs = 5000;
 // ... and while it cannot tell yet whether it is (a device call running).
 constexpr uint64_t kSplitUnknownRetryMs = 2000;
+// How soon the primary may ask again for a full sync into a copy whose
+// history is unknown (the operator must act; a restart asks at once).
+constexpr uint64_t kCopyUnknownRetryMs = 30000;
 }  // namespace
 
 void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
   uint32_t flags = bitmap_->flags();
   bool resync = writes_into_copy(plan.kind);
-  if (resync && split_image_in_use && (flags & kFlagSplit) &&
-      !(flags & (kFlagInconsistent | kFlagFullSyncNeeded))) {
+  // (Reset metadata, kFlagFullSyncNeeded, keeps the split: the image is
+  // still what it was.)
+  if (resync && split_image_in_use && (flags & kFlagSplit) && !(flags & kFlagInconsistent)) {
     // A rejoin would turn the split image a backup may still be reading
     // into a mix of old and new blocks: a file system mounted on it would
     // fail mid-backup. Like demote, refused while the device is in use;
@@ -281,6 +310,42 @@ void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) 
 void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& plan) {
   if (role_ != Role::kSecondary || !applier_ || active_)
     return session_error(s, "the node changed while the plan waited; retrying", false);
+  const uint32_t my_flags = bitmap_->flags();
+  const uint64_t mine = bitmap_->generation().current;
+  const link::Generation& pg = peer_state_.gen;
+  bool knows_split = mine != 0 && (pg.current == mine || pg.bitmap == mine ||
+                                   pg.history0 == mine || pg.history1 == mine);
+  if (plan.kind == link::Plan::kFull && (my_flags & kFlagCopyUnknown) &&
+      !(peer_state_.flags & kFlagFullSyncNeeded)) {
+    // This node lost its metadata, the primary did not: the primary's
+    // history goes on, this copy's is unknown. After a failover this copy
+    // may be the only current one, and the volume file's `primary` the
+    // stale node: never overwritten without the operator's word.
+    std::string why = "node '" + self_.name + "' lost its metadata while its copy held data: "
+                      "nothing says whether that copy is older or newer than '" + peer_.name +
+                      "''s (after a failover it may be the only current one), so nothing was "
+                      "overwritten. If '" + peer_.name + "' holds the current data, restart '" +
+                      self_.name + "' once with --discard-my-data. If '" + self_.name +
+                      "' holds it, stop '" + peer_.name + "', run `mirrorctl promote --force` on '" +
+                      self_.name + "', then start '" + peer_.name + "' once with --discard-my-data";
+    if (copy_refusal_why_ != why) MLOG_ERROR("volume '%s': %s", cfg_.name.c_str(), why.c_str());
+    copy_refusal_why_ = why;
+    return session_error(s, why, false, kCopyUnknownRetryMs, ECANCELED);
+  }
+  if (writes_into_copy(plan.kind) && (my_flags & kFlagSplit) && !(my_flags & kFlagInconsistent) &&
+      !knows_split && !(h.flags & link::kFlagRetryNow)) {
+    // A rejoin comes from a primary whose generations go back to this
+    // image's. This one's do not: its metadata was lost while split, so it
+    // no longer knows the pair is split. The image stays until the operator
+    // says otherwise (rejoin on the primary: its PLAN then says "go").
+    std::string why = "the split image on node '" + self_.name + "' is kept: the primary '" +
+                      peer_.name + "' no longer knows of the split (its metadata was lost or "
+                      "reset). To resync over the image, run `mirrorctl rejoin` on '" + peer_.name +
+                      "'";
+    if (copy_refusal_why_ != why) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
+    copy_refusal_why_ = why;
+    return session_error(s, why, false, kCopyUnknownRetryMs, ECANCELED);
+  }
   if (plan.kind != link::Plan::kStandby && local_->writable()) {
     // The split ends: local clients may no longer change the image the
     // resync is about to overwrite.
@@ -347,6 +412,8 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
   const uint32_t prev_flags = bitmap_->flags();
   Generation g = prev_gen;
   uint32_t flags = prev_flags;
+  // The primary's plan places this copy in the pair's history again.
+  if (plan.kind != link::Plan::kStandby) flags &= ~kFlagCopyUnknown;
   switch (plan.kind) {
     case link::Plan::kInSync:
       flags &= ~kFlagSplit;
@@ -483,6 +550,7 @@ void Volume::activate(Session* s) {
   // a crash before it plans FULL again, which copies more, never less).
   if (s->plan == link::Plan::kFull)
     bitmap_->set_flags(bitmap_->flags() & ~kFlagFullSyncNeeded);
+  if (s->plan != link::Plan::kStandby) bitmap_->set_flags(bitmap_->flags() & ~kFlagCopyUnknown);
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
   } else {

@@ -449,6 +449,14 @@ start_synced_pair() {
     wait_state alpha synchronized "${1:-60}" >/dev/null || die "the pair did not synchronize"
 }
 
+# new_synced_pair [TIMEOUT]: both nodes killed, their images and metadata
+# removed, then start_synced_pair (one test, several cases from scratch).
+new_synced_pair() {
+    local n
+    for n in "${NODES[@]}"; do kill_node "$n"; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
+    start_synced_pair "$@"
+}
+
 # must_start NODE [ARGS...]: start_node or die.
 must_start() {
     start_node "$@" || die "$1 did not start (see its log)"

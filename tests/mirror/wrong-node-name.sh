@@ -16,10 +16,7 @@ have_ctl || skip "needs mirrorctl"
 run() {  # run STATE: degraded or split
 STATE=$1
 log "---- $STATE"
-for n in alpha beta; do kill_node "$n"; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
-setup_pair
-start_pair
-wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize"
+new_synced_pair 30
 check "1M of 0x11 at 0" nbd_fill "$(nbd_unix_uri alpha)" 0 $MiB 17
 if [ "$STATE" = split ]; then
     out=$(ctl alpha split) && pass "split: $out" || die "split failed: $out"
