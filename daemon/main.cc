@@ -355,7 +355,8 @@ int run(int argc, char** argv) {
   if (nbd_tls != nbd::TlsMode::kOff) {
     std::string warning;
     auto ctx = TlsContext::create(nbd_tls_files, &warning,
-                                  {.key_prefix = "nbd-tls", .min_version = 0x0303});  // TLS 1.2
+                                  {.key_prefix = "nbd-tls", .min_version = 0x0303,  // TLS 1.2
+                                   .dials = false});
     if (!ctx) {
       MLOG_ERROR("%s%s", self ? (cfg.file + ": node '" + self->name + "': ").c_str() : "",
                  ctx.error().message.c_str());

@@ -120,13 +120,31 @@ Result<std::shared_ptr<TlsContext>> TlsContext::create(const TlsFiles& files,
                              "\" does not belong to the certificate in \"" + files.cert + "\""};
   X509* own = SSL_CTX_get0_certificate(raw);
   if (own && warning) {
+    const std::string which = cert_key + " \"" + files.cert + "\" (" + subject_of(own) + ")";
     if (X509_cmp_current_time(X509_get0_notAfter(own)) < 0) {
-      *warning = cert_key + " \"" + files.cert + "\" (" + subject_of(own) + ") expired on " +
-                 time_text(X509_get0_notAfter(own)) + ": peers will refuse it";
-    } else if (X509_cmp_current_time(X509_get0_notBefore(own)) > 0) {
-      *warning = cert_key + " \"" + files.cert + "\" (" + subject_of(own) +
-                 ") is not valid before " + time_text(X509_get0_notBefore(own)) +
+      *warning = which + " expired on " + time_text(X509_get0_notAfter(own)) +
                  ": peers will refuse it";
+    } else if (X509_cmp_current_time(X509_get0_notBefore(own)) > 0) {
+      *warning = which + " is not valid before " + time_text(X509_get0_notBefore(own)) +
+                 ": peers will refuse it";
+    }
+    // No extension: any purpose. With one, OpenSSL's peers check the role.
+    // A link certificate without clientAuth works while the other node
+    // dials, and is refused the first time this one does (a rejoin, a
+    // restart of the other node): say so now.
+    uint32_t xku = X509_get_extended_key_usage(own);
+    std::string missing;
+    if (xku != UINT32_MAX) {
+      if (!(xku & XKU_SSL_SERVER)) missing = "serverAuth";
+      if (options.dials && !(xku & XKU_SSL_CLIENT))
+        missing += std::string(missing.empty() ? "" : " and ") + "clientAuth";
+    }
+    if (!missing.empty()) {
+      if (!warning->empty()) *warning += "; ";
+      *warning += which + " has no " + missing + " extended key usage: peers refuse it when "
+                  "this node " + (missing == "clientAuth" ? "dials" : "accepts or dials") +
+                  " (\"unsuitable certificate purpose\"); issue it with extendedKeyUsage = " +
+                  (options.dials ? "serverAuth, clientAuth" : "serverAuth");
     }
   }
   return ctx;

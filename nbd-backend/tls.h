@@ -43,13 +43,18 @@ struct TlsOptions {
   // Oldest protocol accepted. The link is TLS 1.3 only; NBD clients must be
   // offered TLS 1.2 too (the NBD spec's "TLS versions").
   int min_version = 0x0304;  // TLS1_3_VERSION
+  // This side also dials (the replication link: either node connects), so
+  // its certificate serves as a client certificate too.
+  bool dials = true;
 };
 
 class TlsContext {
  public:
   // Loads and checks the files. `warning` gets a line to log when this
-  // node's own certificate is expired or not yet valid: that is not fatal
-  // (the primary keeps serving its clients), but the peer will refuse it.
+  // node's own certificate is expired or not yet valid, or its extended key
+  // usage leaves out a role it plays (serverAuth; clientAuth if it dials):
+  // that is not fatal (the primary keeps serving its clients), but the peer
+  // will refuse it.
   // With `files.ca` set, the peer must present a certificate that chains to
   // it (both directions: mutual TLS); without, the peer is not asked for one.
   static Result<std::shared_ptr<TlsContext>> create(const TlsFiles& files, std::string* warning,

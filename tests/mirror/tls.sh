@@ -24,6 +24,7 @@ mkcert beta beta ca 2
 mkcert beta-rogue beta rogue 2
 mkcert beta-expired beta ca -1
 mkcert beta-gamma gamma ca 2
+mkcert alpha-server alpha ca 2 "" "" serverAuth
 
 TLS_EXTRA="tls = true
 tls-ca = \"$PKI/ca.pem\""
@@ -87,6 +88,14 @@ logged "[expired] beta warned at start that its own certificate expired" beta \
 node_tls beta beta-gamma; new_pair
 refused "beta's certificate names gamma" "certificate \(CN = gamma\) was refused: it does not name node 'beta'"
 node_tls beta beta
+
+# alpha's certificate is for servers only: refused when alpha dials (it
+# does: its name sorts first), and alpha said so at start.
+node_tls alpha alpha-server; new_pair
+refused "alpha's certificate has no clientAuth" "certificate \(CN = alpha\) was refused: unsuitable certificate purpose"
+logged "[serverAuth only] alpha warned at start that peers refuse it when it dials" alpha \
+    "tls-cert \"$PKI/alpha-server.pem\" (CN = alpha) has no clientAuth extended key usage: peers refuse it when this node dials"
+node_tls alpha alpha
 
 B_MODE=plain; new_pair
 refused "beta has tls off (plaintext), alpha on" "the peer speaks TLS, but tls is off on this node"
