@@ -52,6 +52,11 @@ inline constexpr uint32_t kFlagPeerDiskFailed = 1u << 19;
 // into it from a primary whose metadata is intact waits for the operator
 // (--discard-my-data). Cleared once a plan with the peer is adopted.
 inline constexpr uint32_t kFlagCopyUnknown = 1u << 20;
+// New metadata (created here) that has agreed no plan with the peer yet.
+// initial-sync = skip lets two such nodes adopt each other's copies as
+// identical (a new pair); a node without it gives a peer with new metadata
+// a full copy (a replaced disk). Cleared at the first plan adopted.
+inline constexpr uint32_t kFlagUnpaired = 1u << 21;
 // Facts about the copies, not about the maps: a reset after a readable
 // superblock keeps them. Forgotten, a detached disk's outdated copy would
 // start as primary and full-sync over the only current one; a split image

@@ -205,6 +205,7 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   } else {
     role_ = (flags & kFlagPrimary) ? Role::kPrimary : Role::kSecondary;
   }
+  if (report.created) flags |= kFlagUnpaired;
   if ((report.created || report.full_resync) && !report.recorded_primary &&
       !opts_.discard_my_data && volume_internal::may_hold_data(file_->fd())) {
     // Nothing says whether this copy is older or newer than the peer's.

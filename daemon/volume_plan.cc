@@ -132,8 +132,13 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     // (A peer whose own disk failed and was detached holds an outdated copy.)
     kind = link::Plan::kFull;
   } else if (peer.current == 0 || (st.flags & kFlagFullSyncNeeded)) {
-    bool both_new = peer.current == 0 && my.bitmap == 0 && my.history[0] == 0 &&
-                    bitmap_->dirty_bytes() == 0 && cfg_.initial_sync == InitialSync::kSkip;
+    // Both new, not just the peer: a primary that ever agreed a plan has a
+    // copy with history, and a peer with new metadata (a replaced disk,
+    // discard-my-data) takes a full copy of it.
+    bool both_new = peer.current == 0 && (flags & kFlagUnpaired) && (st.flags & kFlagUnpaired) &&
+                    !peer_disposable && !(st.flags & kFlagInconsistent) && my.bitmap == 0 &&
+                    my.history[0] == 0 && bitmap_->dirty_bytes() == 0 &&
+                    cfg_.initial_sync == InitialSync::kSkip;
     kind = both_new ? link::Plan::kAdopt : link::Plan::kFull;
   } else if (peer.current == my.current && my.bitmap == 0 && !peer_disposable) {
     kind = link::Plan::kInSync;
@@ -413,7 +418,7 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
   Generation g = prev_gen;
   uint32_t flags = prev_flags;
   // The primary's plan places this copy in the pair's history again.
-  if (plan.kind != link::Plan::kStandby) flags &= ~kFlagCopyUnknown;
+  if (plan.kind != link::Plan::kStandby) flags &= ~(kFlagCopyUnknown | kFlagUnpaired);
   switch (plan.kind) {
     case link::Plan::kInSync:
       flags &= ~kFlagSplit;
@@ -550,7 +555,8 @@ void Volume::activate(Session* s) {
   // a crash before it plans FULL again, which copies more, never less).
   if (s->plan == link::Plan::kFull)
     bitmap_->set_flags(bitmap_->flags() & ~kFlagFullSyncNeeded);
-  if (s->plan != link::Plan::kStandby) bitmap_->set_flags(bitmap_->flags() & ~kFlagCopyUnknown);
+  if (s->plan != link::Plan::kStandby)
+    bitmap_->set_flags(bitmap_->flags() & ~(kFlagCopyUnknown | kFlagUnpaired));
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
   } else {
