@@ -59,10 +59,13 @@ void Volume::on_peer_state(Session* s, const link::State& st) {
   if (role_ == Role::kPrimary) {
     if (st.role == link::State::kPrimary) {
       split_brain_ = true;
-      MLOG_ERROR("split brain: both '%s' and '%s' are primary; nothing was overwritten. "
-                 "Choose the survivor: run `mirrorctl discard-my-data` on the other node",
-                 self_.name.c_str(), peer_.name.c_str());
-      return session_error(s, "split brain: both nodes are primary", false);
+      const std::string why = "split brain: both nodes are primary";
+      if (plan_refusal_why_ != why)  // once, not at every handshake retried
+        MLOG_ERROR("split brain: both '%s' and '%s' are primary; nothing was overwritten. "
+                   "Choose the survivor: run `mirrorctl discard-my-data` on the other node",
+                   self_.name.c_str(), peer_.name.c_str());
+      plan_refusal_why_ = why;
+      return session_error(s, why, false);
     }
     return plan_as_primary(s, st);
   }
