@@ -18,6 +18,7 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"link", st.link},
       {"state", st.state},
       {"consistent", st.consistent},
+      {"copy_history_unknown", st.copy_history_unknown},
       {"size", st.size},
       {"out_of_sync_bytes", st.dirty_bytes},
       {"resync",

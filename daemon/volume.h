@@ -53,6 +53,9 @@ struct VolumeStatus {
   std::string link;          // connected / connecting / disconnected
   std::string state;         // synchronized, resyncing, degraded, split, split-brain, ...
   bool consistent = true;    // this copy is a usable image
+  // This node's metadata was lost while its copy held data (kFlagCopyUnknown):
+  // nothing says whether the copy is older or newer than the peer's.
+  bool copy_history_unknown = false;
   uint64_t size = 0;
   uint64_t dirty_bytes = 0;  // out of sync with the peer
   ResyncProgress resync;

@@ -46,6 +46,7 @@ VolumeStatus Volume::status() const {
     if (st.link_tls) st.tls = tls->info();
   }
   st.last_error = last_error_;
+  st.copy_history_unknown = bitmap_->flags() & kFlagCopyUnknown;
   st.split = bitmap_->flags() & kFlagSplit;
   st.split_unix_ms = split_unix_ms_;
   st.split_drain_us = split_drain_us_;

@@ -44,6 +44,10 @@ run() {  # run DAMAGE
     fi
     wait_log alpha "lost its metadata" 10 >/dev/null && pass "[$d] alpha's log says why the peer refused" \
         || fail "[$d] alpha's log does not say why the peer refused"
+    check_eq "[$d] beta's status says its copy's history is unknown" true \
+        "$(status_get beta .copy_history_unknown)"
+    check "[$d] mirrorctl status (table) on beta warns about it" \
+        sh -c "'$MIRRORCTL' --socket '${NODE_CTL[beta]}' status | grep -q 'metadata was lost'"
     check_eq "[$d] beta still holds its post-failover write" 34 "$(byte_at "${NODE_IMG[beta]}" 0)"
     verify_writes "[$d] beta's disk holds every write beta acknowledged" "w$d" \
         --image "${NODE_IMG[beta]}" $((16 * MiB)) $((4 * MiB))
@@ -53,6 +57,8 @@ run() {  # run DAMAGE
         || fail "[$d] promote --force beta: $out"
     must_start alpha --discard-my-data
     wait_state beta synchronized 60 >/dev/null || fail "[$d] the pair did not synchronize from beta"
+    check_eq "[$d] once alpha took beta's copy, beta's history is known again" false \
+        "$(status_get beta .copy_history_unknown)"
     verify_writes "[$d] every write beta acknowledged, read through beta" "w$d" \
         --uri "$(nbd_unix_uri beta)" $((16 * MiB)) $((4 * MiB))
     stop_pair
