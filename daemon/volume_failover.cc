@@ -123,6 +123,12 @@ std::string Volume::behind_reason() const {
     return "the peer is not connected, so nothing shows that this copy has its latest data "
            "(or that it is no longer primary)";
   const link::State& p = peer_state_;
+  // A peer that takes a copy (mid-resync into it, or discard-my-data), or
+  // has none (new metadata on a blank disk): nothing there is newer. Not
+  // a peer whose metadata was lost over data (kFlagCopyUnknown).
+  if (!(p.flags & kFlagCopyUnknown) &&
+      ((p.flags & kFlagInconsistent) || (p.gen.current == 0 && (p.flags & kFlagFullSyncNeeded))))
+    return "";
   if (p.gen.current != bitmap_->generation().current || p.gen.bitmap != 0 || p.dirty_bytes)
     return "the peer's generation differs: it has data this copy lacks";
   return "";
