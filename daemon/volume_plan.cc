@@ -173,6 +173,20 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     refuse = "the two copies share no generation (unrelated data); "
              "restart the primary with --force-full-sync to overwrite the peer";
   }
+  if (refuse.empty() && kind == link::Plan::kFull && (flags & kFlagUnpaired) &&
+      !(flags & kFlagCopyUnknown) && peer.current != 0 && !opts_.force_full_sync &&
+      !(st.flags & (kFlagUnpaired | kFlagFullSyncNeeded | kFlagDisposableLocalWrites |
+                    kFlagInconsistent | kFlagDiskFailed))) {
+    // New metadata on a blank store (kFlagCopyUnknown unset: a regular
+    // file that is one hole), against a peer whose copy has a history: a
+    // replaced disk started as primary (the volume file names it). Its
+    // full sync would copy nothing but holes over the pair's data.
+    refuse = "this node's metadata is new and its disk is blank, but '" + peer_.name +
+             "''s copy has a history: a full sync from here would overwrite it with an empty "
+             "disk. If this disk was replaced, start this node once with --discard-my-data and "
+             "promote '" + peer_.name + "' (`mirrorctl promote`); to overwrite '" + peer_.name +
+             "' with this empty disk anyway, restart this node with --force-full-sync";
+  }
   if (!refuse.empty()) {
     bool brain = refuse.starts_with("split brain");
     if (brain) split_brain_ = true;
