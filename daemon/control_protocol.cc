@@ -1,6 +1,9 @@
 #include "control_protocol.h"
 
 #include <cstring>
+#include <string>
+#include <unordered_set>
+#include <vector>
 
 namespace mirror::control {
 
@@ -135,8 +138,28 @@ Status validate_args(const CommandSpec& spec, const json& args) {
 
 Result<Request> parse_request(std::string_view line) {
   if (line.size() > kMaxMessage) return Error{E2BIG, "request too large"};
-  json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  // A key given twice is ambiguous (JSON leaves it open; nlohmann keeps the
+  // last, another parser the first): {"command":"status","command":"demote"}
+  // must not mean whatever this parser happens to pick.
+  std::vector<std::unordered_set<std::string>> keys;  // per open object
+  std::string duplicate;
+  json j = json::parse(
+      line,
+      [&](int, json::parse_event_t ev, json& parsed) {
+        if (ev == json::parse_event_t::object_start) {
+          keys.emplace_back();
+        } else if (ev == json::parse_event_t::object_end && !keys.empty()) {
+          keys.pop_back();
+        } else if (ev == json::parse_event_t::key && !keys.empty()) {
+          const std::string& k = parsed.get_ref<const std::string&>();
+          if (!keys.back().insert(k).second && duplicate.empty()) duplicate = k;
+        }
+        return true;
+      },
+      /*allow_exceptions=*/false);
   if (j.is_discarded()) return Error{EINVAL, "malformed JSON"};
+  if (!duplicate.empty())
+    return Error{EINVAL, "key \"" + duplicate + "\" given twice in one object"};
   if (!j.is_object()) return Error{EINVAL, "a request must be a JSON object"};
   if (!j.contains("version") || !j["version"].is_number_integer() || j["version"] != kVersion)
     return Error{EINVAL, "unsupported or missing protocol \"version\" (this daemon speaks 1)"};

@@ -29,6 +29,8 @@ r=$(raw 'not json'); grep -q '"code":"EINVAL".*malformed JSON' <<<"$r" && pass "
 r=$(raw '{"version":1,"command":"nope"}'); grep -q '"code":"ENOENT"' <<<"$r" && pass "unknown command: $r" || fail "unknown command: $r"
 r=$(raw '{"version":1,"command":"split","args":{"bogus":1}}'); grep -q '"code":"EINVAL".*bogus' <<<"$r" && pass "unknown argument: $r" || fail "unknown argument: $r"
 r=$(raw '{"version":1,"command":"rejoin","args":{"wait":"yes"}}'); grep -q '"code":"EINVAL".*wrong type' <<<"$r" && pass "argument of the wrong type: $r" || fail "wrong type: $r"
+r=$(raw '{"version":1,"command":"status","command":"demote"}'); grep -q '"code":"EINVAL".*given twice' <<<"$r" && pass "a key given twice: $r" || fail "key given twice: $r"
+check_eq "still primary after the ambiguous request" primary "$(status_get alpha .role)"
 r=$(raw '{"version":7,"command":"status"}'); grep -q '"code":"EINVAL".*version' <<<"$r" && pass "unsupported version: $r" || fail "version: $r"
 # The daemon answers once 64 KiB arrived and closes: the client's later writes
 # fail (EPIPE) and must not keep it from reading the answer (socat exits at
