@@ -476,6 +476,12 @@ int run(int argc, char** argv) {
     if (volume_control) volume_control->set_device(device.get());
   }
   if (volume) {
+    volume->on_copy_confirmed = [&device] {
+      if (!device) return;
+      device->follow_role([](const std::string& note) {
+        if (!note.empty()) MLOG_WARN("kernel nbd: %s", note.c_str());
+      });
+    };
     volume->on_image_changed = [&device, &loop](std::function<void()> done) {
       if (!device) return (*loop)->defer(std::move(done));
       device->drop_cache(std::move(done));

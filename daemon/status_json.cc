@@ -42,7 +42,7 @@ nlohmann::json status_to_json(const VolumeStatus& st, const DeviceStatus* device
       {"peer_role", st.peer_role.empty() ? nlohmann::json(nullptr) : nlohmann::json(st.peer_role)},
       {"demoting", st.demoting},
       {"discarding", st.discarding},
-      {"writable", st.role == Role::kPrimary || st.writable},
+      {"writable", (st.role == Role::kPrimary && !st.copy_history_unknown) || st.writable},
       {"nbd",
        {{"tls", nbd::to_string(st.nbd_tls)},
         {"client_certificates", st.nbd_tls_client_certs}}},

@@ -159,7 +159,19 @@ void Volume::make_replicator() {
   replicator_->on_link_failure = [this](const std::string& why) {
     if (active_) active_->conn->close(why);
   };
-  gate_.set(replicator_.get(), true);
+  gate_.set(replicator_.get(), !unconfirmed_);
+}
+
+void Volume::confirm_copy(const char* why) {
+  if (!unconfirmed_) return;
+  unconfirmed_ = false;
+  // (Unpaired too: an operator's word, like a plan, is this copy's history.)
+  bitmap_->set_flags(bitmap_->flags() & ~(kFlagCopyUnknown | kFlagUnpaired));
+  gate_.set_writable(true);
+  if (on_export_mode) on_export_mode(false);
+  MLOG_INFO("volume '%s': %s: this node's copy is the pair's current one; writable",
+            cfg_.name.c_str(), why);
+  if (on_copy_confirmed) on_copy_confirmed();
 }
 
 void Volume::make_applier() {
@@ -213,6 +225,17 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
     MLOG_WARN("metadata %s: no record of this copy's history, and %s holds data: a full sync "
               "into it waits for the operator (--discard-my-data)",
               bm.path().c_str(), self_.backing.c_str());
+  }
+  if (role_ == Role::kPrimary && (flags & kFlagCopyUnknown)) {
+    // After a failover this copy may be the stale one: the application
+    // must not build on it before the pair agrees a plan (the peer then
+    // refuses whatever would overwrite a newer copy) or the operator says
+    // it is the current one.
+    unconfirmed_ = true;
+    MLOG_WARN("volume '%s': this node is primary by the volume file, but its copy's history "
+              "is unknown: it serves reads only until '%s' connects and the pair agrees a "
+              "plan, or `mirrorctl promote --force` here takes this copy as the current one",
+              cfg_.name.c_str(), peer_.name.c_str());
   }
   if ((flags & kFlagDiskFailed) && !opts_.discard_my_data)
     return Error{EIO, "metadata " + bm.path() + ": this node's disk failed and was detached "

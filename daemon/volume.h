@@ -130,6 +130,10 @@ class Volume final : public LinkConn::Handler {
   // the end of a resync. A kernel device drops its cached blocks, then runs
   // `done` (on the loop, never inside the call; bounded in time).
   std::function<void(std::function<void()> done)> on_image_changed;
+  // Called when a primary whose copy's history was unknown (its metadata
+  // lost) becomes writable: the pair agreed a plan, or the operator's
+  // promote --force. A kernel device follows the export's new mode.
+  std::function<void()> on_copy_confirmed;
   // Asked before a rejoin's resync overwrites this secondary's split image:
   // `done` gets "" when nothing uses the image, else why it is in use (a
   // file system mounted on the kernel device: a backup not finished), with
@@ -383,6 +387,10 @@ class Volume final : public LinkConn::Handler {
   bool stopping_ = false;
   bool quiesced_ = false;  // stopping, and both copies flushed (or the peer gone)
   bool split_brain_ = false;
+  // Primary by the volume file, on a copy whose history is unknown
+  // (kFlagCopyUnknown): read-only until confirm_copy().
+  bool unconfirmed_ = false;
+  void confirm_copy(const char* why);
   // Plans refused while the split image was in use (resync_refusal()), and
   // the last one's reason: "" once free (then the next refusal is logged).
   uint64_t split_busy_refusals_ = 0;

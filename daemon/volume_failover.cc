@@ -135,6 +135,21 @@ std::string Volume::behind_reason() const {
 }
 
 void Volume::promote(bool force, Done done) {
+  if (role_ == Role::kPrimary && unconfirmed_) {
+    if (!force)
+      return done(EBUSY, "this node is primary but read-only: its metadata was lost, so "
+                         "nothing says its copy is the current one. `promote --force` takes "
+                         "it as the current one; otherwise wait until '" + peer_.name +
+                         "' connects");
+    // Its relation to the peer's copy is unknown: the peer takes all of it.
+    bitmap_->set_all_dirty();
+    bitmap_->set_flags(bitmap_->flags() | kFlagFullSyncNeeded);
+    confirm_copy("promote --force");
+    return bitmap_->commit(FnDone::make([done](int err) {
+      if (err) return done(-err, "cannot record it in the metadata");
+      done(0, "primary (forced: this copy is taken as the current one)");
+    }));
+  }
   if (role_ == Role::kPrimary) return done(EALREADY, "already primary");
   if (demote_)
     return done(EBUSY, "this node's demote is finishing (waiting for '" + peer_.name +
@@ -163,7 +178,9 @@ void Volume::promote(bool force, Done done) {
   } else {
     bitmap_->clear_all_dirty();
   }
-  flags &= ~(kFlagInconsistent | kFlagSplit | kFlagDisposableLocalWrites | kFlagPeerDiskFailed);
+  // (Forced: the operator takes this copy as the current one.)
+  flags &= ~(kFlagInconsistent | kFlagSplit | kFlagDisposableLocalWrites | kFlagPeerDiskFailed |
+             kFlagCopyUnknown | kFlagUnpaired);
   flags |= kFlagPrimary;
   bitmap_->set_generation(g);
   bitmap_->set_flags(flags);

@@ -572,8 +572,10 @@ void Volume::activate(Session* s) {
   // a crash before it plans FULL again, which copies more, never less).
   if (s->plan == link::Plan::kFull)
     bitmap_->set_flags(bitmap_->flags() & ~kFlagFullSyncNeeded);
-  if (s->plan != link::Plan::kStandby)
+  if (s->plan != link::Plan::kStandby) {
     bitmap_->set_flags(bitmap_->flags() & ~(kFlagCopyUnknown | kFlagUnpaired));
+    confirm_copy("the pair agreed a plan");
+  }
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
   } else {

@@ -27,10 +27,15 @@ nbd_fill "$(nbd_unix_uri alpha)" $((8 * MiB)) $((8 * MiB)) 23 || die "write thro
 stop_pair
 
 # alpha's metadata is lost: it starts over with new metadata (a full sync).
+# Its copy's history is unknown: read-only until the pair agrees a plan, or
+# until the operator takes it as the current one (here: the writes below
+# land while beta's handler refuses the plan).
 rm -f "${NODE_META[alpha]}"
 must_start beta
 log_mark alpha
 must_start alpha
+check_eq "alpha, primary with new metadata, is read-only at first" false "$(status_get alpha .writable)"
+check "promote --force takes alpha's copy as the current one" ctl alpha promote --force
 # Written while the handshakes are refused: the full sync must carry it.
 nbd_fill "$(nbd_unix_uri alpha)" $((32 * MiB)) $((4 * MiB)) 77 || die "write through alpha after its restart"
 wait_state alpha synchronized 60 >/dev/null \

@@ -62,6 +62,13 @@ stop_node alpha
 rm -f "${NODE_META[beta]}"
 B_PRIMARY=beta; write_configs
 must_start beta
+# Its copy's history is unknown (its metadata is new): read-only until the
+# operator takes it as the current one.
+if have_ctl; then
+    check_eq "[split brain] beta, primary with new metadata, is read-only at first" false \
+        "$(status_get beta .writable)"
+    check "[split brain] promote --force takes beta's copy as the current one" ctl beta promote --force
+fi
 check "[split brain] beta, now primary with new metadata, writes 4M alone" \
     "${NBDTOOL[@]}" pattern "$(nbd_unix_uri beta)" $((16 * MiB)) $((4 * MiB)) 2
 stop_node beta
