@@ -475,15 +475,19 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
       return s->conn->close(msg);
     }
     last_error_ = "the peer refused the connection: " + msg;
+    // A refusal the dialer meets again at every retry is logged once (the
+    // status keeps it as last_error); a new reason is logged again.
+    bool again = std::exchange(refusal_logged_, msg) == msg;
     if (h.offset) {
       // It asks not to be dialled again before then (a handler running or
       // failed there): no handshake, so no write held for one, meanwhile.
       uint64_t ms = std::min<uint64_t>(h.offset, kMaxRetryAfterMs);
-      MLOG_WARN("replication: %s; next handshake in %llu s, as the peer asked",
-                last_error_.c_str(), static_cast<unsigned long long>((ms + 999) / 1000));
+      ::mirror::logf(again ? LogLevel::kDebug : LogLevel::kWarn,
+              "replication: %s; next handshake in %llu s, as the peer asked", last_error_.c_str(),
+              static_cast<unsigned long long>((ms + 999) / 1000));
       hold_off_dial(ms);
     } else {
-      MLOG_WARN("replication: %s", last_error_.c_str());
+      ::mirror::logf(again ? LogLevel::kDebug : LogLevel::kWarn, "replication: %s", last_error_.c_str());
     }
     if (msg.find("split brain") != std::string::npos) split_brain_ = true;
     if (e && e->code == ECANCELED) {  // it waits for the operator (resync_refusal())
@@ -694,6 +698,7 @@ void Volume::peer_reached() {
   if (!disk_retry()) dialer_->backoff_ms = 100;
   last_error_.clear();
   peer_refusal_.why.clear();
+  refusal_logged_.clear();
 }
 
 Volume::ResyncRefusal Volume::resync_refusal() const {

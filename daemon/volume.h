@@ -402,6 +402,8 @@ class Volume final : public LinkConn::Handler {
   // The primary's last refusal of a plan (split brain, unrelated data):
   // logged once per reason.
   std::string plan_refusal_why_;
+  // The last refusal by the peer logged at warn (again at debug only).
+  std::string refusal_logged_;
   bool stop_requested_ = false;     // stop_requested(): no new hold
   uint64_t split_unix_ms_ = 0;
   uint64_t split_drain_us_ = 0;
