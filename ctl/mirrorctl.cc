@@ -84,7 +84,7 @@ std::string reply_error(const Result<json>& r, const std::string& socket,
 // daemon, exit 3 or 4): it may have been made, or be made when the daemon
 // resumes and reads it.
 int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions& q,
-                  bool announce = true, bool* unknown = nullptr) {
+                  bool announce = true, bool* unknown = nullptr, bool* made = nullptr) {
   int rc = kExitFailed;
   bool sent_unanswered = false;
   auto do_split = [&]() -> std::string {
@@ -113,12 +113,16 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
   };
   QuiesceResult r = quiesced_split(q, do_split);
   if (unknown) *unknown = sent_unanswered;
+  if (made) *made = r.split_made;
   if (!r.ok) {
     std::fprintf(stderr, "mirrorctl split: %s%s\n", r.message.c_str(),
                  !r.split_attempted ? " (no split was made)"
-                 : sent_unanswered  ? " (the split may have been made, or be made when mirrord "
-                                      "resumes: check `mirrorctl status`, and `mirrorctl rejoin`)"
-                                    : "");
+                 : r.split_made
+                     ? " (the split WAS made: the pair stays split until `mirrorctl rejoin`; "
+                       "check that the application was unblocked)"
+                 : sent_unanswered ? " (the split may have been made, or be made when mirrord "
+                                     "resumes: check `mirrorctl status`, and `mirrorctl rejoin`)"
+                                   : "");
     return rc;
   }
   if (announce) std::printf("split%s\n", sockets.size() > 1 ? " (consistency group)" : "");
@@ -260,12 +264,14 @@ int run_backup(const BackupRequest& b) {
     if (!e.empty()) std::fprintf(stderr, "%s: rejoin: %s (run mirrorctl rejoin)\n", me, e.c_str());
     return e.empty();
   };
-  bool unknown = false;
-  if (int rc = split_volumes({b.socket}, b.quiesce, false, &unknown); rc != 0) {
-    // A split that may be made when a stopped daemon resumes would leave the
-    // pair split with no backup running: queue the rejoin behind it.
-    if (unknown) {
-      std::fprintf(stderr, "%s: asking for a rejoin in case the split was made\n", me);
+  bool unknown = false, made = false;
+  if (int rc = split_volumes({b.socket}, b.quiesce, false, &unknown, &made); rc != 0) {
+    // A split made (its post-hook then failed) or that may be made when a
+    // stopped daemon resumes would leave the pair split with no backup
+    // running: no copy without the hooks' word, and the rejoin queued.
+    if (made || unknown) {
+      std::fprintf(stderr, "%s: no backup copied; asking for a rejoin %s\n", me,
+                   made ? "(the split was made)" : "in case the split was made");
       rejoin();
     }
     return rc;

@@ -133,6 +133,7 @@ QuiesceResult quiesced_split(const QuiesceOptions& o, const std::function<std::s
   if (err.empty() && int64_t(mono_ms()) < deadline) {
     res.split_attempted = true;
     err = split();
+    res.split_made = err.empty();
   } else if (err.empty()) {
     err = "the timeout expired before the split";
   }

@@ -26,6 +26,7 @@ struct QuiesceOptions {
 
 struct QuiesceResult {
   bool split_attempted = false;
+  bool split_made = false;  // the split answered success (ok may still be false: a post-hook)
   bool ok = false;
   std::string message;  // what happened, or why not
 };
