@@ -15,13 +15,7 @@
 VOL_SIZE=64M
 have_ctl || skip "needs mirrorctl"
 
-cat >"$T/before.sh" <<EOF
-#!/bin/bash
-echo "\$(date +%s.%N)" >>"$T/before.runs"
-exit \$(cat "$T/before.rc")
-EOF
-chmod 755 "$T/before.sh"
-echo 0 >"$T/before.rc"
+rc_before_handler
 VOL_EXTRA="initial-sync = \"skip\"
 before-resync-target = \"$T/before.sh\"
 handler-timeout = \"3s\""

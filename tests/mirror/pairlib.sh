@@ -892,6 +892,19 @@ pair_finish() {
 require truncate sha256sum cmp jq "$PY"
 "$PY" -c 'import nbd' 2>/dev/null || skip "$PY has no nbd module (python3-libnbd)"
 
+# rc_before_handler: $T/before.sh, a before-resync-target that appends the
+# time to $T/before.runs and exits with the code in $T/before.rc (0 here;
+# a test writes another to make it fail).
+rc_before_handler() {
+    cat >"$T/before.sh" <<EOF
+#!/bin/bash
+echo "\$(date +%s.%N)" >>"$T/before.runs"
+exit \$(cat "$T/before.rc")
+EOF
+    chmod 755 "$T/before.sh"
+    echo 0 >"$T/before.rc"
+}
+
 # logging_before_handler SECS: $T/before.sh, a before-resync-target that
 # appends "plan=PLAN bytes=BYTES" to $T/before.env and sleeps SECS.
 logging_before_handler() {
