@@ -6,6 +6,9 @@
 #            (the rejoin is recorded: alpha's metadata no longer says split);
 #   handler  beta's before-resync-target fails once; it is fixed, and the
 #            secondary's automatic retry 30 s later is what goes ahead.
+#   lost     (the rule's own case, kept) alpha's metadata is deleted while
+#            the read-write split stands: alpha must say split again and
+#            beta's image stay as it is until the operator's rejoin.
 # Either way the rejoin must go through at the next handshake: alpha's
 # metadata is intact and says "not split". But open-rw moved beta's
 # `current` to an id of its own (its split base kept as `bitmap`), and the
@@ -28,7 +31,7 @@ runs_over() { [ "$(runs)" -gt "$1" ]; }
 alpha_logs_since() { local i; for ((i = $1; i <= NODE_STARTS[alpha]; i++)); do cat "$T/alpha.$i.log"; done; }
 
 run() {  # run CASE
-    local c=[$1] out n first
+    local c=[$1] out n first img
     log "---- $c"
     new_synced_pair 60
     first=${NODE_STARTS[alpha]}
@@ -54,11 +57,24 @@ run() {  # run CASE
                 || log "$c handler result: $(status_get beta .handlers.before_resync_target.last_result)"
             echo 0 >"$T/before.rc"  # fixed; the automatic retry comes within 30 s
             ;;
+        lost)
+            img=$(sha_of "${NODE_IMG[beta]}")
+            stop_node alpha
+            rm -f "${NODE_META[alpha]}"
+            must_start alpha
+            wait_log alpha "peer 'beta' connected: standby" 20 >/dev/null \
+                || fail "$c alpha and beta do not reconnect split"
+            check_eq "$c alpha says split again" split "$(status_get alpha .state)"
+            check_eq "$c beta's read-write image untouched" "$img" "$(sha_of "${NODE_IMG[beta]}")"
+            out=$(ctl alpha rejoin) && pass "$c rejoin: $out" || fail "$c rejoin: $out"
+            ;;
     esac
     wait_state alpha synchronized 50 >/dev/null \
         && pass "$c the rejoin went through: synchronized" \
         || fail "$c not synchronized after the rejoin: alpha $(status_get alpha .state), beta $(status_get beta .state)"
-    if alpha_logs_since "$first" | grep -q "no longer knows of"; then
+    if [ "$1" = lost ]; then
+        :  # alpha did lose it
+    elif alpha_logs_since "$first" | grep -q "no longer knows of"; then
         fail "$c alpha claims its metadata was lost: $(alpha_logs_since "$first" | grep -o "'beta' keeps a split image.*" | head -n 1)"
     else
         pass "$c alpha does not claim it lost its metadata"
@@ -71,4 +87,5 @@ run() {  # run CASE
 
 run restart
 run handler
+run lost
 pair_finish
