@@ -452,6 +452,15 @@ class Volume final : public LinkConn::Handler {
   std::string last_error_;
   ResyncRefusal peer_refusal_;  // the primary's resync_refusal()
   bool retry_handler_ = false;  // the next PLAN carries kFlagRetryNow (rejoin)
+  // Primary: the operator's rejoin, until a plan is adopted. The split is
+  // not learned back from the peer meanwhile: only the first PLAN carries
+  // kFlagRetryNow, and the secondary's before-resync-target always refuses
+  // that one once (it runs between handshakes).
+  bool rejoin_pending_ = false;
+  // Secondary: a PLAN with kFlagRetryNow (the operator's rejoin) released
+  // this split image to a primary that no longer knows of the split; the
+  // later handshakes of that resync need not carry it. Until the split ends.
+  bool split_released_ = false;
   std::string open_warning_;
 };
 

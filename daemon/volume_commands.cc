@@ -42,6 +42,7 @@ void Volume::split(Done done) {
   }
   uint64_t t0 = mono_us();
   split_unix_ms_ = unix_ms();
+  rejoin_pending_ = false;
   bitmap_->set_flags(bitmap_->flags() | kFlagSplit);
   MLOG_INFO("volume '%s': splitting the mirror", cfg_.name.c_str());
   replicator_->freeze([this, t0, done = std::move(done)](int err) {
@@ -84,6 +85,7 @@ void Volume::rejoin(Done done) {
       retry_handler_ = false;
       return done(EALREADY, "not split");
     }
+    rejoin_pending_ = true;
     // (It refused: its before-resync-target failed, or it keeps a split
     // image for a primary that no longer knows of the split.)
     MLOG_INFO("volume '%s': rejoin: asking '%s' again now (it refused: %s)", cfg_.name.c_str(),
@@ -96,6 +98,7 @@ void Volume::rejoin(Done done) {
     return dial_now(/*even_if_not_dialer=*/true);
   }
   peer_refusal_.why.clear();  // rejoin --wait waits for this rejoin's answer
+  rejoin_pending_ = true;
   bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
   bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
     if (err) return done(-err, "cannot write the metadata");

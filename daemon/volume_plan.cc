@@ -208,9 +208,11 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     return id != 0 && (id == my.current || id == my.bitmap || id == my.history[0] ||
                        id == my.history[1]);
   };
+  // (A split image opened read-write has a `current` of its own; its split
+  // instant is its `bitmap`.)
   if ((st.flags & kFlagSplit) && !(st.flags & kFlagInconsistent) && !(flags & kFlagSplit) &&
       kind != link::Plan::kInSync && kind != link::Plan::kAdopt && !knows(peer.current) &&
-      !retry_handler_ && !opts_.force_full_sync) {
+      !knows(peer.bitmap) && !rejoin_pending_ && !opts_.force_full_sync) {
     // The peer keeps a split image from a generation this node does not
     // know: this node's metadata was lost or reset while split. The pair
     // stays split (and says so) until the operator's rejoin.
@@ -333,10 +335,15 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
   if (role_ != Role::kSecondary || !applier_ || active_)
     return session_error(s, "the node changed while the plan waited; retrying", false);
   const uint32_t my_flags = bitmap_->flags();
-  const uint64_t mine = bitmap_->generation().current;
   const link::Generation& pg = peer_state_.gen;
-  bool knows_split = mine != 0 && (pg.current == mine || pg.bitmap == mine ||
-                                   pg.history0 == mine || pg.history1 == mine);
+  auto peer_knows = [&pg](uint64_t id) {
+    return id != 0 &&
+           (pg.current == id || pg.bitmap == id || pg.history0 == id || pg.history1 == id);
+  };
+  // The split instant: `current`, or `bitmap` once the image was opened
+  // read-write (open-rw gives this copy a generation of its own).
+  const Generation mine = bitmap_->generation();
+  bool knows_split = peer_knows(mine.current) || peer_knows(mine.bitmap);
   if (plan.kind == link::Plan::kFull && (my_flags & kFlagCopyUnknown) &&
       !(peer_state_.flags & kFlagFullSyncNeeded)) {
     // This node lost its metadata, the primary did not: the primary's
@@ -354,8 +361,12 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
     copy_refusal_why_ = why;
     return session_error(s, why, false, kCopyUnknownRetryMs, ECANCELED);
   }
-  if (writes_into_copy(plan.kind) && (my_flags & kFlagSplit) && !(my_flags & kFlagInconsistent) &&
-      !knows_split && !(h.flags & link::kFlagRetryNow)) {
+  bool unknown_split = writes_into_copy(plan.kind) && (my_flags & kFlagSplit) &&
+                       !(my_flags & kFlagInconsistent) && !knows_split;
+  // The operator's rejoin holds for the later handshakes of this resync too
+  // (the first is refused while before-resync-target runs).
+  if (unknown_split && (h.flags & link::kFlagRetryNow)) split_released_ = true;
+  if (unknown_split && !split_released_) {
     // A rejoin comes from a primary whose generations go back to this
     // image's. This one's do not: its metadata was lost while split, so it
     // no longer knows the pair is split. The image stays until the operator
@@ -435,7 +446,10 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
   Generation g = prev_gen;
   uint32_t flags = prev_flags;
   // The primary's plan places this copy in the pair's history again.
-  if (plan.kind != link::Plan::kStandby) flags &= ~(kFlagCopyUnknown | kFlagUnpaired);
+  if (plan.kind != link::Plan::kStandby) {
+    flags &= ~(kFlagCopyUnknown | kFlagUnpaired);
+    split_released_ = false;
+  }
   switch (plan.kind) {
     case link::Plan::kInSync:
       flags &= ~kFlagSplit;
@@ -576,6 +590,7 @@ void Volume::activate(Session* s) {
     bitmap_->set_flags(bitmap_->flags() & ~(kFlagCopyUnknown | kFlagUnpaired));
     confirm_copy("the pair agreed a plan");
   }
+  rejoin_pending_ = false;  // the plan after the rejoin is adopted
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
   } else {
