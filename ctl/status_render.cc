@@ -53,9 +53,10 @@ std::string render_status(const nlohmann::json& s, bool bar) {
   row("state", s.value("state", "?") +
                    (s.value("consistent", true) ? "" : ", this copy is INCONSISTENT"));
   if (s.value("copy_history_unknown", false))
-    row("warning", "this node's metadata was lost: nothing says whether its copy is older or "
-                   "newer than the peer's (after a failover it may be stale, or the only current "
-                   "one); check before trusting it (docs/bitmap-format.md, kFlagCopyUnknown)");
+    row("warning", "nothing records this copy's history (its metadata is new or was lost, over "
+                   "a disk that holds data): older or newer than the peer's is unknown (after a "
+                   "failover it may be stale, or the only current one); check before trusting "
+                   "it (docs/bitmap-format.md, kFlagCopyUnknown)");
   row("size", human_bytes(s.value("size", uint64_t(0))));
   row("out of sync", human_bytes(s.value("out_of_sync_bytes", uint64_t(0))));
   const auto& r = s.contains("resync") ? s["resync"] : nlohmann::json::object();

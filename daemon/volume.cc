@@ -222,9 +222,12 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
       !opts_.discard_my_data && volume_internal::may_hold_data(file_->fd())) {
     // Nothing says whether this copy is older or newer than the peer's.
     flags |= kFlagCopyUnknown;
-    MLOG_WARN("metadata %s: no record of this copy's history, and %s holds data: a full sync "
-              "into it waits for the operator (--discard-my-data)",
-              bm.path().c_str(), self_.backing.c_str());
+    if (role_ == Role::kSecondary)
+      MLOG_WARN("metadata %s %s, and %s holds data: nothing records this copy's history, so a "
+                "full sync into it from a primary with a history waits for the operator "
+                "(--discard-my-data)",
+                bm.path().c_str(), report.created ? "is new" : "was unreadable",
+                self_.backing.c_str());
   }
   if (role_ == Role::kPrimary && (flags & kFlagCopyUnknown)) {
     // After a failover this copy may be the stale one: the application
@@ -232,10 +235,12 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
     // refuses whatever would overwrite a newer copy) or the operator says
     // it is the current one.
     unconfirmed_ = true;
-    MLOG_WARN("volume '%s': this node is primary by the volume file, but its copy's history "
-              "is unknown: it serves reads only until '%s' connects and the pair agrees a "
-              "plan, or `mirrorctl promote --force` here takes this copy as the current one",
-              cfg_.name.c_str(), peer_.name.c_str());
+    MLOG_WARN("volume '%s': this node is primary by the volume file, but nothing records its "
+              "copy's history (metadata %s new or lost, and %s holds data: a new pair on a "
+              "disk that is not empty, or lost metadata): it serves reads only until '%s' "
+              "connects and the pair agrees a plan, or `mirrorctl promote --force` here takes "
+              "this copy as the current one",
+              cfg_.name.c_str(), bm.path().c_str(), self_.backing.c_str(), peer_.name.c_str());
   }
   if ((flags & kFlagDiskFailed) && !opts_.discard_my_data)
     return Error{EIO, "metadata " + bm.path() + ": this node's disk failed and was detached "

@@ -137,10 +137,11 @@ std::string Volume::behind_reason() const {
 void Volume::promote(bool force, Done done) {
   if (role_ == Role::kPrimary && unconfirmed_) {
     if (!force)
-      return done(EBUSY, "this node is primary but read-only: its metadata was lost, so "
-                         "nothing says its copy is the current one. `promote --force` takes "
-                         "it as the current one; otherwise wait until '" + peer_.name +
-                         "' connects");
+      return done(EBUSY, "this node is primary but read-only: nothing records its copy's "
+                         "history (its metadata is new or was lost, over a disk that holds "
+                         "data), so nothing says its copy is the current one. `promote "
+                         "--force` takes it as the current one; otherwise wait until '" +
+                         peer_.name + "' connects and the pair agrees a plan");
     // Its relation to the peer's copy is unknown: the peer takes all of it.
     bitmap_->set_all_dirty();
     bitmap_->set_flags(bitmap_->flags() | kFlagFullSyncNeeded);

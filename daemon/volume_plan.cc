@@ -350,7 +350,8 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
     // history goes on, this copy's is unknown. After a failover this copy
     // may be the only current one, and the volume file's `primary` the
     // stale node: never overwritten without the operator's word.
-    std::string why = "node '" + self_.name + "' lost its metadata while its copy held data: "
+    std::string why = "node '" + self_.name + "' has no record of its copy's history (its "
+                      "metadata is new or was lost) and its disk holds data: "
                       "nothing says whether that copy is older or newer than '" + peer_.name +
                       "''s (after a failover it may be the only current one), so nothing was "
                       "overwritten. If '" + peer_.name + "' holds the current data, restart '" +

@@ -47,17 +47,17 @@ run() {  # run DAMAGE kill|stop
     esac
     must_start beta
     must_start alpha
-    if wait_log beta "node 'beta' lost its metadata while its copy held data" 30 >/dev/null; then
-        pass "[$d] beta refuses alpha's full sync: $(grep -o "lost its metadata.*" "${NODE_LOG[beta]}" | head -n 1 | cut -c1-160)..."
+    if wait_log beta "node 'beta' has no record of its copy's history" 30 >/dev/null; then
+        pass "[$d] beta refuses alpha's full sync: $(grep -o "has no record of its copy.s history.*" "${NODE_LOG[beta]}" | head -n 1 | cut -c1-160)..."
     else
         fail "[$d] beta does not refuse alpha's copy (alpha's plan: $(plan_of alpha))"
     fi
-    wait_log alpha "lost its metadata" 10 >/dev/null && pass "[$d] alpha's log says why the peer refused" \
+    wait_log alpha "has no record of its copy.s history" 10 >/dev/null && pass "[$d] alpha's log says why the peer refused" \
         || fail "[$d] alpha's log does not say why the peer refused"
     check_eq "[$d] beta's status says its copy's history is unknown" true \
         "$(status_get beta .copy_history_unknown)"
     check "[$d] mirrorctl status (table) on beta warns about it" \
-        sh -c "'$MIRRORCTL' --socket '${NODE_CTL[beta]}' status | grep -q 'metadata was lost'"
+        sh -c "'$MIRRORCTL' --socket '${NODE_CTL[beta]}' status | grep -q 'nothing records this copy'"
     out=$(status_get alpha .state)
     [ "$out" != synchronized ] && pass "[$d] alpha does not say synchronized ($out)" \
         || fail "[$d] alpha says synchronized without beta's post-failover writes"

@@ -42,7 +42,7 @@ run() {  # run VICTIM DAMAGE
     check_eq "$c alpha's post-split write is still on alpha" 34 "$(byte_at "${NODE_IMG[alpha]}" 0)"
     out=$(timeout 90 "$MIRRORCTL" --socket "${NODE_CTL[alpha]}" rejoin --wait 2>&1); rc=$?
     if [ "$victim $damage" = "beta delete" ]; then
-        [ $rc -ne 0 ] && grep -q "lost its metadata.*--discard-my-data" <<<"$out" \
+        [ $rc -ne 0 ] && grep -q "has no record of its copy.s history.*--discard-my-data" <<<"$out" \
             && pass "$c rejoin --wait: beta refuses a full sync into its copy of unknown history: $(cut -c1-120 <<<"$out")..." \
             || fail "$c rejoin --wait (exit $rc): $out"
         check_eq "$c beta's image still untouched" "$split_sha" "$(sha_of "${NODE_IMG[beta]}")"
