@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -119,6 +120,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     auto bm = Bitmap::open(*loop, path, id, &r);
     if (!bm.ok()) {
+      // The one refusal by design: a readable superblock of another node
+      // (a wrong --node), left as it is. Anything else unusable loads.
+      if (bm.error().code == EINVAL &&
+          bm.error().message.find("it belongs to node") != std::string::npos) {
+        ::close(fd);
+        return 0;
+      }
       std::fprintf(stderr, "open failed: %s\n", bm.error().to_string().c_str());
       std::abort();
     }
