@@ -256,6 +256,17 @@ EOF
 chmod 600 "$W/vol.toml"
 N=$((N + 1))
 start_mirrord "$W" "run$N" --config "$W/vol.toml" --node alpha
+# A new volume on a file that already holds data (preallocated here): its
+# copy has no recorded history, so the primary serves reads only until its
+# peer connects or the operator takes this copy as the current one.
+qio -c 'write -P 0x65 10M 4k' >"$IO_OUT" 2>&1 || true
+# (The export is read-only: qemu-io cannot even open it for writing.)
+grep -qE "^write failed: Operation not permitted|Could not open image: Permission denied" "$IO_OUT" ||
+  { cat "$IO_OUT"; die "volume: a write before the operator confirms the copy was not refused"; }
+step "ok: volume: the export is read-only before the operator confirms the copy: $(tail -n 1 "$IO_OUT")"
+mirrorctl --socket "$W/alpha.ctl" promote --force >"$W/promote.out" 2>&1 ||
+  die "mirrorctl promote --force: $(cat "$W/promote.out")"
+step "mirrorctl promote --force: $(cat "$W/promote.out")"
 io_ok "volume: write and flush (the disk works)" -c 'write -P 0x66 10M 1M' -c 'flush'
 set_table error
 io_fails "volume: a FLUSH with the disk failing" flush -c 'write -P 0x67 11M 1M' -c 'flush'
