@@ -163,10 +163,10 @@ void Volume::make_replicator() {
 }
 
 void Volume::confirm_copy(const char* why) {
-  if (!unconfirmed_) return;
-  unconfirmed_ = false;
   // (Unpaired too: an operator's word, like a plan, is this copy's history.)
   bitmap_->set_flags(bitmap_->flags() & ~(kFlagCopyUnknown | kFlagUnpaired));
+  if (!unconfirmed_) return;
+  unconfirmed_ = false;
   gate_.set_writable(true);
   if (on_export_mode) on_export_mode(false);
   MLOG_INFO("volume '%s': %s: this node's copy is the pair's current one; writable",
@@ -482,17 +482,17 @@ void Volume::session_message(Session* s, const link::Header& h, Buffer& payload)
     last_error_ = "the peer refused the connection: " + msg;
     // A refusal the dialer meets again at every retry is logged once (the
     // status keeps it as last_error); a new reason is logged again.
-    bool again = std::exchange(refusal_logged_, msg) == msg;
+    LogLevel level =
+        volume_internal::new_reason(refusal_logged_, msg) ? LogLevel::kWarn : LogLevel::kDebug;
     if (h.offset) {
       // It asks not to be dialled again before then (a handler running or
       // failed there): no handshake, so no write held for one, meanwhile.
       uint64_t ms = std::min<uint64_t>(h.offset, kMaxRetryAfterMs);
-      ::mirror::logf(again ? LogLevel::kDebug : LogLevel::kWarn,
-              "replication: %s; next handshake in %llu s, as the peer asked", last_error_.c_str(),
-              static_cast<unsigned long long>((ms + 999) / 1000));
+      logf(level, "replication: %s; next handshake in %llu s, as the peer asked",
+           last_error_.c_str(), static_cast<unsigned long long>((ms + 999) / 1000));
       hold_off_dial(ms);
     } else {
-      ::mirror::logf(again ? LogLevel::kDebug : LogLevel::kWarn, "replication: %s", last_error_.c_str());
+      logf(level, "replication: %s", last_error_.c_str());
     }
     if (msg.find("split brain") != std::string::npos) split_brain_ = true;
     if (e && e->code == ECANCELED) {  // it waits for the operator (resync_refusal())

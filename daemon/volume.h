@@ -390,6 +390,9 @@ class Volume final : public LinkConn::Handler {
   // Primary by the volume file, on a copy whose history is unknown
   // (kFlagCopyUnknown): read-only until confirm_copy().
   bool unconfirmed_ = false;
+  // The copy's history is known again (a plan agreed, the operator's word):
+  // clears kFlagCopyUnknown and kFlagUnpaired (committed by the caller), and
+  // makes an unconfirmed primary writable.
   void confirm_copy(const char* why);
   // Plans refused while the split image was in use (resync_refusal()), and
   // the last one's reason: "" once free (then the next refusal is logged).

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "volume.h"
 
@@ -39,6 +41,18 @@ inline uint32_t discard_my_data_flags(uint32_t flags) {
   flags &= ~(kFlagSplit | kFlagDisposableLocalWrites | kFlagPrimary | kFlagDiskFailed |
              kFlagPeerDiskFailed | kFlagCopyUnknown);
   return flags;
+}
+
+// Whether `why` differs from the reason last logged, which it becomes: a
+// refusal met again at every retried handshake is logged once per streak.
+inline bool new_reason(std::string& last, const std::string& why) {
+  return std::exchange(last, why) != why;
+}
+
+// Whether generation id `id` is one of `g`'s (current, bitmap or history):
+// the copy described by `g` descends from the data `id` named.
+inline bool holds_id(const link::Generation& g, uint64_t id) {
+  return id != 0 && (g.current == id || g.bitmap == id || g.history0 == id || g.history1 == id);
 }
 
 // Whether the backing store `fd` may hold data: false only for a regular

@@ -60,11 +60,10 @@ void Volume::on_peer_state(Session* s, const link::State& st) {
     if (st.role == link::State::kPrimary) {
       split_brain_ = true;
       const std::string why = "split brain: both nodes are primary";
-      if (plan_refusal_why_ != why)  // once, not at every handshake retried
+      if (volume_internal::new_reason(plan_refusal_why_, why))
         MLOG_ERROR("split brain: both '%s' and '%s' are primary; nothing was overwritten. "
                    "Choose the survivor: run `mirrorctl discard-my-data` on the other node",
                    self_.name.c_str(), peer_.name.c_str());
-      plan_refusal_why_ = why;
       return session_error(s, why, false);
     }
     return plan_as_primary(s, st);
@@ -190,8 +189,7 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   if (!refuse.empty()) {
     bool brain = refuse.starts_with("split brain");
     if (brain) split_brain_ = true;
-    // Once per reason, not at every handshake the dialer retries.
-    if (plan_refusal_why_ != refuse) {
+    if (volume_internal::new_reason(plan_refusal_why_, refuse)) {
       MLOG_ERROR("volume '%s': %s; nothing was overwritten. %s", cfg_.name.c_str(),
                  refuse.c_str(),
                  brain ? "Choose the survivor: on the node whose data is discarded, run "
@@ -199,20 +197,18 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
                        : "Choose the survivor: restart the node whose data is discarded once "
                          "with --discard-my-data");
     }
-    plan_refusal_why_ = refuse;
     return session_error(s, refuse, false);
   }
   plan_refusal_why_.clear();
   split_brain_ = false;
-  auto knows = [&my](uint64_t id) {
-    return id != 0 && (id == my.current || id == my.bitmap || id == my.history[0] ||
-                       id == my.history[1]);
-  };
   // (A split image opened read-write has a `current` of its own; its split
   // instant is its `bitmap`.)
+  const link::Generation mine = to_link(my);
   if ((st.flags & kFlagSplit) && !(st.flags & kFlagInconsistent) && !(flags & kFlagSplit) &&
-      kind != link::Plan::kInSync && kind != link::Plan::kAdopt && !knows(peer.current) &&
-      !knows(peer.bitmap) && !rejoin_pending_ && !opts_.force_full_sync) {
+      kind != link::Plan::kInSync && kind != link::Plan::kAdopt &&
+      !volume_internal::holds_id(mine, peer.current) &&
+      !volume_internal::holds_id(mine, peer.bitmap) && !rejoin_pending_ &&
+      !opts_.force_full_sync) {
     // The peer keeps a split image from a generation this node does not
     // know: this node's metadata was lost or reset while split. The pair
     // stays split (and says so) until the operator's rejoin.
@@ -335,15 +331,11 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
   if (role_ != Role::kSecondary || !applier_ || active_)
     return session_error(s, "the node changed while the plan waited; retrying", false);
   const uint32_t my_flags = bitmap_->flags();
-  const link::Generation& pg = peer_state_.gen;
-  auto peer_knows = [&pg](uint64_t id) {
-    return id != 0 &&
-           (pg.current == id || pg.bitmap == id || pg.history0 == id || pg.history1 == id);
-  };
   // The split instant: `current`, or `bitmap` once the image was opened
   // read-write (open-rw gives this copy a generation of its own).
   const Generation mine = bitmap_->generation();
-  bool knows_split = peer_knows(mine.current) || peer_knows(mine.bitmap);
+  bool knows_split = volume_internal::holds_id(peer_state_.gen, mine.current) ||
+                     volume_internal::holds_id(peer_state_.gen, mine.bitmap);
   if (plan.kind == link::Plan::kFull && (my_flags & kFlagCopyUnknown) &&
       !(peer_state_.flags & kFlagFullSyncNeeded)) {
     // This node lost its metadata, the primary did not: the primary's
@@ -358,8 +350,8 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
                       self_.name + "' once with --discard-my-data. If '" + self_.name +
                       "' holds it, stop '" + peer_.name + "', run `mirrorctl promote --force` on '" +
                       self_.name + "', then start '" + peer_.name + "' once with --discard-my-data";
-    if (copy_refusal_why_ != why) MLOG_ERROR("volume '%s': %s", cfg_.name.c_str(), why.c_str());
-    copy_refusal_why_ = why;
+    if (volume_internal::new_reason(copy_refusal_why_, why))
+      MLOG_ERROR("volume '%s': %s", cfg_.name.c_str(), why.c_str());
     return session_error(s, why, false, kCopyUnknownRetryMs, ECANCELED);
   }
   bool unknown_split = writes_into_copy(plan.kind) && (my_flags & kFlagSplit) &&
@@ -376,8 +368,8 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
                       peer_.name + "' no longer knows of the split (its metadata was lost or "
                       "reset). To resync over the image, run `mirrorctl rejoin` on '" + peer_.name +
                       "'";
-    if (copy_refusal_why_ != why) MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
-    copy_refusal_why_ = why;
+    if (volume_internal::new_reason(copy_refusal_why_, why))
+      MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
     return session_error(s, why, false, kCopyUnknownRetryMs, ECANCELED);
   }
   if (plan.kind != link::Plan::kStandby && local_->writable()) {
@@ -587,10 +579,7 @@ void Volume::activate(Session* s) {
   // a crash before it plans FULL again, which copies more, never less).
   if (s->plan == link::Plan::kFull)
     bitmap_->set_flags(bitmap_->flags() & ~kFlagFullSyncNeeded);
-  if (s->plan != link::Plan::kStandby) {
-    bitmap_->set_flags(bitmap_->flags() & ~(kFlagCopyUnknown | kFlagUnpaired));
-    confirm_copy("the pair agreed a plan");
-  }
+  if (s->plan != link::Plan::kStandby) confirm_copy("the pair agreed a plan");
   rejoin_pending_ = false;  // the plan after the rejoin is adopted
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
