@@ -74,8 +74,8 @@ wait_state() {
   step "$1 is $2 (out of sync $(status_field "$1" out_of_sync_bytes) bytes)"
 }
 
-# pair_start: fresh images, the volume file, beta then alpha, synchronized.
-pair_start() {
+# pair_config: fresh (sparse) images and the volume file; no daemon started.
+pair_config() {
   rm -rf "$PAIR"
   mkdir -p "$PAIR"
   for _img in "$A_IMG" "$B_IMG"; do  # a block device (a test's A_IMG) is used as it is
@@ -109,6 +109,11 @@ control = "$PAIR/beta.ctl"
 ${BETA_KEYS:-}
 EOF
   chmod 600 "$PAIR/vol.toml"
+}
+
+# pair_start: pair_config, then beta and alpha, synchronized.
+pair_start() {
+  pair_config
   start_node beta
   start_node alpha
   wait_state alpha synchronized 120   # a new pair: the full initial sync
