@@ -477,6 +477,22 @@ std::string KernelDevice::path() const {
 }
 
 void KernelDevice::follow_role(std::function<void(std::string)> done) {
+  if (following_) {
+    follow_waiters_.push_back(std::move(done));
+    return;
+  }
+  following_ = true;
+  follow_role_now([this, done = std::move(done)](const std::string& note) {
+    following_ = false;
+    auto waiters = std::move(follow_waiters_);
+    follow_waiters_.clear();
+    done(note);
+    // Each again, from the state this one left (most find nothing to do).
+    for (auto& w : waiters) follow_role(std::move(w));
+  });
+}
+
+void KernelDevice::follow_role_now(std::function<void(std::string)> done) {
   bool want_ro = server_.kernel_flags(opts_.export_name) & nbd::kFlagReadOnly;
   std::string dev = path();
   if (!attached_ || kernel_read_only() == want_ro) {

@@ -27,10 +27,10 @@
 #pragma once
 
 #include <functional>
-#include <vector>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "blocking_call.h"
 #include "config.h"
@@ -114,7 +114,10 @@ class KernelDevice final : public Completion {
   // export's (read-only on a secondary), re-attaching it when nobody uses it.
   // `done` gets a note for the command's reply: empty when the device has
   // the new role's state, else what the user must do.
+  // One at a time: a call while one runs (the promote's reply behind the
+  // re-attach a confirmed copy started) waits for it and then runs.
   void follow_role(std::function<void(std::string)> done);
+  void follow_role_now(std::function<void(std::string)> done);
   // The image under the device changed without passing through it (a
   // secondary's copy at a split, at the start and end of a resync): drops
   // what the kernel caches of the device's blocks (BLKFLSBUF, on a thread:
@@ -187,6 +190,8 @@ class KernelDevice final : public Completion {
   void start_cache_drop();
   std::string device_call_what_;
   UniqueFd claim_;  // a demote's O_EXCL claim, held until its re-attach
+  bool following_ = false;  // a follow_role() runs
+  std::vector<std::function<void(std::string)>> follow_waiters_;
   bool resize_answered_ = true;  // the resize's caller got its reply
   std::function<void()> stop_done_;  // set while a stop waits
   bool stop_probing_ = false;
