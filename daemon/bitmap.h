@@ -57,6 +57,11 @@ inline constexpr uint32_t kFlagCopyUnknown = 1u << 20;
 // identical (a new pair); a node without it gives a peer with new metadata
 // a full copy (a replaced disk). Cleared at the first plan adopted.
 inline constexpr uint32_t kFlagUnpaired = 1u << 21;
+// The operator's word on a new pair's primary (`promote --force
+// --identical`): both copies are identical, so a peer with new metadata
+// adopts this one without a copy even if its disk holds data of unknown
+// history (kFlagCopyUnknown). Cleared with kFlagUnpaired.
+inline constexpr uint32_t kFlagAssertIdentical = 1u << 22;
 // Facts about the copies, not about the maps: a reset after a readable
 // superblock keeps them. Forgotten, a detached disk's outdated copy would
 // start as primary and full-sync over the only current one; a split image

@@ -63,7 +63,10 @@ const std::vector<CommandSpec>& commands() {
        "is primary",
        true,
        {{"force", T::kBool, "Promote even though this copy may be behind (the peer is lost); "
-                            "its later writes become a split brain", false, false}}},
+                            "its later writes become a split brain", false, false},
+        {"identical", T::kBool, "With --force, on a new pair's primary: both copies are "
+                                "known identical, the peer adopts this one without a copy",
+         false, false}}},
       {"discard-my-data",
        "Split brain only: discard this node's changes (the victim); it becomes secondary and "
        "the peer copies back the regions either node changed (DRBD: connect --discard-my-data)",

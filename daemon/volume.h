@@ -197,6 +197,9 @@ class Volume final : public LinkConn::Handler {
   // writes are a split brain, never merged); becomes primary (persisted).
   void demote(uint32_t timeout_ms, Done done);
   void promote(bool force, Done done);
+  // promote --force --identical (a new pair's primary): both copies are
+  // identical; the peer adopts this one without a copy (kFlagAssertIdentical).
+  void promote_identical(Done done);
 
   // Control relay over the replication link (RELAY / RELAY_REPLY): relay()
   // sends a control request (JSON text) to the peer's daemon and calls

@@ -58,7 +58,12 @@ void VolumeControl::demote(uint32_t timeout_ms, Reply reply) {
   });
 }
 
-void VolumeControl::promote(bool force, Reply reply) {
+void VolumeControl::promote(bool force, bool identical, Reply reply) {
+  if (identical) {
+    if (!force)
+      return reply(EINVAL, "--identical goes with --force (the operator's word on a new pair)");
+    return volume_.promote_identical(reply);
+  }
   if (device_ == nullptr) return volume_.promote(force, reply);
   volume_.promote(force, [this, reply](int err, const std::string& msg) {
     // Already primary: a device that stayed read-only through the promote
@@ -124,7 +129,8 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
     return volume_.hold(uint32_t(t.get<uint64_t>()), reply);
   }
   if (cmd == "release") return volume_.release(reply);
-  if (cmd == "promote") return promote(req.args.value("force", false), reply);
+  if (cmd == "promote")
+    return promote(req.args.value("force", false), req.args.value("identical", false), reply);
   if (cmd == "demote") {
     int64_t s = req.args.value("timeout", int64_t(60));
     if (s <= 0 || s > 86400) return reply(EINVAL, "demote: timeout must be 1..86400 seconds");

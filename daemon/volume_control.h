@@ -31,7 +31,7 @@ class VolumeControl final : public ControlServer::Handler {
   nlohmann::json status_json() const;
   using Reply = std::function<void(int, const std::string&)>;
   void demote(uint32_t timeout_ms, Reply reply);
-  void promote(bool force, Reply reply);
+  void promote(bool force, bool identical, Reply reply);
   // A role change's reply once the device has the new role's state.
   void device_follow_role(int err, const std::string& msg, const Reply& reply);
 

@@ -134,8 +134,41 @@ std::string Volume::behind_reason() const {
   return "";
 }
 
+void Volume::promote_identical(Done done) {
+  const uint32_t flags = bitmap_->flags();
+  Generation g = bitmap_->generation();
+  if (role_ != Role::kPrimary || !(flags & kFlagUnpaired))
+    return done(EINVAL, "--identical is for the primary of a new pair (new metadata, no plan "
+                        "agreed with '" + peer_.name + "' yet): this node's copy has a history");
+  // A read-only copy (unconfirmed_) took no write since the start: what its
+  // map and generation hold is initial-sync = "full" and full sync plans the
+  // peer refused.
+  if (!unconfirmed_ && (bitmap_->dirty_bytes() > 0 || g.bitmap != 0 || g.history[0] != 0))
+    return done(EBUSY, "this copy has changes '" + peer_.name + "' lacks (written since the "
+                       "start, or all marked by initial-sync = \"full\"): `promote --force` "
+                       "without --identical gives it a full copy");
+  bitmap_->clear_all_dirty();
+  g = Generation{.current = g.current};
+  bitmap_->set_generation(g);
+  bitmap_->set_flags((flags | kFlagAssertIdentical) & ~kFlagFullSyncNeeded);
+  bitmap_->commit(FnDone::make([this, done](int err) {
+    if (err) return done(-err, "cannot record it in the metadata");
+    MLOG_WARN("volume '%s': promote --force --identical: the operator says both copies are "
+              "identical; '%s' adopts this one without a copy",
+              cfg_.name.c_str(), peer_.name.c_str());
+    done(0, "primary; both copies are taken as identical: '" + peer_.name +
+                "' adopts this one without a copy (a wrong word leaves them different)");
+    if (!active_) dial_now(/*even_if_not_dialer=*/true);
+  }));
+}
+
 void Volume::promote(bool force, Done done) {
-  if (role_ == Role::kPrimary && unconfirmed_) {
+  // A primary that never agreed a plan with its peer (new or lost metadata)
+  // whose peer refused the first sync: the operator's word that this copy is
+  // the current one.
+  bool first_sync = role_ == Role::kPrimary && force &&
+                    (bitmap_->flags() & (kFlagUnpaired | kFlagCopyUnknown));
+  if ((role_ == Role::kPrimary && unconfirmed_) || first_sync) {
     if (!force)
       return done(EBUSY, "this node is primary but read-only: nothing records its copy's "
                          "history (its metadata is new or was lost, over a disk that holds "
@@ -146,9 +179,13 @@ void Volume::promote(bool force, Done done) {
     bitmap_->set_all_dirty();
     bitmap_->set_flags(bitmap_->flags() | kFlagFullSyncNeeded);
     confirm_copy("promote --force");
-    return bitmap_->commit(FnDone::make([done](int err) {
+    return bitmap_->commit(FnDone::make([this, done](int err) {
       if (err) return done(-err, "cannot record it in the metadata");
-      done(0, "primary (forced: this copy is taken as the current one)");
+      done(0, "primary (forced: this copy is taken as the current one; '" + peer_.name +
+                  "' takes a full copy of it)");
+      // The peer may have refused the first sync for want of this word,
+      // and asked to be left alone for a while: ask it again now.
+      if (!active_) dial_now(/*even_if_not_dialer=*/true);
     }));
   }
   if (role_ == Role::kPrimary) return done(EALREADY, "already primary");

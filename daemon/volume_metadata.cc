@@ -128,7 +128,8 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
 
 void Volume::confirm_copy(const char* why) {
   // (Unpaired too: an operator's word, like a plan, is this copy's history.)
-  bitmap_->set_flags(bitmap_->flags() & ~(kFlagCopyUnknown | kFlagUnpaired));
+  bitmap_->set_flags(bitmap_->flags() &
+                     ~(kFlagCopyUnknown | kFlagUnpaired | kFlagAssertIdentical));
   if (!unconfirmed_) return;
   unconfirmed_ = false;
   gate_.set_writable(true);

@@ -140,7 +140,13 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     bool both_new = peer.current == 0 && (flags & kFlagUnpaired) && (st.flags & kFlagUnpaired) &&
                     !peer_disposable && !(st.flags & kFlagInconsistent) && my.bitmap == 0 &&
                     my.history[0] == 0 && bitmap_->dirty_bytes() == 0 &&
-                    cfg_.initial_sync == InitialSync::kSkip;
+                    // Disks that hold data with no record of their history
+                    // (a new pair on used disks, or both nodes' metadata lost
+                    // after a failover) are known identical only by the
+                    // operator's word (promote --force --identical).
+                    ((flags & kFlagAssertIdentical) ||
+                     (cfg_.initial_sync == InitialSync::kSkip &&
+                      !((flags | st.flags) & kFlagCopyUnknown)));
     kind = both_new ? link::Plan::kAdopt : link::Plan::kFull;
   } else if (peer.current == my.current && my.bitmap == 0 && !peer_disposable) {
     kind = link::Plan::kInSync;
@@ -336,8 +342,31 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
   const Generation mine = bitmap_->generation();
   bool knows_split = volume_internal::holds_id(peer_state_.gen, mine.current) ||
                      volume_internal::holds_id(peer_state_.gen, mine.bitmap);
+  const uint32_t peer_flags = peer_state_.flags;
+  if ((my_flags & kFlagCopyUnknown) &&
+      ((plan.kind == link::Plan::kFull && (peer_flags & (kFlagCopyUnknown | kFlagUnpaired))) ||
+       (plan.kind == link::Plan::kAdopt && !(peer_flags & kFlagAssertIdentical)))) {
+    // Neither copy has a known history: a new pair on disks that hold data,
+    // or both nodes' metadata lost (after a failover the volume file's
+    // `primary` may be the stale node). Nothing says which copy is current:
+    // the first sync waits for the operator's word, as DRBD's first
+    // `primary --force` does.
+    std::string why =
+        "neither node records its copy's history (their metadata is new or was lost) and '" +
+        self_.name + "''s disk holds data: nothing says which copy is the current one, so "
+        "nothing was overwritten. On the node whose copy is current, run `mirrorctl promote "
+        "--force`: if that is '" + peer_.name + "', '" + self_.name + "' then takes a full copy "
+        "of it; if it is '" + self_.name + "', stop '" + peer_.name + "' first, then start '" +
+        peer_.name + "' once with --discard-my-data. If both copies are known identical, "
+        "`mirrorctl promote --force --identical` on '" + peer_.name + "' adopts them without "
+        "a copy";
+    // (A warning: on a new pair over used disks this is a setup step.)
+    if (volume_internal::new_reason(copy_refusal_why_, why))
+      MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
+    return session_error(s, why, false, kCopyUnknownRetryMs, ECANCELED);
+  }
   if (plan.kind == link::Plan::kFull && (my_flags & kFlagCopyUnknown) &&
-      !(peer_state_.flags & kFlagFullSyncNeeded)) {
+      !(peer_flags & kFlagFullSyncNeeded)) {
     // This node lost its metadata, the primary did not: the primary's
     // history goes on, this copy's is unknown. After a failover this copy
     // may be the only current one, and the volume file's `primary` the
@@ -440,7 +469,7 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
   uint32_t flags = prev_flags;
   // The primary's plan places this copy in the pair's history again.
   if (plan.kind != link::Plan::kStandby) {
-    flags &= ~(kFlagCopyUnknown | kFlagUnpaired);
+    flags &= ~(kFlagCopyUnknown | kFlagUnpaired | kFlagAssertIdentical);
     split_released_ = false;
   }
   switch (plan.kind) {

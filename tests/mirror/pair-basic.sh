@@ -19,6 +19,8 @@ dd if=/dev/urandom of="${NODE_IMG[beta]}" bs=1M count=16 seek=100 conv=notrunc s
 ALPHA_BEFORE=$(sha_of "${NODE_IMG[alpha]}")
 
 start_pair
+# Both disks hold data: the first sync waits for the operator's word.
+first_sync_consent alpha
 
 # --- initial full sync
 line=$(wait_log alpha "peer 'beta' connected:" 30) || die "alpha never connected to beta"

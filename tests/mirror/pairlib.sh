@@ -457,6 +457,19 @@ new_synced_pair() {
     start_synced_pair "$@"
 }
 
+# first_sync_consent [PRIMARY]: a new pair on disks that both hold data:
+# the secondary refuses the first sync (nothing records either copy's
+# history), and the operator's `promote --force` on PRIMARY (default alpha)
+# says its copy is the current one (DRBD's first `primary --force`).
+first_sync_consent() {
+    local p=${1:-alpha} s out
+    [ "$p" = alpha ] && s=beta || s=alpha
+    wait_log "$s" "neither node records its copy's history" 30 >/dev/null ||
+        die "$s did not refuse a first sync over its data"
+    out=$(ctl "$p" promote --force) || die "promote --force on $p: $out"
+    log "first sync: promote --force $p: $out"
+}
+
 # must_start NODE [ARGS...]: start_node or die.
 must_start() {
     start_node "$@" || die "$1 did not start (see its log)"

@@ -48,6 +48,7 @@ fi
 # --- split brain: both nodes primary, both with writes of their own
 new_pair
 start_pair
+first_sync_consent alpha
 wait_log alpha "peer 'beta' connected:" 30 >/dev/null || die "the (correct) pair did not connect"
 wait_state alpha synchronized 120 >/dev/null || die "the (correct) pair did not synchronize"
 stop_node alpha

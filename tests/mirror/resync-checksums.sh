@@ -71,6 +71,7 @@ new_pair() {
     images
     config "$1"
     start_pair
+    first_sync_consent alpha
 }
 
 # --- 1. checksums on, a client writing through the resync
@@ -129,6 +130,7 @@ images
 config true
 must_start alpha
 start_with_faults beta "read-eio=40M:4K"
+first_sync_consent alpha
 wait_state alpha synchronized 120 >/dev/null || die "the resync with beta's read error did not complete"
 check "alpha copies the chunk beta could not digest whole" \
     grep -q "resync: the peer could not digest $((40 * MiB))+$MiB (Input/output error): copying it whole" \

@@ -131,6 +131,7 @@ chmod 600 "$PKI/beta.key"
 new_pair
 sa=$(sha_of "${NODE_IMG[alpha]}")
 start_pair
+first_sync_consent alpha
 wait_state alpha synchronized 120 >/dev/null || die "the TLS pair did not synchronize"
 for n in alpha beta; do
     other=alpha; [ "$n" = alpha ] && other=beta
@@ -176,6 +177,7 @@ verify_writes "every acknowledged write is on beta's copy" w1 --image "${NODE_IM
 
 A_MODE=plain B_MODE=plain; new_pair
 start_pair
+first_sync_consent alpha
 wait_state alpha synchronized 120 >/dev/null || die "the plaintext pair did not synchronize"
 for n in alpha beta; do
     check_eq "[plaintext, $n status] link not encrypted" false "$(status_get $n .link_security.encrypted)"

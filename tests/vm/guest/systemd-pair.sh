@@ -161,6 +161,13 @@ for u in "$A" "$B"; do
   step "$u active/running, MainPID ${P[MainPID]}, StatusText '${P[StatusText]}'"
 done
 [ -S "$RUN/db-alpha.ctl" ] && [ -S "$RUN/db-beta.nbd" ] || die "no sockets in $RUN"
+# beta's disk is a block device (it may hold anything) and neither node has a history: the
+# first sync waits for the operator's word on the node whose copy is current (DRBD's first
+# `primary --force`).
+beta_refused() { journalctl -b -u "$B" --no-pager -o cat | grep -q "neither node records its copy's history"; }
+until_true 30 "beta refuses a first sync over its disk" beta_refused
+out=$(ctl alpha promote --force) || die "promote --force on alpha: $out"
+step "mirrorctl promote --force on alpha: $out"
 wait_synchronized 60
 # The watchdog ping carries the volume's state (every WatchdogSec/2).
 status_synced() { props "$A"; case "${P[StatusText]}" in synchronized*) return 0;; esac; return 1; }
