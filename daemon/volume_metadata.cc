@@ -66,6 +66,13 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
                       "' (`mirrorctl promote` there; it needs --force only if it never learned "
                       "of this failure), replace this disk, then start this node once with "
                       "--discard-my-data: it becomes secondary and takes a full copy"};
+  if ((flags & kFlagPeerDiskFailed) && opts_.discard_my_data)
+    return Error{EINVAL, "--discard-my-data refused: metadata " + bm.path() + " records that '" +
+                         peer_.name + "''s disk failed and was detached, so this node's copy "
+                         "is the only current one: discarding it would leave the volume with "
+                         "none. Start this node without --discard-my-data and promote it "
+                         "(`mirrorctl promote`); the other node then takes a full copy once "
+                         "its disk is replaced (--discard-my-data there)"};
   if (opts_.discard_my_data) {
     // Persisted: a restart before the copy finished still takes the copy.
     role_ = Role::kSecondary;
