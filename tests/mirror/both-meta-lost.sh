@@ -50,15 +50,8 @@ failover_case() {
     local init=$1 shb
     log "---- failover-$init"
     VOL_EXTRA="initial-sync = \"$init\""
-    new_synced_pair 30
-    write_acked w1 "$(nbd_unix_uri alpha)" 0 $WIN 300
-    kill_node alpha
-    wait_state beta 'disconnected|degraded' 10 >/dev/null
-    out=$(ctl beta promote --force) || die "promote --force beta: $out"
-    write_acked w2 "$(nbd_unix_uri beta)" $WIN $WIN 500
-    stop_node beta
+    failover_both_meta_lost $WIN
     shb=$(sha_of "${NODE_IMG[beta]}")
-    for n in alpha beta; do rm -f "${NODE_META[$n]}" "${NODE_META[$n]}.backup"; done
     start_pair
     no_sync "failover-$init"
     check_eq "[failover-$init] beta's copy (the only one with w2) is untouched" "$shb" \

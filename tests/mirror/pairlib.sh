@@ -470,6 +470,23 @@ first_sync_consent() {
     log "first sync: promote --force $p: $out"
 }
 
+# failover_both_meta_lost WIN: a new synchronized pair, writes w1 through
+# alpha at [0, WIN), a forced failover (alpha killed, promote --force on
+# beta), writes w2 through beta alone at [WIN, 2*WIN), beta stopped, and both
+# nodes' metadata lost (the volume file still names alpha, the stale copy,
+# primary). Both nodes are stopped.
+failover_both_meta_lost() {
+    local win=$1 out n
+    new_synced_pair 30
+    write_acked w1 "$(nbd_unix_uri alpha)" 0 "$win" 300
+    kill_node alpha
+    wait_state beta 'disconnected|degraded' 10 >/dev/null
+    out=$(ctl beta promote --force) || die "promote --force beta: $out"
+    write_acked w2 "$(nbd_unix_uri beta)" "$win" "$win" 500
+    stop_node beta
+    for n in alpha beta; do rm -f "${NODE_META[$n]}" "${NODE_META[$n]}.backup"; done
+}
+
 # must_start NODE [ARGS...]: start_node or die.
 must_start() {
     start_node "$@" || die "$1 did not start (see its log)"
