@@ -140,6 +140,13 @@ void Volume::promote_identical(Done done) {
   if (role_ != Role::kPrimary || !(flags & kFlagUnpaired))
     return done(EINVAL, "--identical is for the primary of a new pair (new metadata, no plan "
                         "agreed with '" + peer_.name + "' yet): this node's copy has a history");
+  // The peer's STATE from its last handshake: a copy with a history there
+  // is never adopted (its generations share nothing with this new one).
+  if (peer_known_ && !(peer_state_.flags & kFlagUnpaired))
+    return done(EINVAL, "--identical is for a new pair, but '" + peer_.name + "''s metadata "
+                        "records a history: only this node's metadata is new. `promote --force` "
+                        "gives it a full copy of this one; if '" + peer_.name + "''s copy is the "
+                        "current one, start this node once with --discard-my-data instead");
   // A read-only copy (unconfirmed_) took no write since the start: what its
   // map and generation hold is initial-sync = "full" and full sync plans the
   // peer refused.

@@ -178,6 +178,22 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     refuse = "the two copies share no generation (unrelated data); "
              "restart the primary with --force-full-sync to overwrite the peer";
   }
+  bool first_sync = false;
+  if (refuse.empty() && (kind == link::Plan::kFull || kind == link::Plan::kAdopt) &&
+      (flags & (kFlagCopyUnknown | kFlagUnpaired)) && (st.flags & kFlagCopyUnknown) &&
+      !(flags & kFlagAssertIdentical) && !opts_.force_full_sync) {
+    // Neither copy has a known history (the secondary refuses the same from
+    // its side; one that runs older code does not): the first sync waits
+    // for the operator's word (promote --force, or --identical).
+    first_sync = true;
+    refuse = "neither node records its copy's history (their metadata is new or was lost) and '" +
+             peer_.name + "''s disk holds data: nothing says which copy is the current one. "
+             "On the node whose copy is current, run `mirrorctl promote --force`: if that is '" +
+             self_.name + "', '" + peer_.name + "' then takes a full copy of it; if it is '" +
+             peer_.name + "', stop '" + self_.name + "' first, then start '" + self_.name +
+             "' once with --discard-my-data. If both copies are known identical, `mirrorctl "
+             "promote --force --identical` here adopts them without a copy";
+  }
   if (refuse.empty() && kind == link::Plan::kFull && (flags & kFlagUnpaired) &&
       !(flags & kFlagCopyUnknown) && peer.current != 0 && !opts_.force_full_sync &&
       !(st.flags & (kFlagUnpaired | kFlagFullSyncNeeded | kFlagDisposableLocalWrites |
@@ -195,7 +211,10 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   if (!refuse.empty()) {
     bool brain = refuse.starts_with("split brain");
     if (brain) split_brain_ = true;
-    if (volume_internal::new_reason(plan_refusal_why_, refuse)) {
+    // (A warning: on a new pair over used disks this is a setup step.)
+    if (first_sync && volume_internal::new_reason(plan_refusal_why_, refuse))
+      MLOG_WARN("volume '%s': %s; nothing was overwritten", cfg_.name.c_str(), refuse.c_str());
+    else if (volume_internal::new_reason(plan_refusal_why_, refuse)) {
       MLOG_ERROR("volume '%s': %s; nothing was overwritten. %s", cfg_.name.c_str(),
                  refuse.c_str(),
                  brain ? "Choose the survivor: on the node whose data is discarded, run "
