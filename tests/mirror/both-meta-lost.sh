@@ -27,9 +27,9 @@ VOL_ACK=1s
 WIN=$((16 * MiB))
 REFUSAL="neither node records its copy's history"
 
-# no_sync LABEL: beta refused the first sync, neither node says synchronized,
-# alpha takes no writes.
-no_sync() {
+# first_sync_refused LABEL: beta refused the first sync, and the pair is not
+# synchronized.
+first_sync_refused() {
     local label=$1 line
     if line=$(wait_log beta "$REFUSAL" 20); then
         pass "[$label] beta refuses the first sync: ${line#*: }"
@@ -38,6 +38,12 @@ no_sync() {
     fi
     sleep 1
     check "[$label] the pair is not synchronized" test "$(status_get alpha .state)" != synchronized
+}
+
+# no_sync LABEL: first_sync_refused, and alpha takes no writes.
+no_sync() {
+    local label=$1
+    first_sync_refused "$label"
     check_eq "[$label] alpha is not writable" false "$(status_get alpha .writable)"
     if nbd_fill "$(nbd_unix_uri alpha)" $((48 * MiB)) $((64 * KiB)) 85 2>/dev/null; then
         fail "[$label] alpha accepted a write on a copy of unknown history"
@@ -121,13 +127,7 @@ setup_pair
 head -c $((4 * MiB)) /dev/urandom | dd of="${NODE_IMG[beta]}" conv=notrunc status=none
 shb=$(sha_of "${NODE_IMG[beta]}")
 start_pair
-if line=$(wait_log beta "$REFUSAL" 20); then
-    pass "[blank-primary] beta refuses a sync of a blank disk over its data"
-else
-    fail "[blank-primary] beta did not refuse"
-fi
-sleep 1
-check "[blank-primary] the pair is not synchronized" test "$(status_get alpha .state)" != synchronized
+first_sync_refused blank-primary
 check_eq "[blank-primary] beta's data untouched" "$shb" "$(sha_of "${NODE_IMG[beta]}")"
 out=$(ctl alpha promote 2>&1) && fail "[blank-primary] promote without --force: $out" \
     || pass "[blank-primary] promote without --force refused: $out"
