@@ -457,6 +457,20 @@ new_synced_pair() {
     start_synced_pair "$@"
 }
 
+# replace_primary_disk: the pair runs (alpha primary: 4M of 0x33 at 0 and
+# the acknowledged writes `w` at 16M..20M), both nodes stop, and alpha's
+# disk is replaced by a blank one (its metadata goes with it); sets
+# beta_sha to beta's image's hash. Nothing is started.
+replace_primary_disk() {
+    start_synced_pair 60
+    check "4M of 0x33 at 0 through alpha" nbd_fill "$(nbd_unix_uri alpha)" 0 $((4 * MiB)) 51
+    write_acked w "$(nbd_unix_uri alpha)" $((16 * MiB)) $((4 * MiB)) 200 --seed 3
+    stop_pair
+    rm -f "${NODE_IMG[alpha]}" "${NODE_META[alpha]}" "${NODE_META[alpha]}.backup"
+    truncate -s "$(size_bytes "$VOL_SIZE")" "${NODE_IMG[alpha]}"
+    beta_sha=$(sha_of "${NODE_IMG[beta]}")
+}
+
 # first_sync_consent [PRIMARY]: a new pair on disks that both hold data:
 # the secondary refuses the first sync (nothing records either copy's
 # history), and the operator's `promote --force` on PRIMARY (default alpha)

@@ -11,13 +11,7 @@
 VOL_SIZE=64M
 have_ctl || skip "needs mirrorctl"
 
-start_synced_pair 60
-check "4M of 0x33 at 0 through alpha" nbd_fill "$(nbd_unix_uri alpha)" 0 $((4 * MiB)) 51
-write_acked w "$(nbd_unix_uri alpha)" $((16 * MiB)) $((4 * MiB)) 200 --seed 3
-stop_pair
-rm -f "${NODE_IMG[alpha]}" "${NODE_META[alpha]}"
-truncate -s "$(size_bytes "$VOL_SIZE")" "${NODE_IMG[alpha]}"
-beta_sha=$(sha_of "${NODE_IMG[beta]}")
+replace_primary_disk
 must_start beta
 must_start alpha
 if wait_log alpha "metadata is new and its disk is blank" 20 >/dev/null; then
