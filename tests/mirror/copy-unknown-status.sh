@@ -1,0 +1,31 @@
+#!/bin/bash
+# copy-unknown-status (review7): what the operator sees when both-meta-lost
+# asks them to choose. After a forced failover (alpha killed, promote
+# --force on beta, beta writes alone and stops) both metadata files are
+# lost and both nodes start; beta refuses the first sync and the operator
+# must say which copy is current. beta's copy is the only current one and
+# nothing has touched it, but its new metadata carries kFlagFullSyncNeeded,
+# so `mirrorctl status` says "this copy is INCONSISTENT" (consistent:
+# false) and `promote` there says "this copy is not consistent (a resync
+# has not finished)": both point the operator at alpha, the stale copy.
+# What a user checks: beta's status does not call its intact copy
+# inconsistent, and still says its history is unknown.
+. "$(dirname "$0")/pairlib.sh"
+have_ctl || skip "needs mirrorctl"
+VOL_SIZE=64M
+WIN=$((16 * MiB))
+
+failover_both_meta_lost $WIN
+start_pair
+wait_log beta "neither node records its copy's history" 20 >/dev/null ||
+    die "beta did not refuse the first sync"
+check_eq "beta's status: its history is unknown" true "$(status_get beta .copy_history_unknown)"
+check_eq "beta's status does not call its untouched copy inconsistent" true \
+    "$(status_get beta .consistent)"
+out=$(ctl beta promote 2>&1)
+check "promote on beta does not say its copy is not consistent ($out)" \
+    test "${out/not consistent/}" = "$out"
+verify_writes "beta's disk holds every write beta acknowledged" w2 \
+    --image "${NODE_IMG[beta]}" $WIN $WIN
+stop_pair
+pair_finish
