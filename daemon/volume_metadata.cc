@@ -35,7 +35,12 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
     role_ = (flags & kFlagPrimary) ? Role::kPrimary : Role::kSecondary;
   }
   if (report.created) flags |= kFlagUnpaired;
-  if ((report.created || report.full_resync) && !report.recorded_primary &&
+  // A reset keeps the recorded role, not the generations. One that recorded
+  // "secondary" holds nothing newer than its peer (a secondary's own writes
+  // are tracked as disposable); one that recorded "primary" may be the
+  // stale node of a forced failover.
+  const bool recorded_secondary = report.recorded_primary && !*report.recorded_primary;
+  if ((report.created || (report.full_resync && !recorded_secondary)) &&
       !opts_.discard_my_data && volume_internal::may_hold_data(file_->fd())) {
     // Nothing says whether this copy is older or newer than the peer's.
     flags |= kFlagCopyUnknown;

@@ -191,22 +191,34 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
              "On the node whose copy is current, run `mirrorctl promote --force`: if that is '" +
              self_.name + "', '" + peer_.name + "' then takes a full copy of it; if it is '" +
              peer_.name + "', stop '" + self_.name + "' first, then start '" + self_.name +
-             "' once with --discard-my-data. If both copies are known identical, `mirrorctl "
-             "promote --force --identical` here adopts them without a copy";
+             "' once with --discard-my-data";
+    if ((flags & kFlagUnpaired) && (st.flags & kFlagUnpaired))
+      refuse += ". If both copies are known identical, `mirrorctl promote --force --identical` "
+                "here adopts them without a copy";
   }
   if (refuse.empty() && kind == link::Plan::kFull && (flags & kFlagUnpaired) &&
-      !(flags & kFlagCopyUnknown) && peer.current != 0 && !opts_.force_full_sync &&
+      peer.current != 0 && !opts_.force_full_sync && !(st.flags & kFlagSplit) &&
       !(st.flags & (kFlagUnpaired | kFlagFullSyncNeeded | kFlagDisposableLocalWrites |
                     kFlagInconsistent | kFlagDiskFailed))) {
-    // New metadata on a blank store (kFlagCopyUnknown unset: a regular
-    // file that is one hole), against a peer whose copy has a history: a
-    // replaced disk started as primary (the volume file names it). Its
-    // full sync would copy nothing but holes over the pair's data.
-    refuse = "this node's metadata is new and its disk is blank, but '" + peer_.name +
-             "''s copy has a history: a full sync from here would overwrite it with an empty "
-             "disk. If this disk was replaced, start this node once with --discard-my-data and "
-             "promote '" + peer_.name + "' (`mirrorctl promote`); to overwrite '" + peer_.name +
-             "' with this empty disk anyway, restart this node with --force-full-sync";
+    // New metadata (a replaced disk, or a lost file), started as primary
+    // (the volume file names it), against a peer whose copy has a history:
+    // its full sync would copy holes, or a copy nobody knows the age of,
+    // over the pair's data. The operator's promote --force clears
+    // kFlagUnpaired. (A split peer gets a standby plan, below: nothing
+    // copied until the operator's rejoin.)
+    if (flags & kFlagCopyUnknown)
+      refuse = "this node's metadata is new (a replaced disk, or lost metadata) and nothing "
+               "records its copy's history, but '" + peer_.name + "''s copy has one: a full "
+               "sync from here could overwrite newer data. If '" + peer_.name + "' holds the "
+               "current data, start this node once with --discard-my-data and promote '" +
+               peer_.name + "' (`mirrorctl promote`); if this node's copy is the current one, "
+               "run `mirrorctl promote --force` here";
+    else
+      refuse = "this node's metadata is new and its disk is blank, but '" + peer_.name +
+               "''s copy has a history: a full sync from here would overwrite it with an empty "
+               "disk. If this disk was replaced, start this node once with --discard-my-data and "
+               "promote '" + peer_.name + "' (`mirrorctl promote`); to overwrite '" + peer_.name +
+               "' with this empty disk anyway, restart this node with --force-full-sync";
   }
   if (!refuse.empty()) {
     bool brain = refuse.starts_with("split brain");
@@ -376,9 +388,10 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
         "nothing was overwritten. On the node whose copy is current, run `mirrorctl promote "
         "--force`: if that is '" + peer_.name + "', '" + self_.name + "' then takes a full copy "
         "of it; if it is '" + self_.name + "', stop '" + peer_.name + "' first, then start '" +
-        peer_.name + "' once with --discard-my-data. If both copies are known identical, "
-        "`mirrorctl promote --force --identical` on '" + peer_.name + "' adopts them without "
-        "a copy";
+        peer_.name + "' once with --discard-my-data";
+    if ((my_flags & kFlagUnpaired) && (peer_flags & kFlagUnpaired))
+      why += ". If both copies are known identical, `mirrorctl promote --force --identical` on '" +
+             peer_.name + "' adopts them without a copy";
     // (A warning: on a new pair over used disks this is a setup step.)
     if (volume_internal::new_reason(copy_refusal_why_, why))
       MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
@@ -627,7 +640,13 @@ void Volume::activate(Session* s) {
   // a crash before it plans FULL again, which copies more, never less).
   if (s->plan == link::Plan::kFull)
     bitmap_->set_flags(bitmap_->flags() & ~kFlagFullSyncNeeded);
-  if (s->plan != link::Plan::kStandby) confirm_copy("the pair agreed a plan");
+  if (s->plan != link::Plan::kStandby) {
+    const uint32_t before = bitmap_->flags();
+    confirm_copy("the pair agreed a plan");
+    // Durable at once: a crash before the next commit would bring back
+    // kFlagUnpaired (and kFlagAssertIdentical) into a later pairing.
+    if (bitmap_->flags() != before) bitmap_->commit(nullptr);
+  }
   rejoin_pending_ = false;  // the plan after the rejoin is adopted
   if (s->plan == link::Plan::kStandby) {
     replicator_->attach_split(s->conn.get());
