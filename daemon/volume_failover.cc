@@ -113,6 +113,9 @@ void Volume::demote_finish(int err, const std::string& why) {
 std::string Volume::behind_reason() const {
   uint32_t f = bitmap_->flags();
   if (split_brain_) return "the pair is in split brain";
+  if (f & kFlagCopyUnknown)
+    return "nothing records this copy's history (its metadata is new or was lost): whether it "
+           "is older or newer than the peer's is unknown";
   if (f & (kFlagInconsistent | kFlagFullSyncNeeded))
     return "this copy is not consistent (a resync has not finished)";
   if (f & kFlagSplit)
@@ -137,16 +140,25 @@ std::string Volume::behind_reason() const {
 void Volume::promote_identical(Done done) {
   const uint32_t flags = bitmap_->flags();
   Generation g = bitmap_->generation();
-  if (role_ != Role::kPrimary || !(flags & kFlagUnpaired))
-    return done(EINVAL, "--identical is for the primary of a new pair (new metadata, no plan "
-                        "agreed with '" + peer_.name + "' yet): this node's copy has a history");
-  // The peer's STATE from its last handshake: a copy with a history there
-  // is never adopted (its generations share nothing with this new one).
+  // Both metadata files new (created, no plan agreed yet): one reset from
+  // an unreadable file, or with a history, is never adopted.
+  auto why_not = [](uint32_t f) {
+    return (f & kFlagCopyUnknown) ? "was reset (its file was unreadable), not created"
+                                  : "records a history";
+  };
+  if (role_ != Role::kPrimary)
+    return done(EINVAL, "--identical is for the primary of a new pair");
+  if (!(flags & kFlagUnpaired))
+    return done(EINVAL, std::string("--identical needs both nodes' metadata new (created, no "
+                                    "plan agreed yet), but this node's ") +
+                            why_not(flags) + ": `promote --force` gives '" + peer_.name +
+                            "' a full copy of this one");
   if (peer_known_ && !(peer_state_.flags & kFlagUnpaired))
-    return done(EINVAL, "--identical is for a new pair, but '" + peer_.name + "''s metadata "
-                        "records a history: only this node's metadata is new. `promote --force` "
-                        "gives it a full copy of this one; if '" + peer_.name + "''s copy is the "
-                        "current one, start this node once with --discard-my-data instead");
+    return done(EINVAL, "--identical needs both nodes' metadata new (created, no plan agreed "
+                        "yet), but '" + peer_.name + "''s " + why_not(peer_state_.flags) +
+                        ": `promote --force` gives it a full copy of this one; if '" +
+                        peer_.name + "''s copy is the current one, start this node once with "
+                        "--discard-my-data instead");
   // A read-only copy (unconfirmed_) took no write since the start: what its
   // map and generation hold is initial-sync = "full" and full sync plans the
   // peer refused.
@@ -203,6 +215,17 @@ void Volume::promote(bool force, Done done) {
     return done(EBUSY, "'" + peer_.name + "' is primary: demote it first (`mirrorctl demote` "
                        "there); two primaries are never allowed");
   std::string behind = behind_reason();
+  const uint32_t pf = peer_state_.flags;
+  if (force && (bitmap_->flags() & kFlagInconsistent) && active_ && peer_known_ &&
+      !(pf & (kFlagInconsistent | kFlagDiskFailed)) &&
+      !((pf & kFlagFullSyncNeeded) && !(pf & kFlagCopyUnknown)))
+    // The peer, connected, was this copy's resync source: its copy is whole
+    // (or of unknown history, not blank), this one a mix. --force is for a
+    // peer that is lost.
+    return done(EBUSY, "refused even with --force: this copy is half-resynced (a resync from '" +
+                           peer_.name + "' had not finished) and '" + peer_.name +
+                           "' is connected: promote '" + peer_.name + "' instead. To take this "
+                           "mixed copy anyway, stop '" + peer_.name + "' first");
   if (!behind.empty() && !force)
     return done(EBUSY, "refused: " + behind +
                            ". Use --force only if the peer is lost: its later writes then "

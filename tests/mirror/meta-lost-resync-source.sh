@@ -62,9 +62,16 @@ done
 log "status alpha: $(status_get alpha -c .)"
 log "status beta: $(status_get beta -c .)"
 if [ "${MLRS_FORCE:-alpha}" = alpha ]; then
-    out=$(ctl alpha promote --force); log "promote --force alpha (the half-synced copy) (rc $?): $out"
-    wait_state alpha synchronized 60 >/dev/null
-    log "alpha $(status_get alpha .state) beta $(status_get beta .state), plan $(plan_of alpha)"
+    if out=$(ctl alpha promote --force); then
+        fail "promote --force on alpha, the half-synced copy, with beta connected: $out"
+        wait_state alpha synchronized 60 >/dev/null
+        log "alpha $(status_get alpha .state) beta $(status_get beta .state), plan $(plan_of alpha)"
+    else
+        pass "promote --force on alpha, the half-synced copy, refused while beta is connected: $out"
+    fi
+    out=$(ctl beta promote 2>&1)
+    check "promote on beta says its copy's history is unknown, not that it is inconsistent ($out)" \
+        grep -q "nothing records this copy's history" <<<"$out"
 else
     out=$(ctl beta promote --force); log "promote --force beta (rc $?): $out"
     wait_state beta synchronized 60 >/dev/null || fail "no sync from beta after promote --force"
