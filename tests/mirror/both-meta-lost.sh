@@ -81,8 +81,7 @@ failover_case skip
 
 log "---- newpair"
 VOL_EXTRA=""
-for n in alpha beta; do kill_node "$n"; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
-setup_pair
+fresh_pair
 head -c $((4 * MiB)) /dev/urandom | dd of="${NODE_IMG[alpha]}" conv=notrunc status=none
 head -c $((4 * MiB)) /dev/urandom | dd of="${NODE_IMG[beta]}" conv=notrunc status=none
 sha=$(sha_of "${NODE_IMG[alpha]}"); shb=$(sha_of "${NODE_IMG[beta]}")
@@ -101,8 +100,7 @@ log "---- identical"
 # A new pair on two disks restored from one image: the operator's word that
 # they are identical makes the pair adopt them without a copy.
 VOL_EXTRA='initial-sync = "skip"'
-for n in alpha beta; do kill_node "$n"; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
-setup_pair
+fresh_pair
 head -c $((4 * MiB)) /dev/urandom | dd of="${NODE_IMG[alpha]}" conv=notrunc status=none
 cp "${NODE_IMG[alpha]}" "${NODE_IMG[beta]}"
 start_pair
@@ -122,8 +120,7 @@ check_identical "[identical] the adopted copies"
 VOL_EXTRA=""
 
 log "---- blank-primary"
-for n in alpha beta; do kill_node "$n"; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
-setup_pair
+fresh_pair
 head -c $((4 * MiB)) /dev/urandom | dd of="${NODE_IMG[beta]}" conv=notrunc status=none
 shb=$(sha_of "${NODE_IMG[beta]}")
 start_pair

@@ -17,11 +17,6 @@ VOL_SIZE=64M
 VOL_ACK=1s
 WIN=$((16 * MiB))
 
-fresh() {
-    local n
-    for n in alpha beta; do kill_node "$n" 2>/dev/null; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
-    setup_pair
-}
 
 # converge LABEL: start beta, wait for alpha synchronized (or not), then
 # check the invariant: synchronized => identical and w holds on beta.
@@ -50,7 +45,7 @@ case_skip_blank() {
     local restart=$1 label=skip-blank$1 out
     log "---- $label"
     VOL_EXTRA='initial-sync = "skip"'
-    fresh
+    fresh_pair
     must_start alpha
     sleep 2
     log "[$label] alpha alone: $(status_get alpha '.state + " writable=" + (.writable|tostring)')"
@@ -63,7 +58,7 @@ case_ident() {
     local data=$1 label=ident-$1 out i
     log "---- $label"
     VOL_EXTRA='initial-sync = "skip"'
-    fresh
+    fresh_pair
     if [ "$data" = data ]; then
         head -c $((4 * MiB)) /dev/urandom | dd of="${NODE_IMG[alpha]}" bs=1M seek=40 conv=notrunc status=none
         cp "${NODE_IMG[alpha]}" "${NODE_IMG[beta]}"

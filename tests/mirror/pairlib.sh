@@ -449,12 +449,20 @@ start_synced_pair() {
     wait_state alpha synchronized "${1:-60}" >/dev/null || die "the pair did not synchronize"
 }
 
-# new_synced_pair [TIMEOUT]: both nodes killed, their images and metadata
-# removed, then start_synced_pair (one test, several cases from scratch).
-new_synced_pair() {
+# fresh_pair: both nodes killed, their images and metadata removed, then
+# setup_pair (one test, several cases from scratch).
+fresh_pair() {
     local n
-    for n in "${NODES[@]}"; do kill_node "$n"; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
-    start_synced_pair "$@"
+    for n in "${NODES[@]}"; do kill_node "$n" 2>/dev/null; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
+    setup_pair
+}
+
+# new_synced_pair [TIMEOUT]: fresh_pair, then start_pair, and alpha
+# synchronized within TIMEOUT (default 60), or die.
+new_synced_pair() {
+    fresh_pair
+    start_pair
+    wait_state alpha synchronized "${1:-60}" >/dev/null || die "the pair did not synchronize"
 }
 
 # replace_primary_disk: the pair runs (alpha primary: 4M of 0x33 at 0 and

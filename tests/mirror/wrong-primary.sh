@@ -12,17 +12,12 @@ VOL_SIZE=64M
 VOL_ACK=1s
 WIN=$((16 * MiB))
 
-fresh() {
-    local n
-    for n in alpha beta; do kill_node "$n" 2>/dev/null; rm -f "${NODE_IMG[$n]}" "${NODE_META[$n]}"*; done
-    setup_pair
-}
 
 wp_case() {
     local adisk=$1 init=$2 label="$1-$2" out shb line rc
     log "---- $label"
     VOL_EXTRA="initial-sync = \"$init\""
-    fresh
+    fresh_pair
     head -c $((8 * MiB)) /dev/urandom | dd of="${NODE_IMG[beta]}" bs=1M seek=40 conv=notrunc status=none
     [ "$adisk" = data ] &&
         head -c $((8 * MiB)) /dev/urandom | dd of="${NODE_IMG[alpha]}" bs=1M seek=40 conv=notrunc status=none
