@@ -16,7 +16,15 @@ run mount -t vfat -o loop /tmp/vfat.img /vfat
 B_IMG=/vfat/b.img
 step "beta's backing file on vfat: $B_IMG"
 
-pair_start
+# vfat has no SEEK_DATA (every file reads as data) and no holes: beta's new file may hold
+# anything as far as mirrord can tell, so the new pair's first sync waits for the
+# operator's word on the primary (DRBD's first `primary --force`).
+pair_config
+start_node beta
+start_node alpha
+wait_log beta "neither node records its copy's history"
+step "beta refuses the first sync until the operator's word: $(ctl alpha promote --force)"
+wait_state alpha synchronized 120
 attach_primary
 mkfs_mount
 grep -q "cannot punch holes" "$PAIR/alpha.log" ||
