@@ -20,12 +20,7 @@ VOL_EXTRA='initial-sync = "skip"'
 have_ctl || skip "needs mirrorctl"
 
 log "---- stale"
-start_synced_pair 30
-check "[stale] 1M of 0x11 at 0 through alpha" nbd_fill "$(nbd_unix_uri alpha)" 0 $MiB 17
-out=$(ctl alpha demote) && pass "[stale] demote alpha: $out" || die "demote: $out"
-out=$(ctl beta promote) && pass "[stale] promote beta: $out" || die "promote: $out"
-stop_node alpha
-check "[stale] 1M of 0x22 at 0 through beta (alpha down)" nbd_fill "$(nbd_unix_uri beta)" 0 $MiB 34
+planned_failover_alone "[stale]"
 write_acked ws "$(nbd_unix_uri beta)" $((16 * MiB)) $((4 * MiB)) 200 --seed 3
 stop_node beta
 rm -f "${NODE_META[alpha]}"

@@ -509,6 +509,19 @@ failover_both_meta_lost() {
     for n in alpha beta; do rm -f "${NODE_META[$n]}" "${NODE_META[$n]}.backup"; done
 }
 
+# planned_failover_alone [LABEL]: a new synchronized pair, 1M of 0x11 at 0
+# through alpha, a planned failover (demote alpha, promote beta), alpha
+# stopped, and 1M of 0x22 at 0 through beta alone. beta is left running.
+planned_failover_alone() {
+    local c=${1:+$1 } out
+    start_synced_pair 30
+    check "${c}1M of 0x11 at 0 through alpha" nbd_fill "$(nbd_unix_uri alpha)" 0 $MiB 17
+    out=$(ctl alpha demote) && pass "${c}demote alpha: $out" || die "demote: $out"
+    out=$(ctl beta promote) && pass "${c}promote beta: $out" || die "promote: $out"
+    stop_node alpha
+    check "${c}1M of 0x22 at 0 through beta (alpha down)" nbd_fill "$(nbd_unix_uri beta)" 0 $MiB 34
+}
+
 # must_start NODE [ARGS...]: start_node or die.
 must_start() {
     start_node "$@" || die "$1 did not start (see its log)"

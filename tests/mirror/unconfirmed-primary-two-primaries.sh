@@ -13,12 +13,7 @@
 have_ctl || skip "needs mirrorctl"
 VOL_SIZE=64M
 
-start_synced_pair 30
-check "1M of 0x11 at 0 through alpha" nbd_fill "$(nbd_unix_uri alpha)" 0 $MiB 17
-out=$(ctl alpha demote) && pass "demote alpha: $out" || die "demote: $out"
-out=$(ctl beta promote) && pass "promote beta: $out" || die "promote: $out"
-stop_node alpha
-check "1M of 0x22 at 0 through beta (alpha down)" nbd_fill "$(nbd_unix_uri beta)" 0 $MiB 34
+planned_failover_alone
 rm -f "${NODE_META[alpha]}" "${NODE_META[alpha]}.backup"
 must_start alpha
 wait_log alpha "split brain" 20 >/dev/null && pass "beta primary and connected: split brain, refused" \
