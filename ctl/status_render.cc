@@ -51,7 +51,9 @@ std::string render_status(const nlohmann::json& s, bool bar) {
     }
   }
   row("state", s.value("state", "?") +
-                   (s.value("consistent", true) ? "" : ", this copy is INCONSISTENT"));
+                   (s.value("consistent", true)                ? ""
+                    : s.value("copy_history_unknown", false) ? ", this copy's history is UNKNOWN"
+                                                               : ", this copy is INCONSISTENT"));
   if (s.value("copy_history_unknown", false))
     row("warning", "nothing records this copy's history (its metadata is new or was lost, over "
                    "a disk that holds data): older or newer than the peer's is unknown (after a "

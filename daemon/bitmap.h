@@ -62,6 +62,13 @@ inline constexpr uint32_t kFlagUnpaired = 1u << 21;
 // adopts this one without a copy even if its disk holds data of unknown
 // history (kFlagCopyUnknown). Cleared with kFlagUnpaired.
 inline constexpr uint32_t kFlagAssertIdentical = 1u << 22;
+// With kFlagCopyUnknown, after a reset whose superblock recorded
+// "secondary": the copy's history is unknown but it is never newer than
+// the peer's (a secondary's own writes are tracked as disposable), so a
+// primary with a history may give it a full copy without the operator; a
+// primary of unknown history may not. Cleared with kFlagCopyUnknown.
+inline constexpr uint32_t kFlagCopyNotNewer = 1u << 23;
+inline constexpr uint32_t kFlagsCopyUnknown = kFlagCopyUnknown | kFlagCopyNotNewer;
 // Facts about the copies, not about the maps: a reset after a readable
 // superblock keeps them. Forgotten, a detached disk's outdated copy would
 // start as primary and full-sync over the only current one; a split image
@@ -69,7 +76,7 @@ inline constexpr uint32_t kFlagAssertIdentical = 1u << 22;
 // for a consistent image.
 inline constexpr uint32_t kFlagsKeptOnReset = kFlagPrimary | kFlagDiskFailed |
                                               kFlagPeerDiskFailed | kFlagSplit |
-                                              kFlagInconsistent | kFlagCopyUnknown;
+                                              kFlagInconsistent | kFlagsCopyUnknown;
 
 // Who this metadata belongs to. volume, node and peer: at most 64 bytes, no
 // NUL. granularity, al_extent: powers of two, 4096 .. 2^31.

@@ -114,8 +114,8 @@ std::string Volume::behind_reason() const {
   uint32_t f = bitmap_->flags();
   if (split_brain_) return "the pair is in split brain";
   if (f & kFlagCopyUnknown)
-    return "nothing records this copy's history (its metadata is new or was lost): whether it "
-           "is older or newer than the peer's is unknown";
+    return "nothing records this copy's history (its metadata is new or was lost): it may be "
+           "older or newer than the peer's, or torn by a resync whose record was lost";
   if (f & (kFlagInconsistent | kFlagFullSyncNeeded))
     return "this copy is not consistent (a resync has not finished)";
   if (f & kFlagSplit)
@@ -187,6 +187,14 @@ void Volume::promote(bool force, Done done) {
   // the current one.
   bool first_sync = role_ == Role::kPrimary && force &&
                     (bitmap_->flags() & (kFlagUnpaired | kFlagCopyUnknown));
+  if (((role_ == Role::kPrimary && unconfirmed_) || first_sync) && split_brain_)
+    // Both primary: the peer's writes go on there. Taking this copy as the
+    // current one would make two writable primaries.
+    return done(EBUSY, "refused even with --force: '" + peer_.name + "' is primary too (split "
+                       "brain): two writable primaries are never allowed. To keep '" +
+                       peer_.name + "''s copy, run `mirrorctl discard-my-data` here (or restart "
+                       "this node once with --discard-my-data); to keep this one, demote or "
+                       "stop '" + peer_.name + "' first");
   if ((role_ == Role::kPrimary && unconfirmed_) || first_sync) {
     if (!force)
       return done(EBUSY, "this node is primary but read-only: nothing records its copy's "
@@ -248,7 +256,7 @@ void Volume::promote(bool force, Done done) {
   }
   // (Forced: the operator takes this copy as the current one.)
   flags &= ~(kFlagInconsistent | kFlagSplit | kFlagDisposableLocalWrites | kFlagPeerDiskFailed |
-             kFlagCopyUnknown | kFlagUnpaired);
+             kFlagsCopyUnknown | kFlagUnpaired);
   flags |= kFlagPrimary;
   bitmap_->set_generation(g);
   bitmap_->set_flags(flags);

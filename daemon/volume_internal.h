@@ -39,7 +39,7 @@ inline constexpr const char* kDisklessHelp =
 inline uint32_t discard_my_data_flags(uint32_t flags) {
   flags |= kFlagFullSyncNeeded | kFlagInconsistent;
   flags &= ~(kFlagSplit | kFlagDisposableLocalWrites | kFlagPrimary | kFlagDiskFailed |
-             kFlagPeerDiskFailed | kFlagCopyUnknown);
+             kFlagPeerDiskFailed | kFlagsCopyUnknown);
   return flags;
 }
 

@@ -37,14 +37,21 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   if (report.created) flags |= kFlagUnpaired;
   // A reset keeps the recorded role, not the generations. One that recorded
   // "secondary" holds nothing newer than its peer (a secondary's own writes
-  // are tracked as disposable); one that recorded "primary" may be the
-  // stale node of a forced failover.
+  // are tracked as disposable), but nothing says the peer's copy is the
+  // pair's either (a replaced primary disk): kFlagCopyNotNewer. One that
+  // recorded "primary" may be the stale node of a forced failover.
   const bool recorded_secondary = report.recorded_primary && !*report.recorded_primary;
-  if ((report.created || (report.full_resync && !recorded_secondary)) &&
-      !opts_.discard_my_data && volume_internal::may_hold_data(file_->fd())) {
+  if ((report.created || report.full_resync) && !opts_.discard_my_data &&
+      volume_internal::may_hold_data(file_->fd())) {
     // Nothing says whether this copy is older or newer than the peer's.
     flags |= kFlagCopyUnknown;
-    if (role_ == Role::kSecondary)
+    if (recorded_secondary && !report.created) {
+      flags |= kFlagCopyNotNewer;
+      MLOG_WARN("metadata %s was reset, and %s holds data: this copy (a secondary's) takes a "
+                "full copy from a primary with a history; from one whose history is unknown "
+                "too, only once the operator chooses",
+                bm.path().c_str(), self_.backing.c_str());
+    } else if (role_ == Role::kSecondary)
       MLOG_WARN("metadata %s %s, and %s holds data: nothing records this copy's history, so a "
                 "full sync into it from a primary with a history waits for the operator "
                 "(--discard-my-data)",
@@ -141,7 +148,7 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
 void Volume::confirm_copy(const char* why) {
   // (Unpaired too: an operator's word, like a plan, is this copy's history.)
   bitmap_->set_flags(bitmap_->flags() &
-                     ~(kFlagCopyUnknown | kFlagUnpaired | kFlagAssertIdentical));
+                     ~(kFlagsCopyUnknown | kFlagUnpaired | kFlagAssertIdentical));
   if (!unconfirmed_) return;
   unconfirmed_ = false;
   gate_.set_writable(true);

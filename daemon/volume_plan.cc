@@ -398,7 +398,7 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
     return session_error(s, why, false, kCopyUnknownRetryMs, ECANCELED);
   }
   if (plan.kind == link::Plan::kFull && (my_flags & kFlagCopyUnknown) &&
-      !(peer_flags & kFlagFullSyncNeeded)) {
+      !(my_flags & kFlagCopyNotNewer) && !(peer_flags & kFlagFullSyncNeeded)) {
     // This node lost its metadata, the primary did not: the primary's
     // history goes on, this copy's is unknown. After a failover this copy
     // may be the only current one, and the volume file's `primary` the
@@ -501,7 +501,7 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
   uint32_t flags = prev_flags;
   // The primary's plan places this copy in the pair's history again.
   if (plan.kind != link::Plan::kStandby) {
-    flags &= ~(kFlagCopyUnknown | kFlagUnpaired | kFlagAssertIdentical);
+    flags &= ~(kFlagsCopyUnknown | kFlagUnpaired | kFlagAssertIdentical);
     split_released_ = false;
   }
   switch (plan.kind) {

@@ -36,12 +36,11 @@ VolumeStatus Volume::status() const {
   st.size = cfg_.size;
   st.dirty_bytes = bitmap_->dirty_bytes();
   st.generation = bitmap_->generation().current;
-  // (New metadata over a disk that holds data also asks for a full sync,
-  // but nothing has touched that copy: unknown, not torn.)
-  const uint32_t f = bitmap_->flags();
-  st.consistent = role_ == Role::kPrimary ||
-                  (!(f & kFlagInconsistent) &&
-                   (!(f & kFlagFullSyncNeeded) || (f & kFlagCopyUnknown)));
+  // (A copy of unknown history, kFlagCopyUnknown, may be untouched or torn
+  // by a resync whose record was lost: not known consistent. The table
+  // and promote say "unknown", not "inconsistent".)
+  st.consistent = !(bitmap_->flags() & (kFlagInconsistent | kFlagFullSyncNeeded)) ||
+                  role_ == Role::kPrimary;
   st.link = active_ ? "connected" : (sessions_.empty() ? "disconnected" : "connecting");
   if (active_) {
     st.link_up = true;
