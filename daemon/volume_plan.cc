@@ -17,6 +17,23 @@
 namespace mirror {
 
 namespace {
+// Why a first sync between two copies of unknown history waits, and what
+// the operator does, the same from either side: PRIMARY's copy would
+// overwrite SECONDARY's. --identical is offered only when both metadata
+// files are new (BOTH_NEW: it needs kFlagUnpaired on both).
+std::string first_sync_refusal(const std::string& primary, const std::string& secondary,
+                               bool both_new) {
+  std::string why =
+      "neither node records its copy's history (their metadata is new or was lost) and '" +
+      secondary + "''s disk holds data: nothing says which copy is the current one. On the "
+      "node whose copy is current, run `mirrorctl promote --force`: if that is '" + primary +
+      "', '" + secondary + "' then takes a full copy of it; if it is '" + secondary +
+      "', stop '" + primary + "' first, then start '" + primary + "' once with --discard-my-data";
+  if (both_new)
+    why += ". If both copies are known identical, `mirrorctl promote --force --identical` on '" +
+           primary + "' adopts them without a copy";
+  return why;
+}
 
 link::Generation to_link(const Generation& g) {
   return {g.current, g.bitmap, g.history[0], g.history[1]};
@@ -186,15 +203,8 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     // its side; one that runs older code does not): the first sync waits
     // for the operator's word (promote --force, or --identical).
     first_sync = true;
-    refuse = "neither node records its copy's history (their metadata is new or was lost) and '" +
-             peer_.name + "''s disk holds data: nothing says which copy is the current one. "
-             "On the node whose copy is current, run `mirrorctl promote --force`: if that is '" +
-             self_.name + "', '" + peer_.name + "' then takes a full copy of it; if it is '" +
-             peer_.name + "', stop '" + self_.name + "' first, then start '" + self_.name +
-             "' once with --discard-my-data";
-    if ((flags & kFlagUnpaired) && (st.flags & kFlagUnpaired))
-      refuse += ". If both copies are known identical, `mirrorctl promote --force --identical` "
-                "here adopts them without a copy";
+    refuse = first_sync_refusal(self_.name, peer_.name,
+                                (flags & st.flags & kFlagUnpaired) != 0);
   }
   if (refuse.empty() && kind == link::Plan::kFull && (flags & kFlagUnpaired) &&
       peer.current != 0 && !opts_.force_full_sync && !(st.flags & kFlagSplit) &&
@@ -382,16 +392,9 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
     // `primary` may be the stale node). Nothing says which copy is current:
     // the first sync waits for the operator's word, as DRBD's first
     // `primary --force` does.
-    std::string why =
-        "neither node records its copy's history (their metadata is new or was lost) and '" +
-        self_.name + "''s disk holds data: nothing says which copy is the current one, so "
-        "nothing was overwritten. On the node whose copy is current, run `mirrorctl promote "
-        "--force`: if that is '" + peer_.name + "', '" + self_.name + "' then takes a full copy "
-        "of it; if it is '" + self_.name + "', stop '" + peer_.name + "' first, then start '" +
-        peer_.name + "' once with --discard-my-data";
-    if ((my_flags & kFlagUnpaired) && (peer_flags & kFlagUnpaired))
-      why += ". If both copies are known identical, `mirrorctl promote --force --identical` on '" +
-             peer_.name + "' adopts them without a copy";
+    std::string why = first_sync_refusal(peer_.name, self_.name,
+                                         (my_flags & peer_flags & kFlagUnpaired) != 0) +
+                      "; nothing was overwritten";
     // (A warning: on a new pair over used disks this is a setup step.)
     if (volume_internal::new_reason(copy_refusal_why_, why))
       MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
