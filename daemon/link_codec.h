@@ -75,8 +75,13 @@ inline constexpr uint16_t kFeatureRead = 1 << 3;
 // kDetach: the secondary records that it holds the only current copy, so
 // the primary can go on without its failed disk (on-io-error = detach).
 inline constexpr uint16_t kFeatureDetach = 1 << 4;
-inline constexpr uint16_t kFeatures =
-    kFeatureVerify | kFeatureResize | kFeatureTrimKept | kFeatureRead | kFeatureDetach;
+// Once its DETACH is answered, the secondary's copy is the only one: a
+// request its disk fails is answered with the error and flags nothing (a
+// lone disk's failed write), so the primary passes the error to its client
+// and keeps the link. Without it, the primary drops the link.
+inline constexpr uint16_t kFeatureSoleErrors = 1 << 5;
+inline constexpr uint16_t kFeatures = kFeatureVerify | kFeatureResize | kFeatureTrimKept |
+                                      kFeatureRead | kFeatureDetach | kFeatureSoleErrors;
 
 // Online verify: SHA-256 of each region of the range (docs/replication-protocol.md).
 inline constexpr size_t kDigestSize = 32;

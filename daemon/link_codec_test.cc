@@ -257,5 +257,12 @@ TEST(LinkDetach, HasNoPayloadAndItsOwnFeatureBit) {
   EXPECT_EQ(kFeatures & kFeatureDetach, kFeatureDetach);
 }
 
+TEST(LinkFeatures, SoleErrorsHasItsOwnBit) {
+  // On the wire: an older daemon must read the bit as "unknown", never as
+  // another feature.
+  EXPECT_EQ(kFeatureSoleErrors, 32);
+  EXPECT_EQ(kFeatures & kFeatureSoleErrors, kFeatureSoleErrors);
+}
+
 }  // namespace
 }  // namespace mirror::link

@@ -437,7 +437,8 @@ void Replicator::on_reply(const link::Header& h) {
     err = 0;
     trim_kept(op, /*peer=*/true);
   }
-  if (err) peer_io_error_ = true;
+  // (A lone copy's failed request is not the link's trouble: below.)
+  if (err && !(op->diskless && peer_sole_errors_)) peer_io_error_ = true;
   switch (op->kind) {
     case Kind::kPing:
       ping_outstanding_ = false;
@@ -466,6 +467,18 @@ void Replicator::on_reply(const link::Header& h) {
     default:
       break;
   }
+  if (err && op->diskless && peer_sole_errors_) {
+    // The peer's copy is the only one, confirmed, and its disk failed this
+    // request: the client gets the error, as from a lone disk. The peer
+    // flagged nothing (link::kFeatureSoleErrors) and the link stays: every
+    // other request is still served.
+    op->peer_err = err;
+    MLOG_ERROR("diskless: the peer's disk, the only copy, failed %s at %llu+%u: %s; that "
+               "request fails",
+               op->kind == Kind::kWrite ? "a write" : op->kind == Kind::kTrim ? "a trim" : "a zeroing",
+               static_cast<unsigned long long>(op->off), op->len, strerror(err));
+    return maybe_complete(op);
+  }
   if (err && (op->diskless || disk_abandoned())) {  // the only copy failed it
     op->peer_err = err;
     MLOG_ERROR("the peer failed a write at %llu+%u (this node's disk is given up): %s",
@@ -489,8 +502,10 @@ void Replicator::maybe_complete(Op* op) {
   if (op->local_pending || op->peer_pending || op->meta_pending) return;
   const bool change = op->modifies() || op->kind == Kind::kFlush;
   if (op->diskless) {
-    // The peer's copy is the only one: its result is the request's.
-    op->local_err = op->peer_err ? -EIO : 0;
+    // The peer's copy is the only one: its result is the request's (a
+    // full disk is told as such; anything else is an I/O error).
+    const int e = op->peer_err;
+    op->local_err = !e ? 0 : (e == ENOSPC || e == EDQUOT) ? -ENOSPC : -EIO;
   } else if (op->disk_err || (change && op->sent_to_peer && op->peer_err && disk_abandoned())) {
     // This disk failed it (a detach took the error over), or the peer did
     // not take it while this disk is being given up: decided once the

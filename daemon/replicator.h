@@ -374,6 +374,7 @@ class Replicator final : public Backend {
   uint64_t reads_from_peer_ = 0, read_repairs_ = 0;
   bool peer_reads_ = false;  // the peer answers READ (link::kFeatureRead)
   bool peer_detach_ = false;  // the peer takes DETACH (link::kFeatureDetach)
+  bool peer_sole_errors_ = false;  // link::kFeatureSoleErrors
   DiskState disk_ = DiskState::kOk;
   bool detach_sent_ = false;       // DETACH went out: the peer may have recorded it
   bool detach_confirmed_ = false;  // the peer answered it

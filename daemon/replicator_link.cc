@@ -30,6 +30,7 @@ void Replicator::attach(LinkConn* link, link::Plan::Kind plan, uint16_t peer_fea
   csums_ = cfg_.resync_checksums && (peer_features & link::kFeatureVerify);
   peer_reads_ = peer_features & link::kFeatureRead;
   peer_detach_ = peer_features & link::kFeatureDetach;
+  peer_sole_errors_ = peer_features & link::kFeatureSoleErrors;
   if (cfg_.resync_checksums && !csums_)
     MLOG_WARN("resync-checksums: the peer's mirrord cannot digest its copy (no VERIFY): "
               "resyncs send every region whole");

@@ -21,6 +21,7 @@ struct SecondaryApplier::Apply final : IoDone {
   bool moved = false;      // DETACH: this one moved the generation and set the flag
   uint64_t new_current = 0;  // DETACH: the id it moved to
   bool resync = false;  // a resync copy: its writeback starts once it is applied
+  bool sole = false;    // a client's change sent by a diskless primary (sole_copy_)
   uint32_t verify_region = 0;  // a VERIFY: read, then answer with digests
   bool read = false;           // a READ: answer with the data
   link::Type type = link::Type::kWrite;
@@ -39,6 +40,9 @@ void SecondaryApplier::attach(LinkConn* link, uint16_t peer_features) {
   link_ = link;
   peer_features_ = peer_features;
   ++epoch_;
+  // Recorded by a DETACH that has finished (one still being committed
+  // decides it when it does).
+  sole_copy_ = (bitmap_.flags() & kFlagPeerDiskFailed) && detaches_pending_ == 0;
 }
 
 void SecondaryApplier::detach() {
@@ -57,7 +61,7 @@ SecondaryApplier::Apply* SecondaryApplier::get() {
     a = free_.back().release();
     free_.pop_back();
   }
-  a->is_flush = a->is_sync_done = a->is_detach = a->resync = a->read = false;
+  a->is_flush = a->is_sync_done = a->is_detach = a->resync = a->read = a->sole = false;
   a->verify_region = 0;
   return a;
 }
@@ -167,6 +171,7 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
         bitmap_.set_generation(gen);
         bitmap_.set_flags(bitmap_.flags() | kFlagPeerDiskFailed);
       }
+      ++detaches_pending_;
       bitmap_.commit(a);
       return;
     }
@@ -188,6 +193,7 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
       bool was_inconsistent = prev_flags & kFlagInconsistent;
       bitmap_.set_flags(prev_flags & ~(kFlagInconsistent | kFlagFullSyncNeeded |
                                        kFlagDisposableLocalWrites | kFlagPeerDiskFailed));
+      sole_copy_ = false;
       Apply* a = get();
       a->id = h.id;
       a->epoch = epoch_;
@@ -212,6 +218,7 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
   a->off = h.offset;
   a->len = h.length;
   in_flight_.insert(a->seq);
+  a->sole = sole_copy_ && !(h.flags & link::kFlagResync);
   bool fua = h.flags & link::kFlagFua;
   switch (h.type) {
     case link::Type::kWrite:
@@ -309,6 +316,8 @@ void SecondaryApplier::done(Apply* a, int err) {
   }
   if (a->is_detach) {
     uint64_t epoch = a->epoch, id = a->id;
+    --detaches_pending_;
+    sole_copy_ = !err;
     if (err) {
       // Not recorded: the primary keeps its disk (or, if it may think
       // otherwise, stays detached and writes nothing). This copy claims
@@ -357,13 +366,20 @@ void SecondaryApplier::local_failed(const Apply* a, int err) {
   const char* what = a->type == link::Type::kWrite  ? "writing"
                      : a->type == link::Type::kTrim ? "trimming"
                                                     : "zeroing";
+  // With the primary's disk detached, this copy is the only one and the
+  // request fails as it would on a lone disk: the primary passes the error
+  // to its client and acknowledges nothing, so no copy lacks an
+  // acknowledged write: nothing to flag, the volume goes on.
+  const char* then = a->sole ? "this is the only current copy (the primary's disk is "
+                               "detached), so the client's request fails"
+                             : "the primary keeps that region and resyncs it once this "
+                               "disk works again";
   char buf[256];
-  std::snprintf(buf, sizeof buf,
-                "local disk: %s %llu+%u failed: %s; the primary keeps that region and "
-                "resyncs it once this disk works again",
-                what, static_cast<unsigned long long>(a->off), a->len, strerror(-err));
+  std::snprintf(buf, sizeof buf, "local disk: %s %llu+%u failed: %s; %s", what,
+                static_cast<unsigned long long>(a->off), a->len, strerror(-err), then);
   last_local_error_ = buf;
   MLOG_ERROR("replication: %s", buf);
+  if (a->sole) return;
   // This copy now lacks a write the primary acknowledged (it goes on
   // alone): never a usable image, nor promotable, until a resync ends.
   if (!(bitmap_.flags() & kFlagInconsistent)) {

@@ -14,7 +14,9 @@
 // A request the local disk fails (EIO, ENOSPC) is answered with that error,
 // never acknowledged: the primary then marks the region dirty, drops the
 // link and goes on alone (DRBD's on-io-error=detach); this copy is flagged
-// inconsistent until a resync completes.
+// inconsistent until a resync completes. Once the primary's disk is
+// detached, this copy is the only one: the error is its client's, the link
+// stays, and nothing is flagged (a lone disk failing a write).
 #pragma once
 
 #include <cstdint>
@@ -99,6 +101,13 @@ class SecondaryApplier {
   uint64_t local_errors_ = 0;
   bool trim_kept_ = false;
   std::string last_local_error_;
+  // The primary's disk is detached and it knows this copy is the only one
+  // (its DETACH was answered): what fails here fails for its client, and
+  // leaves no copy behind. Requests that arrived before that answer may
+  // still be acknowledged by the primary's disk, so they are judged by
+  // what held when they arrived (Apply::sole).
+  bool sole_copy_ = false;
+  int detaches_pending_ = 0;  // DETACH commits not finished yet
 };
 
 }  // namespace mirror
