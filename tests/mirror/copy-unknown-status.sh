@@ -7,9 +7,11 @@
 # nothing has touched it, but its new metadata carries kFlagFullSyncNeeded,
 # so `mirrorctl status` says "this copy is INCONSISTENT" (consistent:
 # false) and `promote` there says "this copy is not consistent (a resync
-# has not finished)": both point the operator at alpha, the stale copy.
-# What a user checks: beta's status does not call its intact copy
-# inconsistent, and still says its history is unknown.
+# has not finished)": both pointed the operator at alpha, the stale copy.
+# What a user checks: beta's status says its copy's history is UNKNOWN (the
+# table and `copy_history_unknown`), not that it is INCONSISTENT;
+# `consistent` stays false for scripts (an unknown copy may also be one torn
+# by a resync whose record was lost: meta-lost-resync-target).
 . "$(dirname "$0")/pairlib.sh"
 have_ctl || skip "needs mirrorctl"
 VOL_SIZE=64M
