@@ -212,6 +212,23 @@ struct BackupRequest {
   QuiesceOptions quiesce;
 };
 
+// Why the split of instant `point` may not have lasted until now ("" if it
+// did): the primary is split still, at that same instant.
+std::string split_ended(const std::string& socket, uint64_t point) {
+  auto now = call(socket, make_request("status"));
+  if (std::string e = reply_error(now, socket); !e.empty())
+    return "cannot check that the split lasted the whole copy: " + e;
+  const json& st = (*now)["result"];
+  uint64_t at = st["last_split"].is_object() ? st["last_split"].value("unix_ms", uint64_t(0)) : 0;
+  if (st.value("state", std::string()) != "split")
+    return "the split ended during the copy (the pair is " +
+           st.value("state", std::string("?")) + ": a rejoin meanwhile?)";
+  if (at != point)
+    return "the split ended during the copy: the pair is split again, at " +
+           std::to_string(at) + ", not at " + std::to_string(point);
+  return "";
+}
+
 // mirrorctl backup: split (quiesced), copy the secondary's image, mark the
 // backup point on the secondary, rejoin. A failure after the split still
 // rejoins; the backup point moves only when the copy is complete, so a
@@ -276,15 +293,21 @@ int run_backup(const BackupRequest& b) {
     }
     return rc;
   }
+  uint64_t point = 0;  // the split instant, once known
   auto failed = [&](const std::string& why) {
     std::fprintf(stderr, "%s: %s\n", me, why.c_str());
-    rejoin();
+    // Only this backup's split is rejoined: one made since (another
+    // shell's backup, say) is not ours to end.
+    if (point && !split_ended(b.socket, point).empty())
+      std::fprintf(stderr, "%s: not rejoining: the split this backup made is over\n", me);
+    else
+      rejoin();
     return kExitFailed;
   };
   // The point is the split instant: its time, from the primary.
   auto after = call(b.socket, make_request("status"));
   if (std::string e = reply_error(after, b.socket); !e.empty()) return failed(e);
-  uint64_t point = (*after)["result"]["last_split"].value("unix_ms", uint64_t(0));
+  point = (*after)["result"]["last_split"].value("unix_ms", uint64_t(0));
   if (point == 0) return failed("the primary reports no split time");
   if (b.incremental) {
     std::string e = reply_error(
@@ -315,10 +338,22 @@ int run_backup(const BackupRequest& b) {
                            : target + " removed");
     return failed(why + "; rejoining");
   }
+  // The image is the split instant's only if that split lasted the whole
+  // copy: a rejoin meanwhile (another shell, a script) resynced the
+  // secondary under it, and a split since has an instant of its own.
+  // Checked once the copy is done: what happens after cannot tear it.
+  if (std::string why = split_ended(b.socket, point); !why.empty()) {
+    if (!b.incremental) ::unlink(target.c_str());
+    return failed(why + ": the image mixes two instants; " +
+                  (b.incremental ? b.path + " is partly updated (its backup point did not move: "
+                                            "run the incremental backup again)"
+                                 : target + " removed"));
+  }
   if (!b.incremental && ::rename(target.c_str(), b.path.c_str()) < 0)
     return failed("renaming " + target + ": " + strerror(errno));
   std::string e = reply_error(
-      call(b.socket, make_request("backup-mark", {{"point", point}, {"expect", old.point}})),
+      call(b.socket, make_request("backup-mark",
+                                  {{"point", point}, {"expect", old.point}, {"split", point}})),
       b.socket);
   if (!e.empty()) return failed("the image is complete, but the backup point was not recorded: " + e);
   if (auto w = write_record(b.path, {volume, size, point}); !w)

@@ -100,7 +100,10 @@ const std::vector<CommandSpec>& commands() {
        true,
        {{"point", T::kInt, "The new backup point id (0: only check --expect)", true, false},
         {"expect", T::kInt, "Refuse (ESTALE) unless the current point is this one", false,
-         false}}},
+         false},
+        {"split", T::kInt, "Refuse (ECANCELED) unless the split is still the one of this "
+                           "instant (Unix ms: the backup's copy saw one split throughout)",
+         false, false}}},
   };
   return table;
 }

@@ -240,7 +240,9 @@ class Volume final : public LinkConn::Handler {
   // (ESTALE) unless the current point is `expect` (0: any). point == 0 only
   // checks. Runs on the secondary: sent to the primary's daemon, the
   // command is relayed to it (VolumeControl, RELAY).
-  void backup_mark(uint64_t point, uint64_t expect, Done done);
+  // split: the split instant the backup copied (0: not checked); refused
+  // when this node knows its split is another one.
+  void backup_mark(uint64_t point, uint64_t expect, uint64_t split, Done done);
   // Online resize (volume_resize.cc, DRBD's `drbdadm resize`): grows the
   // volume to the size its volume file (re-read) now says. On a primary
   // whose peer is connected and synchronized, both nodes grow at one point
@@ -302,7 +304,8 @@ class Volume final : public LinkConn::Handler {
   std::string behind_reason() const;
   void become(Role role);
   void reconnect(const std::string& why);
-  int apply_backup_mark(uint64_t point, uint64_t expect, std::function<void(int)> done);
+  int apply_backup_mark(uint64_t point, uint64_t expect, uint64_t split,
+                        std::function<void(int)> done);
   void send_dirty_ranges(Session* s);
   void dial();
   void on_dial(int res);

@@ -203,8 +203,13 @@ void Volume::open_rw(Done done) {
   }));
 }
 
-int Volume::apply_backup_mark(uint64_t point, uint64_t expect, std::function<void(int)> done) {
+int Volume::apply_backup_mark(uint64_t point, uint64_t expect, uint64_t split,
+                              std::function<void(int)> done) {
   if (!(bitmap_->flags() & kFlagSplit)) return EBUSY;
+  // A rejoin and a new split during the copy: the image the backup read
+  // mixes two instants. (Unknown after a restart: 0; the primary's check
+  // in mirrorctl covers that.)
+  if (split != 0 && split_unix_ms_ != 0 && split != split_unix_ms_) return ECANCELED;
   uint64_t current = changes_->generation().current;
   if (expect != 0 && current != expect) return ESTALE;
   if (point == 0) {
@@ -227,11 +232,15 @@ int Volume::apply_backup_mark(uint64_t point, uint64_t expect, std::function<voi
   return 0;
 }
 
-void Volume::backup_mark(uint64_t point, uint64_t expect, Done done) {
-  auto say = [point, expect, done](int err) {
+void Volume::backup_mark(uint64_t point, uint64_t expect, uint64_t split, Done done) {
+  auto say = [this, point, expect, split, done](int err) {
     switch (err) {
       case 0: return done(0, point ? "backup point " + std::to_string(point) : "checked");
       case EBUSY: return done(EBUSY, "not split: a backup point is the split instant");
+      case ECANCELED:
+        return done(ECANCELED, "this copy is split at " + std::to_string(split_unix_ms_) +
+                                   ", not at " + std::to_string(split) +
+                                   ": the split the backup copied ended during the copy");
       case ESTALE:
         return done(ESTALE, "the secondary's last backup point is not " +
                                 std::to_string(expect) + ": take a full backup");
@@ -243,7 +252,7 @@ void Volume::backup_mark(uint64_t point, uint64_t expect, Done done) {
   if (role_ != Role::kSecondary)
     return done(ENOTCONN, "the changed-regions map is the secondary's, and '" + peer_.name +
                               "' is not connected");
-  if (int err = apply_backup_mark(point, expect, say)) say(err);
+  if (int err = apply_backup_mark(point, expect, split, say)) say(err);
 }
 
 void Volume::discard_my_data(Done done) {

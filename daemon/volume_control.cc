@@ -143,8 +143,9 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
   if (cmd == "backup-mark") {
     int64_t point = req.args["point"].get<int64_t>();
     int64_t expect = req.args.value("expect", int64_t(0));
-    if (point < 0 || expect < 0) return reply(EINVAL, "backup points are positive");
-    return volume_.backup_mark(uint64_t(point), uint64_t(expect), reply);
+    int64_t split = req.args.value("split", int64_t(0));
+    if (point < 0 || expect < 0 || split < 0) return reply(EINVAL, "backup points are positive");
+    return volume_.backup_mark(uint64_t(point), uint64_t(expect), uint64_t(split), reply);
   }
   if (cmd == "backup")
     return reply(EINVAL, "backup is run by mirrorctl (split, copy, backup-mark, rejoin)");

@@ -33,12 +33,17 @@ race() {
     wait_for 30 grep -q 'backup: [1-9][0-9]%' "$T/bk-$label.err" || die "[$label] the copy did not start: $(cat "$T/bk-$label.err")"
     echo "0 down" >"$T/proxy.ctl"      # the copy waits (it gives up only after 30 s)
     log "[$label] copy paused at $(grep -o 'backup: [0-9]*%' "$T/bk-$label.err" | tail -n 1)"
+    local first; first=$(status_get alpha .last_split.unix_ms)
     out=$(ctl beta rejoin) || fail "[$label] rejoin from beta's host: $out"
     wait_state alpha synchronized 30 >/dev/null || fail "[$label] not synchronized after the rejoin"
     check "[$label] 16M of 0x77 at 0 (copied already)" nbd_fill "$(nbd_unix_uri alpha)" 0 $((16 * MiB)) 119
     check "[$label] 16M of 0x77 at 240M (not copied yet)" nbd_fill "$(nbd_unix_uri alpha)" $((240 * MiB)) $((16 * MiB)) 119
     if [ "$resplit" = 1 ]; then
         out=$(ctl alpha split) && log "[$label] split again: $out" || fail "[$label] second split: $out"
+        # The secondary, asked to mark a backup of the first split, refuses too.
+        refused_ctl "[$label] backup-mark of the first split's copy" alpha \
+            "beta.*split at [0-9]+, not at $first.*ended during the copy" \
+            backup-mark --point "$first" --split "$first"
     fi
     echo "" >"$T/proxy.ctl"
     wait $bp; rc=$?
@@ -53,6 +58,12 @@ race() {
         fi
     else
         check_eq "[$label] no image left at PATH; the backup failed" 1 "$rc"
+        check "[$label] the backup says the split ended during the copy" \
+            grep -q "the split ended during the copy.*the image mixes two instants" "$T/bk-$label.err"
+    fi
+    if [ "$resplit" = 1 ]; then
+        check_eq "[$label] the other shell's split is left alone (not rejoined)" split \
+            "$(status_get alpha .state)"
     fi
     ctl alpha rejoin >/dev/null
     wait_state alpha synchronized 30 >/dev/null || fail "[$label] not synchronized after the case"
