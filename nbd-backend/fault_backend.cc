@@ -1,5 +1,6 @@
 #include "fault_backend.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "log.h"
@@ -29,7 +30,8 @@ Result<uint64_t> parse_size(const std::string& key, const std::string& s) {
 bool FaultSpec::any_data() const {
   return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() ||
          !bad_sector.empty() || eio_after || dead_after ||
-         enospc_after || power_loss || crash_after || trim_unsupported || read_delay_ms;
+         enospc_after || power_loss || crash_after || trim_unsupported || read_delay_ms ||
+         !write_stall.empty();
 }
 
 bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms || stop_on_resize || stop_on_detach ||
@@ -83,6 +85,22 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       v.push_back({*off, *len});
       continue;
     }
+    if (key == "write-stall") {
+      size_t c1 = value.find(':');
+      size_t c2 = c1 == std::string::npos ? c1 : value.find(':', c1 + 1);
+      if (c2 == std::string::npos)
+        return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": expected OFFSET:LENGTH:MS, got '" + value + "'"};
+      auto off = parse_size(key, value.substr(0, c1));
+      if (!off) return off.error();
+      auto len = parse_size(key, value.substr(c1 + 1, c2 - c1 - 1));
+      if (!len) return len.error();
+      auto ms = parse_size(key, value.substr(c2 + 1));
+      if (!ms) return ms.error();
+      if (*len == 0 || *ms == 0)
+        return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": empty range or no delay"};
+      spec.write_stall.push_back({{*off, *len}, *ms});
+      continue;
+    }
     if (key == "power-loss-at-resize") {
       bool known = false;
       for (const char* step : kResizeSteps) known = known || value == step;
@@ -119,7 +137,7 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
                              "' (write-eio, read-eio, write-enospc, bad-sector, eio-after, enospc-after, "
                              "dead-after, power-loss, crash-after, meta-eio-after, meta-delay-ms, "
                              "trim-unsupported, stop-on-resize, stop-on-detach, device-call-delay-ms, "
-                             "power-loss-at-resize, read-delay-ms)"};
+                             "power-loss-at-resize, read-delay-ms, write-stall)"};
   }
   return spec;
 }
@@ -143,6 +161,9 @@ std::string FaultSpec::to_string() const {
   if (meta_eio_after) add("meta-eio-after=" + std::to_string(meta_eio_after));
   if (meta_delay_ms) add("meta-delay-ms=" + std::to_string(meta_delay_ms));
   if (read_delay_ms) add("read-delay-ms=" + std::to_string(read_delay_ms));
+  for (const auto& w : write_stall)
+    add("write-stall=" + std::to_string(w.range.off) + ":" + std::to_string(w.range.len) + ":" +
+        std::to_string(w.ms));
   if (trim_unsupported) add("trim-unsupported");
   if (stop_on_resize) add("stop-on-resize");
   if (stop_on_detach) add("stop-on-detach");
@@ -250,14 +271,18 @@ void FaultBackend::read(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* 
 }
 
 void FaultBackend::complete_later(IoDone* done, int err) {
+  later(spec_.read_delay_ms, [done, err] { done->io_done(err); });
+}
+
+void FaultBackend::later(uint64_t ms, std::function<void()> fn) {
   delays_.emplace_back();
   auto it = std::prev(delays_.end());
-  *it = std::make_unique<Timer>(loop_, [this, it, done, err] {
-    done->io_done(err);
+  *it = std::make_unique<Timer>(loop_, [this, it, fn = std::move(fn)] {
+    fn();
     // Freed after this callback returns (a Timer outlives its completion).
     loop_.defer([this, it] { delays_.erase(it); });
   });
-  (*it)->arm(spec_.read_delay_ms);
+  (*it)->arm(ms);
 }
 
 void FaultBackend::read_stable(uint64_t offset, uint32_t length, uint8_t* buf, IoDone* done) {
@@ -267,7 +292,24 @@ void FaultBackend::read_stable(uint64_t offset, uint32_t length, uint8_t* buf, I
 
 void FaultBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, bool fua,
                          IoDone* done) {
-  if (Op* op = begin(offset, length, fua, done)) inner_.write(offset, length, buf, fua && !pl_, op);
+  Op* op = begin(offset, length, fua, done);
+  if (!op) return;
+  bool inner_fua = fua && !pl_;
+  auto stall = std::find_if(spec_.write_stall.begin(), spec_.write_stall.end(),
+                            [&](const FaultSpec::Stall& s) { return s.range.touches(offset, length); });
+  if (stall != spec_.write_stall.end()) {
+    uint64_t ms = stall->ms;
+    spec_.write_stall.erase(stall);
+    ++injected_;
+    MLOG_WARN("TEST FAULT write-stall: the write at %llu+%u reaches the disk %llu ms late",
+              static_cast<unsigned long long>(offset), length, static_cast<unsigned long long>(ms));
+    return later(ms, [this, offset, length, buf, inner_fua, op] {
+      MLOG_WARN("TEST FAULT write-stall: the write at %llu+%u goes to the disk now",
+                static_cast<unsigned long long>(offset), length);
+      inner_.write(offset, length, buf, inner_fua, op);
+    });
+  }
+  inner_.write(offset, length, buf, inner_fua, op);
 }
 
 void FaultBackend::rewrite(uint64_t offset, uint32_t length, const uint8_t* buf,

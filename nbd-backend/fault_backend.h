@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -45,6 +46,15 @@ struct FaultSpec {
   uint64_t meta_eio_after = 0;  // metadata commits after the first N fail (daemon only)
   uint64_t meta_delay_ms = 0;   // each metadata commit completes this much later (daemon only)
   uint64_t read_delay_ms = 0;   // each read() completes this much later (a slow disk)
+  // A write stuck in the disk's queue: the first WRITE touching the range
+  // reaches the inner backend `ms` late, while later requests go through at
+  // once (a disk completes queued requests in any order); then the range is
+  // forgotten (one-shot).
+  struct Stall {
+    Range range;
+    uint64_t ms = 0;
+  };
+  std::vector<Stall> write_stall;
   bool trim_unsupported = false;  // TRIM fails EOPNOTSUPP, as on a store that cannot punch holes
   // A secondary stops itself (SIGSTOP) when a RESIZE arrives, before handling
   // it: a hung peer exactly after the primary's pre-resize flush and with
@@ -73,7 +83,7 @@ struct FaultSpec {
   // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,bad-sector=OFF:LEN,eio-after=N,
   // enospc-after=N,dead-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
   // trim-unsupported,stop-on-resize,stop-on-detach,device-call-delay-ms=N,power-loss-at-resize=STEP,
-  // read-delay-ms=N";
+  // read-delay-ms=N,write-stall=OFF:LEN:MS";
   // numbers take
   // K, M, G suffixes.
   static Result<FaultSpec> parse(const std::string& text);
@@ -114,6 +124,8 @@ class FaultBackend final : public ForwardingBackend {
   // read-delay-ms: `done` gets `err` that much later; each timer is freed
   // once it fired.
   void complete_later(IoDone* done, int err);
+  // Runs `fn` `ms` later on the loop (read-delay-ms, write-stall).
+  void later(uint64_t ms, std::function<void()> fn);
   std::list<std::unique_ptr<Timer>> delays_;
 
   Loop& loop_;

@@ -103,6 +103,16 @@ TEST(FaultSpec, ParsesEveryFault) {
   EXPECT_EQ(at_step->power_loss_at_resize, "grown");
   EXPECT_TRUE(at_step->power_loss) << "the unsynced writes must be tracked to be dropped";
   EXPECT_EQ(at_step->to_string(), "power-loss-at-resize=grown");
+  auto stall = FaultSpec::parse("write-stall=1M:4K:11000");
+  ASSERT_TRUE(stall) << stall.error().message;
+  ASSERT_EQ(stall->write_stall.size(), 1u);
+  EXPECT_EQ(stall->write_stall[0].range.off, 1u << 20);
+  EXPECT_EQ(stall->write_stall[0].range.len, 4096u);
+  EXPECT_EQ(stall->write_stall[0].ms, 11000u);
+  EXPECT_TRUE(stall->any_data());
+  EXPECT_EQ(stall->to_string(), "write-stall=1048576:4096:11000");
+  EXPECT_FALSE(FaultSpec::parse("write-stall=1M:4K"));
+  EXPECT_FALSE(FaultSpec::parse("write-stall=1M:4K:0"));
   EXPECT_FALSE(FaultSpec::parse("")->any());
 }
 
