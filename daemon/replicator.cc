@@ -141,6 +141,12 @@ void Replicator::flush(IoDone* done) {
 
 // ------------------------------------------------------------- ordering --
 
+bool Replicator::local_in_flight() const {
+  for (const Op* o : running_)
+    if (o->local_pending) return true;
+  return false;
+}
+
 bool Replicator::conflicts(const Op* op) const {
   for (const Op* o : running_) {
     if (overlap(op->off, op->len, o->off, o->len)) return true;

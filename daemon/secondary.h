@@ -52,6 +52,7 @@ class SecondaryApplier {
 
   // Nothing is being applied (a detached applier may be destroyed).
   bool idle() const { return live_ == 0; }
+  uint64_t busy() const { return live_; }  // requests being applied (any session's)
   uint64_t bytes_applied() const { return bytes_applied_; }
   uint64_t resync_bytes_received() const { return resync_bytes_; }
   // Requests the local disk failed since start, and the last one's

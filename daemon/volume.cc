@@ -618,12 +618,13 @@ void Volume::tick() {
   if (!relay_waiters_.empty()) expire_relays();
   if (resize_) resize_tick();
   if (!retired_replicators_.empty() || !retired_appliers_.empty()) release_retired();
-  if (plan_reply_ && now_ms_ >= plan_reply_->deadline_ms) {
+  if (plan_reply_ && plan_reply_->waiting > 0 && now_ms_ >= plan_reply_->deadline_ms) {
     MLOG_WARN("volume '%s': a client read of this copy is still running %llu ms after a "
               "resync plan: answering the plan anyway",
               cfg_.name.c_str(), static_cast<unsigned long long>(volume_internal::kPlanQuiesceMs));
-    std::exchange(plan_reply_, nullptr)->send();
+    plan_reply_->waiting = 0;  // (its callback, when it comes, finds another id or none)
   }
+  if (plan_reply_) plan_reply_try();
   if (hold_deadline_ms_ && now_ms_ >= hold_deadline_ms_) {
     // Whoever held the writes is gone or stuck: never block the application.
     hold_deadline_ms_ = 0;

@@ -302,6 +302,11 @@ class Volume final : public LinkConn::Handler {
   void discard_finish(int err, const std::string& why);
   void demote_finish(int err, const std::string& why);
   std::string behind_reason() const;
+  // Requests of an earlier session or role still on their way to this
+  // node's disk ("" when there are none): a new session's writes, or this
+  // node's own as primary, must not overlap them (the disk may complete
+  // them in any order, an old one last).
+  std::string earlier_requests() const;
   void become(Role role);
   void reconnect(const std::string& why);
   int apply_backup_mark(uint64_t point, uint64_t expect, uint64_t split,
@@ -351,13 +356,17 @@ class Volume final : public LinkConn::Handler {
   // image it replaces have finished, or kPlanQuiesceMs passed (tick()).
   struct PlanReply {
     uint64_t id = 0;
-    int waiting = 0;
+    int waiting = 0;  // client reads still running (bounded: deadline_ms)
     uint64_t deadline_ms = 0;
+    bool logged = false;  // the wait for earlier requests is logged once
     std::function<void()> send;
   };
   std::unique_ptr<PlanReply> plan_reply_;
   uint64_t plan_reply_ids_ = 0;
   void plan_reply_step(uint64_t id);
+  // Sends the plan's reply once the reads are done and no earlier request
+  // is in flight (earlier_requests(): no bound, tick() polls).
+  void plan_reply_try();
   RoleGate gate_;
   // The peer's STATE from the last handshake (valid while peer_known_).
   link::State peer_state_;

@@ -222,6 +222,11 @@ void Volume::promote(bool force, Done done) {
   if (active_ && peer_known_ && peer_state_.role == link::State::kPrimary)
     return done(EBUSY, "'" + peer_.name + "' is primary: demote it first (`mirrorctl demote` "
                        "there); two primaries are never allowed");
+  // The old primary's requests still in this disk's queue could land over
+  // this node's own writes to the same blocks.
+  if (std::string busy = earlier_requests(); !busy.empty())
+    return done(EBUSY, "refused: " + busy + ": this node takes writes of its own only once "
+                       "they have landed; promote again in a moment");
   std::string behind = behind_reason();
   const uint32_t pf = peer_state_.flags;
   if (force && (bitmap_->flags() & kFlagInconsistent) && active_ && peer_known_ &&

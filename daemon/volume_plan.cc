@@ -582,23 +582,55 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
       applier_->attach(s->conn.get(), s->peer_features);
       s->conn->send(r);
     };
-    if (local_->image_usable()) return reply();
+    const bool usable = local_->image_usable();
+    if (usable && earlier_requests().empty()) return reply();
     // A resync may write into this copy from the reply on: client reads of
     // the image it replaces, issued before the flags changed (new ones
     // fail), finish first. Bounded (tick()): the primary holds its writes.
-    if (plan_reply_) std::exchange(plan_reply_, nullptr)->send();
+    // Requests of an earlier session still in the disk's queue land first
+    // too, with no bound: the primary sends none that overlap them within
+    // a session, but nothing orders them against the next session's (one
+    // landing after the resync of its range would undo it).
+    if (plan_reply_) {
+      auto old = std::exchange(plan_reply_, nullptr);
+      if (earlier_requests().empty()) old->send();  // else its session times out
+    }
     plan_reply_ = std::make_unique<PlanReply>();
     uint64_t pid = plan_reply_->id = ++plan_reply_ids_;
-    plan_reply_->waiting = 1;
+    plan_reply_->waiting = usable ? 0 : 1;
     plan_reply_->deadline_ms = mono_ms() + volume_internal::kPlanQuiesceMs;
     plan_reply_->send = std::move(reply);
-    local_->when_reads_drained([this, pid] { plan_reply_step(pid); });
+    if (!usable) local_->when_reads_drained([this, pid] { plan_reply_step(pid); });
+    plan_reply_try();
   }));
 }
 
 void Volume::plan_reply_step(uint64_t id) {
   if (!plan_reply_ || plan_reply_->id != id || --plan_reply_->waiting > 0) return;
+  plan_reply_try();
+}
+
+void Volume::plan_reply_try() {
+  if (!plan_reply_ || plan_reply_->waiting > 0) return;
+  if (std::string busy = earlier_requests(); !busy.empty()) {
+    if (!std::exchange(plan_reply_->logged, true))
+      MLOG_WARN("volume '%s': %s: the plan with '%s' is answered once they have landed",
+                cfg_.name.c_str(), busy.c_str(), peer_.name.c_str());
+    return;
+  }
   std::exchange(plan_reply_, nullptr)->send();
+}
+
+std::string Volume::earlier_requests() const {
+  uint64_t n = applier_ ? applier_->busy() : 0;
+  bool others = false;
+  for (const auto& a : retired_appliers_) n += a->busy();
+  for (const auto& r : retired_replicators_) others = others || r->local_in_flight();
+  if (n == 0 && !others) return "";
+  if (n == 0) return "writes of this node's time as primary are still on their way to its disk";
+  return std::to_string(n) + (n == 1 ? " request" : " requests") + " of an earlier session with '" +
+         peer_.name + (n == 1 ? "' is still on its way" : "' are still on their way") +
+         " to this node's disk (a slow or stuck disk)";
 }
 
 void Volume::end_plan_hold(Session* s) {

@@ -65,6 +65,8 @@ sessions=$(awk '/goes to the disk now/ { exit } /replication: incoming connectio
 [ "$sessions" -ge 2 ] && pass "alpha reconnected while beta's disk still held A" \
     || fail "alpha did not reconnect before A reached beta's disk: the interleaving was not reached"
 wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize after the reconnect"
+check "beta answered the new session's plan only once A had landed (and said so)" \
+    grep -q "1 request of an earlier session with 'alpha' is still on its way to this node's disk.*answered once they have landed" "$(node_log beta)"
 
 check_eq "alpha's image holds B at 1 MiB" "$B_SHA" "$(image_sha alpha)"
 got=$(image_sha beta)
@@ -91,6 +93,8 @@ wait_log beta "TEST FAULT write-stall: the write at $OFF[+]$LEN reaches the disk
     || die "beta's disk did not stall alpha's write"
 kill_node alpha
 wait $writer 2>/dev/null
+refused_ctl "promote --force while alpha's write is still on beta's disk" beta \
+    "still on its way to this node's disk.*promote again in a moment" promote --force
 dl=$((SECONDS + 30))
 until out=$(ctl beta promote --force); do
     [ $SECONDS -lt $dl ] || die "promote --force on beta never succeeded: $out"
