@@ -329,20 +329,35 @@ netns_pair() {
 # netns_nodes PREFIX NET: alpha and beta in namespaces PREFIX-a-PID and
 # PREFIX-b-PID (those a killed run of this test left behind are removed first),
 # joined by a veth pair: alpha at NET.1:7788, beta at NET.2:7788. Sets NSA,
-# NSB, VA (alpha's veth: down is a cut), IN_A and IN_B (command prefixes).
+# NSB, VA (alpha's veth: down is a cut), VB (beta's), IN_A and IN_B
+# (command prefixes).
 netns_nodes() {
     local prefix=$1 net=$2 ns
     for ns in $(ip netns list 2>/dev/null | grep -oE "^$prefix-[ab]-[0-9]+"); do
         kill -0 "${ns##*-}" 2>/dev/null || ip netns del "$ns" 2>/dev/null
     done
-    NSA=$prefix-a-$$ NSB=$prefix-b-$$ VA=${prefix}a$$
-    netns_pair "$NSA" "$NSB" "$VA" "${prefix}b$$" "$net"
+    NSA=$prefix-a-$$ NSB=$prefix-b-$$ VA=${prefix}a$$ VB=${prefix}b$$
+    netns_pair "$NSA" "$NSB" "$VA" "$VB" "$net"
     IN_A=(ip netns exec "$NSA")
     IN_B=(ip netns exec "$NSB")
     NODE_NS[alpha]=$NSA
     NODE_NS[beta]=$NSB
     NODE_ADDR[alpha]=$net.1:7788
     NODE_ADDR[beta]=$net.2:7788
+}
+
+# netns_cut a|b|both: after netns_nodes, nothing leaves alpha's (a), beta's
+# (b) or either veth end: a tbf qdisc that passes nothing (no netem nor
+# iptables here). One way only, the other direction still carries packets.
+netns_cut() {
+    [ "$1" = b ] || ip netns exec "$NSA" tc qdisc replace dev "$VA" root tbf rate 8bit burst 100 limit 100
+    [ "$1" = a ] || ip netns exec "$NSB" tc qdisc replace dev "$VB" root tbf rate 8bit burst 100 limit 100
+}
+# netns_heal: both directions carry packets again (no qdisc on either end).
+netns_heal() {
+    ip netns exec "$NSA" tc qdisc del dev "$VA" root 2>/dev/null
+    ip netns exec "$NSB" tc qdisc del dev "$VB" root 2>/dev/null
+    true
 }
 
 # ------------------------------------------------------------- nodes --
