@@ -268,6 +268,8 @@ class Replicator final : public Backend {
   void peer_failed(const std::string& why);
   void diverge();
   void check_freeze();
+  // The link is gone: a split waiting for its writes to drain fails.
+  void abandon_freeze();
   void check_drained();
   void release_held();
   // The resync engine (replicator_resync.cc). resync_local_done and

@@ -211,6 +211,15 @@ void Replicator::link_lost(const std::string& why) {
         break;
     }
   }
+  // A split still waiting for its writes to drain (its FLUSH not sent yet)
+  // fails too: check_freeze() would otherwise send its SPLIT on a later
+  // session, splitting a secondary that is synchronized again.
+  abandon_freeze();
+}
+
+void Replicator::abandon_freeze() {
+  if (freeze_flushing_) return;  // its FLUSH's answer (or loss) ends it
+  for (auto& w : std::exchange(freeze_waiters_, {})) w(-ECONNRESET);
 }
 
 void Replicator::freeze(std::function<void(int)> done) {
@@ -307,6 +316,8 @@ void Replicator::retire() {
   state_ = LinkState::kDisconnected;
   ping_outstanding_ = false;
   resync_active_ = false;
+  freeze_flushing_ = false;  // (its FLUSH was freed above)
+  abandon_freeze();
 }
 
 void Replicator::quiesce(std::function<void(bool clean)> done) {
