@@ -360,7 +360,7 @@ void Replicator::mark_dirty_and_wait(Op* op) {
   // and plan "in sync" without copying it: a primary that started while its
   // peer was down never went through diverge().
   const bool moves_generation = move_generation();
-  bitmap_.set_dirty(op->off, op->len);
+  mark_dirty(op->off, op->len);
   if (!moves_generation && !bitmap_.failed() && bitmap_.is_active_durable(op->off, op->len)) {
     // Rule 2 without a metadata sync on the write path: the extent is
     // durably active, and crash recovery marks an active extent dirty
@@ -369,20 +369,26 @@ void Replicator::mark_dirty_and_wait(Op* op) {
     // that commit) and at a clean stop (Volume::stop commits it first).
     // Metadata that failed can never persist the bit: then the write waits
     // for the commit, and fails with it, as every untrackable write must.
-    uint64_t n = bitmap_.dirty_durable_after(op->off, op->len);
-    if (!bitmap_.committed(n)) {
-      uint64_t e0 = op->off / bitmap_.al_extent(),
-               e1 = (op->off + op->len - 1) / bitmap_.al_extent();
-      for (uint64_t e = e0; e <= e1; ++e) {
-        Extent& x = extents_[e];
-        x.dirty_commit = std::max(x.dirty_commit, n);
-      }
-      bitmap_.commit(nullptr);
-    }
+    if (!bitmap_.committed(bitmap_.dirty_durable_after(op->off, op->len))) bitmap_.commit(nullptr);
     return;
   }
   op->meta_pending = true;
   bitmap_.commit(&op->meta);
+}
+
+void Replicator::mark_dirty(uint64_t off, uint64_t len) {
+  bitmap_.set_dirty(off, len);
+  const uint64_t n = bitmap_.dirty_durable_after(off, len);
+  if (bitmap_.committed(n) || extents_.empty()) return;
+  const uint64_t al = bitmap_.al_extent(), e0 = off / al, e1 = (off + len - 1) / al;
+  auto raise = [n](Extent& x) { x.dirty_commit = std::max(x.dirty_commit, n); };
+  if (e1 - e0 >= extents_.size()) {  // a wide range (verify): walk the active ones
+    for (auto& [e, x] : extents_)
+      if (e >= e0 && e <= e1) raise(x);
+    return;
+  }
+  for (uint64_t e = e0; e <= e1; ++e)
+    if (auto it = extents_.find(e); it != extents_.end()) raise(it->second);
 }
 
 // ---------------------------------------------------------- completions --
@@ -551,7 +557,7 @@ void Replicator::maybe_complete(Op* op) {
   if (op->local_err && op->modifies() && op->sent_to_peer && !op->peer_err && !disk_abandoned()) {
     // Written on the peer only: resync will restore one version on both.
     ++dirty_epoch_;
-    bitmap_.set_dirty(op->off, op->len);
+    mark_dirty(op->off, op->len);
     bitmap_.commit(nullptr);
   }
   finish(op, op->local_err);
@@ -610,10 +616,10 @@ void Replicator::evict_extents(uint64_t flush_tick) {
 
 uint64_t Replicator::mark_unflushed_dirty() {
   uint64_t before = bitmap_.dirty_bytes();
-  for (const auto& [e, x] : extents_) {
-    if (x.in_flight > 0 || x.last_done >= flushed_tick_)
-      bitmap_.set_dirty(e * bitmap_.al_extent(), bitmap_.al_extent());
-  }
+  std::vector<uint64_t> unflushed;
+  for (const auto& [e, x] : extents_)
+    if (x.in_flight > 0 || x.last_done >= flushed_tick_) unflushed.push_back(e);
+  for (uint64_t e : unflushed) mark_dirty(e * bitmap_.al_extent(), bitmap_.al_extent());
   return bitmap_.dirty_bytes() - before;
 }
 

@@ -257,6 +257,11 @@ class Replicator final : public Backend {
   // since the copies last agreed.
   bool move_generation();
   void mark_dirty_and_wait(Op* op);
+  // Sets the range's dirty bits; an active extent keeps its activity bit
+  // until the commit that writes them has completed (evict_extents): the
+  // clear must never share a commit with them (a commit is not atomic
+  // across blocks). Commits nothing itself.
+  void mark_dirty(uint64_t off, uint64_t len);
   void on_local(Op* op, int err);
   void on_meta(Op* op, int err);
   void maybe_complete(Op* op);

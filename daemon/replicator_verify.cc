@@ -150,7 +150,7 @@ void Replicator::verify_peer_failed(Op* op, int err) {
     uint64_t len = std::min<uint64_t>(g, op->off + op->len - off);
     if (bitmap_.any_dirty(off, len)) continue;
     if (move_generation()) MLOG_INFO("verify: the peer lacks data: the generation moves on");
-    bitmap_.set_dirty(off, len);
+    mark_dirty(off, len);
     marked += len;
   }
   MLOG_WARN("verify: the peer's disk could not read %llu+%u (%s): marked out of sync, the resync "
@@ -226,7 +226,7 @@ void Replicator::verify_chunk_done(Op* op, int err, const std::vector<link::Dige
             verify_logged_ == kVerifyLogLimit ? " (further mismatches: counted only)" : "");
       }
       if (move_generation()) MLOG_INFO("verify: the peer lacks data: the generation moves on");
-      bitmap_.set_dirty(off, len);
+      mark_dirty(off, len);
     }
     return verify_chunk_end(op, marked);
   }
