@@ -288,6 +288,75 @@ synchronized_both() {
     [ "$(status_get alpha .state)" = synchronized ] && [ "$(status_get beta .state)" = synchronized ]
 }
 
+# node_resources NODE: "FDS THREADS RSS_KB" of NODE's mirrord; THREADS
+# leaves out the kernel's io_uring workers (iou-wrk-*: started on demand for
+# blocking requests, gone once idle).
+node_resources() {
+    local p=${NODE_PID[$1]}
+    echo "$(ls "/proc/$p/fd" | wc -l) $(cat "/proc/$p/task/"*/comm 2>/dev/null | grep -vc '^iou-') $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")"
+}
+
+# check_no_leak LABEL NODE BEFORE: NODE's descriptors and threads are what
+# node_resources said BEFORE, its RSS grew by less than 64 MiB.
+check_no_leak() {
+    local label=$1 node=$2 b f t r
+    read -r f t r <<<"$3"
+    read -r -a b <<<"$(node_resources "$node")"
+    log "$label: $node had $f fds, $t threads, $((r / 1024)) MiB; now ${b[0]}, ${b[1]}, $((b[2] / 1024)) MiB"
+    check_eq "$label: $node's descriptors" "$f" "${b[0]}"
+    check_eq "$label: $node's threads" "$t" "${b[1]}"
+    if [ $((b[2] - r)) -lt $((64 * 1024)) ]; then
+        pass "$label: $node's memory grew by less than 64 MiB"
+    else
+        fail "$label: $node's memory grew by $(((b[2] - r) / 1024)) MiB"
+    fi
+}
+
+# start_status_monitor FILE NODE...: each NODE's `status --json` (with the
+# node's name and the time, t) every 0.2 s, one line each, appended to FILE
+# until $FILE.stop exists; an unanswered request is a line with ctl_failed.
+# Its pid in MONITOR_PID.
+start_status_monitor() {
+    local f=$1; shift
+    rm -f "$f.stop"
+    (
+        local n j
+        while [ ! -f "$f.stop" ]; do
+            for n in "$@"; do
+                if j=$(timeout 10 "$MIRRORCTL" --socket "${NODE_CTL[$n]}" status --json 2>&1); then
+                    jq -c --arg t "$(date +%T.%N)" '. + {t: $t}' <<<"$j" 2>/dev/null
+                else
+                    jq -nc --arg n "$n" --arg e "$j" '{node: $n, ctl_failed: $e}'
+                fi
+            done
+            sleep 0.2
+        done >>"$f"
+    ) &
+    MONITOR_PID=$!
+    BG_PIDS+=("$MONITOR_PID")
+}
+
+# check_status_truth LABEL FILE: stop the monitor writing FILE; every sample
+# was answered, and none says "synchronized" with the link not connected or
+# regions out of sync, or has a negative or impossible byte count.
+check_status_truth() {
+    local label=$1 f=$2 bad
+    touch "$f.stop"
+    wait "$MONITOR_PID" 2>/dev/null
+    bad=$(jq -c 'select(.ctl_failed == null) | select(
+            (.state == "synchronized" and (.link != "connected" or .out_of_sync_bytes != 0))
+            or .out_of_sync_bytes < 0 or .resync.done_bytes < 0 or .resync.total_bytes < 0
+            or .resync.done_bytes > .resync.total_bytes)
+          | {t, node, state, link, out_of_sync_bytes, resync}' "$f" | head -n 5)
+    if [ -z "$bad" ]; then
+        pass "$label: $(grep -c . "$f") status samples: synchronized only when connected with nothing out of sync, no negative count"
+    else
+        fail "$label: status samples that are not the truth: $bad"
+    fi
+    bad=$(jq -c 'select(.ctl_failed != null)' "$f" | head -n 3)
+    [ -z "$bad" ] && pass "$label: every status request answered" || fail "$label: unanswered status requests: $bad"
+}
+
 # check_no_divergence_logged: neither node's logs report unrelated data or a
 # split brain (the generations moved apart).
 check_no_divergence_logged() {
