@@ -55,9 +55,9 @@ for dir in a b; do
     fi
 done
 
-# Flapping: 60 s of cuts of 0.5-3 s, one way or both, at random.
+# Flapping: FLAP_SECONDS (60) of cuts of 0.5-3 s, one way or both, at random.
 RANDOM=4242
-end=$((SECONDS + 60)); flaps=0
+end=$((SECONDS + ${FLAP_SECONDS:-60})); flaps=0
 while [ $SECONDS -lt $end ]; do
     case $((RANDOM % 3)) in
         0) netns_cut a ;; 1) netns_cut b ;; 2) netns_cut both ;;
