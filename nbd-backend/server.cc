@@ -1,5 +1,6 @@
 #include "server.h"
 
+#include <utility>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -118,8 +119,14 @@ void NbdServer::add_listener(BoundSocket sock) {
 
 void NbdServer::on_accept(bool tcp, UniqueFd fd) {
   if (shutting_down_) return;  // fd closes here
-  if (connections_.size() >= limits_.max_connections) {
-    MLOG_WARN("refusing a connection: %u connections already", limits_.max_connections);
+  if (connections_.size() >= limits_.max_connections && !make_room()) {
+    ++limit_refused_;
+    if (uint64_t now = mono_ms(); now - limit_logged_ms_ >= 1000) {
+      limit_logged_ms_ = now;
+      MLOG_WARN("refusing connections: %u already, every one serving (%llu refused since the "
+                "last such line)", limits_.max_connections,
+                static_cast<unsigned long long>(std::exchange(limit_refused_, 0)));
+    }
     return;
   }
   if (tcp) {
@@ -145,6 +152,28 @@ Status NbdServer::adopt(UniqueFd fd, std::string_view name, std::string peer) {
 uint16_t NbdServer::kernel_flags(std::string_view name) const {
   const nbd::ExportInfo* info = find(name);
   return info ? info->transmission_flags(false) : 0;
+}
+
+bool NbdServer::make_room() {
+  // Connections that opened and never finished their handshake (a local
+  // user's idle sockets) would otherwise lock every real client out until
+  // they time out; a real client negotiates in milliseconds. The oldest
+  // goes first (closing ones, not yet reaped, are not negotiating).
+  Connection* oldest = nullptr;
+  for (Connection* c : connections_)
+    if (c->in_handshake() && (!oldest || c->started_ms() < oldest->started_ms())) oldest = c;
+  if (!oldest) return false;
+  ++limit_dropped_;
+  if (uint64_t now = mono_ms(); now - limit_logged_ms_ >= 1000) {
+    limit_logged_ms_ = now;
+    MLOG_WARN("%u connections: dropping the oldest still negotiating to make room (%s, %llu ms "
+              "old; %llu dropped since the last such line)",
+              limits_.max_connections, oldest->peer().c_str(),
+              static_cast<unsigned long long>(now - oldest->started_ms()),
+              static_cast<unsigned long long>(std::exchange(limit_dropped_, 0)));
+  }
+  oldest->close("dropped at the connection limit: still negotiating");
+  return true;
 }
 
 void NbdServer::tick() {

@@ -95,6 +95,9 @@ class NbdServer final : public nbd::ExportCatalog {
     std::vector<MetaSource> sources;  // per info.meta_contexts; empty: the Backend's
   };
   void on_accept(bool tcp, UniqueFd fd);
+  // At max_connections: closes the oldest connection still negotiating, to
+  // make room; false if every one is serving (the new one is refused).
+  bool make_room();
   void tick();
   void maybe_finish_shutdown();
 
@@ -104,6 +107,9 @@ class NbdServer final : public nbd::ExportCatalog {
   std::vector<std::unique_ptr<Acceptor>> listeners_;
   std::unordered_set<Connection*> connections_;
   Timer tick_timer_;
+  // Connections dropped or refused at the limit since the last log line
+  // (one line a second at most: a flood must not flood the log too).
+  uint64_t limit_dropped_ = 0, limit_refused_ = 0, limit_logged_ms_ = 0;
   bool shutting_down_ = false;
   nbd::TlsMode tls_mode_ = nbd::TlsMode::kOff;
   std::shared_ptr<TlsContext> tls_ctx_;
