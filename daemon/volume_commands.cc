@@ -47,6 +47,9 @@ void Volume::split(Done done) {
   MLOG_INFO("volume '%s': splitting the mirror", cfg_.name.c_str());
   replicator_->freeze([this, t0, done = std::move(done)](int err) {
     split_drain_us_ = mono_us() - t0;
+    if (err == -ECONNRESET)  // (a rejoin from another shell closes it too)
+      return done(-err, "the link to the peer was lost during the split; the secondary may "
+                        "miss recent writes: rejoin to resync");
     if (err) {
       return done(-err, std::string("the peer failed during the split (") + strerror(-err) +
                             "); the secondary may miss recent writes: rejoin to resync");
