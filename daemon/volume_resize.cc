@@ -316,6 +316,10 @@ void Volume::when_metadata_idle(std::function<void()> fn) {
   busy->commit(FnDone::make([this, fn = std::move(fn)](int) { when_metadata_idle(fn); }));
 }
 
+namespace {
+constexpr std::string_view kResizeIncomplete = "resize incomplete (run `mirrorctl resize` again): ";
+}  // namespace
+
 void Volume::resize_finish(int err, const std::string& message) {
   if (!resize_) return;
   resize_resume_writes();
@@ -326,8 +330,12 @@ void Volume::resize_finish(int err, const std::string& message) {
   }
   if (err) {
     MLOG_WARN("volume '%s': resize failed: %s", cfg_.name.c_str(), message.c_str());
+    // The peer may serve the new size while this node does not: status
+    // says so until a resize completes (the command's answer may be lost).
+    if (r->peer_may_grow) last_error_ = std::string(kResizeIncomplete) + message;
   } else {
     MLOG_INFO("volume '%s': %s", cfg_.name.c_str(), message.c_str());
+    if (last_error_.starts_with(kResizeIncomplete)) last_error_.clear();
   }
   if (r->done) r->done(err, message);
 }

@@ -51,6 +51,11 @@ one_side() { # one_side NODE (whose metadata file system is full)
         pass "[$full full] both nodes serve the same size ($sz)"
     elif grep -q "'beta' grew, but this node could not" <<<"$out"; then
         pass "[$full full] beta grew alone ($sz), and the message says so"
+        # For whoever did not see the command's answer: status says it too.
+        grep -q "resize incomplete (run .mirrorctl resize. again): 'beta' grew" \
+            <<<"$(status_get alpha .last_error)" \
+            && pass "[$full full] alpha's status says the resize is incomplete" \
+            || fail "[$full full] alpha's status does not say it: $(status_get alpha .last_error)"
     else
         fail "[$full full] the nodes serve different sizes (alpha ${sz% *}, beta ${sz#* }) and the message does not say so"
     fi
@@ -62,6 +67,8 @@ one_side() { # one_side NODE (whose metadata file system is full)
     check_eq "[$full full] resize after space was freed: exit 0 ($out)" 0 $rc
     check_eq "[$full full] alpha serves $BIG" "$(size_bytes $BIG)" "$(status_get alpha .size)"
     check_eq "[$full full] beta serves $BIG" "$(size_bytes $BIG)" "$(status_get beta .size)"
+    check_eq "[$full full] nothing about the resize in alpha's status any more" "" \
+        "$(status_get alpha .last_error | grep "resize incomplete")"
     wait_state alpha synchronized 60 >/dev/null || fail "[$full full] not synchronized after the resize"
     stop_writer "w-$full"
     check_eq "[$full full] no write failed" 0 "$WRITER_RC"
