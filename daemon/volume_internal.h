@@ -55,11 +55,14 @@ inline bool holds_id(const link::Generation& g, uint64_t id) {
   return id != 0 && (g.current == id || g.bitmap == id || g.history0 == id || g.history1 == id);
 }
 
-// Whether the backing store `fd` may hold data: false only for a regular
-// file that is one hole (a new file: nothing to lose). A block device, or a
-// file system without SEEK_DATA, counts as holding data.
-inline bool may_hold_data(int fd) {
-  return !(::lseek(fd, 0, SEEK_DATA) < 0 && errno == ENXIO);
+// Whether the backing store `fd` may hold data in the volume's first `size`
+// bytes: false only for a regular file that is one hole there (a new file:
+// nothing to lose; bytes past the volume's end are not the volume's). A
+// block device, or a file system without SEEK_DATA, counts as holding data.
+inline bool may_hold_data(int fd, uint64_t size) {
+  off_t first = ::lseek(fd, 0, SEEK_DATA);
+  if (first < 0) return errno != ENXIO;
+  return uint64_t(first) < size;
 }
 
 // Whether a running node that loses a split brain can have only its own

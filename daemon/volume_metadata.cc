@@ -42,7 +42,7 @@ Status Volume::prepare_metadata(const BitmapOpenReport& report) {
   // recorded "primary" may be the stale node of a forced failover.
   const bool recorded_secondary = report.recorded_primary && !*report.recorded_primary;
   if ((report.created || report.full_resync) && !opts_.discard_my_data &&
-      volume_internal::may_hold_data(file_->fd())) {
+      volume_internal::may_hold_data(file_->fd(), cfg_.size)) {
     // Nothing says whether this copy is older or newer than the peer's.
     flags |= kFlagCopyUnknown;
     if (recorded_secondary && !report.created) {
