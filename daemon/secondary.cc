@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "auth.h"
 #include "log.h"
@@ -22,6 +23,7 @@ struct SecondaryApplier::Apply final : IoDone {
   uint64_t new_current = 0;  // DETACH: the id it moved to
   bool resync = false;  // a resync copy: its writeback starts once it is applied
   bool sole = false;    // a client's change sent by a diskless primary (sole_copy_)
+  int answer_err = 0;   // a failed change, answered once its flag's commit is done
   uint32_t verify_region = 0;  // a VERIFY: read, then answer with digests
   bool read = false;           // a READ: answer with the data
   link::Type type = link::Type::kWrite;
@@ -62,6 +64,7 @@ SecondaryApplier::Apply* SecondaryApplier::get() {
     free_.pop_back();
   }
   a->is_flush = a->is_sync_done = a->is_detach = a->resync = a->read = a->sole = false;
+  a->answer_err = 0;
   a->verify_region = 0;
   return a;
 }
@@ -261,6 +264,9 @@ void SecondaryApplier::verify_reply(uint64_t epoch, uint64_t id, uint64_t offset
 }
 
 void SecondaryApplier::done(Apply* a, int err) {
+  // The inconsistent flag's commit ended (a failure of it changes nothing:
+  // the primary goes on without this copy either way).
+  if (a->answer_err) return finish_change(a, std::exchange(a->answer_err, 0));
   if (a->read) {
     if (err) {
       MLOG_ERROR("replication: reading %llu+%u for the primary (its disk failed it) failed: %s",
@@ -349,7 +355,19 @@ void SecondaryApplier::done(Apply* a, int err) {
     if (!(peer_features_ & link::kFeatureTrimKept)) err = 0;
   } else if (err) {
     local_failed(a, err);
+    if (!a->sole) {
+      // Answered once kFlagInconsistent is durable: the primary goes on
+      // without this copy from the answer on, and a power loss right after
+      // must not bring it back calling itself consistent. (Still in
+      // flight meanwhile: a FLUSH after it waits.)
+      a->answer_err = err;
+      return bitmap_.commit(a);
+    }
   }
+  finish_change(a, err);
+}
+
+void SecondaryApplier::finish_change(Apply* a, int err) {
   // A resync streams the primary's regions here, then flushes them in
   // batches before the primary may clear their bits: written back from now
   // on, while the link carries the next ones, instead of all at that flush.
@@ -382,10 +400,8 @@ void SecondaryApplier::local_failed(const Apply* a, int err) {
   if (a->sole) return;
   // This copy now lacks a write the primary acknowledged (it goes on
   // alone): never a usable image, nor promotable, until a resync ends.
-  if (!(bitmap_.flags() & kFlagInconsistent)) {
-    bitmap_.set_flags(bitmap_.flags() | kFlagInconsistent);
-    bitmap_.commit(nullptr);
-  }
+  // (Committed by the caller before the answer.)
+  bitmap_.set_flags(bitmap_.flags() | kFlagInconsistent);
 }
 
 void SecondaryApplier::check_flushes() {

@@ -76,6 +76,8 @@ class SecondaryApplier {
                     std::span<const link::Digest> digests);
   void done(Apply* a, int err);
   void local_failed(const Apply* a, int err);
+  // A write, trim or zero is done: its REPLY, then the flushes it held.
+  void finish_change(Apply* a, int err);
   void check_flushes();
   Apply* get();
   // An Apply for a read of h's range (VERIFY, READ), its buffer sized.
