@@ -748,6 +748,20 @@ dump_mirrord_log() { local n; for n in "${NODES[@]}"; do dump_node_log "$n"; don
 
 sha_of() { sha256sum <"$1" | cut -d' ' -f1; }
 
+# pattern_sha SEED LENGTH: the sha256 of what `nbdtool pattern URI OFF LENGTH
+# SEED` writes (LENGTH up to 1 MiB: it writes longer ones in 1 MiB pieces).
+pattern_sha() {
+    "$PY" -c 'import hashlib,random,sys
+print(hashlib.sha256(random.Random(int(sys.argv[1])).randbytes(int(sys.argv[2]))).hexdigest())' "$1" "$2"
+}
+
+# backing_sha NODE OFFSET LENGTH: the sha256 of those bytes of NODE's backing file.
+backing_sha() {
+    "$PY" -c 'import hashlib,sys
+f = open(sys.argv[1], "rb"); f.seek(int(sys.argv[2])); print(hashlib.sha256(f.read(int(sys.argv[3]))).hexdigest())' \
+        "${NODE_IMG[$1]}" "$2" "$3"
+}
+
 # check_identical LABEL: both backing files hold the same bytes (the first
 # VOL_SIZE bytes); on a difference, says which 64 KiB regions differ.
 check_identical() {

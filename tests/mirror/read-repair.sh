@@ -29,11 +29,7 @@ except nbd.Error as e:
 h.shutdown()' "$(nbd_unix_uri "$1")" "$2" "$3"
 }
 # image_sha NODE OFFSET LENGTH: the same bytes straight from NODE's backing file.
-image_sha() {
-    "$PY" -c 'import hashlib,sys
-f = open(sys.argv[1], "rb"); f.seek(int(sys.argv[2])); print(hashlib.sha256(f.read(int(sys.argv[3]))).hexdigest())' \
-        "${NODE_IMG[$1]}" "$2" "$3"
-}
+image_sha() { backing_sha "$@"; }
 no_link_drop() {
     local d
     d=$(link_drops alpha beta)
