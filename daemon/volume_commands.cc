@@ -196,6 +196,10 @@ void Volume::open_rw(Done done) {
   bitmap_->commit(FnDone::make([this, done = std::move(done)](int err) {
     if (err) return done(-err, "cannot write the metadata");
     if (role_ != Role::kSecondary) return done(EBUSY, "promoted meanwhile");
+    // A rejoin's plan that arrived during the commit resyncs this image
+    // from the primary: it is mirrored again, never to be written here.
+    if (!(bitmap_->flags() & kFlagSplit))
+      return done(EBUSY, "rejoined meanwhile: the secondary's image is mirrored again");
     local_->set_writable(true);
     gate_.set_writable(true);
     if (on_export_mode) on_export_mode(false);
