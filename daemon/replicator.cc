@@ -143,7 +143,7 @@ void Replicator::flush(IoDone* done) {
 
 bool Replicator::local_in_flight() const {
   for (const Op* o : running_)
-    if (o->local_pending) return true;
+    if (o->local_pending && (o->modifies() || o->rewrite)) return true;
   return false;
 }
 

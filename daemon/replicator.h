@@ -186,8 +186,9 @@ class Replicator final : public Backend {
   uint64_t dirty_bytes() const { return bitmap_.dirty_bytes(); }
   const std::string& last_error() const { return last_error_; }
   uint64_t writes_in_flight() const { return running_.size(); }
-  // A request in the interlock is on its way to this node's disk (a write,
-  // a trim, a read repair's rewrite; held ones are not issued yet).
+  // A change in the interlock is on its way to this node's disk (a write,
+  // a trim, a zeroing, a read repair's rewrite; held ones are not issued
+  // yet, and reads change nothing).
   bool local_in_flight() const;
   // Bytes copied by resyncs since this process started.
   uint64_t resynced_bytes_total() const { return resynced_total_; }

@@ -222,11 +222,6 @@ void Volume::promote(bool force, Done done) {
   if (active_ && peer_known_ && peer_state_.role == link::State::kPrimary)
     return done(EBUSY, "'" + peer_.name + "' is primary: demote it first (`mirrorctl demote` "
                        "there); two primaries are never allowed");
-  // The old primary's requests still in this disk's queue could land over
-  // this node's own writes to the same blocks.
-  if (std::string busy = earlier_requests(); !busy.empty())
-    return done(EBUSY, "refused: " + busy + ": this node takes writes of its own only once "
-                       "they have landed; promote again in a moment");
   std::string behind = behind_reason();
   const uint32_t pf = peer_state_.flags;
   if (force && (bitmap_->flags() & kFlagInconsistent) && active_ && peer_known_ &&
@@ -243,6 +238,26 @@ void Volume::promote(bool force, Done done) {
     return done(EBUSY, "refused: " + behind +
                            ". Use --force only if the peer is lost: its later writes then "
                            "make a split brain instead of being merged");
+  // The old primary's requests still in this disk's queue, or a read-write
+  // split image's own writes (open-rw), could land over this node's own
+  // writes as primary, or after a full copy of this disk to the peer read
+  // their blocks. The image takes no new write from here (a refusal opens
+  // it again).
+  const bool was_rw = local_->writable();
+  auto reopen = [this, was_rw] {
+    if (!was_rw || role_ != Role::kSecondary) return;
+    local_->set_writable(true);
+    gate_.set_writable(true);
+  };
+  if (was_rw) {
+    local_->set_writable(false);
+    gate_.set_writable(false);
+  }
+  if (std::string busy = earlier_requests(); !busy.empty()) {
+    reopen();
+    return done(EBUSY, "refused: " + busy + ": this node takes writes of its own only once "
+                       "they have landed; promote again in a moment");
+  }
   Generation g = bitmap_->generation();
   uint32_t flags = bitmap_->flags();
   // From here on this node's writes are tracked relative to the generation
@@ -271,14 +286,16 @@ void Volume::promote(bool force, Done done) {
   // primary's writes are not in it): all changed, durably before the role,
   // so after a later demote an incremental backup copies everything.
   changes_->set_all_dirty();
-  auto record_role = [this, done = std::move(done), forced = !behind.empty()](int me) {
+  auto record_role = [this, done = std::move(done), forced = !behind.empty(), reopen](int me) {
     if (me) {
       bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
+      reopen();
       return done(-me, "cannot write " + changes_->path() + "; still secondary");
     }
-    bitmap_->commit(FnDone::make([this, done, forced](int err) {
+    bitmap_->commit(FnDone::make([this, done, forced, reopen](int err) {
       if (err) {
         bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
+        reopen();
         return done(-err, "cannot record the role in the metadata; still secondary");
       }
       become(Role::kPrimary);

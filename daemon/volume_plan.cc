@@ -626,7 +626,12 @@ std::string Volume::earlier_requests() const {
   bool others = false;
   for (const auto& a : retired_appliers_) n += a->busy();
   for (const auto& r : retired_replicators_) others = others || r->local_in_flight();
-  if (n == 0 && !others) return "";
+  // A read-write split image's own writes (open-rw).
+  const uint64_t own = role_ == Role::kSecondary ? local_->changes_in_flight() : 0;
+  if (n == 0 && !others && own == 0) return "";
+  if (n == 0 && own != 0)
+    return std::to_string(own) + (own == 1 ? " write" : " writes") +
+           " of this node's read-write split image (open-rw) still on their way to its disk";
   if (n == 0) return "writes of this node's time as primary are still on their way to its disk";
   return std::to_string(n) + (n == 1 ? " request" : " requests") + " of an earlier session with '" +
          peer_.name + (n == 1 ? "' is still on its way" : "' are still on their way") +
