@@ -396,6 +396,7 @@ json collect_args(const control::CommandSpec& spec, CLI::App* sub, ArgValues& v)
 void print_bash_completion() {
   std::string cmds, cases;
   for (const auto& c : control::commands()) {
+    if (c.internal) continue;
     cmds += c.name + " ";
     std::string opts = "--help ";
     for (const auto& a : c.args) opts += "--" + a.name + " ";
@@ -437,6 +438,7 @@ int run(int argc, char** argv) {
   ArgValues values;
   std::map<std::string, CLI::App*> subs;
   for (const auto& spec : control::commands()) {
+    if (spec.internal) continue;  // daemon to daemon only
     CLI::App* sub = app.add_subcommand(spec.name, spec.help);
     subs[spec.name] = sub;
     for (const ArgSpec& a : spec.args) {

@@ -104,6 +104,10 @@ const std::vector<CommandSpec>& commands() {
         {"split", T::kInt, "Refuse (ECANCELED) unless the split is still the one of this "
                            "instant (Unix ms: the backup's copy saw one split throughout)",
          false, false}}},
+      {"promote-fence",
+       "Internal (daemon to daemon): the peer, secondary in standby too, is about to promote; "
+       "this node stays secondary meanwhile, or refuses if it is promoting itself and goes first",
+       true, {}, true},
   };
   return table;
 }

@@ -35,6 +35,9 @@ struct CommandSpec {
   std::string help;
   bool changes_state;  // only root or the control group may run it
   std::vector<ArgSpec> args;
+  // Sent by one daemon to the other over the link (RELAY), never by
+  // mirrorctl: hidden from its commands, refused from a control client.
+  bool internal = false;
 };
 
 const std::vector<CommandSpec>& commands();

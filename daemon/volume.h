@@ -222,6 +222,17 @@ class Volume final : public LinkConn::Handler {
   uint64_t relay_timeout_ms() const { return uint64_t(cfg_.ack_timeout_ms) + 10000; }
   // A session with the peer is active (a command can be relayed to it).
   bool peer_connected() const { return active_ != nullptr; }
+  // Both nodes secondary, connected (after a demote): a promote here must
+  // agree with the peer first (VolumeControl's promote fence).
+  bool standby_with_peer() const {
+    return role_ == Role::kSecondary && active_ && peer_known_ &&
+           peer_state_.role != link::State::kPrimary;
+  }
+  const std::string& node_name() const { return self_.name; }
+  // Counts the sessions with the peer that became active: a promise made
+  // in one (the promote fence) ends with it.
+  uint64_t session_serial() const { return session_serial_; }
+  const std::string& peer_name() const { return peer_.name; }
   // Resolves a split brain on the node whose changes lose (DRBD's `connect
   // --discard-my-data`), without a restart: refuses new writes, waits for
   // those in flight, records "secondary, full sync needed" in the metadata
@@ -371,6 +382,7 @@ class Volume final : public LinkConn::Handler {
   // The peer's STATE from the last handshake (valid while peer_known_).
   link::State peer_state_;
   bool peer_known_ = false;
+  uint64_t session_serial_ = 0;
   struct Demote {
     Done done;
     uint64_t deadline_ms = 0;

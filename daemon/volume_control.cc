@@ -1,5 +1,6 @@
 #include "volume_control.h"
 
+#include "clock.h"
 #include "status_json.h"
 
 namespace mirror {
@@ -64,6 +65,50 @@ void VolumeControl::promote(bool force, bool identical, Reply reply) {
       return reply(EINVAL, "--identical goes with --force (the operator's word on a new pair)");
     return volume_.promote_identical(reply);
   }
+  if (!volume_.standby_with_peer()) return promote_fenced(force, reply);
+  // Both nodes secondary and connected: a promote on each at the same time
+  // would make two primaries (each checked the other's role before either
+  // changed). The peer is asked to stay secondary first; of two promotes
+  // that cross, the node whose name sorts first goes on.
+  const std::string peer = volume_.peer_name();
+  if (mono_ms() < peer_fenced_until_ms_ && volume_.session_serial() == peer_fenced_session_)
+    return reply(EBUSY, "'" + peer + "' is being promoted (this node promised it to stay "
+                        "secondary): promote again once it is primary, or in 30 s");
+  if (fencing_) return reply(EBUSY, "a promote of this node is already asking '" + peer + "'");
+  fencing_ = true;
+  json request = {{"version", control::kVersion}, {"command", "promote-fence"},
+                  {"args", json::object()}};
+  volume_.relay(request.dump(), [this, force, reply, peer](int err, const std::string& text) {
+    fencing_ = false;
+    if (err)
+      return reply(err, "cannot agree the promote with '" + peer + "': " + text +
+                            " (with '" + peer + "' lost for good: stop it, or promote --force "
+                            "once the link is down)");
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("ok") || !j["ok"].is_boolean())
+      return reply(EIO, "'" + peer + "' sent a malformed reply to the promote fence");
+    if (!j["ok"].get<bool>()) {
+      std::string e = j.value("error", std::string("refused"));
+      // A daemon from before the fence: the old promote, unfenced.
+      if (e.find("unknown command 'promote-fence'") == std::string::npos)
+        return reply(EBUSY, "refused by '" + peer + "': " + e);
+    }
+    promote_fenced(force, reply);
+  });
+}
+
+void VolumeControl::promote_fence_request(Reply reply) {
+  if (volume_.role() != Role::kSecondary) return reply(EBUSY, "this node is primary");
+  const std::string& self = volume_.node_name();
+  if (fencing_ && self < volume_.peer_name())
+    return reply(EBUSY, "'" + self + "' is being promoted at the same time, and goes first "
+                        "(of two promotes that cross, the node whose name sorts first)");
+  peer_fenced_until_ms_ = mono_ms() + 30000;
+  peer_fenced_session_ = volume_.session_serial();
+  reply(0, "'" + self + "' stays secondary");
+}
+
+void VolumeControl::promote_fenced(bool force, Reply reply) {
   if (device_ == nullptr) return volume_.promote(force, reply);
   volume_.promote(force, [this, reply](int err, const std::string& msg) {
     // Already primary: a device that stayed read-only through the promote
@@ -131,6 +176,10 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
   if (cmd == "release") return volume_.release(reply);
   if (cmd == "promote")
     return promote(req.args.value("force", false), req.args.value("identical", false), reply);
+  if (cmd == "promote-fence") {
+    if (!from_peer) return reply(EINVAL, "promote-fence is sent by the peer's daemon, not by hand");
+    return promote_fence_request(reply);
+  }
   if (cmd == "demote") {
     int64_t s = req.args.value("timeout", int64_t(60));
     if (s <= 0 || s > 86400) return reply(EINVAL, "demote: timeout must be 1..86400 seconds");

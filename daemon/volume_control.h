@@ -54,6 +54,15 @@ class VolumeControl final : public ControlServer::Handler {
     ControlServer::Respond respond;
   };
   std::vector<VerifyWaiter> verify_waiters_;  // verify --wait
+  // The promote fence (both nodes secondary in standby): a promote here
+  // first asks the peer to stay secondary (promote-fence). fencing_ while
+  // that question is out; peer_fenced_until_ms_ while this node promised
+  // the peer to stay secondary (bounded: the peer's promote may fail).
+  bool fencing_ = false;
+  uint64_t peer_fenced_until_ms_ = 0;
+  uint64_t peer_fenced_session_ = 0;  // the session the promise was made in
+  void promote_fenced(bool force, Reply reply);
+  void promote_fence_request(Reply reply);
   void answer_verify_waiters(const nlohmann::json& verify);
 };
 

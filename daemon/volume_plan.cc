@@ -94,6 +94,7 @@ void Volume::enter_standby(Session* s, const link::State& st) {
   // connected so each side knows the other's role and generation, which is
   // what promote checks; nothing is copied.
   active_ = s;
+  ++session_serial_;
   s->phase = Session::Phase::kActive;
   peer_reached();
   bool same = st.gen.current == bitmap_->generation().current;
@@ -572,6 +573,7 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
       }
       Session* s = sp.get();
       active_ = s;
+      ++session_serial_;
       s->phase = Session::Phase::kActive;
       // The primary's silence is counted from now: the plan's wait (the
       // in-use check, the cache drop, reads finishing) is not silence.
@@ -661,6 +663,7 @@ void Volume::send_dirty_ranges(Session* s) {
 
 void Volume::activate(Session* s) {
   active_ = s;
+  ++session_serial_;
   s->phase = Session::Phase::kActive;
   peer_reached();
   if (s->plan == link::Plan::kInSync && bitmap_->dirty_bytes() != 0) {
