@@ -196,7 +196,9 @@ class Volume final : public LinkConn::Handler {
   // `force` (which moves the generation on so the old primary's later
   // writes are a split brain, never merged); becomes primary (persisted).
   void demote(uint32_t timeout_ms, Done done);
-  void promote(bool force, Done done);
+  // check_only: every refusal, and done(0, "") where the promote would go
+  // on (nothing changed: the promote fence asks the peer only then).
+  void promote(bool force, Done done, bool check_only = false);
   // promote --force --identical (a new pair's primary): both copies are
   // identical; the peer adopts this one without a copy (kFlagAssertIdentical).
   void promote_identical(Done done);

@@ -75,6 +75,16 @@ void VolumeControl::promote(bool force, bool identical, Reply reply) {
     return reply(EBUSY, "'" + peer + "' is being promoted (this node promised it to stay "
                         "secondary): promote again once it is primary, or in 30 s");
   if (fencing_) return reply(EBUSY, "a promote of this node is already asking '" + peer + "'");
+  // The peer is asked only for a promote that would go on here: one refused
+  // for its own reasons must not hold the peer's promotes back.
+  bool refused = false;
+  volume_.promote(force, [&refused, &reply](int err, const std::string& msg) {
+    if (err) {
+      refused = true;
+      reply(err, msg);
+    }
+  }, /*check_only=*/true);
+  if (refused) return;
   fencing_ = true;
   json request = {{"version", control::kVersion}, {"command", "promote-fence"},
                   {"args", json::object()}};

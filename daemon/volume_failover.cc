@@ -181,7 +181,7 @@ void Volume::promote_identical(Done done) {
   }));
 }
 
-void Volume::promote(bool force, Done done) {
+void Volume::promote(bool force, Done done, bool check_only) {
   // A primary that never agreed a plan with its peer (new or lost metadata)
   // whose peer refused the first sync: the operator's word that this copy is
   // the current one.
@@ -243,6 +243,12 @@ void Volume::promote(bool force, Done done) {
   // writes as primary, or after a full copy of this disk to the peer read
   // their blocks. The image takes no new write from here (a refusal opens
   // it again).
+  if (check_only) {
+    if (std::string busy = earlier_requests(); !busy.empty())
+      return done(EBUSY, "refused: " + busy + ": this node takes writes of its own only once "
+                         "they have landed; promote again in a moment");
+    return done(0, "");
+  }
   const bool was_rw = local_->writable();
   auto reopen = [this, was_rw] {
     if (!was_rw || role_ != Role::kSecondary) return;
