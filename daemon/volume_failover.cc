@@ -243,11 +243,15 @@ void Volume::promote(bool force, Done done, bool check_only) {
   // writes as primary, or after a full copy of this disk to the peer read
   // their blocks. The image takes no new write from here (a refusal opens
   // it again).
+  auto landing = [this] {
+    std::string busy = earlier_requests();
+    return busy.empty() ? busy
+                        : "refused: " + busy + ": this node takes writes of its own only once "
+                                               "they have landed; promote again in a moment";
+  };
   if (check_only) {
-    if (std::string busy = earlier_requests(); !busy.empty())
-      return done(EBUSY, "refused: " + busy + ": this node takes writes of its own only once "
-                         "they have landed; promote again in a moment");
-    return done(0, "");
+    std::string why = landing();
+    return done(why.empty() ? 0 : EBUSY, why);
   }
   const bool was_rw = local_->writable();
   auto reopen = [this, was_rw] {
@@ -259,10 +263,9 @@ void Volume::promote(bool force, Done done, bool check_only) {
     local_->set_writable(false);
     gate_.set_writable(false);
   }
-  if (std::string busy = earlier_requests(); !busy.empty()) {
+  if (std::string why = landing(); !why.empty()) {
     reopen();
-    return done(EBUSY, "refused: " + busy + ": this node takes writes of its own only once "
-                       "they have landed; promote again in a moment");
+    return done(EBUSY, why);
   }
   Generation g = bitmap_->generation();
   uint32_t flags = bitmap_->flags();
