@@ -108,6 +108,10 @@ const std::vector<CommandSpec>& commands() {
        "Internal (daemon to daemon): the peer, secondary in standby too, is about to promote; "
        "this node stays secondary meanwhile, or refuses if it is promoting itself and goes first",
        true, {}, true},
+      {"promote-unfence",
+       "Internal (daemon to daemon): the peer's fenced promote failed; this node's promise to "
+       "stay secondary for it ends now instead of after 30 s",
+       true, {}, true},
   };
   return table;
 }

@@ -1,6 +1,7 @@
 #include "volume_control.h"
 
 #include "clock.h"
+#include "log.h"
 #include "status_json.h"
 
 namespace mirror {
@@ -90,10 +91,14 @@ void VolumeControl::promote(bool force, bool identical, Reply reply) {
                   {"args", json::object()}};
   volume_.relay(request.dump(), [this, force, reply, peer](int err, const std::string& text) {
     fencing_ = false;
-    if (err)
+    if (err) {
+      // Unanswered in time, the fence may still reach the peer (a stalled
+      // link): the release follows it.
+      if (err == ETIMEDOUT) release_peer_fence();
       return reply(err, "cannot agree the promote with '" + peer + "': " + text +
                             " (with '" + peer + "' lost for good: stop it, or promote --force "
                             "once the link is down)");
+    }
     json j = json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("ok") || !j["ok"].is_boolean())
       return reply(EIO, "'" + peer + "' sent a malformed reply to the promote fence");
@@ -103,7 +108,23 @@ void VolumeControl::promote(bool force, bool identical, Reply reply) {
       if (e.find("unknown command 'promote-fence'") == std::string::npos)
         return reply(EBUSY, "refused by '" + peer + "': " + e);
     }
-    promote_fenced(force, reply);
+    promote_fenced(force, [this, reply](int err, const std::string& msg) {
+      // The peer promised to stay secondary for this promote: one that
+      // failed here (its metadata could not be written) frees it now, not
+      // after 30 s of refusing its own promotes.
+      if (err) release_peer_fence();
+      reply(err, msg);
+    });
+  });
+}
+
+void VolumeControl::release_peer_fence() {
+  json request = {{"version", control::kVersion}, {"command", "promote-unfence"},
+                  {"args", json::object()}};
+  // Best effort: a peer from before the release ("unknown command") or a
+  // lost link keeps the 30 s bound.
+  volume_.relay(request.dump(), [peer = volume_.peer_name()](int err, const std::string& text) {
+    if (err) MLOG_INFO("promote fence: '%s' not released: %s", peer.c_str(), text.c_str());
   });
 }
 
@@ -186,9 +207,13 @@ void VolumeControl::dispatch(const control::Request& req, bool from_peer,
   if (cmd == "release") return volume_.release(reply);
   if (cmd == "promote")
     return promote(req.args.value("force", false), req.args.value("identical", false), reply);
-  if (cmd == "promote-fence") {
-    if (!from_peer) return reply(EINVAL, "promote-fence is sent by the peer's daemon, not by hand");
-    return promote_fence_request(reply);
+  if (cmd == "promote-fence" || cmd == "promote-unfence") {
+    if (!from_peer) return reply(EINVAL, cmd + " is sent by the peer's daemon, not by hand");
+    if (cmd == "promote-fence") return promote_fence_request(reply);
+    // Only the promise made in this session ends (one of an earlier session
+    // ended with it).
+    if (volume_.session_serial() == peer_fenced_session_) peer_fenced_until_ms_ = 0;
+    return reply(0, "'" + volume_.node_name() + "' may promote again");
   }
   if (cmd == "demote") {
     int64_t s = req.args.value("timeout", int64_t(60));

@@ -63,6 +63,7 @@ class VolumeControl final : public ControlServer::Handler {
   uint64_t peer_fenced_session_ = 0;  // the session the promise was made in
   void promote_fenced(bool force, Reply reply);
   void promote_fence_request(Reply reply);
+  void release_peer_fence();
   void answer_verify_waiters(const nlohmann::json& verify);
 };
 
