@@ -267,6 +267,25 @@ void Volume::promote(bool force, Done done, bool check_only) {
     reopen();
     return done(EBUSY, why);
   }
+  // A promote that cannot record the role leaves this node as it was. Only
+  // undoing kFlagPrimary kept the new `current` in memory (and on disk with
+  // the next commit): the peer's next handshake was a split brain although
+  // this node never took a write.
+  struct Before {
+    Generation gen;
+    uint32_t flags;
+    std::vector<std::pair<uint64_t, uint64_t>> dirty;
+  };
+  auto before = std::make_shared<Before>(Before{bitmap_->generation(), bitmap_->flags(), {}});
+  for (uint64_t off = 0, len = 0; bitmap_->next_dirty(off, ~0ull, &off, &len); off += len)
+    before->dirty.emplace_back(off, len);
+  auto undo = [this, before, reopen] {
+    bitmap_->set_generation(before->gen);
+    bitmap_->set_flags(before->flags);
+    bitmap_->clear_all_dirty();
+    for (auto [off, len] : before->dirty) bitmap_->set_dirty(off, len);
+    reopen();
+  };
   Generation g = bitmap_->generation();
   uint32_t flags = bitmap_->flags();
   // From here on this node's writes are tracked relative to the generation
@@ -295,16 +314,14 @@ void Volume::promote(bool force, Done done, bool check_only) {
   // primary's writes are not in it): all changed, durably before the role,
   // so after a later demote an incremental backup copies everything.
   changes_->set_all_dirty();
-  auto record_role = [this, done = std::move(done), forced = !behind.empty(), reopen](int me) {
+  auto record_role = [this, done = std::move(done), forced = !behind.empty(), undo](int me) {
     if (me) {
-      bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
-      reopen();
+      undo();
       return done(-me, "cannot write " + changes_->path() + "; still secondary");
     }
-    bitmap_->commit(FnDone::make([this, done, forced, reopen](int err) {
+    bitmap_->commit(FnDone::make([this, done, forced, undo](int err) {
       if (err) {
-        bitmap_->set_flags(bitmap_->flags() & ~kFlagPrimary);
-        reopen();
+        undo();
         return done(-err, "cannot record the role in the metadata; still secondary");
       }
       become(Role::kPrimary);

@@ -45,5 +45,21 @@ fi
 [ "$(status_get alpha .role)" = primary ] || fail "alpha is not primary"
 [ "$(status_get beta .role)" = secondary ] || fail "beta is not secondary"
 nbd_fill "$(nbd_unix_uri alpha)" 0 $((64 * KiB)) 7 || fail "alpha does not take a write as primary"
+# beta's failed promote must leave it as it was: not a node that moved its
+# generation on (the peer then saw a split brain, and the operator had to
+# discard one side although beta never took a write). Its metadata refuses
+# every write until a restart; after one the pair resyncs and converges.
+sleep 1
+log "alpha: $(status_get alpha '.state + ": " + (.last_error // "")'); beta: $(status_get beta '.state + ": " + (.last_error // "")')"
+stop_node beta
+start_node beta
+if wait_state alpha synchronized 30 >/dev/null; then
+    pass "beta, restarted, resynced from alpha"
+else
+    fail "the pair did not synchronize after beta's restart: alpha $(status_get alpha '.state + ": " + (.last_error // "")')"
+fi
+check_no_divergence_logged
+[ "$(sha_of "${NODE_IMG[alpha]}")" = "$(sha_of "${NODE_IMG[beta]}")" ] &&
+    pass "both images are identical" || fail "the images differ"
 stop_pair
 finish
