@@ -30,6 +30,7 @@ PACKAGES=(
   qemu-system-x86 linux-image-amd64 busybox-static cpio kmod socat
   e2fsprogs                         # mke2fs/e2fsck in the guest, e2fsck/debugfs on the host
   dmsetup xfsprogs                  # vm.sync_error: device-mapper and XFS in the guest
+  sqlite3                           # vm.mirror_split_sqlite: a database in the guest
   # --- base tools the scripts use ---------------------------------------------------------------
   iproute2 util-linux procps
   jq                                # tests read `mirrorctl status --json`
