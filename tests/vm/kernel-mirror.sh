@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kernel-mirror.sh CASE - a mirrored pair under the real Linux kernel NBD client.
 #
-# CASE: ext4 | split-freeze | split-sqlite | kill-secondary | trim-vfat | read-error | disk-failure
+# CASE: ext4 | split-freeze | split-sqlite | failover-sqlite | kill-secondary | trim-vfat | read-error | disk-failure
 #       (runs tests/vm/guest/mirror-CASE.sh)
 #       attach-ext4 | attach-restart | attach-term | attach-multi-ro | attach-ioctl |
 #       attach-resize[-stale] | attach-failover | attach-force-promote |
@@ -39,7 +39,7 @@ skip() { log "SKIP: $*"; exit 77; }
 EXTRA_BINS="debugfs $HERE/guest/mirror-lib.sh"
 case "$CASE" in
   ext4|split-freeze|kill-secondary) SCRIPT=$HERE/guest/mirror-$CASE.sh ;;
-  split-sqlite) SCRIPT=$HERE/guest/mirror-$CASE.sh; EXTRA_BINS="$EXTRA_BINS sqlite3" ;;
+  split-sqlite|failover-sqlite) SCRIPT=$HERE/guest/mirror-$CASE.sh; EXTRA_BINS="$EXTRA_BINS sqlite3" ;;
   attach-ext4|attach-restart|attach-term|attach-ioctl|attach-failover|attach-force-promote|\
   attach-stop-reattach|attach-reattach-mount|attach-secondary-read|attach-unknown-copy)
     SCRIPT=$HERE/guest/$CASE.sh ;;
@@ -59,7 +59,7 @@ case "$CASE" in
   sync-error) SCRIPT=$HERE/guest/$CASE.sh
               EXTRA_BINS="$EXTRA_BINS qemu-io dmsetup losetup filefrag mkfs.xfs"
               export EXTRA_MODULES="loop dm_mod dm_thin_pool xfs" ;;
-  *) echo "usage: $0 ext4|split-freeze|split-sqlite|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|attach-failover|attach-force-promote|attach-stop-reattach|attach-stop-resize|attach-reattach-mount|attach-secondary-read|attach-unknown-copy|trim-vfat|read-error|disk-failure|sync-error" >&2
+  *) echo "usage: $0 ext4|split-freeze|split-sqlite|failover-sqlite|kill-secondary|attach-ext4|attach-restart|attach-term|attach-multi-ro|attach-ioctl|attach-resize|attach-resize-stale|attach-failover|attach-force-promote|attach-stop-reattach|attach-stop-resize|attach-reattach-mount|attach-secondary-read|attach-unknown-copy|trim-vfat|read-error|disk-failure|sync-error" >&2
      exit 2 ;;
 esac
 
