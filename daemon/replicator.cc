@@ -556,9 +556,12 @@ void Replicator::maybe_complete(Op* op) {
   }
   if (op->local_err && op->modifies() && op->sent_to_peer && !op->peer_err && !disk_abandoned()) {
     // Written on the peer only: resync will restore one version on both.
+    // Synchronized until now, it starts here (and moves the generation):
+    // no reconnect would come to copy the range while the link stays up.
     ++dirty_epoch_;
     mark_dirty(op->off, op->len);
     bitmap_.commit(nullptr);
+    resync_again();
   }
   finish(op, op->local_err);
 }
