@@ -182,6 +182,14 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
     } else {
       refuse = "split brain: both nodes changed the data since they last agreed";
     }
+  } else if (my.bitmap != 0 && peer.current == my.current && peer.bitmap == 0 &&
+             peer.history0 == my.bitmap && !peer_disposable) {
+    // The peer adopted this node's `current` at the end of a resync from
+    // `bitmap` (SYNC_DONE), and this node died, or lost the link, before it
+    // recorded that end. The peer holds `current`; this dirty map, relative
+    // to the older base, covers every change since: a bitmap resync, not a
+    // full one.
+    kind = link::Plan::kBitmap;
   } else if (my.bitmap != 0 && peer.current == my.current && peer.bitmap == 0) {
     // A full sync planned before (the bitmap id is its fresh base) that the
     // peer never adopted: it refused the plan (before-resync-target running
