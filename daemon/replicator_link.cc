@@ -122,7 +122,14 @@ void Replicator::diverge() {
   // bitmap records every difference, relative to the generation we share.
   uint64_t marked = mark_unflushed_dirty();
   ++dirty_epoch_;
-  move_generation();
+  // Nothing marked and nothing dirty: both copies hold every change,
+  // flushed, and the generation they share still names them both. Moved
+  // anyway, a peer lost as a demote records the role (the clean demote's
+  // flush left nothing) would find this node's generation changed: each
+  // promote refused ("the peer's generation differs"), a forced one a
+  // split brain. The first change tracked from here moves it
+  // (mark_dirty_and_wait).
+  if (marked != 0 || bitmap_.dirty_bytes() != 0) move_generation();
   bitmap_.commit(nullptr);
   MLOG_INFO("tracking changes for the peer (%llu bytes marked: extents written since the "
             "last flush of both copies)",
