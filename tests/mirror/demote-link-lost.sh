@@ -14,17 +14,11 @@
 # and a forced one then meets the other's moved generation.
 . "$(dirname "$0")/pairlib.sh"
 
-VOL_SIZE=64M
-VOL_EXTRA='initial-sync = "skip"'
 have_ctl || skip "demote-link-lost needs mirrorctl"
+VOL_EXTRA='initial-sync = "skip"'
+start_synced_pair_faults "meta-delay-ms=3000"
 
-OFF=$((8 * MiB))
-LEN=65536
-
-setup_pair
-start_with_faults alpha "meta-delay-ms=3000"
-must_start beta
-wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+OFF=$((8 * MiB)) LEN=65536
 "${NBDTOOL[@]}" pattern "$(nbd_unix_uri alpha)" $OFF $LEN 1 >/dev/null || die "write A failed"
 pass "write A acknowledged"
 

@@ -22,10 +22,7 @@ have_ctl || skip "local-fail-peer-ok needs mirrorctl"
 OFF=$((4 * MiB))
 LEN=4096
 
-setup_pair
-start_with_faults alpha "write-enospc=$OFF:$LEN"
-must_start beta
-wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize"
+start_synced_pair_faults "write-enospc=$OFF:$LEN"
 
 log_mark alpha
 out=$("${NBDTOOL[@]}" pattern "$(nbd_unix_uri alpha)" $OFF $LEN 5 2>&1) && die "the write alpha's disk refuses succeeded: $out"

@@ -721,6 +721,15 @@ start_with_faults() {
         || fail "$node does not log its injected faults ($spec)"
 }
 
+# start_synced_pair_faults SPEC: a new pair, alpha with MIRRORD_FAULTS=SPEC,
+# synchronized within 60 s, or die.
+start_synced_pair_faults() {
+    setup_pair
+    start_with_faults alpha "$1"
+    must_start beta
+    wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+}
+
 # Both nodes stopped cleanly, alpha first unless told otherwise.
 stop_pair() {
     local n nodes=("$@")

@@ -20,10 +20,7 @@ VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"'
 have_ctl || skip "resync-end-crash needs mirrorctl"
 
-setup_pair
-start_with_faults alpha "meta-delay-ms=3000"
-must_start beta
-wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
+start_synced_pair_faults "meta-delay-ms=3000"
 stop_node beta
 for i in 1 2 3 4; do
     "${NBDTOOL[@]}" pattern "$(nbd_unix_uri alpha)" $((i * 8 * MiB)) 65536 $i >/dev/null \
