@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "auth.h"
 #include "clock.h"
@@ -260,7 +261,16 @@ void Replicator::dispatch(Op* op) {
   // first, so the local write's inline submission (an O_DIRECT FUA write
   // queues its bio right there) does not delay it. The two legs overlap;
   // a write completes after the slower, not after both in turn.
-  if (!op->degraded) send_to_peer(op);
+  if (!op->degraded) {
+    // (A fast zero goes to the peer once this copy did it: the peer, which
+    // the link does not tell it must be fast, would zero what the client
+    // is told was not.)
+    if (op->kind == Kind::kZero && op->zf.fast_only) {
+      op->peer_after_local = true;
+    } else {
+      send_to_peer(op);
+    }
+  }
   switch (op->kind) {
     case Kind::kWrite:
       local_.write(op->off, op->len, op->buf, op->fua, op);
@@ -400,6 +410,11 @@ void Replicator::on_local(Op* op, int err) {
   if (op->kind == Kind::kTrim && err == -EOPNOTSUPP) {
     err = 0;
     trim_kept(op, /*peer=*/false);
+  }
+  if (std::exchange(op->peer_after_local, false) && !err) {
+    if (mirroring()) return send_to_peer(op);  // on_reply completes it
+    op->degraded = true;  // the link went (or a split began) meanwhile
+    mark_dirty_and_wait(op);
   }
   if (err && absorb_disk_error(op, err)) {  // a detach takes it over
     ++local_errors_;

@@ -55,6 +55,9 @@ struct Replicator::Op final : IoDone {
   // TRIM: a copy whose store cannot punch kept its data (EOPNOTSUPP).
   bool trim_kept_local = false, trim_kept_peer = false;
   bool trim_marked = false;     // punched on one copy only: marked for resync
+  // A fast zero (NBD_CMD_FLAG_FAST_ZERO): sent to the peer only once this
+  // copy did it; refused here (ENOTSUP: no fast way), it changes neither.
+  bool peer_after_local = false;
 
   struct Meta final : IoDone {
     Op* op = nullptr;

@@ -371,7 +371,8 @@ void FileBackend::on_op(Op* op, int res) {
 
 void FileBackend::finish(Op* op, int err) {
   if (err < 0 && op->kind != Op::Kind::kRead &&
-      !(op->kind == Op::Kind::kTrim && err == -EOPNOTSUPP)) {
+      !(op->kind == Op::Kind::kTrim && err == -EOPNOTSUPP) &&
+      !(op->fast_only && err == -ENOTSUP)) {  // a fast zero refused: no failure
     MLOG_WARN("%s: write at offset %llu failed: %s", path_.c_str(),
               static_cast<unsigned long long>(op->offset), strerror(-err));
   }
