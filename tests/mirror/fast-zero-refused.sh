@@ -16,10 +16,7 @@
 have_ctl || skip "fast-zero-refused needs mirrorctl"
 VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"'
-mkdir -p "$T/fs"
-mount -t tmpfs -o size=96M tmpfs "$T/fs" 2>/dev/null || skip "cannot mount a tmpfs"
-CLEANUP_HOOKS+=("umount -l $T/fs")
-NODE_IMG[alpha]=$T/fs/alpha.img
+image_on_tmpfs alpha 96M
 start_synced_pair 30
 
 OFF=$((4 * MiB)) LEN=65536

@@ -721,6 +721,15 @@ start_with_faults() {
         || fail "$node does not log its injected faults ($spec)"
 }
 
+# image_on_tmpfs NODE SIZE: NODE's backing file on a tmpfs of SIZE of its
+# own (unmounted at exit), or skip: a store without FALLOC_FL_ZERO_RANGE.
+image_on_tmpfs() {
+    mkdir -p "$T/fs-$1"
+    mount -t tmpfs -o size="$2" tmpfs "$T/fs-$1" 2>/dev/null || skip "cannot mount a tmpfs"
+    CLEANUP_HOOKS+=("umount -l $T/fs-$1")
+    NODE_IMG[$1]=$T/fs-$1/$1.img
+}
+
 # start_synced_pair_faults SPEC: a new pair, alpha with MIRRORD_FAULTS=SPEC,
 # synchronized within 60 s, or die.
 start_synced_pair_faults() {
