@@ -431,6 +431,9 @@ class Volume final : public LinkConn::Handler {
   // unknown, kFlagCopyUnknown; its split image kept from a primary that no
   // longer knows of the split): logged once, not at every retried handshake.
   std::string copy_refusal_why_;
+  // The last refusal of a plan while earlier requests were still on their
+  // way to this disk: logged once per streak.
+  std::string landing_refusal_why_;
   // The primary's last refusal of a plan (split brain, unrelated data):
   // logged once per reason.
   std::string plan_refusal_why_;

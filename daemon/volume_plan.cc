@@ -340,6 +340,9 @@ constexpr uint64_t kSplitUnknownRetryMs = 2000;
 // How soon the primary may ask again for a full sync into a copy whose
 // history is unknown (the operator must act; a restart asks at once).
 constexpr uint64_t kCopyUnknownRetryMs = 30000;
+// How soon the primary may ask again while requests of an earlier session
+// are still on their way to this node's disk.
+constexpr uint64_t kLandingRetryMs = 1000;
 }  // namespace
 
 void Volume::on_plan(Session* s, const link::Header& h, const link::Plan& plan) {
@@ -455,6 +458,23 @@ void Volume::on_plan_free(Session* s, const link::Header& h, const link::Plan& p
   }
   if (plan.kind != link::Plan::kStandby && local_->changes_in_flight())
     return session_error(s, "local writes still in flight; retrying the handshake");
+  if (plan.kind != link::Plan::kStandby) {
+    // Requests of an earlier session still in the disk's queue land before
+    // this session's writes (on_plan_apply). Refused until then, with a
+    // retry-after: a plan answered only once they land would hold the
+    // primary's writes (its plan hold) for the whole handshake timeout, again
+    // at every retry, for as long as the disk is stuck; refused, the primary
+    // goes on alone, tracking its changes for the resync.
+    if (std::string busy = earlier_requests(); !busy.empty()) {
+      std::string why = busy + ": the plan with '" + peer_.name +
+                        "' is answered once they have landed (refused until then; '" +
+                        peer_.name + "' goes on alone meanwhile)";
+      if (volume_internal::new_reason(landing_refusal_why_, why))
+        MLOG_WARN("volume '%s': %s", cfg_.name.c_str(), why.c_str());
+      return session_error(s, why, false, kLandingRetryMs, EAGAIN);
+    }
+    landing_refusal_why_.clear();
+  }
   Generation g = bitmap_->generation();
   uint32_t flags = bitmap_->flags();
   bool resync = writes_into_copy(plan.kind);
