@@ -47,14 +47,23 @@ void Volume::split(Done done) {
   MLOG_INFO("volume '%s': splitting the mirror", cfg_.name.c_str());
   replicator_->freeze([this, t0, done = std::move(done)](int err) {
     split_drain_us_ = mono_us() - t0;
-    if (err == -ECONNRESET)  // (a rejoin from another shell closes it too)
-      return done(-err, "the link to the peer was lost during the split; the secondary may "
-                        "miss recent writes: rejoin to resync");
-    if (err) {
-      return done(-err, std::string("the peer failed during the split (") + strerror(-err) +
-                            "); the secondary may miss recent writes: rejoin to resync");
+    if (err || !active_) {
+      // The SPLIT never went out: the secondary is not split, and neither is
+      // this node. Left set, the flag made the next session a split one: the
+      // pair stayed split, unmirrored, after a split that failed (under
+      // `mirrorctl backup`, which then had nothing to rejoin). Now the next
+      // session resyncs what the secondary missed. (A rejoin from another
+      // shell, which closes the link too, cleared it already.)
+      bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
+      bitmap_->commit(nullptr);
+      std::string why = err && err != -ECONNRESET
+                            ? std::string("the peer failed during the split (") +
+                                  strerror(-err) + ")"
+                            : "the link to the peer was lost during the split";
+      return done(err ? -err : ECONNRESET,
+                  why + ": no split was made; the pair resyncs what the secondary missed "
+                        "once the link is back");
     }
-    if (!active_) return done(ECONNRESET, "the link was lost during the split");
     uint64_t id = kControlIdBit | next_control_id_++;
     uint64_t when = split_unix_ms_;
     control_waiters_[id] = [this, done, when](int e, const std::string& m) {
