@@ -341,3 +341,56 @@ wait_log() {
     usleep 50000
   done
 }
+
+# --- An SQLite database as the application (vm.mirror_split_sqlite, vm.mirror_failover_sqlite;
+# kernel-mirror.sh packs sqlite3). Table t: id 1, 2, ... each in its own transaction, v the
+# text 'row ID', pad 3000 random bytes. The writer's record of what committed is
+# $COMMITTED: one id per line, written after its COMMIT returned ("FAILED ID" once one fails).
+COMMITTED=/tmp/committed
+sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
+last_committed() { grep -v FAILED "$COMMITTED" | tail -n 1; }
+
+# db_writer_start FILE: create the database (WAL) and commit one transaction after another in
+# the background (synchronous=FULL: each COMMIT is an fsync) until /tmp/stop-writer exists or
+# a transaction fails; its pid in WRITER. Returns once 30 have committed.
+db_writer_start() {
+  run sql "$1" "PRAGMA journal_mode=WAL;" "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, pad BLOB);"
+  : >"$COMMITTED"
+  (
+    i=0
+    while [ ! -e /tmp/stop-writer ]; do
+      i=$((i + 1))
+      sql "$1" "PRAGMA synchronous=FULL;" \
+        "INSERT INTO t VALUES($i, printf('row %d', $i), randomblob(3000));" >/dev/null 2>&1 ||
+        { echo "FAILED $i" >>"$COMMITTED"; exit 1; }
+      echo "$i" >>"$COMMITTED"
+    done
+  ) &
+  WRITER=$!
+  db_wait_committed 30
+  step "writer: $(last_committed) transactions committed on $1"
+}
+
+# db_wait_committed N: until the writer has committed id N (60 s at most).
+db_wait_committed() {
+  _i=0
+  until [ "$(last_committed)" -ge "$1" ] 2>/dev/null; do
+    _i=$((_i + 1)); [ $_i -le 600 ] || die "the writer did not reach $1 committed in 60 s"; sleep 0.1
+  done
+}
+
+# db_check FILE LOW HIGH WHAT: the database passes integrity_check, holds ids 1..max with no
+# gap and no damaged row, and LOW <= max <= HIGH (every transaction committed before the
+# moment checked, none that began after it). max in DB_MAX.
+db_check() {
+  _ic=$(sql "$1" "PRAGMA integrity_check;")
+  [ "$_ic" = ok ] || die "$4: integrity_check says: $_ic"
+  # shellcheck disable=SC2046  # four numbers
+  set -- "$@" $(sql -separator ' ' "$1" "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0), (SELECT count(*) FROM t WHERE v != printf('row %d', id) OR length(pad) != 3000) FROM t;")
+  DB_MAX=$7
+  step "$4: integrity ok; $5 rows, ids $6..$7, $8 damaged"
+  [ "$8" = 0 ] || die "$4: $8 rows whose contents are not what was committed"
+  [ "$7" -ge "$2" ] || die "$4: transactions committed before are missing (max id $7 < $2)"
+  [ "$7" -le "$3" ] || die "$4: transactions of after the moment are there (max id $7 > $3)"
+  [ "$5" = "$7" ] && [ "$6" -le 1 ] || die "$4: gaps: $5 rows for ids $6..$7"
+}

@@ -15,35 +15,13 @@
 # shellcheck disable=SC1091  # packed by kernel-mirror.sh through EXTRA_BINS
 . /usr/local/bin/mirror-lib.sh
 DB=/mnt/app.db
-COMMITTED=/tmp/committed   # the writer's record: one id per line, after its COMMIT returned
 SNAP=$PAIR/snapshot.img
 R=/tmp/restore
-sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
 
 pair_start
 attach_primary
 mkfs_mount
-
-run sql "$DB" "PRAGMA journal_mode=WAL;" "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, pad BLOB);"
-: >"$COMMITTED"
-writer() {
-  i=0
-  while [ ! -e /tmp/stop-writer ]; do
-    i=$((i + 1))
-    sql "$DB" "PRAGMA synchronous=FULL;" \
-      "INSERT INTO t VALUES($i, printf('row %d', $i), randomblob(3000));" >/dev/null ||
-      { echo "FAILED $i" >>"$COMMITTED"; return 1; }
-    echo "$i" >>"$COMMITTED"
-  done
-}
-writer &
-WRITER=$!
-last_committed() { grep -v FAILED "$COMMITTED" | tail -n 1; }
-_n=0
-until [ "$(last_committed)" -ge 30 ] 2>/dev/null; do
-  _n=$((_n + 1)); [ $_n -le 600 ] || die "the writer committed nothing in 60 s"; sleep 0.1
-done
-step "writer: $(last_committed) transactions committed on the primary"
+db_writer_start "$DB"
 
 BEFORE=$(last_committed)
 # The database's own quiesce first (its WAL checkpointed into the main file), then the
@@ -55,10 +33,7 @@ wait_state alpha split 10
 step "split with the writer running: committed $BEFORE before it began, $AFTER when it returned"
 
 # Keep committing after the split, then take the backup from the secondary's image.
-_n=0
-until [ "$(last_committed)" -ge $((AFTER + 20)) ]; do
-  _n=$((_n + 1)); [ $_n -le 600 ] || die "the writer stalled after the split"; sleep 0.1
-done
+db_wait_committed $((AFTER + 20))
 run cp "$B_IMG" "$SNAP"
 fsck_clean "$SNAP"
 mkdir -p "$R"
@@ -67,18 +42,10 @@ for f in app.db app.db-wal; do
   debugfs -R "dump /$f $R/$f" "$SNAP" >/dev/null 2>&1 || die "debugfs could not copy /$f out"
 done
 [ -s "$R/app.db" ] || die "the backup has no /app.db"
-ic=$(sql "$R/app.db" "PRAGMA integrity_check;")
-[ "$ic" = ok ] || die "the backup's database: integrity_check says: $ic"
-set -- $(sql -separator ' ' "$R/app.db" "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0), (SELECT count(*) FROM t WHERE v != printf('row %d', id) OR length(pad) != 3000) FROM t;")
-count=$1 min=$2 max=$3 bad=$4
-step "backup: integrity ok; $count rows, ids $min..$max, $bad damaged"
-[ "$bad" = 0 ] || die "the backup holds $bad rows whose contents are not what was committed"
-[ "$max" -ge "$BEFORE" ] || die "the backup lacks transactions committed before the split ($max < $BEFORE)"
 # A transaction whose COMMIT returned just before the freeze is recorded by the writer
 # just after: AFTER + 1 at most.
-[ "$max" -le $((AFTER + 1)) ] || die "the backup holds transactions of after the split ($max > $AFTER + 1)"
-[ "$count" = "$max" ] && [ "$min" -le 1 ] || die "the backup has gaps: $count rows for ids $min..$max"
-run sql "$R/app.db" "INSERT INTO t VALUES($((max + 1)), 'restored', zeroblob(3000));"
+db_check "$R/app.db" "$BEFORE" $((AFTER + 1)) "the backup"
+run sql "$R/app.db" "INSERT INTO t VALUES($((DB_MAX + 1)), 'restored', zeroblob(3000));"
 step "the restored database takes a new transaction"
 
 run ctl alpha rejoin --wait
@@ -87,11 +54,7 @@ step "rejoined with the writer running: $(last_committed) committed"
 touch /tmp/stop-writer
 wait "$WRITER" || die "the writer failed: $(grep FAILED "$COMMITTED")"
 LAST=$(last_committed)
-ic=$(sql "$DB" "PRAGMA integrity_check;")
-[ "$ic" = ok ] || die "the primary's database: integrity_check says: $ic"
-set -- $(sql -separator ' ' "$DB" "SELECT count(*), max(id) FROM t;")
-[ "$1" = "$LAST" ] && [ "$2" = "$LAST" ] || die "the primary's database: $1 rows, max id $2; the writer committed $LAST"
-step "primary: integrity ok, every one of the $LAST committed transactions there"
+db_check "$DB" "$LAST" "$LAST" "the primary"
 no_io_errors
 pair_finish
 step "mirror_split_sqlite: OK"
