@@ -11,14 +11,8 @@
 # Environment (GUEST_ENV): VOL_SIZE (default 64M).
 # shellcheck disable=SC1091  # packed by kernel-mirror.sh through EXTRA_BINS
 . /usr/local/bin/mirror-lib.sh
-# The lost primary's device fails its I/O soon instead of waiting 120 s for a mirrord.
-ALPHA_KEYS='device = "/dev/nbd0"
-dead-connection-timeout = "3s"'
-BETA_KEYS='device = "/dev/nbd1"'
 
-pair_start
-expect_attached /dev/nbd0 alpha
-expect_attached /dev/nbd1 beta
+pair_start_lost_primary
 mkfs_mount
 db_writer_start /mnt/app.db
 db_wait_committed 40

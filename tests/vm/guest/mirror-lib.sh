@@ -342,6 +342,18 @@ wait_log() {
   done
 }
 
+# pair_start_lost_primary: the pair with both devices attached by mirrord (alpha /dev/nbd0,
+# beta /dev/nbd1), for tests that lose the primary: its device fails its I/O 3 s after its
+# mirrord is gone instead of waiting 120 s for a new one.
+pair_start_lost_primary() {
+  ALPHA_KEYS='device = "/dev/nbd0"
+dead-connection-timeout = "3s"'
+  BETA_KEYS='device = "/dev/nbd1"'
+  pair_start
+  expect_attached /dev/nbd0 alpha
+  expect_attached /dev/nbd1 beta
+}
+
 # --- An SQLite database as the application (vm.mirror_split_sqlite, vm.mirror_failover_sqlite;
 # kernel-mirror.sh packs sqlite3). Table t: id 1, 2, ... each in its own transaction, v the
 # text 'row ID', pad 3000 random bytes. The writer's record of what committed is
