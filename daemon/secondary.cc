@@ -45,6 +45,7 @@ void SecondaryApplier::attach(LinkConn* link, uint16_t peer_features) {
   // Recorded by a DETACH that has finished (one still being committed
   // decides it when it does).
   sole_copy_ = (bitmap_.flags() & kFlagPeerDiskFailed) && detaches_pending_ == 0;
+  failed_in_session_ = false;
 }
 
 void SecondaryApplier::detach() {
@@ -181,6 +182,13 @@ void SecondaryApplier::on_message(const link::Header& h, Buffer& payload) {
     case link::Type::kSyncDone: {
       auto g = link::decode_generation({payload.data(), h.payload});
       if (!g) return reply(epoch_, h.id, EPROTO);
+      if (failed_in_session_) {
+        // Sent before the primary had this copy's failure (its answer
+        // crossed this): the copy lacks that change, it stays inconsistent.
+        MLOG_ERROR("replication: the primary ended the resync, but this disk failed a change "
+                   "meanwhile: this copy stays inconsistent until the next resync");
+        return reply(epoch_, h.id, EIO);
+      }
       Generation gen = bitmap_.generation();
       const Generation prev = gen;
       gen.history[1] = gen.history[0];
@@ -398,6 +406,7 @@ void SecondaryApplier::local_failed(const Apply* a, int err) {
   last_local_error_ = buf;
   MLOG_ERROR("replication: %s", buf);
   if (a->sole) return;
+  failed_in_session_ = true;
   // This copy now lacks a write the primary acknowledged (it goes on
   // alone): never a usable image, nor promotable, until a resync ends.
   // (Committed by the caller before the answer.)

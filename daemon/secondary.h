@@ -102,6 +102,10 @@ class SecondaryApplier {
   uint64_t live_ = 0;  // handed out by get(), not yet put() back
   uint64_t bytes_applied_ = 0, resync_bytes_ = 0;
   uint64_t local_errors_ = 0;
+  // A change of this session failed here (this copy lacks it): a SYNC_DONE
+  // the primary sent before it learned of the failure must not make the
+  // copy consistent.
+  bool failed_in_session_ = false;
   bool trim_kept_ = false;
   std::string last_local_error_;
   // The primary's disk is detached and it knows this copy is the only one
