@@ -372,6 +372,7 @@ class Volume final : public LinkConn::Handler {
     int waiting = 0;  // client reads still running (bounded: deadline_ms)
     uint64_t deadline_ms = 0;
     bool logged = false;  // the wait for earlier requests is logged once
+    bool landing = true;  // waits for earlier requests (not a standby plan)
     std::function<void()> send;
   };
   std::unique_ptr<PlanReply> plan_reply_;

@@ -576,7 +576,14 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
             plan_name(plan.kind));
   uint64_t id = h.id;
   std::weak_ptr<Session> weak = find_session(s);
-  bitmap_->commit(FnDone::make([this, weak, id, prev_gen, prev_flags, g, flags](int err) {
+  // A standby plan writes nothing into this copy: it waits for no earlier
+  // request (a later plan that writes, or a promote, is refused until they
+  // have landed). Waiting held the primary's writes (a split primary's) for
+  // the whole handshake timeout, at every retry, while a read-write split
+  // image's own write was stuck in the disk's queue.
+  const bool landing = plan.kind != link::Plan::kStandby;
+  bitmap_->commit(FnDone::make([this, weak, id, prev_gen, prev_flags, g, flags,
+                                landing](int err) {
     if (err) {
       // Not recorded: put back what the plan changed, so the next STATE
       // tells the primary what is on disk. A generation reported but never
@@ -613,7 +620,7 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
       s->conn->send(r);
     };
     const bool usable = local_->image_usable();
-    if (usable && earlier_requests().empty()) return reply();
+    if (usable && (!landing || earlier_requests().empty())) return reply();
     // A resync may write into this copy from the reply on: client reads of
     // the image it replaces, issued before the flags changed (new ones
     // fail), finish first. Bounded (tick()): the primary holds its writes.
@@ -623,11 +630,12 @@ void Volume::on_plan_apply(Session* s, const link::Header& h, const link::Plan& 
     // landing after the resync of its range would undo it).
     if (plan_reply_) {
       auto old = std::exchange(plan_reply_, nullptr);
-      if (earlier_requests().empty()) old->send();  // else its session times out
+      if (!old->landing || earlier_requests().empty()) old->send();  // else its session times out
     }
     plan_reply_ = std::make_unique<PlanReply>();
     uint64_t pid = plan_reply_->id = ++plan_reply_ids_;
     plan_reply_->waiting = usable ? 0 : 1;
+    plan_reply_->landing = landing;
     plan_reply_->deadline_ms = mono_ms() + volume_internal::kPlanQuiesceMs;
     plan_reply_->send = std::move(reply);
     if (!usable) local_->when_reads_drained([this, pid] { plan_reply_step(pid); });
@@ -642,7 +650,7 @@ void Volume::plan_reply_step(uint64_t id) {
 
 void Volume::plan_reply_try() {
   if (!plan_reply_ || plan_reply_->waiting > 0) return;
-  if (std::string busy = earlier_requests(); !busy.empty()) {
+  if (std::string busy = plan_reply_->landing ? earlier_requests() : ""; !busy.empty()) {
     if (!std::exchange(plan_reply_->logged, true))
       MLOG_WARN("volume '%s': %s: the plan with '%s' is answered once they have landed",
                 cfg_.name.c_str(), busy.c_str(), peer_.name.c_str());

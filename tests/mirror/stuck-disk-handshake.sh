@@ -19,6 +19,11 @@
 #      may take longer than ack-timeout + 3 s; alpha's status says degraded
 #      and names the stuck request; B is written over A;
 #   3. A lands, the pair synchronizes: both copies hold B and every write.
+#
+# Part 2, the same for a split primary: beta's read-write split image
+# (open-rw) has its own write stuck in the disk's queue when alpha restarts
+# (a new session, a standby plan, which writes nothing into beta's copy and
+# now waits for nothing): alpha's clients write on at full speed.
 . "$(dirname "$0")/pairlib.sh"
 
 VOL_SIZE=64M
@@ -71,4 +76,27 @@ stop_pair
 check_eq "beta's image holds B at 1 MiB" "$(pattern_sha 72 $LEN)" "$(backing_sha beta $OFF $LEN)"
 check_identical "after the resync"
 verify_writes "beta's image holds every acknowledged write" w --image "${NODE_IMG[beta]}" $WOFF $WIN
+
+# Part 2: a split primary's new session while the split image's own write is stuck.
+fresh_pair
+must_start alpha
+start_with_faults beta "write-stall=$OFF:$LEN:20000"
+wait_state alpha synchronized 30 >/dev/null || die "the second pair did not synchronize"
+out=$(ctl alpha split) || die "split: $out"
+out=$(ctl beta open-rw) || die "open-rw: $out"
+"${NBDTOOL[@]}" pattern "$(nbd_unix_uri beta)" $OFF $LEN 73 >/dev/null 2>&1 &
+wait_log beta "TEST FAULT write-stall: the write at $OFF[+]$LEN reaches the disk" 10 >/dev/null \
+    || die "beta's disk did not stall the split image's write"
+stop_node alpha
+must_start alpha
+start_writer w2 "$(nbd_unix_uri alpha)" $WOFF $WIN --qd 4 --seed 2
+sleep 11   # longer than one handshake timeout (10 s)
+check_eq "split primary: alpha's link" connected "$(status_get alpha .link)"
+finish_writer w2 "$(nbd_unix_uri alpha)" $WOFF $WIN 1000
+wait_log beta "TEST FAULT write-stall: the write at $OFF[+]$LEN goes to the disk now" 30 >/dev/null \
+    || die "the split image's write never reached beta's disk"
+out=$(ctl alpha rejoin --wait) && pass "rejoin: $out" || fail "rejoin --wait: $out"
+stop_pair
+check_identical "after the rejoin"
+verify_writes "beta's image holds w2's acknowledged writes" w2 --image "${NODE_IMG[beta]}" $WOFF $WIN
 finish
