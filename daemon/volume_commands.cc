@@ -56,6 +56,9 @@ void Volume::split(Done done) {
       // shell, which closes the link too, cleared it already.)
       bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
       bitmap_->commit(nullptr);
+      // Its writes since the freeze are tracked for the peer already; it says
+      // degraded, not split, until the next session (as after a rejoin).
+      replicator_->split_ended();
       std::string why = err && err != -ECONNRESET
                             ? std::string("the peer failed during the split (") +
                                   strerror(-err) + ")"

@@ -40,6 +40,9 @@ split_cut() {
     else
         fail "$name: exit $rc: $out (expected a failure saying no split was made)"
     fi
+    # Not split: degraded, tracking for the peer (a split reported then made
+    # `split` answer "already split" and `rejoin` "not split").
+    check_eq "$name: alpha's state before the heal" degraded "$(status_get alpha .state)"
     netns_heal
     if wait_state alpha synchronized 60 >/dev/null; then
         pass "$name: synchronized again by itself after the heal (no rejoin)"
