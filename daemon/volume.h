@@ -438,6 +438,11 @@ class Volume final : public LinkConn::Handler {
   // The primary's last refusal of a plan (split brain, unrelated data):
   // logged once per reason.
   std::string plan_refusal_why_;
+  // The plan last logged at info, and the session count then: a plan the
+  // peer keeps refusing (its disk still landing requests: once a second) is
+  // logged again only at debug until a session becomes active.
+  std::string plan_logged_;
+  uint64_t plan_logged_serial_ = ~0ull;
   // The last refusal by the peer logged at warn (again at debug only).
   std::string refusal_logged_;
   bool stop_requested_ = false;     // stop_requested(): no new hold

@@ -305,9 +305,12 @@ void Volume::plan_as_primary(Session* s, const link::State& st) {
   }
   s->plan = kind;
   s->phase = Session::Phase::kPlan;
-  MLOG_INFO("volume '%s': peer '%s' connected: %s (%llu bytes to copy)", cfg_.name.c_str(),
-            peer_.name.c_str(), plan_name(kind),
-            static_cast<unsigned long long>(bitmap_->dirty_bytes()));
+  const bool repeat = plan_logged_ == plan_name(kind) && plan_logged_serial_ == session_serial_;
+  plan_logged_ = plan_name(kind);
+  plan_logged_serial_ = session_serial_;
+  logf(repeat ? LogLevel::kDebug : LogLevel::kInfo,
+       "volume '%s': peer '%s' connected: %s (%llu bytes to copy)", cfg_.name.c_str(),
+       peer_.name.c_str(), plan_name(kind), static_cast<unsigned long long>(bitmap_->dirty_bytes()));
   // The plan goes out once what it implies here is durable.
   std::weak_ptr<Session> weak = find_session(s);
   bitmap_->commit(FnDone::make([this, weak](int err) {

@@ -64,6 +64,15 @@ if [[ "$st" =~ ^degraded\ /\ .*still\ on\ its\ way\ to\ this\ node.s\ disk ]]; t
 else
     fail "alpha's status while beta's disk holds A: '$st' (expected degraded, naming the stuck request)"
 fi
+# Refused once a second, the handshakes log their plan at info once (then at
+# debug): an operator's log is not a line a second for as long as the disk is stuck.
+n=$(log_since alpha | grep -c " info: volume '$VOL_NAME': peer 'beta' connected: ")
+tries=$(log_since alpha | grep -c "peer 'beta' connected: ")
+if [ "$tries" -ge 5 ] && [ "$n" -le 2 ]; then
+    pass "$tries refused handshakes, $n of their plans logged at info"
+else
+    fail "$tries refused handshakes, $n of their plans logged at info (expected >= 5 and <= 2)"
+fi
 "${NBDTOOL[@]}" pattern "$(nbd_unix_uri alpha)" $OFF $LEN 72 || die "write B failed"
 pass "write B (over A) acknowledged and flushed while beta's disk holds A"
 
