@@ -1,7 +1,11 @@
 #include "fault_backend.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <utility>
 
 #include "log.h"
 
@@ -29,7 +33,7 @@ Result<uint64_t> parse_size(const std::string& key, const std::string& s) {
 
 bool FaultSpec::any_data() const {
   return !write_eio.empty() || !write_enospc.empty() || !read_eio.empty() ||
-         !bad_sector.empty() || eio_after || dead_after ||
+         !bad_sector.empty() || !writeback_eio.empty() || eio_after || dead_after ||
          enospc_after || power_loss || crash_after || trim_unsupported || read_delay_ms ||
          !write_stall.empty();
 }
@@ -69,7 +73,7 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     if (eq == std::string::npos)
       return Error{EINVAL, "MIRRORD_FAULTS: '" + item + "': expected KEY=VALUE"};
     if (key == "write-eio" || key == "read-eio" || key == "write-enospc" ||
-        key == "bad-sector") {
+        key == "bad-sector" || key == "writeback-eio") {
       size_t colon = value.find(':');
       if (colon == std::string::npos)
         return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": expected OFFSET:LENGTH, got '" + value + "'"};
@@ -78,10 +82,11 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
       auto len = parse_size(key, value.substr(colon + 1));
       if (!len) return len.error();
       if (*len == 0) return Error{EINVAL, "MIRRORD_FAULTS: " + key + ": empty range"};
-      auto& v = key == "write-eio"    ? spec.write_eio
-                : key == "read-eio"   ? spec.read_eio
-                : key == "bad-sector" ? spec.bad_sector
-                                      : spec.write_enospc;
+      auto& v = key == "write-eio"       ? spec.write_eio
+                : key == "read-eio"      ? spec.read_eio
+                : key == "bad-sector"    ? spec.bad_sector
+                : key == "writeback-eio" ? spec.writeback_eio
+                                         : spec.write_enospc;
       v.push_back({*off, *len});
       continue;
     }
@@ -137,7 +142,7 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
                              "' (write-eio, read-eio, write-enospc, bad-sector, eio-after, enospc-after, "
                              "dead-after, power-loss, crash-after, meta-eio-after, meta-delay-ms, "
                              "trim-unsupported, stop-on-resize, stop-on-detach, device-call-delay-ms, "
-                             "power-loss-at-resize, read-delay-ms, write-stall)"};
+                             "power-loss-at-resize, read-delay-ms, write-stall, writeback-eio)"};
   }
   return spec;
 }
@@ -152,6 +157,7 @@ std::string FaultSpec::to_string() const {
   ranges("read-eio", read_eio);
   ranges("write-enospc", write_enospc);
   ranges("bad-sector", bad_sector);
+  ranges("writeback-eio", writeback_eio);
   if (eio_after) add("eio-after=" + std::to_string(eio_after));
   if (enospc_after) add("enospc-after=" + std::to_string(enospc_after));
   if (dead_after) add("dead-after=" + std::to_string(dead_after));
@@ -178,6 +184,7 @@ struct FaultBackend::Op final : IoDone {
   uint64_t record = 0;  // PowerLoss undo record of a modification
   uint64_t sync = 0;    // PowerLoss token of a running sync
   uint64_t off = 0, len = 0;  // a modification's range (bad sectors it remaps)
+  uint64_t lost = 0;    // writeback-eio: the LostWrite it is
   bool fua = false;     // a sync follows the modification
   uint64_t fua_record = 0;  // ... which makes this record durable
   void io_done(int err) override { fb->on_done(this, err); }
@@ -226,6 +233,10 @@ FaultBackend::Op* FaultBackend::begin(uint64_t off, uint64_t len, bool fua, IoDo
 }
 
 void FaultBackend::on_done(Op* op, int err) {
+  if (uint64_t id = std::exchange(op->lost, 0)) {
+    for (auto& l : lost_)
+      if (l.id == id) l.landed = !err;
+  }
   if (!err && op->len) {  // a bad sector the modification covers whole is remapped
     std::erase_if(spec_.bad_sector, [op](const FaultSpec::Range& r) {
       return op->off <= r.off && r.off + r.len <= op->off + op->len;
@@ -309,7 +320,27 @@ void FaultBackend::write(uint64_t offset, uint32_t length, const uint8_t* buf, b
       inner_.write(offset, length, buf, inner_fua, op);
     });
   }
+  op->lost = maybe_lose(offset, length, fua);
   inner_.write(offset, length, buf, inner_fua, op);
+}
+
+uint64_t FaultBackend::maybe_lose(uint64_t offset, uint32_t length, bool fua) {
+  if (fua) return 0;
+  auto r = std::find_if(spec_.writeback_eio.begin(), spec_.writeback_eio.end(),
+                        [&](const FaultSpec::Range& x) { return x.touches(offset, length); });
+  if (r == spec_.writeback_eio.end()) return 0;
+  spec_.writeback_eio.erase(r);
+  LostWrite l;
+  l.id = next_lost_++;
+  l.off = offset;
+  l.old.resize(length);
+  ssize_t n = ::pread(fd_, l.old.data(), length, off_t(offset));
+  if (n < 0) n = 0;
+  std::memset(l.old.data() + n, 0, length - size_t(n));  // past the end: zeros
+  MLOG_WARN("TEST FAULT writeback-eio: the write at %llu+%u will be lost at writeback",
+            static_cast<unsigned long long>(offset), length);
+  lost_.push_back(std::move(l));
+  return lost_.back().id;
 }
 
 void FaultBackend::rewrite(uint64_t offset, uint32_t length, const uint8_t* buf,
@@ -331,6 +362,22 @@ void FaultBackend::zero(uint64_t offset, uint32_t length, ZeroFlags flags, IoDon
 
 void FaultBackend::flush(IoDone* done) {
   if (dead()) return fail_later(done, -EIO);
+  bool lost = false;
+  for (auto it = lost_.begin(); it != lost_.end();) {
+    if (!it->landed) {
+      ++it;
+      continue;
+    }
+    // Its writeback failed: the disk has the old bytes, the sync says so.
+    if (::pwrite(fd_, it->old.data(), it->old.size(), off_t(it->off)) < 0)
+      MLOG_ERROR("TEST FAULT writeback-eio: restoring %llu failed: %s",
+                 static_cast<unsigned long long>(it->off), strerror(errno));
+    MLOG_WARN("TEST FAULT writeback-eio: the write at %llu+%zu was lost: this flush fails",
+              static_cast<unsigned long long>(it->off), it->old.size());
+    it = lost_.erase(it);
+    lost = true;
+  }
+  if (lost) return fail_later(done, -EIO);
   if (!pl_) return inner_.flush(done);
   Op* op = new Op();
   op->fb = this;

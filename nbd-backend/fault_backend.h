@@ -38,6 +38,11 @@ struct FaultSpec {
   // write, zero or trim covering it whole succeeds (a disk remaps a bad
   // sector when it is written).
   std::vector<Range> bad_sector;
+  // A lost write: the first write (without FUA) touching one reaches the page
+  // cache only, and its writeback fails: the next flush fails with EIO and
+  // the write's range holds its old bytes again (a disk that lost it). Then
+  // the range is forgotten (one-shot).
+  std::vector<Range> writeback_eio;
   uint64_t eio_after = 0;     // writes after the first N fail with EIO (0: never)
   uint64_t enospc_after = 0;  // ... with ENOSPC
   uint64_t dead_after = 0;    // after N writes the disk is gone: every request fails with EIO
@@ -83,7 +88,7 @@ struct FaultSpec {
   // "write-eio=OFF:LEN,read-eio=OFF:LEN,write-enospc=OFF:LEN,bad-sector=OFF:LEN,eio-after=N,
   // enospc-after=N,dead-after=N,power-loss,crash-after=N,meta-eio-after=N,meta-delay-ms=N,
   // trim-unsupported,stop-on-resize,stop-on-detach,device-call-delay-ms=N,power-loss-at-resize=STEP,
-  // read-delay-ms=N,write-stall=OFF:LEN:MS";
+  // read-delay-ms=N,write-stall=OFF:LEN:MS,writeback-eio=OFF:LEN";
   // numbers take
   // K, M, G suffixes.
   static Result<FaultSpec> parse(const std::string& text);
@@ -127,6 +132,18 @@ class FaultBackend final : public ForwardingBackend {
   // Runs `fn` `ms` later on the loop (read-delay-ms, write-stall).
   void later(uint64_t ms, std::function<void()> fn);
   std::list<std::unique_ptr<Timer>> delays_;
+  // writeback-eio: a write whose writeback will fail, with the bytes it
+  // replaced; `landed` once it completed (a later flush covers it).
+  struct LostWrite {
+    uint64_t id = 0, off = 0;
+    std::vector<uint8_t> old;
+    bool landed = false;
+  };
+  std::vector<LostWrite> lost_;
+  uint64_t next_lost_ = 1;
+  // The write that lands in the page cache only, if `offset` is one
+  // (writeback-eio): its id, or 0.
+  uint64_t maybe_lose(uint64_t offset, uint32_t length, bool fua);
 
   Loop& loop_;
   int fd_;

@@ -204,6 +204,22 @@ TEST_F(FaultFixture, DeadAfterFailsEveryRequestOnceTheDiskIsGone) {
   EXPECT_EQ(at(8192), 0);
 }
 
+TEST_F(FaultFixture, WritebackEioLosesTheWriteAndFailsTheNextFlush) {
+  FaultSpec spec = FaultSpec::parse("writeback-eio=8K:4K").value();
+  EXPECT_TRUE(spec.any_data());
+  EXPECT_EQ(spec.to_string(), "writeback-eio=8192:4096");
+  FaultBackend fb(*loop, *file, file->fd(), spec, nullptr);
+  EXPECT_EQ(write(fb, 0, 1), 0);
+  EXPECT_EQ(write(fb, 8192, 2), 0) << "the write itself succeeds (the page cache took it)";
+  EXPECT_EQ(at(8192), 2);
+  EXPECT_EQ(flush(fb), -EIO) << "its writeback failed: the flush says so";
+  EXPECT_EQ(at(8192), 0) << "and the disk has the old bytes";
+  EXPECT_EQ(at(0), 1) << "other writes stay";
+  EXPECT_EQ(write(fb, 8192, 3), 0);
+  EXPECT_EQ(flush(fb), 0) << "one-shot";
+  EXPECT_EQ(at(8192), 3);
+}
+
 TEST_F(FaultFixture, PowerLossKeepsSyncedWritesAndDropsTheRest) {
   PowerLoss pl;
   FaultSpec spec = FaultSpec::parse("power-loss").value();

@@ -283,6 +283,21 @@ write_proxied_configs() {
     write_config "$T/beta.toml"
 }
 
+# proxied_beta CONTROL_FILE: alpha (the dialer) reaches beta through a
+# delayproxy.py driven by CONTROL_FILE (emptied: no fault yet); call before
+# setup_pair. Picks the ports; the proxy is killed at exit.
+proxied_beta() {
+    write_configs() { write_proxied_configs; }
+    NODE_CFG[alpha]=$T/alpha.toml
+    NODE_CFG[beta]=$T/beta.toml
+    : >"$1"
+    pick_ports
+    "$PY" "$MIRROR_DIR/delayproxy.py" 127.0.0.1:0 "${NODE_ADDR[beta]}" "$1" \
+        "$T/proxy.ready" 2>"$T/proxy.err" &
+    CLEANUP_HOOKS+=("kill $!")
+    wait_for 10 test -s "$T/proxy.ready" || die "delayproxy did not start: $(cat "$T/proxy.err")"
+}
+
 # synchronized_both: both nodes' status says synchronized.
 synchronized_both() {
     [ "$(status_get alpha .state)" = synchronized ] && [ "$(status_get beta .state)" = synchronized ]

@@ -18,15 +18,7 @@ VOL_SIZE=64M
 VOL_EXTRA='initial-sync = "skip"'
 W_OFF=$((32 * MiB))
 SPEC="write-eio=$W_OFF:4096"
-write_configs() { write_proxied_configs; }
-NODE_CFG[alpha]=$T/alpha.toml
-NODE_CFG[beta]=$T/beta.toml
-: >"$T/delay_ms"
-pick_ports
-"$PY" "$MIRROR_DIR/delayproxy.py" 127.0.0.1:0 "${NODE_ADDR[beta]}" "$T/delay_ms" \
-    "$T/proxy.ready" 2>"$T/proxy.err" &
-CLEANUP_HOOKS+=("kill $!")
-wait_for 10 test -s "$T/proxy.ready" || die "delayproxy did not start: $(cat "$T/proxy.err")"
+proxied_beta "$T/delay_ms"
 setup_pair
 must_start alpha
 start_with_faults beta "$SPEC"
