@@ -274,7 +274,13 @@ void SecondaryApplier::verify_reply(uint64_t epoch, uint64_t id, uint64_t offset
 void SecondaryApplier::done(Apply* a, int err) {
   // The inconsistent flag's commit ended (a failure of it changes nothing:
   // the primary goes on without this copy either way).
-  if (a->answer_err) return finish_change(a, std::exchange(a->answer_err, 0));
+  if (a->answer_err) {
+    if (!a->is_flush) return finish_change(a, std::exchange(a->answer_err, 0));
+    uint64_t epoch = a->epoch, id = a->id;
+    err = std::exchange(a->answer_err, 0);
+    put(a);
+    return reply(epoch, id, err);
+  }
   if (a->read) {
     if (err) {
       MLOG_ERROR("replication: reading %llu+%u for the primary (its disk failed it) failed: %s",
@@ -351,6 +357,16 @@ void SecondaryApplier::done(Apply* a, int err) {
     return reply(epoch, id, err);
   }
   if (a->is_flush) {
+    if (err) {
+      // A failed sync: writes this copy acknowledged since the last one may
+      // be gone from its disk (a failed writeback), just as if it had failed
+      // them. Flagged like a failed write, durably before the answer.
+      local_failed(a, err);
+      if (!a->sole) {
+        a->answer_err = err;
+        return bitmap_.commit(a);
+      }
+    }
     uint64_t epoch = a->epoch, id = a->id;
     put(a);
     return reply(epoch, id, err);
@@ -389,20 +405,31 @@ void SecondaryApplier::finish_change(Apply* a, int err) {
 
 void SecondaryApplier::local_failed(const Apply* a, int err) {
   ++local_errors_;
-  const char* what = a->type == link::Type::kWrite  ? "writing"
-                     : a->type == link::Type::kTrim ? "trimming"
-                                                    : "zeroing";
+  const char* what = a->is_flush                     ? "flushing"
+                     : a->type == link::Type::kWrite ? "writing"
+                     : a->type == link::Type::kTrim  ? "trimming"
+                                                     : "zeroing";
   // With the primary's disk detached, this copy is the only one and the
   // request fails as it would on a lone disk: the primary passes the error
   // to its client and acknowledges nothing, so no copy lacks an
   // acknowledged write: nothing to flag, the volume goes on.
   const char* then = a->sole ? "this is the only current copy (the primary's disk is "
                                "detached), so the client's request fails"
-                             : "the primary keeps that region and resyncs it once this "
-                               "disk works again";
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "local disk: %s %llu+%u failed: %s; %s", what,
-                static_cast<unsigned long long>(a->off), a->len, strerror(-err), then);
+                     : a->is_flush ? "the primary keeps the regions it wrote since then and "
+                                     "resyncs them once this disk works again"
+                                   : "the primary keeps that region and resyncs it once this "
+                                     "disk works again";
+  char buf[320];
+  if (a->is_flush) {
+    // (A sync has no range: what it lost is the writes since the last one.)
+    std::snprintf(buf, sizeof buf,
+                  "local disk: %s failed: %s, writes acknowledged since the last flush may be "
+                  "lost; %s",
+                  what, strerror(-err), then);
+  } else {
+    std::snprintf(buf, sizeof buf, "local disk: %s %llu+%u failed: %s; %s", what,
+                  static_cast<unsigned long long>(a->off), a->len, strerror(-err), then);
+  }
   last_local_error_ = buf;
   MLOG_ERROR("replication: %s", buf);
   if (a->sole) return;
@@ -423,6 +450,7 @@ void SecondaryApplier::check_flushes() {
     a->id = f.id;
     a->epoch = f.epoch;
     a->is_flush = true;
+    a->sole = sole_copy_;  // a failure is the client's alone (a lone disk's)
     // Every write before the split is in the image now: it is final.
     if (f.split && on_split) {
       on_split(f.split_unix_ms, [this, a] { local_.flush(a); });

@@ -14,7 +14,9 @@
 // A request the local disk fails (EIO, ENOSPC) is answered with that error,
 // never acknowledged: the primary then marks the region dirty, drops the
 // link and goes on alone (DRBD's on-io-error=detach); this copy is flagged
-// inconsistent until a resync completes. Once the primary's disk is
+// inconsistent until a resync completes. A FLUSH the local disk fails is
+// treated the same way: the writes it should have made durable may be gone
+// (a failed writeback), though each was acknowledged. Once the primary's disk is
 // detached, this copy is the only one: the error is its client's, the link
 // stays, and nothing is flagged (a lone disk failing a write).
 #pragma once
