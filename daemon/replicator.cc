@@ -553,6 +553,21 @@ void Replicator::maybe_complete(Op* op) {
   if (op->kind == Kind::kFlush) {
     bool covered = !op->local_err && ((op->sent_to_peer && !op->peer_err) || op->degraded);
     if (covered) evict_extents(op->flush_tick);
+    if (op->local_err && op->sent_to_peer && !op->peer_err && !disk_abandoned() &&
+        !quiescing_) {
+      // This disk's sync failed, the peer's did not: writes since the last
+      // flush of both copies may be on the peer's disk only (a failed
+      // writeback). The client gets the error; resync gives the peer this
+      // copy's version of them, so both hold the same one. Synchronized
+      // until now, the resync starts here (no reconnect would come).
+      ++dirty_epoch_;
+      if (mark_unflushed_dirty() > 0) {
+        MLOG_WARN("this node's disk failed a flush the peer's did not: resyncing the extents "
+                  "written since the last flush of both copies");
+        bitmap_.commit(nullptr);
+        resync_again();
+      }
+    }
     if (!op->upper) internal_flush_running_ = false;
     return finish(op, op->local_err);
   }

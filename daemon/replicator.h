@@ -441,6 +441,9 @@ class Replicator final : public Backend {
   // copies, or tracked by dirty bits (the last covering flush's tick).
   uint64_t flushed_tick_ = 0;
   bool internal_flush_running_ = false;
+  // quiesce() ran: the node is stopping, no resync starts (the stop marks
+  // what was not flushed on both copies instead).
+  bool quiescing_ = false;
   // When the peer last answered anything: a ping queued behind megabytes of
   // writes on a slow link is late, but a peer that answers is alive.
   uint64_t last_reply_ms_ = 0;

@@ -350,6 +350,7 @@ void Replicator::quiesce(std::function<void(bool clean)> done) {
   auto* q = new Q();
   q->rep = this;
   q->done = std::move(done);
+  quiescing_ = true;
   resync_active_ = false;
   if (verify_.running) verify_stop("cancelled: the daemon is stopping");
   flush(q);
