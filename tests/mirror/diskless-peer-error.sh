@@ -22,14 +22,7 @@ have_ctl || skip "diskless-peer-error needs mirrorctl"
 # attempt URI OFFSET: write 64 KiB at OFFSET; prints the error, exit 3 on one.
 attempt() { "${NBDTOOL[@]}" pattern "$1" "$2" 65536 9 2>&1; }
 
-setup_pair
-start_with_faults beta "write-eio=$BAD:65536,write-enospc=$FULL:65536"
-start_with_faults alpha "dead-after=400"
-wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize"
-
-write_acked w1 "$(nbd_unix_uri alpha)" 0 $WIN 3000
-wait_state alpha diskless 10 >/dev/null || die "alpha did not detach its disk: $(status_get alpha .state)"
-pass "alpha's disk died and was detached: beta's copy is the only one"
+start_diskless_pair "write-eio=$BAD:65536,write-enospc=$FULL:65536" $WIN
 
 out=$(attempt "$(nbd_unix_uri alpha)" $BAD); rc=$?
 [ $rc -ne 0 ] && grep -q "EIO" <<<"$out" \

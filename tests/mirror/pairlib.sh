@@ -754,6 +754,19 @@ start_synced_pair_faults() {
     wait_state alpha synchronized 60 >/dev/null || die "the pair did not synchronize"
 }
 
+# start_diskless_pair BETA_SPEC WIN: a new pair, beta with MIRRORD_FAULTS=
+# BETA_SPEC; alpha's disk dies under writer w1 (3000 writes in [0, WIN)) and
+# is detached: beta's copy is the only one. Or die.
+start_diskless_pair() {
+    setup_pair
+    start_with_faults beta "$1"
+    start_with_faults alpha "dead-after=400"
+    wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize"
+    write_acked w1 "$(nbd_unix_uri alpha)" 0 "$2" 3000
+    wait_state alpha diskless 10 >/dev/null || die "alpha did not detach its disk: $(status_get alpha .state)"
+    pass "alpha's disk died and was detached: beta's copy is the only one"
+}
+
 # Both nodes stopped cleanly, alpha first unless told otherwise.
 stop_pair() {
     local n nodes=("$@")
