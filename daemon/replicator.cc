@@ -486,7 +486,13 @@ void Replicator::on_reply(const link::Header& h) {
         return;
       }
       if (op->resync_batch) return resync_reply(op, err);
-      if (err) {
+      if (err && op->diskless && peer_sole_errors_) {
+        // The only copy's disk failed it: the client's FLUSH fails, as on
+        // a lone disk, and the link stays (as for a failed write, below).
+        op->peer_err = err;
+        MLOG_ERROR("diskless: the peer's disk, the only copy, failed a flush: %s; that "
+                   "request fails", strerror(err));
+      } else if (err) {
         op->peer_err = err;
         peer_failed("the peer failed to flush");
       }
