@@ -168,6 +168,15 @@ void Volume::make_applier() {
     split_unix_ms_ = when;
     MLOG_INFO("volume '%s': split by the primary: this copy is a stable point-in-time image",
               cfg_.name.c_str());
+    if (opts_.faults && opts_.faults->stop_after_split) {
+      then = [this, then = std::move(then)] {
+        then();  // the image's flush issued; its answer goes out once it is done
+        MLOG_WARN("volume '%s': MIRRORD_FAULTS=stop-after-split: stopping before the split's "
+                  "answer (SIGCONT resumes)",
+                  cfg_.name.c_str());
+        ::raise(SIGSTOP);
+      };
+    }
     // The split is answered once a reader of the kernel device sees it.
     if (role_ != Role::kSecondary || !on_image_changed) return then();
     on_image_changed(std::move(then));

@@ -39,6 +39,7 @@ bool FaultSpec::any_data() const {
 }
 
 bool FaultSpec::any() const { return any_data() || meta_eio_after || meta_delay_ms || stop_on_resize || stop_on_detach ||
+         stop_after_split ||
          device_call_delay_ms;
 }
 
@@ -68,6 +69,10 @@ Result<FaultSpec> FaultSpec::parse(const std::string& text) {
     }
     if (key == "stop-on-detach" && eq == std::string::npos) {
       spec.stop_on_detach = true;
+      continue;
+    }
+    if (key == "stop-after-split" && eq == std::string::npos) {
+      spec.stop_after_split = true;
       continue;
     }
     if (eq == std::string::npos)
@@ -173,6 +178,7 @@ std::string FaultSpec::to_string() const {
   if (trim_unsupported) add("trim-unsupported");
   if (stop_on_resize) add("stop-on-resize");
   if (stop_on_detach) add("stop-on-detach");
+  if (stop_after_split) add("stop-after-split");
   if (device_call_delay_ms) add("device-call-delay-ms=" + std::to_string(device_call_delay_ms));
   return s;
 }

@@ -69,6 +69,11 @@ struct FaultSpec {
   // before handling it: the primary's detach then ends with its link lost
   // before the answer (daemon only).
   bool stop_on_detach = false;
+  // A secondary stops itself (SIGSTOP) each time it has applied a SPLIT (its
+  // split flag set, the image's flush issued), before its answer goes out:
+  // the primary's split then ends with its link lost and no answer (daemon
+  // only).
+  bool stop_after_split = false;
   // The kernel device's calls made on a thread of their own (the re-attach
   // of a role change, before its DISCONNECT and again before its CONNECT;
   // the online resize, before its call) pause this long, as a kernel that

@@ -92,6 +92,12 @@ TEST(FaultSpec, ParsesEveryFault) {
   EXPECT_TRUE(det->stop_on_detach);
   EXPECT_FALSE(det->any_data());
   EXPECT_EQ(det->to_string(), "stop-on-detach");
+  auto split = FaultSpec::parse("stop-after-split");
+  ASSERT_TRUE(split) << split.error().message;
+  EXPECT_TRUE(split->stop_after_split);
+  EXPECT_TRUE(split->any());
+  EXPECT_FALSE(split->any_data());
+  EXPECT_EQ(split->to_string(), "stop-after-split");
   auto delay = FaultSpec::parse("device-call-delay-ms=5000");
   ASSERT_TRUE(delay) << delay.error().message;
   EXPECT_EQ(delay->device_call_delay_ms, 5000u);
