@@ -287,9 +287,13 @@ int run_backup(const BackupRequest& b) {
     // stopped daemon resumes would leave the pair split with no backup
     // running: no copy without the hooks' word, and the rejoin queued.
     if (made || unknown) {
-      std::fprintf(stderr, "%s: no backup copied; asking for a rejoin %s\n", me,
+      std::fprintf(stderr, "%s: failed: no backup copied; asking for a rejoin %s\n", me,
                    made ? "(the split was made)" : "in case the split was made");
       rejoin();
+    } else {
+      // The daemon made no split (it says so above): the pair mirrors on,
+      // resyncing what the secondary missed.
+      std::fprintf(stderr, "%s: failed: no backup copied (the split failed)\n", me);
     }
     return rc;
   }

@@ -18,7 +18,7 @@ const std::vector<CommandSpec>& commands() {
       {"events", "Stream state changes, one JSON object per line, until interrupted", false, {}},
       {"split",
        "Freeze the mirror at one instant: the secondary keeps a point-in-time image, the "
-       "primary tracks every change",
+       "primary tracks every change (a failed split makes none: the pair mirrors on)",
        true,
        {{"freeze", T::kStrings, "Filesystems (mount points) to freeze around the split", false,
          true},
@@ -77,7 +77,8 @@ const std::vector<CommandSpec>& commands() {
        true, {}},
       {"backup",
        "Back the volume up from the secondary: split, copy its image to a sparse file, mark "
-       "the backup point, rejoin (run on the primary's host)",
+       "the backup point, rejoin (run on the primary's host; a backup that fails leaves the "
+       "pair mirroring, or resyncing toward it)",
        true,
        {{"to", T::kString, "The image file (created; with --incremental: updated)", true, true},
         {"incremental", T::kBool, "Copy only the regions changed since the last backup into "

@@ -333,6 +333,11 @@ class Volume final : public LinkConn::Handler {
   // node even if the peer is the one that dials (even_if_not_dialer: the
   // operator asked, and the peer may be holding off for a retry-after).
   void dial_now(bool even_if_not_dialer = false);
+  // A split that failed, before its SPLIT went out or unconfirmed after:
+  // this node is not split (committed), writes are tracked for the peer and
+  // the next session resyncs it (a SPLIT it applied is undone as by a
+  // rejoin); `done` gets err and why, saying no split was made.
+  void split_failed(int err, const std::string& why, const Done& done);
   void tick();
   // A disk failed a mirrored write since the last completed resync: the
   // dialer backs off further (kDiskRetryMaxBackoffMs) instead of retrying

@@ -51,26 +51,28 @@ void Volume::split(Done done) {
       // The SPLIT never went out: the secondary is not split, and neither is
       // this node. Left set, the flag made the next session a split one: the
       // pair stayed split, unmirrored, after a split that failed (under
-      // `mirrorctl backup`, which then had nothing to rejoin). Now the next
-      // session resyncs what the secondary missed. (A rejoin from another
-      // shell, which closes the link too, cleared it already.)
-      bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
-      bitmap_->commit(nullptr);
-      // Its writes since the freeze are tracked for the peer already; it says
-      // degraded, not split, until the next session (as after a rejoin).
-      replicator_->split_ended();
+      // `mirrorctl backup`, which then had nothing to rejoin). (A rejoin from
+      // another shell, which closes the link too, cleared it already.)
       std::string why = err && err != -ECONNRESET
                             ? std::string("the peer failed during the split (") +
                                   strerror(-err) + ")"
                             : "the link to the peer was lost during the split";
-      return done(err ? -err : ECONNRESET,
-                  why + ": no split was made; the pair resyncs what the secondary missed "
-                        "once the link is back");
+      return split_failed(err ? -err : ECONNRESET, why, done);
     }
     uint64_t id = kControlIdBit | next_control_id_++;
     uint64_t when = split_unix_ms_;
     control_waiters_[id] = [this, done, when](int e, const std::string& m) {
-      if (e) return done(e, "the secondary did not confirm the split: " + m);
+      // Sent, never confirmed (the link lost, the secondary stopped or
+      // killed once it applied it, or it failed the split's flush): whether
+      // it applied it is unknown here. This node decides what the pair is,
+      // at the next handshake: not split, as after any failed split (split,
+      // the next session was a split one, and a failed backup left the pair
+      // unmirrored). A split image the secondary made is resynced then.
+      if (e)
+        return split_failed(e, "'" + peer_.name + "' did not confirm the split (" + m +
+                                   "; it may have applied it, and says split until the "
+                                   "next session)",
+                            done);
       bitmap_->commit(FnDone::make([this, done](int ce) {
         if (ce) return done(-ce, "cannot record the split in the metadata");
         MLOG_INFO("volume '%s': split; mirrored writes drained in %llu us", cfg_.name.c_str(),
@@ -85,6 +87,20 @@ void Volume::split(Done done) {
     h.offset = when;
     active_->conn->send(h);
   });
+}
+
+void Volume::split_failed(int err, const std::string& why, const Done& done) {
+  bitmap_->set_flags(bitmap_->flags() & ~kFlagSplit);
+  bitmap_->commit(nullptr);
+  // A SPLIT the secondary applied unconfirmed is ended as a rejoin ends one.
+  rejoin_pending_ = true;
+  // Its writes since the freeze are tracked for the peer already; it says
+  // degraded, not split, until the next session (as after a rejoin).
+  replicator_->split_ended();
+  if (active_) active_->conn->close_when_sent("the split failed: reconnecting to resync");
+  MLOG_WARN("volume '%s': split failed: %s; no split was made", cfg_.name.c_str(), why.c_str());
+  done(err, why + ": no split was made; the pair resyncs what the secondary missed once the "
+                  "link is back");
 }
 
 void Volume::rejoin(Done done) {
