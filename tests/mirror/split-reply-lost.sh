@@ -8,8 +8,9 @@
 #   - `mirrorctl backup` (a nightly job) fails saying the backup failed, runs
 #     its --post hook (the application is thawed), leaves no file at its
 #     path;
-#   - once beta resumes, the pair mirrors again by itself (no rejoin), both
-#     copies identical, every acknowledged write on beta's copy.
+#   - once beta resumes, or is killed (it applied the SPLIT, unanswered) and
+#     restarted, the pair mirrors again by itself (no rejoin), both copies
+#     identical, every acknowledged write on beta's copy.
 #
 # Before, alpha stayed split (status "split"), `split` said only "the
 # secondary did not confirm the split: the link was lost", and the next
@@ -29,11 +30,12 @@ start_with_faults beta stop-after-split
 must_start alpha
 wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize"
 
-# reply_lost NAME OFF CMD...: with a writer on alpha at OFF, CMD (a split)
-# makes beta stop once it applied the SPLIT; CMD fails; beta resumes and the
-# pair synchronizes with no rejoin. CMD's output in $T/NAME.cmd.
+# reply_lost NAME OFF HOW CMD...: with a writer on alpha at OFF, CMD (a
+# split) makes beta stop once it applied the SPLIT; CMD fails; beta resumes
+# (HOW = resume) or is killed and restarted (HOW = restart) and the pair
+# synchronizes with no rejoin. CMD's output in $T/NAME.cmd.
 reply_lost() {
-    local name=$1 off=$2 out rc st; shift 2
+    local name=$1 off=$2 how=$3 out rc st; shift 3
     start_writer "$name" "$(nbd_unix_uri alpha)" $off $WIN --qd 4 --seed "${#name}"
     wait_acks "$name" 300 60 || die "the writer did not start"
     log_mark beta
@@ -56,19 +58,25 @@ reply_lost() {
     else
         fail "$name: it does not say whether a split was made: $out (alpha: $st)"
     fi
-    kill -CONT "${NODE_PID[beta]}"
-    if wait_state alpha synchronized 60 >/dev/null; then
-        pass "$name: synchronized again by itself once beta resumed (no rejoin)"
+    if [ "$how" = resume ]; then
+        kill -CONT "${NODE_PID[beta]}"
     else
-        fail "$name: not synchronized 60 s after beta resumed: alpha $(status_get alpha .state), beta $(status_get beta .state)"
+        kill_node beta
+        start_with_faults beta stop-after-split
+    fi
+    if wait_state alpha synchronized 60 >/dev/null; then
+        pass "$name: synchronized again by itself once beta was back, $how (no rejoin)"
+    else
+        fail "$name: not synchronized 60 s after beta was back ($how): alpha $(status_get alpha .state), beta $(status_get beta .state)"
         log "$name: rejoin: $(ctl alpha rejoin --wait)"
     fi
     check_eq "$name: beta's state" synchronized "$(status_get beta .state)"
     finish_writer "$name" "$(nbd_unix_uri alpha)" $off $WIN $ACK_MS
 }
 
-reply_lost split 0 "$MIRRORCTL" --socket "${NODE_CTL[alpha]}" split
-reply_lost backup $WIN "$MIRRORCTL" --config "$T/vol.toml" --node alpha backup \
+reply_lost split 0 resume "$MIRRORCTL" --socket "${NODE_CTL[alpha]}" split
+reply_lost killed $((2 * WIN)) restart "$MIRRORCTL" --socket "${NODE_CTL[alpha]}" split
+reply_lost backup $WIN resume "$MIRRORCTL" --config "$T/vol.toml" --node alpha backup \
     --to "$T/backup.img" --pre "touch $T/pre.ran" --post "touch $T/post.ran"
 grep -q "backup.*fail" "$T/backup.cmd" && pass "backup: says the backup failed" \
     || fail "backup: its output does not say the backup failed: $(cat "$T/backup.cmd")"
@@ -81,4 +89,5 @@ stop_pair
 check_identical "after the lost split replies"
 verify_writes "beta's image holds split's writes" split --image "${NODE_IMG[beta]}" 0 $WIN
 verify_writes "beta's image holds backup's writes" backup --image "${NODE_IMG[beta]}" $WIN $WIN
+verify_writes "beta's image holds killed's writes" killed --image "${NODE_IMG[beta]}" $((2 * WIN)) $WIN
 pair_finish
