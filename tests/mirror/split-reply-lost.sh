@@ -4,7 +4,7 @@
 # SPLIT, before answering (MIRRORD_FAULTS=stop-after-split), and alpha loses
 # the link (ack-timeout). What a user checks:
 #   - `mirrorctl split` fails and says whether a split was made; alpha's
-#     `mirrorctl status` agrees with it;
+#     `mirrorctl status` agrees with it (its state, and its "last split");
 #   - `mirrorctl backup` (a nightly job) fails saying the backup failed, runs
 #     its --post hook (the application is thawed), leaves no file at its
 #     path;
@@ -35,9 +35,10 @@ wait_state alpha synchronized 30 >/dev/null || die "the pair did not synchronize
 # (HOW = resume) or is killed and restarted (HOW = restart) and the pair
 # synchronizes with no rejoin. CMD's output in $T/NAME.cmd.
 reply_lost() {
-    local name=$1 off=$2 how=$3 out rc st; shift 3
+    local name=$1 off=$2 how=$3 out rc st last; shift 3
     start_writer "$name" "$(nbd_unix_uri alpha)" $off $WIN --qd 4 --seed "${#name}"
     wait_acks "$name" 300 60 || die "the writer did not start"
+    last=$(status_get alpha .last_split.unix_ms)
     log_mark beta
     out=$(timeout 60 "$@" 2>&1); rc=$?
     echo "$out" >"$T/$name.cmd"
@@ -52,6 +53,8 @@ reply_lost() {
         pass "$name: fails (exit $rc), saying no split was made"
         [ "$st" != split ] && pass "$name: alpha's status agrees: $st" \
             || fail "$name: it says no split was made, but alpha's status says split"
+        check_eq "$name: alpha's status shows no new split ('last split' as before)" "$last" \
+            "$(status_get alpha .last_split.unix_ms)"
     elif grep -q "split WAS made" <<<"$out"; then
         pass "$name: fails (exit $rc), saying the split was made"
         check_eq "$name: alpha's status agrees" split "$st"
