@@ -41,12 +41,14 @@ void Volume::split(Done done) {
       break;
   }
   uint64_t t0 = mono_us();
-  split_unix_ms_ = unix_ms();
+  // The split's instant; status shows it (last_split) once the split is
+  // made: a failed one made none.
+  uint64_t when = unix_ms();
   rejoin_pending_ = false;
   bitmap_->set_flags(bitmap_->flags() | kFlagSplit);
   MLOG_INFO("volume '%s': splitting the mirror", cfg_.name.c_str());
-  replicator_->freeze([this, t0, done = std::move(done)](int err) {
-    split_drain_us_ = mono_us() - t0;
+  replicator_->freeze([this, t0, when, done = std::move(done)](int err) {
+    uint64_t drain_us = mono_us() - t0;
     if (err || !active_) {
       // The SPLIT never went out: the secondary is not split, and neither is
       // this node. Left set, the flag made the next session a split one: the
@@ -60,8 +62,7 @@ void Volume::split(Done done) {
       return split_failed(err ? -err : ECONNRESET, why, done);
     }
     uint64_t id = kControlIdBit | next_control_id_++;
-    uint64_t when = split_unix_ms_;
-    control_waiters_[id] = [this, done, when](int e, const std::string& m) {
+    control_waiters_[id] = [this, done, when, drain_us](int e, const std::string& m) {
       // Sent, never confirmed (the link lost, the secondary stopped or
       // killed once it applied it, or it failed the split's flush): whether
       // it applied it is unknown here. This node decides what the pair is,
@@ -73,13 +74,15 @@ void Volume::split(Done done) {
                                    "; it may have applied it, and says split until the "
                                    "next session)",
                             done);
+      // (From here on the pair is split: the secondary confirmed it.)
+      split_unix_ms_ = when;
+      split_drain_us_ = drain_us;
       bitmap_->commit(FnDone::make([this, done](int ce) {
         if (ce) return done(-ce, "cannot record the split in the metadata");
         MLOG_INFO("volume '%s': split; mirrored writes drained in %llu us", cfg_.name.c_str(),
                   static_cast<unsigned long long>(split_drain_us_));
         done(0, "split");
       }));
-      (void)when;
     };
     link::Header h;
     h.type = link::Type::kSplit;
