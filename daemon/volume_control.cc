@@ -270,8 +270,19 @@ void VolumeControl::relay_to_peer(const control::Request& req, ControlServer::Re
   args.erase("peer");
   json request = {{"version", control::kVersion}, {"command", req.spec->name}, {"args", args}};
   std::string peer = volume_.status().peer;
-  volume_.relay(request.dump(), [this, respond, wait, peer](int err, const std::string& text) {
-    if (err) return respond(control::error_reply(err, "relaying to '" + peer + "': " + text));
+  bool changes = req.spec->changes_state;
+  volume_.relay(request.dump(), [this, respond, wait, peer, changes](int err,
+                                                                     const std::string& text) {
+    if (err) {
+      std::string m = "relaying to '" + peer + "': " + text;
+      // The request went out; its answer was lost with the link, not
+      // necessarily the command: a split the peer made and the secondary
+      // confirmed leaves the pair split. Never to be taken for "not done".
+      if (err == ECONNRESET && changes)
+        m += "; '" + peer + "' may have run it before the link was lost: check `mirrorctl "
+             "status` there once the link is back";
+      return respond(control::error_reply(err, m));
+    }
     json j = json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("ok") || !j["ok"].is_boolean())
       return respond(control::error_reply(EIO, "'" + peer + "' sent a malformed reply"));
