@@ -97,17 +97,38 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
         held.push_back(s);
       }
     }
+    std::vector<std::string> split_done;
     if (err.empty()) {
       for (const auto& s : sockets) {
         auto reply = call(s, make_request("split"));
         err = reply_error(reply, s, &rc);
         if (!reply) sent_unanswered = true;
         if (!err.empty()) break;
+        split_done.push_back(s);
       }
     }
     for (const auto& s : held) {
       std::string e = reply_error(call(s, make_request("release")), s);
       if (!e.empty()) std::fprintf(stderr, "mirrorctl split: release: %s\n", e.c_str());
+    }
+    // A group is cut at one instant or not at all: the volumes split before
+    // one that failed are no point in time with it, and left split they
+    // stay unmirrored while the failure reads "no split was made".
+    if (!err.empty() && !split_done.empty()) {
+      std::string rejoined, kept;
+      for (const auto& s : split_done) {
+        std::string e = reply_error(call(s, make_request("rejoin")), s);
+        if (e.empty())
+          rejoined += (rejoined.empty() ? "" : ", ") + s;
+        else
+          kept += (kept.empty() ? "" : "; ") + e;
+      }
+      err += "; the group's split failed: ";
+      if (!rejoined.empty()) err += "the volumes it had split are rejoined (" + rejoined + ")";
+      if (!kept.empty())
+        err += (rejoined.empty() ? "" : "; ") + std::string("the volumes it split and could not "
+                                                            "rejoin stay split (run mirrorctl "
+                                                            "rejoin): ") + kept;
     }
     return err;
   };
