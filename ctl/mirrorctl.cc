@@ -244,6 +244,12 @@ std::string split_ended(const std::string& socket, uint64_t point) {
   if (st.value("state", std::string()) != "split")
     return "the split ended during the copy (the pair is " +
            st.value("state", std::string("?")) + ": a rejoin meanwhile?)";
+  // A primary restarted since (a crash, systemd's restart) keeps its split
+  // (the metadata records it) but not the instant (null): no split was made
+  // since its start, so the one it keeps is this backup's, unless a rejoin
+  // and a new split came before the restart, which backup-mark's `split`
+  // refuses on the secondary, whose image the copy read.
+  if (at == 0) return "";
   if (at != point)
     return "the split ended during the copy: the pair is split again, at " +
            std::to_string(at) + ", not at " + std::to_string(point);
