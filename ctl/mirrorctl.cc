@@ -21,6 +21,7 @@
 #include <string>
 
 #include "backup.h"
+#include "clock.h"
 #include "config.h"
 #include "control_client.h"
 #include "control_protocol.h"
@@ -233,12 +234,29 @@ struct BackupRequest {
   QuiesceOptions quiesce;
 };
 
+// How long a backup waits for a primary that does not answer (a crash, then
+// systemd's restart) before it gives up judging its split.
+constexpr uint64_t kPrimaryBackMs = 60000;
+
 // Why the split of instant `point` may not have lasted until now ("" if it
-// did): the primary is split still, at that same instant.
-std::string split_ended(const std::string& socket, uint64_t point) {
+// did): the primary is split still, at that same instant. A primary that
+// cannot be asked (its daemon down or restarting) is waited for, up to
+// kPrimaryBackMs; if it still does not answer, *unknown is set.
+std::string split_ended(const std::string& socket, uint64_t point, bool* unknown = nullptr) {
   auto now = call(socket, make_request("status"));
-  if (std::string e = reply_error(now, socket); !e.empty())
+  if (!now) {
+    std::fprintf(stderr, "mirrorctl backup: %s: waiting up to %llu s for it to answer\n",
+                 reply_error(now, socket).c_str(),
+                 static_cast<unsigned long long>(kPrimaryBackMs / 1000));
+    for (uint64_t until = mono_ms() + kPrimaryBackMs; !now && mono_ms() < until;) {
+      ::usleep(500 * 1000);
+      now = call(socket, make_request("status"));
+    }
+  }
+  if (std::string e = reply_error(now, socket); !e.empty()) {
+    if (unknown) *unknown = !now;
     return "cannot check that the split lasted the whole copy: " + e;
+  }
   const json& st = (*now)["result"];
   uint64_t at = st["last_split"].is_object() ? st["last_split"].value("unix_ms", uint64_t(0)) : 0;
   if (st.value("state", std::string()) != "split")
@@ -329,8 +347,13 @@ int run_backup(const BackupRequest& b) {
     std::fprintf(stderr, "%s: %s\n", me, why.c_str());
     // Only this backup's split is rejoined: one made since (another
     // shell's backup, say) is not ours to end.
-    if (point && !split_ended(b.socket, point).empty())
-      std::fprintf(stderr, "%s: not rejoining: the split this backup made is over\n", me);
+    bool no_answer = false;
+    if (point && !split_ended(b.socket, point, &no_answer).empty())
+      std::fprintf(stderr,
+                   no_answer ? "%s: the primary does not answer: the pair may stay split: run "
+                             "`mirrorctl rejoin` once mirrord is back\n"
+                           : "%s: not rejoining: the split this backup made is over\n",
+                   me);
     else
       rejoin();
     return kExitFailed;
@@ -373,9 +396,11 @@ int run_backup(const BackupRequest& b) {
   // copy: a rejoin meanwhile (another shell, a script) resynced the
   // secondary under it, and a split since has an instant of its own.
   // Checked once the copy is done: what happens after cannot tear it.
-  if (std::string why = split_ended(b.socket, point); !why.empty()) {
+  bool no_answer = false;
+  if (std::string why = split_ended(b.socket, point, &no_answer); !why.empty()) {
     if (!b.incremental) ::unlink(target.c_str());
-    return failed(why + ": the image mixes two instants; " +
+    return failed(why + (no_answer ? ": the image may mix two instants; "
+                                   : ": the image mixes two instants; ") +
                   (b.incremental ? b.path + " is partly updated (its backup point did not move: "
                                             "run the incremental backup again)"
                                  : target + " removed"));
