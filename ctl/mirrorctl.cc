@@ -47,10 +47,13 @@ int refusal_exit(const json& reply) {
 }
 
 // Sends one request and returns the daemon's reply (or a transport error).
-Result<json> call(const std::string& socket, const json& request) {
+// *sent (if given): the request reached the daemon's socket (a transport
+// error after it leaves the outcome unknown; one before, nothing was done).
+Result<json> call(const std::string& socket, const json& request, bool* sent = nullptr) {
   ControlClient client;
   if (auto st = client.connect(socket); !st) return st.error();
   if (auto st = client.send(request); !st) return st.error();
+  if (sent) *sent = true;
   return client.receive(reply_wait(request));
 }
 
@@ -87,7 +90,7 @@ std::string reply_error(const Result<json>& r, const std::string& socket,
 int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions& q,
                   bool announce = true, bool* unknown = nullptr, bool* made = nullptr) {
   int rc = kExitFailed;
-  bool sent_unanswered = false;
+  bool sent_unanswered = false, unsent = false;
   auto do_split = [&]() -> std::string {
     std::vector<std::string> held;
     std::string err;
@@ -101,9 +104,10 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
     std::vector<std::string> split_done;
     if (err.empty()) {
       for (const auto& s : sockets) {
-        auto reply = call(s, make_request("split"));
+        bool sent = false;
+        auto reply = call(s, make_request("split"), &sent);
         err = reply_error(reply, s, &rc);
-        if (!reply) sent_unanswered = true;
+        if (!reply) (sent ? sent_unanswered : unsent) = true;
         if (!err.empty()) break;
         split_done.push_back(s);
       }
@@ -144,6 +148,7 @@ int split_volumes(const std::vector<std::string>& sockets, const QuiesceOptions&
                        "check that the application was unblocked)"
                  : sent_unanswered ? " (the split may have been made, or be made when mirrord "
                                      "resumes: check `mirrorctl status`, and `mirrorctl rejoin`)"
+                 : unsent          ? " (no split was made: the request never reached mirrord)"
                                    : "");
     return rc;
   }
