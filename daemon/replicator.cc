@@ -556,6 +556,17 @@ void Replicator::maybe_complete(Op* op) {
       op->local_err = std::exchange(op->disk_err, 0);  // not detached: the disk's error
     }
   }
+  if (op->modifies() && op->sent_to_peer && op->peer_err == ECONNRESET && !op->local_err &&
+      !disk_abandoned() && fail_stop_holds()) {
+    // on-peer-loss = fail-stop: in flight when the link was lost, the peer
+    // may lack it. Acknowledged from this copy alone, it was lost with this
+    // node after a failover: the promise is that the copies never diverge.
+    // It waits with the writes held since, and goes out again, to both
+    // copies (the same bytes: overlapping writes wait behind it), once the
+    // peer is back.
+    requeue_held(op);
+    return;
+  }
   if (op->kind == Kind::kFlush) {
     bool covered = !op->local_err && ((op->sent_to_peer && !op->peer_err) || op->degraded);
     if (covered) evict_extents(op->flush_tick);
@@ -600,6 +611,17 @@ void Replicator::maybe_complete(Op* op) {
     resync_again();
   }
   finish(op, op->local_err);
+}
+
+void Replicator::requeue_held(Op* op) {
+  op->peer_err = 0;
+  op->sent_to_peer = false;
+  op->degraded = false;
+  op->waiting_al = false;
+  op->peer_after_local = false;
+  op->trim_kept_local = op->trim_kept_peer = op->trim_marked = false;
+  held_.push_back(op);
+  if (!drain_waiters_.empty()) defer([this] { check_drained(); });
 }
 
 void Replicator::finish(Op* op, int err) {

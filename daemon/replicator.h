@@ -266,6 +266,9 @@ class Replicator final : public Backend {
   void on_local(Op* op, int err);
   void on_meta(Op* op, int err);
   void maybe_complete(Op* op);
+  // fail-stop: a change in flight when the link was lost waits, with the
+  // writes held since, to be written again on both copies.
+  void requeue_held(Op* op);
   void finish(Op* op, int err);
   void unblock();
   void evict_extents(uint64_t flush_tick);
