@@ -3,9 +3,10 @@
 # operator's command runs with a failure in its middle: a planned failover
 # (demote, then promote on the peer), a split, an online verify, a split with
 # open-rw writes on the secondary, an online resize (both volume files grow by
-# 16 MiB), or the secondary restarted with a write stuck in its disk queue
-# (write-stall, 8-20 s); the failure, drawn from the seed: kill -9 of either
-# node, a 0.3-3 s partition of the link (the proxies of faultlib.sh), or none.
+# 16 MiB), the secondary restarted with a write stuck in its disk queue
+# (write-stall, 8-20 s), or a `mirrorctl backup`; the failure, drawn from the
+# seed: kill -9 of either node, a 0.3-3 s partition of the link (the proxies
+# of faultlib.sh), or none.
 # After each event the harness restarts what died, promotes a node if none is
 # primary, rejoins a split, resizes a node that missed a resize, waits for
 # synchronized, and checks the retired writer's acknowledged writes on both
@@ -14,8 +15,10 @@
 #   MIRRORD=build/mirrord MIRRORCTL=build/mirrorctl tests/faults/mix.sh SEED [EVENTS]
 #
 # Session 17 (chaos10) ran seeds 101-107, 202-208, 301-304 and 401-405 (12-18
-# events each; docs/reliability.md).
+# events each; docs/reliability.md), before the backup event (MIX_KINDS=7
+# replays them); session 18 (chaos11) seeds 601 on.
 SEED=${1:?usage: mix.sh SEED [EVENTS]}; NEV=${2:-15}
+KINDS=${MIX_KINDS:-8}   # 7: session 17's events only (its seeds replay as they ran)
 . "$(dirname "$0")/faultlib.sh"
 TEST_NAME=mix-$SEED
 VOL_SIZE=256M
@@ -83,7 +86,7 @@ PRIM=alpha
 new_writer alpha
 for i in $(seq $NEV); do
     rand_sleep 500 2500
-    rand ev 0 6
+    rand ev 0 $((KINDS - 1))
     case $ev in
     0) log "EVENT $i: failover from $PRIM"
        end_writer $CUR
@@ -114,6 +117,14 @@ for i in $(seq $NEV); do
        stop_node $S
        export MIRRORD_FAULTS="write-stall=$((CUROFF + blk*4096)):4096:$ms"; start_node $S; unset MIRRORD_FAULTS
        rand_sleep 1000 6000; fault ;;
+    7) log "EVENT $i: backup from $PRIM"
+       rm -f $T/backup.img
+       ( "$MIRRORCTL" --config "$T/$PRIM.toml" --node $PRIM backup --to $T/backup.img >$T/b.out 2>&1
+         echo "rc $?" >>$T/b.out ) & bp=$!
+       rand_sleep 0 400; fault; wait $bp; log "backup: $(tr '\r' '\n' <$T/b.out | grep -v '%' | tr '\n' ' ' | cut -c1-300)"
+       if grep -q "^rc 0" $T/b.out && [ "$(status_get $PRIM .state)" = split ]; then
+           fail "event $i: the backup succeeded and left $PRIM split"
+       fi ;;
     esac
     # the writer dies with its node or a demote: check it and start another
     if ! kill -0 ${WRITER_OF[$CUR]} 2>/dev/null || [ "$(primary_of)" != "$CURN" ] || ! node_alive $CURN; then
