@@ -198,6 +198,7 @@ void Replicator::start(Op* op) {
     if (holding_ || plan_holds_ > 0 ||
         fail_stop_holds()) {
       held_.push_back(op);  // held, or fail-stop waiting for the peer
+      if (stop_requested_) defer([this] { abandon_held_if_stopping(); });
       return;
     }
     return log_then_dispatch(op);
@@ -622,6 +623,22 @@ void Replicator::requeue_held(Op* op) {
   op->trim_kept_local = op->trim_kept_peer = op->trim_marked = false;
   held_.push_back(op);
   if (!drain_waiters_.empty()) defer([this] { check_drained(); });
+  if (stop_requested_) defer([this] { abandon_held_if_stopping(); });
+}
+
+void Replicator::stop_requested() {
+  stop_requested_ = true;
+  abandon_held_if_stopping();
+}
+
+void Replicator::abandon_held_if_stopping() {
+  if (!stop_requested_ || !fail_stop_holds() || held_.empty()) return;
+  MLOG_WARN("stopping with the peer gone (on-peer-loss = fail-stop): %zu held writes are left "
+            "unanswered (never acknowledged; the kernel resends them to the next mirrord)",
+            held_.size());
+  std::deque<Op*> held;
+  held.swap(held_);
+  for (Op* op : held) finish(op, kUnanswered);
 }
 
 void Replicator::finish(Op* op, int err) {

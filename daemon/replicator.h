@@ -128,6 +128,11 @@ class Replicator final : public Backend {
   // release() lets them go. Requests already running are not affected.
   void hold();
   void release();
+  // mirrord is stopping. Under fail-stop with the peer gone, the writes held
+  // for it (and those that arrive meanwhile) end unanswered instead of
+  // waiting for a peer the stop will not wait for: never acknowledged, they
+  // are resent by the kernel to the next mirrord.
+  void stop_requested();
   bool held() const { return holding_; }
   // From the moment a handshake decides its plan until attach: writes not
   // yet issued (new ones, and those still waiting for their activity-log
@@ -269,6 +274,9 @@ class Replicator final : public Backend {
   // fail-stop: a change in flight when the link was lost waits, with the
   // writes held since, to be written again on both copies.
   void requeue_held(Op* op);
+  // Stopping under fail-stop with the peer gone: the held writes will never
+  // go out; they end unanswered (kUnanswered), as in a crash.
+  void abandon_held_if_stopping();
   void finish(Op* op, int err);
   void unblock();
   void evict_extents(uint64_t flush_tick);
@@ -500,6 +508,7 @@ class Replicator final : public Backend {
   uint64_t batch_epoch_ = 0;
   std::deque<Op*> held_;  // fail-stop or hold(): writes waiting to start
   bool holding_ = false;
+  bool stop_requested_ = false;  // stop_requested(): held writes are abandoned
   int plan_holds_ = 0;
   bool sync_done_sent_ = false;
   uint64_t last_ping_ms_ = 0;

@@ -222,6 +222,9 @@ void Replicator::link_lost(const std::string& why) {
   // fails too: check_freeze() would otherwise send its SPLIT on a later
   // session, splitting a secondary that is synchronized again.
   abandon_freeze();
+  // Lost while stopping: writes held for some other reason (a plan, a hold)
+  // now wait for the peer under fail-stop, which the stop does not.
+  if (stop_requested_) defer([this] { abandon_held_if_stopping(); });
 }
 
 void Replicator::abandon_freeze() {

@@ -197,6 +197,7 @@ void Volume::release(Done done) {
 
 void Volume::stop_requested() {
   stop_requested_ = true;
+  if (role_ == Role::kPrimary && replicator_) replicator_->stop_requested();
   // A demote waiting for standby answers now (not one still flushing).
   if (demote_ && demote_->standby_deadline_ms) demote_poll();
   if (role_ != Role::kPrimary || !replicator_ || hold_deadline_ms_ == 0) return;

@@ -8,8 +8,13 @@
 //  - Buffers and `done` are owned by the caller and must stay valid until
 //    io_done runs.
 //  - Ranges were validated by the caller (within size(), length > 0).
+//  - `-ESHUTDOWN` (kUnanswered) means mirrord is stopping and the request was
+//    never carried out: the connection leaves it unanswered, so the client
+//    sees the connection end with it outstanding, as after a crash (the
+//    kernel resends it to the next mirrord), not an error.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -17,6 +22,8 @@
 #include "codec.h"
 
 namespace mirror {
+
+inline constexpr int kUnanswered = -ESHUTDOWN;
 
 class IoDone {
  public:

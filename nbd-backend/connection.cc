@@ -394,6 +394,15 @@ void Connection::request_done(Request* r, int err) {
     r->stage = Request::Stage::kRun;
     return backend_->read(r->req.offset, r->req.length, r->buf.data(), r);
   }
+  if (err == kUnanswered) {
+    // Never carried out, and mirrord is stopping: no answer, so the client
+    // resends it after the connection ends (backend.h).
+    MLOG_INFO("%s: request at %llu+%u left unanswered: mirrord is stopping", peer_.c_str(),
+              static_cast<unsigned long long>(r->req.offset), r->req.length);
+    free_request(r);
+    if (phase_ == Phase::kDraining) check_drained();
+    return;
+  }
   // TRIM is advisory (NBD spec): a store that cannot punch kept its data.
   if (r->req.type == nbd::kCmdTrim && err == -EOPNOTSUPP) err = 0;
   build_reply(r, err);
