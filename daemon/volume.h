@@ -338,6 +338,10 @@ class Volume final : public LinkConn::Handler {
   // the next session resyncs it (a SPLIT it applied is undone as by a
   // rejoin); `done` gets err and why, saying no split was made.
   void split_failed(int err, const std::string& why, const Done& done);
+  // A rejoin's or a failed split's end (kFlagSplit already cleared): the
+  // replicator leaves its split state and the session closes (or the peer
+  // is dialled) so that the next plan resyncs the secondary.
+  void resync_after_split(const char* why);
   void tick();
   // A disk failed a mirrored write since the last completed resync: the
   // dialer backs off further (kDiskRetryMaxBackoffMs) instead of retrying

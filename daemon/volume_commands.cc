@@ -97,10 +97,7 @@ void Volume::split_failed(int err, const std::string& why, const Done& done) {
   bitmap_->commit(nullptr);
   // A SPLIT the secondary applied unconfirmed is ended as a rejoin ends one.
   rejoin_pending_ = true;
-  // Its writes since the freeze are tracked for the peer already; it says
-  // degraded, not split, until the next session (as after a rejoin).
-  replicator_->split_ended();
-  if (active_) active_->conn->close_when_sent("the split failed: reconnecting to resync");
+  resync_after_split("the split failed: reconnecting to resync");
   MLOG_WARN("volume '%s': split failed: %s; no split was made", cfg_.name.c_str(), why.c_str());
   done(err, why + ": no split was made; the pair resyncs what the secondary missed once the "
                   "link is back");
@@ -142,12 +139,19 @@ void Volume::rejoin(Done done) {
     // out before the link closes. A fresh handshake computes the plan from
     // both sides' current state (the secondary may have changes of its own).
     done(0, "rejoining");
-    replicator_->split_ended();
-    if (active_)
-      active_->conn->close_when_sent("rejoin: reconnecting to resync");
-    else  // a refused plan (split image in use) may hold the peer's dialer off
-      dial_now(/*even_if_not_dialer=*/true);
+    resync_after_split("rejoin: reconnecting to resync");
   }));
+}
+
+void Volume::resync_after_split(const char* why) {
+  // Writes since the freeze are tracked for the peer already; this node
+  // says degraded, not split, until the next session, whose plan resyncs
+  // them (and any split image the secondary made or kept).
+  replicator_->split_ended();
+  if (active_)
+    active_->conn->close_when_sent(why);
+  else  // a refused plan (split image in use) may hold the peer's dialer off
+    dial_now(/*even_if_not_dialer=*/true);
 }
 
 void Volume::verify(uint64_t offset, uint64_t length, bool cancel, Done done) {

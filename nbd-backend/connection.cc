@@ -397,7 +397,7 @@ void Connection::request_done(Request* r, int err) {
   if (err == kUnanswered) {
     // Never carried out, and mirrord is stopping: no answer, so the client
     // resends it after the connection ends (backend.h).
-    MLOG_INFO("%s: request at %llu+%u left unanswered: mirrord is stopping", peer_.c_str(),
+    MLOG_DEBUG("%s: request at %llu+%u left unanswered: mirrord is stopping", peer_.c_str(),
               static_cast<unsigned long long>(r->req.offset), r->req.length);
     free_request(r);
     if (phase_ == Phase::kDraining) check_drained();
